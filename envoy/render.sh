@@ -1,0 +1,66 @@
+#!/bin/sh
+# Render the keyward Envoy bootstrap template to stdout.
+#
+#   CERT_DIR=/certs [LISTEN_HOST=0.0.0.0 ...] envoy/render.sh > envoy.yaml
+#
+# Every {{NAME}} placeholder in the template is replaced by the environment variable NAME
+# (defaults below; CERT_DIR has none). The template is envoy.yaml.tmpl next to this script,
+# or $ENVOY_TEMPLATE. Fails if a placeholder is left unrendered.
+#
+# POSIX sh + sed only: it runs inside the official envoyproxy/envoy image.
+set -eu
+
+prog=render.sh
+fail() {
+	printf '%s: %s\n' "$prog" "$*" >&2
+	exit 1
+}
+
+here=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
+template=${ENVOY_TEMPLATE:-$here/envoy.yaml.tmpl}
+[ -r "$template" ] || fail "template not found or unreadable: $template"
+
+[ -n "${CERT_DIR:-}" ] || fail "CERT_DIR is not set (directory holding server.pem and server.key for the private TLS listener)"
+
+: "${LISTEN_HOST:=127.0.0.1}"
+: "${ADMIN_HOST:=127.0.0.1}"
+: "${PUBLIC_PORT:=8080}"
+: "${PRIVATE_PORT:=8443}"
+: "${ADMIN_PORT:=9901}"
+: "${KEYWARD_HOST:=127.0.0.1}"
+: "${KEYWARD_PORT:=9191}"
+: "${BACKEND_HOST:=127.0.0.1}"
+: "${BACKEND_PORT:=8000}"
+
+for name in PUBLIC_PORT PRIVATE_PORT ADMIN_PORT KEYWARD_PORT BACKEND_PORT; do
+	eval "value=\$$name"
+	case $value in
+	'' | *[!0-9]*) fail "$name must be a port number, got '$value'" ;;
+	esac
+done
+
+newline='
+'
+# Escape a value for the replacement side of a sed s||| command.
+escape() {
+	printf '%s' "$1" | sed 's/[\\|&]/\\&/g'
+}
+
+script=
+for name in LISTEN_HOST ADMIN_HOST PUBLIC_PORT PRIVATE_PORT ADMIN_PORT \
+	KEYWARD_HOST KEYWARD_PORT BACKEND_HOST BACKEND_PORT CERT_DIR; do
+	eval "value=\$$name"
+	case $value in
+	*"$newline"*) fail "$name must not contain a newline" ;;
+	esac
+	script="${script}s|{{$name}}|$(escape "$value")|g$newline"
+done
+
+rendered=$(sed -e "$script" "$template") || fail "sed failed on $template"
+
+left=$(printf '%s\n' "$rendered" | sed -n 's/.*\({{[^}]*}}\).*/\1/p')
+if [ -n "$left" ]; then
+	fail "unrendered placeholder(s) in $template:$newline$left"
+fi
+
+printf '%s\n' "$rendered"

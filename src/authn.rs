@@ -1,0 +1,184 @@
+//! Authentication: from a presented credential to a stored, verified key.
+//!
+//! Junk is rejected by [`Token::parse`] before any lookup. The key row comes from the cache or
+//! the store; the secret is checked against its argon2id hash on tokio's blocking pool, never on
+//! the async workers, with at most `workers` verifications running and `queue` waiting: past
+//! that the request is shed rather than queued without bound. Concurrent verifications of the
+//! same token are coalesced into one.
+
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
+
+use crate::cache::{Caches, Verdict};
+use crate::config;
+use crate::model::{ApiKey, Deployment};
+use crate::policy::InvalidReason;
+use crate::store::{Store, StoreError};
+use crate::token::Token;
+
+/// Why keyward could not decide; Envoy answers its `status_on_error` (503), never a 401.
+#[derive(Debug, thiserror::Error)]
+pub enum Undecidable {
+    #[error("storage unavailable: {0}")]
+    Storage(String),
+    #[error("too many verifications in flight")]
+    Overloaded,
+    #[error("verification failed: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for Undecidable {
+    fn from(e: StoreError) -> Self {
+        Undecidable::Storage(e.to_string())
+    }
+}
+
+/// The result of authenticating a well-formed token.
+#[derive(Debug, Clone)]
+pub enum Authenticated {
+    Key(Arc<ApiKey>),
+    Invalid(InvalidReason),
+}
+
+#[derive(Clone)]
+pub struct Authenticator {
+    store: Store,
+    caches: Caches,
+    hasher: Argon2<'static>,
+    waiting: Arc<Semaphore>,
+    running: Arc<Semaphore>,
+}
+
+impl Authenticator {
+    pub fn new(store: Store, caches: Caches, argon: &config::Argon2, verify: &config::Verify) -> Self {
+        Authenticator {
+            store,
+            caches,
+            hasher: hasher(argon),
+            waiting: Arc::new(Semaphore::new(verify.workers + verify.queue)),
+            running: Arc::new(Semaphore::new(verify.workers)),
+        }
+    }
+
+    pub fn caches(&self) -> &Caches {
+        &self.caches
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The argon2id PHC string of `secret`, with a fresh random salt.
+    pub fn hash_secret(&self, secret: &str) -> Result<String, Undecidable> {
+        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+        self.hasher
+            .hash_password(secret.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| Undecidable::Internal(e.to_string()))
+    }
+
+    /// The stored key `id`, from the cache or the store.
+    pub async fn key(&self, id: &str) -> Result<Option<Arc<ApiKey>>, Undecidable> {
+        if let Some(cached) = self.caches.key(id).await {
+            return Ok(cached);
+        }
+        let epoch = self.caches.epoch();
+        let loaded = self.store.get_key(id).await?.map(Arc::new);
+        self.caches.insert_key(id, loaded.clone(), epoch).await;
+        Ok(loaded)
+    }
+
+    /// The deployment `project/slug`, from the cache or the store.
+    pub async fn deployment(
+        &self,
+        name: &str,
+        project: &str,
+        slug: &str,
+    ) -> Result<Option<Arc<Deployment>>, Undecidable> {
+        if let Some(cached) = self.caches.deployment(name).await {
+            return Ok(cached);
+        }
+        let epoch = self.caches.epoch();
+        let loaded = self.store.get_deployment(project, slug).await?.map(Arc::new);
+        self.caches.insert_deployment(name, loaded.clone(), epoch).await;
+        Ok(loaded)
+    }
+
+    /// Authenticates a well-formed token.
+    pub async fn authenticate(&self, token: &Token<'_>) -> Result<Authenticated, Undecidable> {
+        let Some(key) = self.key(token.key_id).await? else {
+            return Ok(Authenticated::Invalid(InvalidReason::UnknownKey));
+        };
+        if key.plane() != token.plane {
+            return Ok(Authenticated::Invalid(InvalidReason::UnknownKey));
+        }
+        let cache_key = token.cache_key();
+        if let Some(verdict) = self.caches.verdicts.get(&cache_key).await
+            && let Some(outcome) = judge(&verdict, &key)
+        {
+            return Ok(outcome);
+        }
+        let verdict = self.verify(cache_key, token.secret(), &key.secret_hash).await?;
+        Ok(judge(&verdict, &key).unwrap_or(Authenticated::Invalid(InvalidReason::WrongSecret)))
+    }
+
+    async fn verify(&self, cache_key: [u8; 32], secret: &str, phc: &str) -> Result<Verdict, Undecidable> {
+        let init = async {
+            let _waiting = self
+                .waiting
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| Undecidable::Overloaded)?;
+            let _running = self
+                .running
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Undecidable::Overloaded)?;
+            let secret = secret.to_owned();
+            let phc: Arc<str> = Arc::from(phc);
+            let hasher = self.hasher.clone();
+            tokio::task::spawn_blocking(move || verify_secret(&hasher, &secret, phc))
+                .await
+                .map_err(|e| Undecidable::Internal(e.to_string()))?
+        };
+        self.caches
+            .verdicts
+            .try_get_with(cache_key, init)
+            .await
+            .map_err(|e| match e.as_ref() {
+                Undecidable::Overloaded => Undecidable::Overloaded,
+                other => Undecidable::Internal(other.to_string()),
+            })
+    }
+}
+
+/// A cached verdict applies only to the hash it was computed against.
+fn judge(verdict: &Verdict, key: &Arc<ApiKey>) -> Option<Authenticated> {
+    match verdict {
+        Verdict::Match(phc) if **phc == *key.secret_hash => Some(Authenticated::Key(key.clone())),
+        Verdict::Match(_) => None,
+        Verdict::NoMatch => Some(Authenticated::Invalid(InvalidReason::WrongSecret)),
+    }
+}
+
+/// argon2's verification compares in constant time. A PHC string that does not parse can
+/// never match: it is a failed verification, not an error.
+fn verify_secret(hasher: &Argon2<'static>, secret: &str, phc: Arc<str>) -> Result<Verdict, Undecidable> {
+    let Ok(parsed) = PasswordHash::new(&phc) else {
+        return Ok(Verdict::NoMatch);
+    };
+    Ok(match hasher.verify_password(secret.as_bytes(), &parsed) {
+        Ok(()) => Verdict::Match(phc.clone()),
+        Err(_) => Verdict::NoMatch,
+    })
+}
+
+fn hasher(argon: &config::Argon2) -> Argon2<'static> {
+    let params = Params::new(argon.memory_kib, argon.iterations, argon.parallelism, None)
+        .unwrap_or_default();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}

@@ -1,0 +1,425 @@
+//! The Envoy edge: `envoy.service.auth.v3.Authorization/Check`.
+//!
+//! A `CheckRequest` becomes a plain [`Route`] and credential, the pure [`policy::decide`] rules,
+//! and the [`Decision`] becomes a `CheckResponse`. This is the one place that maps decisions to
+//! HTTP statuses and bodies. A denial is `Ok(CheckResponse)` with a non-OK status; `Err(Status)`
+//! means keyward could not decide, and Envoy answers its `status_on_error` (503).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::address::Address;
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
+use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode as HttpStatusCode};
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{
+    CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
+};
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use envoy_types::pb::google::rpc;
+use tonic::{Request, Response, Status};
+use tracing::{debug, warn};
+
+use crate::authn::{Authenticated, Authenticator, Undecidable};
+use crate::model::{Endpoint, Plane};
+use crate::policy::{self, Authentication, Decision, Denial, Grant, InvalidReason, Route, Target};
+use crate::store::now_unix;
+use crate::token::Token;
+
+pub const HEADER_KEY_ID: &str = "x-keyward-key-id";
+pub const HEADER_PRINCIPAL: &str = "x-keyward-principal";
+pub const HEADER_PROJECT: &str = "x-keyward-project";
+pub const HEADER_DEPLOYMENT: &str = "x-keyward-deployment";
+/// The dynamic metadata namespace is the filter's own; Envoy's access log reads it as
+/// `%DYNAMIC_METADATA(envoy.filters.http.ext_authz)%`.
+const GRPC_OK: i32 = 0;
+const GRPC_PERMISSION_DENIED: i32 = 7;
+const GRPC_UNAUTHENTICATED: i32 = 16;
+
+/// Why the route itself cannot be decided on: the Envoy configuration is wrong, not the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("the request carries no HTTP attributes")]
+    NoHttpAttributes,
+    #[error("context extension `plane` is missing or not data|control")]
+    Plane,
+    #[error("context extension `endpoint` is missing or not public|private")]
+    Endpoint,
+    #[error("context extension `deployment` is missing or not PROJECT/SLUG")]
+    Deployment,
+    #[error("context extension `project` is missing or not a project slug")]
+    Project,
+}
+
+/// The request, as the decision needs it.
+#[derive(Debug)]
+pub struct Input<'a> {
+    pub route: Route<'a>,
+    pub headers: &'a HashMap<String, String>,
+    pub source_ip: Option<IpAddr>,
+}
+
+/// Reads the route contract (context extensions) and the HTTP attributes.
+pub fn input_of(request: &CheckRequest) -> Result<Input<'_>, RouteError> {
+    let attributes = request.attributes.as_ref().ok_or(RouteError::NoHttpAttributes)?;
+    let http = attributes
+        .request
+        .as_ref()
+        .and_then(|r| r.http.as_ref())
+        .ok_or(RouteError::NoHttpAttributes)?;
+    let ext = &attributes.context_extensions;
+    let plane: Plane = ext
+        .get("plane")
+        .and_then(|p| p.parse().ok())
+        .ok_or(RouteError::Plane)?;
+    let endpoint: Endpoint = ext
+        .get("endpoint")
+        .and_then(|e| e.parse().ok())
+        .ok_or(RouteError::Endpoint)?;
+    let target = match plane {
+        Plane::Data => {
+            let name = ext.get("deployment").ok_or(RouteError::Deployment)?;
+            let (project, slug) = name.split_once('/').ok_or(RouteError::Deployment)?;
+            if crate::model::validate_slug("project", project).is_err()
+                || crate::model::validate_slug("deployment", slug).is_err()
+            {
+                return Err(RouteError::Deployment);
+            }
+            Target::Deployment {
+                name,
+                project,
+                slug,
+            }
+        }
+        Plane::Control => {
+            let project = ext.get("project").ok_or(RouteError::Project)?;
+            crate::model::validate_slug("project", project).map_err(|_| RouteError::Project)?;
+            Target::Project(project)
+        }
+    };
+    let source_ip = attributes
+        .source
+        .as_ref()
+        .and_then(|peer| peer.address.as_ref())
+        .and_then(|address| match address.address.as_ref()? {
+            Address::SocketAddress(socket) => socket.address.parse().ok(),
+            _ => None,
+        });
+    Ok(Input {
+        route: Route {
+            plane,
+            endpoint,
+            target,
+            method: &http.method,
+        },
+        headers: &http.headers,
+        source_ip,
+    })
+}
+
+/// The first credential found in the configured sources. `authorization` must use the Bearer
+/// scheme; other headers carry the bare token. Empty values count as absent.
+pub fn credential<'a>(headers: &'a HashMap<String, String>, sources: &[String]) -> Option<&'a str> {
+    sources.iter().find_map(|source| {
+        let value = headers.get(source.as_str())?.trim();
+        let token = if source == "authorization" {
+            let (scheme, rest) = value.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())?
+        } else {
+            value
+        };
+        (!token.is_empty()).then_some(token)
+    })
+}
+
+/// The gRPC `Authorization` service.
+#[derive(Clone)]
+pub struct CheckService {
+    authn: Authenticator,
+    sources: Arc<[String]>,
+}
+
+impl CheckService {
+    pub fn new(authn: Authenticator, sources: Vec<String>) -> Self {
+        CheckService {
+            authn,
+            sources: sources.into(),
+        }
+    }
+
+    /// Decides one request: the whole Check path, without the gRPC transport.
+    pub async fn check_request(&self, request: &CheckRequest) -> Result<CheckResponse, Undecidable> {
+        let input = match input_of(request) {
+            Ok(input) => input,
+            Err(error) => {
+                warn!(%error, "denying a request whose Envoy route is not configured for keyward");
+                return Ok(misrouted(error));
+            }
+        };
+        let route = &input.route;
+        let deployment = match route.target {
+            Target::Deployment {
+                name,
+                project,
+                slug,
+            } => self.authn.deployment(name, project, slug).await?,
+            Target::Project(_) => None,
+        };
+        if !policy::auth_required(route, deployment.as_deref()) {
+            return Ok(allowed(route, Grant::Anonymous, &self.sources));
+        }
+        let presented = credential(input.headers, &self.sources);
+        let authenticated = match presented.map(Token::parse) {
+            None => None,
+            Some(Err(_)) => Some(Authenticated::Invalid(InvalidReason::Malformed)),
+            Some(Ok(token)) => Some(self.authn.authenticate(&token).await?),
+        };
+        let authentication = match &authenticated {
+            None => Authentication::Missing,
+            Some(Authenticated::Invalid(reason)) => Authentication::Invalid(*reason),
+            Some(Authenticated::Key(key)) => Authentication::Verified(key),
+        };
+        let decision = policy::decide(route, deployment.as_deref(), authentication, now_unix());
+        Ok(match decision {
+            Decision::Allow(grant) => allowed(route, grant, &self.sources),
+            Decision::Deny(denial) => {
+                debug!(
+                    key_id = presented.and_then(|p| Token::parse(p).ok()).map(|t| t.key_id),
+                    source_ip = ?input.source_ip,
+                    ?denial,
+                    "denied"
+                );
+                denied(&denial)
+            }
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for CheckService {
+    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        match self.check_request(request.get_ref()).await {
+            Ok(response) => Ok(Response::new(response)),
+            Err(error) => {
+                warn!(%error, "cannot decide; Envoy will answer its status_on_error");
+                Err(match error {
+                    Undecidable::Overloaded => Status::resource_exhausted("keyward is overloaded"),
+                    Undecidable::Storage(_) => Status::unavailable("storage unavailable"),
+                    Undecidable::Internal(_) => Status::internal("internal error"),
+                })
+            }
+        }
+    }
+}
+
+fn header(key: &str, value: &str, action: HeaderAppendAction) -> HeaderValueOption {
+    #[allow(deprecated)]
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            raw_value: Vec::new(),
+        }),
+        append: None,
+        append_action: action.into(),
+        keep_empty_value: false,
+    }
+}
+
+/// Identity headers overwrite whatever the client sent, so no one smuggles their own copy
+/// upstream; credential headers are removed so the backend never sees a secret.
+fn allowed(route: &Route<'_>, grant: Grant<'_>, sources: &[String]) -> CheckResponse {
+    let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd;
+    let (key_id, principal) = match grant {
+        Grant::Key(key) => (Some(key.id.as_str()), key.principal.name.as_str()),
+        Grant::Anonymous => (None, "anonymous"),
+    };
+    let mut headers = Vec::with_capacity(4);
+    let mut headers_to_remove: Vec<String> = sources.to_vec();
+    let mut metadata = HashMap::with_capacity(5);
+    match key_id {
+        Some(id) => {
+            headers.push(header(HEADER_KEY_ID, id, overwrite));
+            metadata.insert("key_id".to_owned(), string_value(id));
+        }
+        None => headers_to_remove.push(HEADER_KEY_ID.to_owned()),
+    }
+    headers.push(header(HEADER_PRINCIPAL, principal, overwrite));
+    headers.push(header(HEADER_PROJECT, route.target.project(), overwrite));
+    metadata.insert("principal".to_owned(), string_value(principal));
+    metadata.insert("project".to_owned(), string_value(route.target.project()));
+    metadata.insert("plane".to_owned(), string_value(route.plane.as_str()));
+    match route.target {
+        Target::Deployment { name, .. } => {
+            headers.push(header(HEADER_DEPLOYMENT, name, overwrite));
+            metadata.insert("deployment".to_owned(), string_value(name));
+        }
+        Target::Project(_) => headers_to_remove.push(HEADER_DEPLOYMENT.to_owned()),
+    }
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: GRPC_OK,
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers,
+            headers_to_remove,
+            ..Default::default()
+        })),
+        dynamic_metadata: Some(Struct { fields: metadata }),
+    }
+}
+
+fn string_value(s: &str) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(s.to_owned())),
+    }
+}
+
+/// HTTP status, OpenAI error `type` and `code` for each denial.
+fn status_of(denial: &Denial) -> (u16, &'static str, &'static str) {
+    match denial {
+        Denial::MissingCredential => (401, "invalid_request_error", "missing_api_key"),
+        Denial::InvalidKey {
+            route_plane: Plane::Data,
+            ..
+        } => (401, "invalid_request_error", "invalid_api_key"),
+        Denial::InvalidKey {
+            route_plane: Plane::Control,
+            ..
+        } => (403, "permission_error", "invalid_api_key"),
+        Denial::WrongPlane { .. } => (403, "permission_error", "wrong_plane"),
+        Denial::OutOfScope { .. } => (403, "permission_error", "key_not_in_scope"),
+        Denial::UnknownDeployment { .. } => (403, "permission_error", "unknown_deployment"),
+        Denial::MissingPermission { .. } => (403, "permission_error", "permission_denied"),
+    }
+}
+
+fn denied(denial: &Denial) -> CheckResponse {
+    let (status, kind, code) = status_of(denial);
+    let mut headers = vec![header(
+        "content-type",
+        "application/json",
+        HeaderAppendAction::OverwriteIfExistsOrAdd,
+    )];
+    if status == 401 {
+        let challenge = match denial {
+            Denial::MissingCredential => r#"Bearer realm="keyward""#,
+            _ => r#"Bearer realm="keyward", error="invalid_token""#,
+        };
+        headers.push(header(
+            "www-authenticate",
+            challenge,
+            HeaderAppendAction::OverwriteIfExistsOrAdd,
+        ));
+    }
+    deny_response(status, headers, error_body(&denial.to_string(), kind, code))
+}
+
+fn misrouted(error: RouteError) -> CheckResponse {
+    let headers = vec![header(
+        "content-type",
+        "application/json",
+        HeaderAppendAction::OverwriteIfExistsOrAdd,
+    )];
+    let message = format!("This route is not configured for authorization: {error}.");
+    deny_response(403, headers, error_body(&message, "permission_error", "route_not_configured"))
+}
+
+/// The OpenAI error shape inference clients already parse.
+pub fn error_body(message: &str, kind: &str, code: &str) -> String {
+    serde_json::json!({
+        "error": { "message": message, "type": kind, "param": null, "code": code }
+    })
+    .to_string()
+}
+
+fn deny_response(status: u16, headers: Vec<HeaderValueOption>, body: String) -> CheckResponse {
+    let grpc_code = if status == 401 {
+        GRPC_UNAUTHENTICATED
+    } else {
+        GRPC_PERMISSION_DENIED
+    };
+    let http_code = match status {
+        401 => HttpStatusCode::Unauthorized,
+        _ => HttpStatusCode::Forbidden,
+    };
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: grpc_code,
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: http_code.into(),
+            }),
+            headers,
+            body,
+        })),
+        dynamic_metadata: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn sources() -> Vec<String> {
+        vec!["authorization".into(), "x-api-key".into(), "x-auth-token".into()]
+    }
+
+    #[test]
+    fn credentials_come_from_the_configured_sources_in_order() {
+        let s = sources();
+        assert_eq!(credential(&headers(&[("authorization", "Bearer abc")]), &s), Some("abc"));
+        assert_eq!(credential(&headers(&[("authorization", "bearer  abc ")]), &s), Some("abc"));
+        assert_eq!(credential(&headers(&[("authorization", "Basic abc")]), &s), None);
+        assert_eq!(credential(&headers(&[("authorization", "Bearer ")]), &s), None);
+        assert_eq!(credential(&headers(&[("x-api-key", "k1"), ("x-auth-token", "k2")]), &s), Some("k1"));
+        assert_eq!(credential(&headers(&[("x-auth-token", "k2")]), &s), Some("k2"));
+        assert_eq!(credential(&headers(&[("x-auth-token", "k2")]), &["x-api-key".to_string()]), None);
+        assert_eq!(credential(&headers(&[]), &s), None);
+    }
+
+    #[test]
+    fn requests_without_a_route_contract_are_denied_not_panicked_on() {
+        let empty = CheckRequest::default();
+        assert_eq!(input_of(&empty).unwrap_err(), RouteError::NoHttpAttributes);
+        let response = misrouted(RouteError::Plane);
+        let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
+            panic!("denied response expected")
+        };
+        assert_eq!(denied.status.unwrap().code, HttpStatusCode::Forbidden as i32);
+        assert!(denied.body.contains("route_not_configured"));
+    }
+
+    #[test]
+    fn the_status_table() {
+        let cases = [
+            (Denial::MissingCredential, 401),
+            (Denial::InvalidKey { route_plane: Plane::Data, reason: InvalidReason::Revoked }, 401),
+            (Denial::InvalidKey { route_plane: Plane::Control, reason: InvalidReason::Revoked }, 403),
+            (Denial::WrongPlane { key_plane: Plane::Data }, 403),
+            (Denial::OutOfScope { target: "deployment a/b".into() }, 403),
+        ];
+        for (denial, status) in cases {
+            let response = denied(&denial);
+            let Some(HttpResponse::DeniedResponse(d)) = response.http_response else {
+                panic!("denied response expected")
+            };
+            assert_eq!(d.status.unwrap().code as u16, status, "{denial:?}");
+            let challenge = d.headers.iter().any(|h| h.header.as_ref().unwrap().key == "www-authenticate");
+            assert_eq!(challenge, status == 401);
+            let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+            assert!(body["error"]["message"].is_string());
+            assert!(body["error"]["param"].is_null());
+        }
+    }
+}

@@ -1,0 +1,641 @@
+//! The `keyward` command line. `serve` runs the server and `init` works on the database
+//! directly; every other command calls the admin API of a running server with a control token.
+//! Tables for people, `--output json` for scripts; failures print one line and exit non-zero.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+use crate::config::Config;
+use crate::model::{KeyScope, Plane};
+use crate::pb::admin_client::AdminClient;
+use crate::pb::{self, expiry};
+use crate::store::now_unix;
+use crate::token;
+
+#[derive(Debug, Parser)]
+#[command(name = "keyward", version, about = "Envoy ext_authz server for inference API keys")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the Check, admin and health servers.
+    Serve {
+        /// TOML configuration file; KEYWARD_* variables override it.
+        #[arg(long, env = "KEYWARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Create the schema, the default organization and its owner; print the owner's
+    /// organization-wide control token once.
+    Init {
+        /// Database URL (default: the configuration's, `sqlite://keyward.db`).
+        #[arg(long)]
+        database: Option<String>,
+        #[arg(long, env = "KEYWARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// The owner's name or email.
+        #[arg(long, default_value = "owner")]
+        owner: String,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Projects: isolation boundaries holding deployments.
+    Projects {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: ProjectsCommand,
+    },
+    /// Deployments and their per-endpoint authentication.
+    Deployments {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: DeploymentsCommand,
+    },
+    /// API keys.
+    Keys {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+/// How to reach and authenticate to a running keyward.
+#[derive(Debug, Args)]
+pub struct Remote {
+    /// Admin API address.
+    #[arg(long, global = true, env = "KEYWARD_SERVER", default_value = "http://127.0.0.1:9192")]
+    server: String,
+    /// Control-plane token (ik_sdk_…).
+    #[arg(long, global = true, env = "KEYWARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectsCommand {
+    Create { slug: String },
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeploymentsCommand {
+    /// Register a deployment: `PROJECT/SLUG`.
+    Create {
+        name: String,
+        #[arg(long)]
+        model: String,
+        #[arg(long, value_parser = on_off, default_value = "on")]
+        public_auth: bool,
+        #[arg(long, value_parser = on_off, default_value = "on")]
+        private_auth: bool,
+    },
+    List {
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Switch API-key authentication on or off per endpoint, effective on the next request.
+    SetAuth {
+        name: String,
+        #[arg(long, value_parser = on_off)]
+        public: Option<bool>,
+        #[arg(long, value_parser = on_off)]
+        private: Option<bool>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its token once.
+    Create {
+        #[arg(long, value_parser = parse_plane)]
+        plane: Plane,
+        /// Data keys: one or more PROJECT/SLUG or PROJECT/*; control keys: one PROJECT.
+        #[arg(long, num_args = 1.., required = true)]
+        scope: Vec<String>,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// YYYY-MM-DD (00:00 UTC that day), RFC 3339, or never.
+        #[arg(long, value_parser = parse_expiry, default_value = "never")]
+        expires: Expiry,
+    },
+    List {
+        #[arg(long)]
+        project: Option<String>,
+    },
+    Show {
+        id: String,
+    },
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        attach: Vec<String>,
+        #[arg(long)]
+        detach: Vec<String>,
+        #[arg(long, value_parser = parse_expiry)]
+        expires: Option<Expiry>,
+    },
+    /// Revoke a key: every later request with it is denied.
+    Revoke {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+/// A parsed `--expires` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    Never,
+    At(i64),
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("expected on or off, got {other:?}")),
+    }
+}
+
+fn parse_plane(s: &str) -> Result<Plane, String> {
+    s.parse()
+}
+
+/// `never`, `YYYY-MM-DD` (00:00 UTC that day, as Gcore defines it) or an RFC 3339 instant.
+pub fn parse_expiry(s: &str) -> Result<Expiry, String> {
+    if s == "never" {
+        return Ok(Expiry::Never);
+    }
+    let day = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(date) = time::Date::parse(s, &day) {
+        return Ok(Expiry::At(date.midnight().assume_utc().unix_timestamp()));
+    }
+    OffsetDateTime::parse(s, &Rfc3339)
+        .map(|t| Expiry::At(t.unix_timestamp()))
+        .map_err(|_| format!("invalid expiry {s:?}: use YYYY-MM-DD, an RFC 3339 time, or never"))
+}
+
+fn expiry_pb(expiry: Expiry) -> pb::Expiry {
+    pb::Expiry {
+        kind: Some(match expiry {
+            Expiry::Never => expiry::Kind::Never(true),
+            Expiry::At(at) => expiry::Kind::At(at),
+        }),
+    }
+}
+
+/// Runs one command; `Err` is printed as one line by `main`.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(config.as_deref())?;
+            let listeners = crate::server::Listeners::bind(&config).await?;
+            crate::server::run(config, listeners, crate::server::shutdown_signal()).await
+        }
+        Command::Init {
+            database,
+            config,
+            owner,
+            output,
+        } => init(config, database, &owner, output).await,
+        Command::Projects { remote, command } => projects(remote, command).await,
+        Command::Deployments { remote, command } => deployments(remote, command).await,
+        Command::Keys { remote, command } => keys(remote, command).await,
+    }
+}
+
+async fn init(
+    config: Option<PathBuf>,
+    database: Option<String>,
+    owner: &str,
+    output: Output,
+) -> anyhow::Result<()> {
+    let mut config = Config::load(config.as_deref())?;
+    if let Some(url) = database {
+        config.database.url = url;
+    }
+    let authn = crate::server::open(&config).await?;
+    let store = authn.store();
+    let principal = store.init_organization(owner).await.map_err(|e| anyhow!("{e}"))?;
+    let id = token::generate_key_id();
+    let minted = token::generate(Plane::Control, &id);
+    let secret_hash = authn.hash_secret(&minted.secret).map_err(|e| anyhow!("{e}"))?;
+    store
+        .create_key(crate::store::NewKey {
+            id: id.clone(),
+            principal_id: principal.id,
+            scope: KeyScope::ControlOrganization,
+            name: "owner bootstrap".into(),
+            description: "organization-wide control key created by keyward init".into(),
+            secret_hash,
+            expires_at: None,
+        })
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    store.close().await;
+    match output {
+        Output::Json => println!(
+            "{}",
+            json!({"principal": principal.name, "key_id": id, "token": minted.token})
+        ),
+        Output::Table => {
+            println!("Initialized keyward; owner: {}", principal.name);
+            println!("Owner control token (shown once, store it as a secret):");
+            println!("{}", minted.token);
+        }
+    }
+    Ok(())
+}
+
+async fn client(remote: &Remote) -> anyhow::Result<AdminClient<tonic::service::interceptor::InterceptedService<Channel, impl tonic::service::Interceptor>>> {
+    let token = remote
+        .token
+        .clone()
+        .ok_or_else(|| anyhow!("no control token: set KEYWARD_TOKEN or pass --token"))?;
+    if token::Token::parse(&token).map(|t| t.plane) != Ok(Plane::Control) {
+        bail!("the control token is malformed: expected an ik_sdk_ token");
+    }
+    let bearer: MetadataValue<_> = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| anyhow!("the control token contains invalid characters"))?;
+    let channel = Channel::from_shared(remote.server.clone())
+        .map_err(|_| anyhow!("invalid --server {:?}: expected http://HOST:PORT", remote.server))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the keyward admin API at {}", remote.server))?;
+    Ok(AdminClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+        request.metadata_mut().insert("authorization", bearer.clone());
+        Ok(request)
+    }))
+}
+
+fn status(e: tonic::Status) -> anyhow::Error {
+    anyhow!("{}", e.message())
+}
+
+async fn projects(remote: Remote, command: ProjectsCommand) -> anyhow::Result<()> {
+    let mut admin = client(&remote).await?;
+    let projects = match command {
+        ProjectsCommand::Create { slug } => vec![
+            admin
+                .create_project(pb::CreateProjectRequest { slug })
+                .await
+                .map_err(status)?
+                .into_inner(),
+        ],
+        ProjectsCommand::List => {
+            admin
+                .list_projects(pb::ListProjectsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .projects
+        }
+    };
+    let rows: Vec<_> = projects
+        .iter()
+        .map(|p| json!({"slug": p.slug, "created_at": time_str(Some(p.created_at))}))
+        .collect();
+    print_rows(remote.output, &["slug", "created_at"], rows);
+    Ok(())
+}
+
+async fn deployments(remote: Remote, command: DeploymentsCommand) -> anyhow::Result<()> {
+    let mut admin = client(&remote).await?;
+    let split = |name: &str| -> anyhow::Result<(String, String)> {
+        let parsed: crate::model::DeploymentName = name.parse().map_err(|e: String| anyhow!(e))?;
+        Ok((parsed.project, parsed.slug))
+    };
+    let deployments = match command {
+        DeploymentsCommand::Create {
+            name,
+            model,
+            public_auth,
+            private_auth,
+        } => {
+            let (project, slug) = split(&name)?;
+            vec![
+                admin
+                    .create_deployment(pb::CreateDeploymentRequest {
+                        project,
+                        slug,
+                        model,
+                        public_auth: Some(public_auth),
+                        private_auth: Some(private_auth),
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner(),
+            ]
+        }
+        DeploymentsCommand::List { project } => {
+            admin
+                .list_deployments(pb::ListDeploymentsRequest {
+                    project: project.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .deployments
+        }
+        DeploymentsCommand::SetAuth {
+            name,
+            public,
+            private,
+        } => {
+            if public.is_none() && private.is_none() {
+                bail!("nothing to change: give --public on|off and/or --private on|off");
+            }
+            let (project, slug) = split(&name)?;
+            vec![
+                admin
+                    .set_deployment_auth(pb::SetDeploymentAuthRequest {
+                        project,
+                        slug,
+                        public_auth: public,
+                        private_auth: private,
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner(),
+            ]
+        }
+    };
+    let on = |b: bool| if b { "on" } else { "off" };
+    let rows: Vec<_> = deployments
+        .iter()
+        .map(|d| {
+            json!({
+                "deployment": format!("{}/{}", d.project, d.slug),
+                "model": d.model,
+                "public_auth": on(d.public_auth),
+                "private_auth": on(d.private_auth),
+            })
+        })
+        .collect();
+    print_rows(
+        remote.output,
+        &["deployment", "model", "public_auth", "private_auth"],
+        rows,
+    );
+    Ok(())
+}
+
+async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
+    let mut admin = client(&remote).await?;
+    let keys = match command {
+        KeysCommand::Create {
+            plane,
+            scope,
+            name,
+            description,
+            expires,
+        } => {
+            KeyScope::parse(plane, &scope).map_err(|e| anyhow!(e))?;
+            if let Expiry::At(at) = expires
+                && at <= now_unix()
+            {
+                bail!("--expires is in the past");
+            }
+            let created = admin
+                .create_key(pb::CreateKeyRequest {
+                    plane: match plane {
+                        Plane::Data => pb::Plane::Data,
+                        Plane::Control => pb::Plane::Control,
+                    } as i32,
+                    scope,
+                    name,
+                    description,
+                    expiry: Some(expiry_pb(expires)),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let key = created.key.ok_or_else(|| anyhow!("the server returned no key"))?;
+            match remote.output {
+                Output::Json => {
+                    let mut value = key_json(&key);
+                    value["token"] = json!(created.token);
+                    println!("{value}");
+                }
+                Output::Table => {
+                    print_key_table(vec![key_json(&key)]);
+                    println!("\nToken (shown once, store it as a secret):\n{}", created.token);
+                }
+            }
+            return Ok(());
+        }
+        KeysCommand::List { project } => {
+            admin
+                .list_keys(pb::ListKeysRequest {
+                    project: project.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .keys
+        }
+        KeysCommand::Show { id } => vec![
+            admin
+                .get_key(pb::GetKeyRequest { id })
+                .await
+                .map_err(status)?
+                .into_inner(),
+        ],
+        KeysCommand::Update {
+            id,
+            name,
+            description,
+            attach,
+            detach,
+            expires,
+        } => {
+            if name.is_none()
+                && description.is_none()
+                && attach.is_empty()
+                && detach.is_empty()
+                && expires.is_none()
+            {
+                bail!("nothing to change: give --name, --description, --attach, --detach or --expires");
+            }
+            vec![
+                admin
+                    .update_key(pb::UpdateKeyRequest {
+                        id,
+                        name,
+                        description,
+                        attach,
+                        detach,
+                        expiry: expires.map(expiry_pb),
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner(),
+            ]
+        }
+        KeysCommand::Revoke { id } => vec![
+            admin
+                .revoke_key(pb::RevokeKeyRequest { id })
+                .await
+                .map_err(status)?
+                .into_inner(),
+        ],
+        KeysCommand::Delete { id } => {
+            admin
+                .delete_key(pb::DeleteKeyRequest { id: id.clone() })
+                .await
+                .map_err(status)?;
+            match remote.output {
+                Output::Json => println!("{}", json!({"id": id, "deleted": true})),
+                Output::Table => println!("deleted key {id}"),
+            }
+            return Ok(());
+        }
+    };
+    let rows: Vec<_> = keys.iter().map(key_json).collect();
+    match remote.output {
+        Output::Json => print_rows(Output::Json, &[], rows),
+        Output::Table => print_key_table(rows),
+    }
+    Ok(())
+}
+
+fn key_json(k: &pb::Key) -> serde_json::Value {
+    let plane = match pb::Plane::try_from(k.plane) {
+        Ok(pb::Plane::Data) => "data",
+        Ok(pb::Plane::Control) => "control",
+        _ => "unknown",
+    };
+    let status = if k.revoked_at.is_some() {
+        "revoked"
+    } else if k.expires_at.is_some_and(|at| at <= now_unix()) {
+        "expired"
+    } else {
+        "active"
+    };
+    json!({
+        "id": k.id,
+        "plane": plane,
+        "name": k.name,
+        "description": k.description,
+        "principal": k.principal,
+        "scope": k.scope,
+        "status": status,
+        "expires_at": k.expires_at.map_or("never".to_owned(), |at| time_str(Some(at))),
+        "created_at": time_str(Some(k.created_at)),
+        "revoked_at": time_str(k.revoked_at),
+        "last_used_at": time_str(k.last_used_at),
+    })
+}
+
+fn print_key_table(rows: Vec<serde_json::Value>) {
+    print_rows(
+        Output::Table,
+        &["id", "plane", "name", "scope", "status", "expires_at", "last_used_at"],
+        rows,
+    );
+}
+
+fn time_str(at: Option<i64>) -> String {
+    at.and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+/// JSON: an array of objects (one object for a single created or updated item). Table: the
+/// named columns, aligned.
+fn print_rows(output: Output, columns: &[&str], rows: Vec<serde_json::Value>) {
+    if output == Output::Json {
+        println!("{}", serde_json::Value::Array(rows));
+        return;
+    }
+    let cell = |row: &serde_json::Value, column: &str| match &row[column] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+            .join(","),
+        serde_json::Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    let widths: Vec<usize> = columns
+        .iter()
+        .map(|c| rows.iter().map(|r| cell(r, c).len()).max().unwrap_or(0).max(c.len()))
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    println!("{}", line(columns.iter().map(|c| c.to_uppercase()).collect()));
+    for row in &rows {
+        println!("{}", line(columns.iter().map(|c| cell(row, c)).collect()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_dates_mean_midnight_utc() {
+        assert_eq!(parse_expiry("never"), Ok(Expiry::Never));
+        assert_eq!(parse_expiry("2030-01-02"), Ok(Expiry::At(1_893_542_400)));
+        assert_eq!(
+            parse_expiry("2030-01-02T01:00:00+01:00"),
+            Ok(Expiry::At(1_893_542_400))
+        );
+        for bad in ["2030-13-01", "tomorrow", "2030-01-02T00:00:00", ""] {
+            let err = parse_expiry(bad).unwrap_err();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn flags_parse_and_bad_ones_fail() {
+        let ok = Cli::try_parse_from([
+            "keyward", "keys", "create", "--plane", "data", "--scope", "a/b", "a/*", "--expires", "2031-01-01",
+        ]);
+        assert!(ok.is_ok());
+        for bad in [
+            vec!["keyward", "keys", "create", "--plane", "both", "--scope", "a/b"],
+            vec!["keyward", "keys", "create", "--plane", "data"],
+            vec!["keyward", "deployments", "create", "a/b", "--model", "m", "--public-auth", "maybe"],
+            vec!["keyward", "keys", "create", "--plane", "data", "--scope", "a/b", "--expires", "soon"],
+        ] {
+            assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Configuration: a TOML file (every field optional) overlaid with `KEYWARD_*` environment
+//! variables. Errors name the field or the variable that is wrong.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: Listen,
+    pub database: Database,
+    pub credentials: Credentials,
+    pub cache: Cache,
+    pub argon2: Argon2,
+    pub verify: Verify,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// Envoy's `envoy.service.auth.v3.Authorization/Check`.
+    pub check: SocketAddr,
+    /// The admin gRPC API used by the CLI.
+    pub admin: SocketAddr,
+    /// HTTP `/healthz` and `/readyz`.
+    pub health: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Database {
+    /// `sqlite://PATH` (created when missing) or `postgres://…`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Credentials {
+    /// Request headers read for a credential, in order. `authorization` expects `Bearer <token>`;
+    /// any other header carries the bare token.
+    pub sources: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cache {
+    /// Entries per cache (verified secrets, keys, deployments).
+    pub capacity: u64,
+    /// Outer bound on how long a cached key or deployment is trusted without a reload. Admin
+    /// changes invalidate at once; this bounds anything missed.
+    pub ttl_secs: u64,
+    /// How long a failed verification is remembered, to keep brute force off argon2.
+    pub negative_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Argon2 {
+    /// Parameters for new hashes; existing hashes carry their own in the PHC string.
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Verify {
+    /// argon2 verifications running at once, on tokio's blocking pool.
+    pub workers: usize,
+    /// Verifications allowed to wait for a worker; past that keyward sheds with a gRPC
+    /// `RESOURCE_EXHAUSTED`, which Envoy turns into its `status_on_error` (503).
+    pub queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: Listen::default(),
+            database: Database::default(),
+            credentials: Credentials::default(),
+            cache: Cache::default(),
+            argon2: Argon2::default(),
+            verify: Verify::default(),
+        }
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            check: SocketAddr::from(([127, 0, 0, 1], 9191)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9192)),
+            health: SocketAddr::from(([127, 0, 0, 1], 9193)),
+        }
+    }
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database {
+            url: "sqlite://keyward.db".into(),
+            max_connections: 8,
+        }
+    }
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Credentials {
+            sources: vec!["authorization".into(), "x-api-key".into(), "x-auth-token".into()],
+        }
+    }
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            capacity: 100_000,
+            ttl_secs: 300,
+            negative_ttl_secs: 10,
+        }
+    }
+}
+
+impl Default for Argon2 {
+    /// OWASP's argon2id minimum: 19 MiB, 2 passes, 1 lane.
+    fn default() -> Self {
+        Argon2 {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Verify {
+            workers: cores,
+            queue: cores * 64,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid environment variable {var}: {message}")]
+    Env { var: &'static str, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads `path` if given, then applies `KEYWARD_*` variables from the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: shown,
+            message,
+        })
+    }
+
+    /// Parses TOML; the message names the field and line of the first problem.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+    }
+
+    /// Overlays `KEYWARD_*` variables read through `lookup`, so tests need not touch the
+    /// process environment.
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(var: &'static str, value: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.trim().parse().map_err(|e: T::Err| ConfigError::Env {
+                var,
+                message: format!("{e} (got {value:?})"),
+            })
+        }
+        macro_rules! overlay {
+            ($var:literal => $field:expr) => {
+                if let Some(value) = lookup($var) {
+                    $field = parse($var, &value)?;
+                }
+            };
+        }
+        overlay!("KEYWARD_CHECK_ADDR" => self.listen.check);
+        overlay!("KEYWARD_ADMIN_ADDR" => self.listen.admin);
+        overlay!("KEYWARD_HEALTH_ADDR" => self.listen.health);
+        overlay!("KEYWARD_DATABASE_URL" => self.database.url);
+        overlay!("KEYWARD_DATABASE_MAX_CONNECTIONS" => self.database.max_connections);
+        overlay!("KEYWARD_CACHE_CAPACITY" => self.cache.capacity);
+        overlay!("KEYWARD_CACHE_TTL_SECS" => self.cache.ttl_secs);
+        overlay!("KEYWARD_CACHE_NEGATIVE_TTL_SECS" => self.cache.negative_ttl_secs);
+        overlay!("KEYWARD_ARGON2_MEMORY_KIB" => self.argon2.memory_kib);
+        overlay!("KEYWARD_ARGON2_ITERATIONS" => self.argon2.iterations);
+        overlay!("KEYWARD_ARGON2_PARALLELISM" => self.argon2.parallelism);
+        overlay!("KEYWARD_VERIFY_WORKERS" => self.verify.workers);
+        overlay!("KEYWARD_VERIFY_QUEUE" => self.verify.queue);
+        if let Some(value) = lookup("KEYWARD_CREDENTIAL_SOURCES") {
+            self.credentials.sources = value
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// Checks what serde cannot: ranges and header names.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.credentials.sources.is_empty() {
+            return bad("credentials.sources must name at least one header".into());
+        }
+        for source in &mut self.credentials.sources {
+            *source = source.to_ascii_lowercase();
+            if source.is_empty()
+                || !source
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return bad(format!(
+                    "credentials.sources: {source:?} is not a valid header name"
+                ));
+            }
+        }
+        if self.cache.capacity == 0 {
+            return bad("cache.capacity must be at least 1".into());
+        }
+        if self.cache.ttl_secs == 0 {
+            return bad("cache.ttl_secs must be at least 1".into());
+        }
+        if self.verify.workers == 0 {
+            return bad("verify.workers must be at least 1".into());
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections must be at least 1".into());
+        }
+        if let Err(e) = argon2::Params::new(
+            self.argon2.memory_kib,
+            self.argon2.iterations,
+            self.argon2.parallelism,
+            None,
+        ) {
+            return bad(format!("argon2: {e}"));
+        }
+        Ok(())
+    }
+
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.cache.ttl_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_addresses() {
+        let c = Config::default();
+        assert_eq!(c.listen.check.to_string(), "127.0.0.1:9191");
+        assert_eq!(c.listen.admin.to_string(), "127.0.0.1:9192");
+        assert_eq!(c.listen.health.to_string(), "127.0.0.1:9193");
+        assert_eq!(c.database.url, "sqlite://keyward.db");
+    }
+
+    #[test]
+    fn toml_fields_are_read_and_unknown_ones_named() {
+        let c = Config::from_toml("[listen]\ncheck = \"0.0.0.0:1\"\n[cache]\nttl_secs = 7\n").unwrap();
+        assert_eq!(c.listen.check.port(), 1);
+        assert_eq!(c.cache.ttl_secs, 7);
+        assert_eq!(c.cache.capacity, 100_000);
+
+        let err = Config::from_toml("[cache]\nttl_sec = 7\n").unwrap_err();
+        assert!(err.contains("ttl_sec"), "{err}");
+        let err = Config::from_toml("[listen]\ncheck = \"nope\"\n").unwrap_err();
+        assert!(err.contains("check") || err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_and_names_bad_variables() {
+        let mut c = Config::default();
+        let env = |name: &str| match name {
+            "KEYWARD_DATABASE_URL" => Some("postgres://u@h/db".to_owned()),
+            "KEYWARD_CREDENTIAL_SOURCES" => Some("X-Api-Key, authorization".to_owned()),
+            "KEYWARD_CACHE_TTL_SECS" => Some("42".to_owned()),
+            _ => None,
+        };
+        c.apply_env(env).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.database.url, "postgres://u@h/db");
+        assert_eq!(c.credentials.sources, ["x-api-key", "authorization"]);
+        assert_eq!(c.cache.ttl_secs, 42);
+
+        let err = Config::default()
+            .apply_env(|n| (n == "KEYWARD_ADMIN_ADDR").then(|| "9192".to_owned()))
+            .unwrap_err();
+        assert!(err.to_string().contains("KEYWARD_ADMIN_ADDR"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let mut c = Config::from_toml("[argon2]\nmemory_kib = 1\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("argon2"));
+        let mut c = Config::from_toml("[credentials]\nsources = [\"bad header\"]\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("credentials.sources"));
+    }
+}

@@ -1,0 +1,35 @@
+//! keyward: an Envoy external-authorization server guarding inference deployments with hashed
+//! API keys.
+//!
+//! - [`token`]: the `ik_live_` / `ik_sdk_` token format: generate, parse, checksum.
+//! - [`model`]: domain types (planes, deployments, scopes, principals, keys).
+//! - [`policy`]: the pure decision, with no I/O.
+//! - [`store`]: persistence (SQLite by default, PostgreSQL), migrations, change events.
+//! - [`cache`]: moka caches and their invalidation.
+//! - [`authn`]: credential → verified key, with argon2 on a bounded blocking pool.
+//! - [`authz`]: the Envoy edge: `CheckRequest` → decision → `CheckResponse`.
+//! - [`admin`]: the admin gRPC API used by the CLI.
+//! - [`config`]: TOML file plus `KEYWARD_*` environment overrides.
+//! - [`server`]: listeners, serving, health and graceful shutdown.
+//! - [`cli`]: the `keyward` command line.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod admin;
+pub mod authn;
+pub mod authz;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod model;
+pub mod policy;
+pub mod server;
+pub mod store;
+pub mod token;
+
+/// Generated code for the admin API (`proto/keyward/admin/v1/admin.proto`).
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("keyward.admin.v1");
+}

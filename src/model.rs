@@ -1,0 +1,361 @@
+//! Domain types shared by storage, the decision and the edges. No protobuf, no I/O.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Which plane a key or a route belongs to: inference calls (`data`) or workload management
+/// (`control`). A key of one plane never passes a route of the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Plane {
+    Data,
+    Control,
+}
+
+impl Plane {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Plane::Data => "data",
+            Plane::Control => "control",
+        }
+    }
+}
+
+impl FromStr for Plane {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "data" => Ok(Plane::Data),
+            "control" => Ok(Plane::Control),
+            other => Err(format!("unknown plane {other:?} (expected data or control)")),
+        }
+    }
+}
+
+impl fmt::Display for Plane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which endpoint of a deployment a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Public,
+    Private,
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "public" => Ok(Endpoint::Public),
+            "private" => Ok(Endpoint::Private),
+            other => Err(format!(
+                "unknown endpoint {other:?} (expected public or private)"
+            )),
+        }
+    }
+}
+
+/// Project and deployment slugs: 1–63 characters of `a-z 0-9 -`, starting with a letter or
+/// digit, like DNS labels, so they are safe in paths, headers and Envoy configuration.
+pub fn validate_slug(what: &str, slug: &str) -> Result<(), String> {
+    let ok = !slug.is_empty()
+        && slug.len() <= 63
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !slug.starts_with('-')
+        && !slug.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {what} slug {slug:?}: use 1-63 lowercase letters, digits and inner dashes"
+        ))
+    }
+}
+
+/// `PROJECT/SLUG`, the name of one deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeploymentName {
+    pub project: String,
+    pub slug: String,
+}
+
+impl FromStr for DeploymentName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (project, slug) = s
+            .split_once('/')
+            .ok_or_else(|| format!("invalid deployment {s:?}: expected PROJECT/SLUG"))?;
+        validate_slug("project", project)?;
+        validate_slug("deployment", slug)?;
+        Ok(DeploymentName {
+            project: project.to_owned(),
+            slug: slug.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for DeploymentName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.project, self.slug)
+    }
+}
+
+/// A deployment and its per-endpoint authentication flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub name: DeploymentName,
+    pub model: String,
+    pub public_auth: bool,
+    pub private_auth: bool,
+    pub created_at: i64,
+}
+
+impl Deployment {
+    pub fn auth_required(&self, endpoint: Endpoint) -> bool {
+        match endpoint {
+            Endpoint::Public => self.public_auth,
+            Endpoint::Private => self.private_auth,
+        }
+    }
+}
+
+/// One entry of a data key's scope.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DataTarget {
+    /// `PROJECT/SLUG`: one deployment.
+    Deployment(DeploymentName),
+    /// `PROJECT/*`: every deployment of the project, current and future.
+    Project(String),
+}
+
+impl FromStr for DataTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.strip_suffix("/*") {
+            Some(project) => {
+                validate_slug("project", project)?;
+                Ok(DataTarget::Project(project.to_owned()))
+            }
+            None => s.parse().map(DataTarget::Deployment),
+        }
+    }
+}
+
+impl fmt::Display for DataTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataTarget::Deployment(d) => d.fmt(f),
+            DataTarget::Project(p) => write!(f, "{p}/*"),
+        }
+    }
+}
+
+impl DataTarget {
+    pub fn project(&self) -> &str {
+        match self {
+            DataTarget::Deployment(d) => &d.project,
+            DataTarget::Project(p) => p,
+        }
+    }
+
+    pub fn covers(&self, project: &str, slug: &str) -> bool {
+        match self {
+            DataTarget::Deployment(d) => d.project == project && d.slug == slug,
+            DataTarget::Project(p) => p == project,
+        }
+    }
+}
+
+/// What a key may reach before any policy is consulted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyScope {
+    /// Data keys: attached deployments and whole projects (`acme/*`).
+    Data(Vec<DataTarget>),
+    /// Control keys: one project.
+    ControlProject(String),
+    /// Control keys minted for the organization (the owner's bootstrap token from `init`):
+    /// they manage every project. Written `*`.
+    ControlOrganization,
+}
+
+impl KeyScope {
+    pub fn plane(&self) -> Plane {
+        match self {
+            KeyScope::Data(_) => Plane::Data,
+            KeyScope::ControlProject(_) | KeyScope::ControlOrganization => Plane::Control,
+        }
+    }
+
+    /// Parses the scope strings given for a new key of `plane`.
+    pub fn parse(plane: Plane, scopes: &[String]) -> Result<Self, String> {
+        match plane {
+            Plane::Data => {
+                if scopes.is_empty() {
+                    return Err("a data key needs at least one scope (PROJECT/SLUG or PROJECT/*)".into());
+                }
+                let mut targets = scopes
+                    .iter()
+                    .map(|s| s.parse::<DataTarget>())
+                    .collect::<Result<Vec<_>, _>>()?;
+                targets.sort();
+                targets.dedup();
+                Ok(KeyScope::Data(targets))
+            }
+            Plane::Control => match scopes {
+                [one] if one == "*" => Ok(KeyScope::ControlOrganization),
+                [one] => {
+                    validate_slug("project", one)?;
+                    Ok(KeyScope::ControlProject(one.clone()))
+                }
+                _ => Err("a control key's scope is exactly one PROJECT (or * for the organization)".into()),
+            },
+        }
+    }
+
+    pub fn to_strings(&self) -> Vec<String> {
+        match self {
+            KeyScope::Data(targets) => targets.iter().map(ToString::to_string).collect(),
+            KeyScope::ControlProject(p) => vec![p.clone()],
+            KeyScope::ControlOrganization => vec!["*".to_owned()],
+        }
+    }
+
+    /// Whether the scope reaches into `project` at all.
+    pub fn touches_project(&self, project: &str) -> bool {
+        match self {
+            KeyScope::Data(targets) => targets.iter().any(|t| t.project() == project),
+            KeyScope::ControlProject(p) => p == project,
+            KeyScope::ControlOrganization => true,
+        }
+    }
+}
+
+/// The kind of identity a key is borne by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// The organization's one owner: allowed everything in the organization.
+    Owner,
+    Member,
+    Application,
+}
+
+impl PrincipalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::Owner => "owner",
+            PrincipalKind::Member => "member",
+            PrincipalKind::Application => "application",
+        }
+    }
+}
+
+impl FromStr for PrincipalKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "owner" => Ok(PrincipalKind::Owner),
+            "member" => Ok(PrincipalKind::Member),
+            "application" => Ok(PrincipalKind::Application),
+            other => Err(format!("unknown principal kind {other:?}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub id: i64,
+    pub kind: PrincipalKind,
+    /// An email for users, a name for applications.
+    pub name: String,
+}
+
+/// A stored API key as the decision sees it. Holds the argon2id PHC string of the secret, never
+/// the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub principal: Principal,
+    pub scope: KeyScope,
+    pub secret_hash: String,
+    pub created_at: i64,
+    /// Unix seconds; the key is invalid from this instant on.
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+impl ApiKey {
+    pub fn plane(&self) -> Plane {
+        self.scope.plane()
+    }
+
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_scopes_parse_and_cover() {
+        let scope = KeyScope::parse(
+            Plane::Data,
+            &["acme/bot".into(), "beta/*".into(), "acme/bot".into()],
+        )
+        .unwrap();
+        let KeyScope::Data(targets) = &scope else {
+            panic!("data scope expected")
+        };
+        assert_eq!(targets.len(), 2, "duplicates are folded");
+        assert!(targets.iter().any(|t| t.covers("acme", "bot")));
+        assert!(!targets.iter().any(|t| t.covers("acme", "other")));
+        assert!(targets.iter().any(|t| t.covers("beta", "anything")));
+    }
+
+    #[test]
+    fn bad_scopes_are_named() {
+        for (plane, scopes) in [
+            (Plane::Data, vec![]),
+            (Plane::Data, vec!["acme".to_string()]),
+            (Plane::Data, vec!["Acme/bot".to_string()]),
+            (Plane::Data, vec!["acme/bot/x".to_string()]),
+            (Plane::Control, vec!["acme/bot".to_string()]),
+            (Plane::Control, vec!["a".to_string(), "b".to_string()]),
+            (Plane::Control, vec![]),
+        ] {
+            assert!(KeyScope::parse(plane, &scopes).is_err(), "{scopes:?} accepted");
+        }
+        let err = KeyScope::parse(Plane::Data, &["acme/Bad".into()]).unwrap_err();
+        assert!(err.contains("\"Bad\""), "{err}");
+    }
+
+    #[test]
+    fn expiry_is_exclusive_at_the_instant() {
+        let key = ApiKey {
+            id: "k".into(),
+            name: String::new(),
+            description: String::new(),
+            principal: Principal {
+                id: 1,
+                kind: PrincipalKind::Owner,
+                name: "o".into(),
+            },
+            scope: KeyScope::ControlOrganization,
+            secret_hash: String::new(),
+            created_at: 0,
+            expires_at: Some(100),
+            revoked_at: None,
+            last_used_at: None,
+        };
+        assert!(!key.is_expired(99));
+        assert!(key.is_expired(100));
+    }
+}

@@ -1,0 +1,172 @@
+//! `keyward serve`: binds the three listeners, opens the store, serves Check, the admin API and
+//! health until the shutdown future resolves, then drains for a bounded time.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+
+use crate::admin::AdminService;
+use crate::authn::Authenticator;
+use crate::authz::CheckService;
+use crate::cache::Caches;
+use crate::config::Config;
+use crate::pb::admin_server::AdminServer;
+use crate::store::{Store, redact_url};
+
+/// How long in-flight requests may finish after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// The three bound listeners. Binding happens before serving, so a caller that binds port 0
+/// knows the real addresses before the first request.
+pub struct Listeners {
+    pub check: TcpListener,
+    pub admin: TcpListener,
+    pub health: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let bind = |addr: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} ({what})"))
+        };
+        Ok(Listeners {
+            check: bind(config.listen.check, "listen.check").await?,
+            admin: bind(config.listen.admin, "listen.admin").await?,
+            health: bind(config.listen.health, "listen.health").await?,
+        })
+    }
+
+    /// (check, admin, health) addresses as bound.
+    pub fn local_addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr, SocketAddr)> {
+        Ok((
+            self.check.local_addr()?,
+            self.admin.local_addr()?,
+            self.health.local_addr()?,
+        ))
+    }
+}
+
+/// Opens the store named by the configuration and builds the shared authenticator.
+pub async fn open(config: &Config) -> anyhow::Result<Authenticator> {
+    let store = Store::open(&config.database.url, config.database.max_connections)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let caches = Caches::new(
+        config.cache.capacity,
+        config.cache_ttl(),
+        Duration::from_secs(config.cache.negative_ttl_secs),
+    );
+    Ok(Authenticator::new(store, caches, &config.argon2, &config.verify))
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let authn = open(&config).await?;
+    serve(config, authn, listeners, shutdown).await
+}
+
+/// Serves with an already opened authenticator (tests share one with their assertions).
+pub async fn serve(
+    config: Config,
+    authn: Authenticator,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (check_addr, admin_addr, health_addr) = listeners.local_addrs()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let check = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .tcp_nodelay(true)
+        .add_service(AuthorizationServer::new(CheckService::new(
+            authn.clone(),
+            config.credentials.sources.clone(),
+        )))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.check), stopped());
+    let admin = tonic::transport::Server::builder()
+        .add_service(AdminServer::new(AdminService::new(authn.clone())))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.admin), stopped());
+    let health_app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(authn.clone());
+    let health = axum::serve(listeners.health, health_app).with_graceful_shutdown(stopped());
+
+    info!(
+        check = %check_addr, admin = %admin_addr, health = %health_addr,
+        database = %redact_url(&config.database.url), "keyward serving"
+    );
+    let servers = async {
+        tokio::try_join!(
+            async { check.await.context("check server") },
+            async { admin.await.context("admin server") },
+            async { health.await.context("health server") },
+        )
+    };
+    tokio::pin!(servers);
+    tokio::select! {
+        result = &mut servers => { result?; }
+        () = shutdown => {
+            info!("shutting down: draining in-flight requests");
+            let _ = stop_tx.send(true);
+            if tokio::time::timeout(DRAIN, &mut servers).await.is_err() {
+                warn!(seconds = DRAIN.as_secs(), "drain timed out; closing with requests in flight");
+            }
+        }
+    }
+    authn.store().close().await;
+    Ok(())
+}
+
+/// Ready once the store answers; the store was migrated before serving began.
+async fn readyz(State(authn): State<Authenticator>) -> (StatusCode, &'static str) {
+    match tokio::time::timeout(Duration::from_secs(2), authn.store().ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n"),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

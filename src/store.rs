@@ -1,0 +1,731 @@
+//! Persistence: the one module that speaks SQL. sqlx's `Any` driver runs the same queries on
+//! SQLite (the embedded default) and PostgreSQL; each backend has its own migrations. Every
+//! admin write appends a row to `changes` in the same transaction and returns the [`Change`]s it
+//! made, so callers can invalidate caches before they answer.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::model::{
+    ApiKey, DataTarget, Deployment, DeploymentName, KeyScope, Plane, Principal, PrincipalKind,
+};
+
+/// What an admin write changed; caches drop exactly what it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Key(String),
+    Deployment(DeploymentName),
+    Project(String),
+    Principal(i64),
+}
+
+impl Change {
+    fn kind_and_subject(&self) -> (&'static str, String) {
+        match self {
+            Change::Key(id) => ("key", id.clone()),
+            Change::Deployment(name) => ("deployment", name.to_string()),
+            Change::Project(slug) => ("project", slug.clone()),
+            Change::Principal(id) => ("principal", id.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// The database could not be reached or answered with an error. The detail is for logs.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which SQL dialect the URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The database URL with any password replaced, safe for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("****"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "<unparseable database url>".to_owned(),
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A key to insert. `secret_hash` is the argon2id PHC string.
+#[derive(Debug)]
+pub struct NewKey {
+    pub id: String,
+    pub principal_id: i64,
+    pub scope: KeyScope,
+    pub name: String,
+    pub description: String,
+    pub secret_hash: String,
+    pub expires_at: Option<i64>,
+}
+
+/// Changes to a key's metadata and scope; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct KeyUpdate {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub attach: Vec<DataTarget>,
+    pub detach: Vec<DataTarget>,
+    /// `Some(None)` removes the expiry.
+    pub expires_at: Option<Option<i64>>,
+}
+
+const KEY_COLUMNS: &str = "k.id, k.plane, k.control_project, k.name, k.description, k.secret_hash, \
+     k.created_at, k.expires_at, k.revoked_at, k.last_used_at, p.id AS principal_id, \
+     p.kind AS principal_kind, p.name AS principal_name";
+
+impl Store {
+    /// Connects (creating a SQLite file when missing) and runs the embedded migrations.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self, String> {
+        sqlx::any::install_default_drivers();
+        let shown = redact_url(url);
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(format!(
+                "unsupported database url {shown}: expected sqlite://PATH or postgres://…"
+            ));
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url)
+            .map_err(|e| format!("invalid database url {shown}: {e}"))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|e| format!("cannot connect to database {shown}: {e}"))?;
+        let store = Store { pool, backend };
+        store
+            .migrate()
+            .await
+            .map_err(|e| format!("cannot migrate database {shown}: {e}"))?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn migrate(&self) -> Result<(), sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => {
+                sqlx::query("PRAGMA journal_mode=WAL")
+                    .execute(&self.pool)
+                    .await?;
+                sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
+            }
+            Backend::Postgres => {
+                sqlx::migrate!("migrations/postgres").run(&self.pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One round trip to the database, for readiness.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Creates the default organization and its owner. Fails if they already exist, so the
+    /// owner's bootstrap token is minted once.
+    pub async fn init_organization(&self, owner: &str) -> Result<Principal> {
+        let mut tx = self.pool.begin().await?;
+        let existing = sqlx::query("SELECT id FROM organizations WHERE name = 'default'")
+            .fetch_optional(&mut *tx)
+            .await?;
+        if existing.is_some() {
+            return Err(StoreError::Conflict(
+                "organization 'default' (keyward is already initialized; use an existing control token)"
+                    .into(),
+            ));
+        }
+        let now = now_unix();
+        let org_id: i64 = sqlx::query(
+            "INSERT INTO organizations (name, created_at) VALUES ('default', $1) RETURNING id",
+        )
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        let id: i64 = sqlx::query(
+            "INSERT INTO principals (organization_id, kind, name, created_at) \
+             VALUES ($1, 'owner', $2, $3) RETURNING id",
+        )
+        .bind(org_id)
+        .bind(owner)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        record(&mut tx, &Change::Principal(id)).await?;
+        tx.commit().await?;
+        Ok(Principal {
+            id,
+            kind: PrincipalKind::Owner,
+            name: owner.to_owned(),
+        })
+    }
+
+    pub async fn create_project(&self, slug: &str) -> Result<(String, i64, Vec<Change>)> {
+        let mut tx = self.pool.begin().await?;
+        let org_id = organization_id(&mut tx).await?;
+        let taken = sqlx::query("SELECT 1 FROM projects WHERE organization_id = $1 AND slug = $2")
+            .bind(org_id)
+            .bind(slug)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict(format!("project {slug}")));
+        }
+        let now = now_unix();
+        sqlx::query("INSERT INTO projects (organization_id, slug, created_at) VALUES ($1, $2, $3)")
+            .bind(org_id)
+            .bind(slug)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let changes = vec![Change::Project(slug.to_owned())];
+        record_all(&mut tx, &changes).await?;
+        tx.commit().await?;
+        Ok((slug.to_owned(), now, changes))
+    }
+
+    pub async fn list_projects(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT slug, created_at FROM projects ORDER BY slug")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("slug")?, r.try_get("created_at")?)))
+            .collect()
+    }
+
+    pub async fn project_exists(&self, slug: &str) -> Result<bool> {
+        Ok(sqlx::query("SELECT 1 FROM projects WHERE slug = $1")
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    pub async fn create_deployment(
+        &self,
+        name: &DeploymentName,
+        model: &str,
+        public_auth: bool,
+        private_auth: bool,
+    ) -> Result<(Deployment, Vec<Change>)> {
+        let mut tx = self.pool.begin().await?;
+        let project_id: i64 = sqlx::query("SELECT id FROM projects WHERE slug = $1")
+            .bind(&name.project)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("project {}", name.project)))?
+            .try_get(0)?;
+        let taken = sqlx::query("SELECT 1 FROM deployments WHERE project_id = $1 AND slug = $2")
+            .bind(project_id)
+            .bind(&name.slug)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict(format!("deployment {name}")));
+        }
+        let now = now_unix();
+        sqlx::query(
+            "INSERT INTO deployments (project_id, slug, model, public_auth, private_auth, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(project_id)
+        .bind(&name.slug)
+        .bind(model)
+        .bind(i64::from(public_auth))
+        .bind(i64::from(private_auth))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let changes = vec![Change::Deployment(name.clone())];
+        record_all(&mut tx, &changes).await?;
+        tx.commit().await?;
+        let deployment = Deployment {
+            name: name.clone(),
+            model: model.to_owned(),
+            public_auth,
+            private_auth,
+            created_at: now,
+        };
+        Ok((deployment, changes))
+    }
+
+    pub async fn get_deployment(&self, project: &str, slug: &str) -> Result<Option<Deployment>> {
+        let row = sqlx::query(
+            "SELECT p.slug AS project, d.slug, d.model, d.public_auth, d.private_auth, d.created_at \
+             FROM deployments d JOIN projects p ON p.id = d.project_id \
+             WHERE p.slug = $1 AND d.slug = $2",
+        )
+        .bind(project)
+        .bind(slug)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(deployment_from_row).transpose()
+    }
+
+    pub async fn list_deployments(&self, project: Option<&str>) -> Result<Vec<Deployment>> {
+        let rows = sqlx::query(
+            "SELECT p.slug AS project, d.slug, d.model, d.public_auth, d.private_auth, d.created_at \
+             FROM deployments d JOIN projects p ON p.id = d.project_id \
+             WHERE $1 = '' OR p.slug = $1 ORDER BY p.slug, d.slug",
+        )
+        .bind(project.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(deployment_from_row).collect()
+    }
+
+    pub async fn set_deployment_auth(
+        &self,
+        name: &DeploymentName,
+        public_auth: Option<bool>,
+        private_auth: Option<bool>,
+    ) -> Result<(Deployment, Vec<Change>)> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE deployments SET \
+               public_auth = COALESCE($1, public_auth), private_auth = COALESCE($2, private_auth) \
+             WHERE slug = $3 AND project_id = (SELECT id FROM projects WHERE slug = $4)",
+        )
+        .bind(public_auth.map(i64::from))
+        .bind(private_auth.map(i64::from))
+        .bind(&name.slug)
+        .bind(&name.project)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound(format!("deployment {name}")));
+        }
+        let changes = vec![Change::Deployment(name.clone())];
+        record_all(&mut tx, &changes).await?;
+        tx.commit().await?;
+        let deployment = self
+            .get_deployment(&name.project, &name.slug)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("deployment {name}")))?;
+        Ok((deployment, changes))
+    }
+
+    pub async fn owner(&self) -> Result<Option<Principal>> {
+        let row = sqlx::query("SELECT id, kind, name FROM principals WHERE kind = 'owner'")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(Principal {
+                id: r.try_get("id")?,
+                kind: PrincipalKind::Owner,
+                name: r.try_get("name")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Inserts a key. Every target of a data key must name a registered deployment or project,
+    /// and a control key's project must exist.
+    pub async fn create_key(&self, key: NewKey) -> Result<(ApiKey, Vec<Change>)> {
+        let mut tx = self.pool.begin().await?;
+        let (plane, control_project) = match &key.scope {
+            KeyScope::Data(targets) => {
+                for target in targets {
+                    ensure_target_exists(&mut tx, target).await?;
+                }
+                (Plane::Data, None)
+            }
+            KeyScope::ControlProject(project) => {
+                ensure_project_exists(&mut tx, project).await?;
+                (Plane::Control, Some(project.clone()))
+            }
+            KeyScope::ControlOrganization => (Plane::Control, None),
+        };
+        sqlx::query(
+            "INSERT INTO api_keys (id, principal_id, plane, control_project, name, description, \
+               secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&key.id)
+        .bind(key.principal_id)
+        .bind(plane.as_str())
+        .bind(control_project)
+        .bind(&key.name)
+        .bind(&key.description)
+        .bind(&key.secret_hash)
+        .bind(now_unix())
+        .bind(key.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        if let KeyScope::Data(targets) = &key.scope {
+            for target in targets {
+                insert_target(&mut tx, &key.id, target).await?;
+            }
+        }
+        let changes = vec![Change::Key(key.id.clone())];
+        record_all(&mut tx, &changes).await?;
+        tx.commit().await?;
+        let stored = self
+            .get_key(&key.id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("key {}", key.id)))?;
+        Ok((stored, changes))
+    }
+
+    /// The key with its bearer and scope, or `None` if no such id exists.
+    pub async fn get_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys k JOIN principals p ON p.id = k.principal_id \
+             WHERE k.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let targets = self.targets_of(id).await?;
+        key_from_row(&row, targets).map(Some)
+    }
+
+    async fn targets_of(&self, id: &str) -> Result<Vec<DataTarget>> {
+        let rows = sqlx::query(
+            "SELECT project, deployment FROM api_key_targets WHERE key_id = $1 \
+             ORDER BY project, deployment",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(target_from_row).collect()
+    }
+
+    /// Keys, newest first; with `project`, only those whose scope reaches into it.
+    pub async fn list_keys(&self, project: Option<&str>) -> Result<Vec<ApiKey>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys k JOIN principals p ON p.id = k.principal_id \
+             ORDER BY k.created_at DESC, k.id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut keys = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let key = key_from_row(row, self.targets_of(&id).await?)?;
+            if project.is_none_or(|p| key.scope.touches_project(p)) {
+                keys.push(key);
+            }
+        }
+        Ok(keys)
+    }
+
+    pub async fn update_key(&self, id: &str, update: KeyUpdate) -> Result<(ApiKey, Vec<Change>)> {
+        let current = self
+            .get_key(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("key {id}")))?;
+        if current.plane() == Plane::Control
+            && !(update.attach.is_empty() && update.detach.is_empty())
+        {
+            return Err(StoreError::Invalid(
+                "control keys are scoped to one project; attach and detach apply to data keys"
+                    .into(),
+            ));
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE api_keys SET name = COALESCE($1, name), description = COALESCE($2, description) \
+             WHERE id = $3",
+        )
+        .bind(update.name)
+        .bind(update.description)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(expires_at) = update.expires_at {
+            sqlx::query("UPDATE api_keys SET expires_at = $1 WHERE id = $2")
+                .bind(expires_at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for target in &update.attach {
+            ensure_target_exists(&mut tx, target).await?;
+            let (project, deployment) = target_columns(target);
+            sqlx::query(
+                "DELETE FROM api_key_targets WHERE key_id = $1 AND project = $2 AND deployment = $3",
+            )
+            .bind(id)
+            .bind(project)
+            .bind(deployment)
+            .execute(&mut *tx)
+            .await?;
+            insert_target(&mut tx, id, target).await?;
+        }
+        for target in &update.detach {
+            let (project, deployment) = target_columns(target);
+            let removed = sqlx::query(
+                "DELETE FROM api_key_targets WHERE key_id = $1 AND project = $2 AND deployment = $3",
+            )
+            .bind(id)
+            .bind(project)
+            .bind(deployment)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if removed == 0 {
+                return Err(StoreError::NotFound(format!("{target} in the scope of key {id}")));
+            }
+        }
+        let remaining: i64 = sqlx::query("SELECT COUNT(*) FROM api_key_targets WHERE key_id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if current.plane() == Plane::Data && remaining == 0 {
+            return Err(StoreError::Invalid(format!(
+                "key {id} would be attached to nothing; revoke or delete it instead"
+            )));
+        }
+        let changes = vec![Change::Key(id.to_owned())];
+        record_all(&mut tx, &changes).await?;
+        tx.commit().await?;
+        let key = self
+            .get_key(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("key {id}")))?;
+        Ok((key, changes))
+    }
+
+    /// Marks a key revoked. Revoking twice keeps the first time.
+    pub async fn revoke_key(&self, id: &str) -> Result<(ApiKey, Vec<Change>)> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2",
+        )
+        .bind(now_unix())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound(format!("key {id}")));
+        }
+        let changes = vec![Change::Key(id.to_owned())];
+        record_all(&mut tx, &changes).await?;
+        tx.commit().await?;
+        let key = self
+            .get_key(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("key {id}")))?;
+        Ok((key, changes))
+    }
+
+    pub async fn delete_key(&self, id: &str) -> Result<Vec<Change>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM api_key_targets WHERE key_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query("DELETE FROM api_keys WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound(format!("key {id}")));
+        }
+        let changes = vec![Change::Key(id.to_owned())];
+        record_all(&mut tx, &changes).await?;
+        tx.commit().await?;
+        Ok(changes)
+    }
+
+    /// The id of the newest change event (0 when none): replicas poll it.
+    pub async fn latest_change(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) FROM changes")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+}
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+async fn record(tx: &mut Tx<'_>, change: &Change) -> Result<()> {
+    let (kind, subject) = change.kind_and_subject();
+    sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
+        .bind(kind)
+        .bind(subject)
+        .bind(now_unix())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn record_all(tx: &mut Tx<'_>, changes: &[Change]) -> Result<()> {
+    for change in changes {
+        record(tx, change).await?;
+    }
+    Ok(())
+}
+
+async fn organization_id(tx: &mut Tx<'_>) -> Result<i64> {
+    let row = sqlx::query("SELECT id FROM organizations WHERE name = 'default'")
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::Invalid("keyward is not initialized: run `keyward init`".into()))?;
+    Ok(row.try_get(0)?)
+}
+
+async fn ensure_project_exists(tx: &mut Tx<'_>, project: &str) -> Result<()> {
+    sqlx::query("SELECT 1 FROM projects WHERE slug = $1")
+        .bind(project)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| StoreError::NotFound(format!("project {project}")))
+}
+
+async fn ensure_target_exists(tx: &mut Tx<'_>, target: &DataTarget) -> Result<()> {
+    match target {
+        DataTarget::Project(project) => ensure_project_exists(tx, project).await,
+        DataTarget::Deployment(name) => sqlx::query(
+            "SELECT 1 FROM deployments d JOIN projects p ON p.id = d.project_id \
+             WHERE p.slug = $1 AND d.slug = $2",
+        )
+        .bind(&name.project)
+        .bind(&name.slug)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| StoreError::NotFound(format!("deployment {name}"))),
+    }
+}
+
+fn target_columns(target: &DataTarget) -> (&str, &str) {
+    match target {
+        DataTarget::Deployment(name) => (&name.project, &name.slug),
+        DataTarget::Project(project) => (project, ""),
+    }
+}
+
+async fn insert_target(tx: &mut Tx<'_>, key_id: &str, target: &DataTarget) -> Result<()> {
+    let (project, deployment) = target_columns(target);
+    sqlx::query("INSERT INTO api_key_targets (key_id, project, deployment) VALUES ($1, $2, $3)")
+        .bind(key_id)
+        .bind(project)
+        .bind(deployment)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn corrupt(what: String) -> StoreError {
+    StoreError::Unavailable(format!("corrupt row: {what}"))
+}
+
+fn deployment_from_row(row: &AnyRow) -> Result<Deployment> {
+    let public_auth: i64 = row.try_get("public_auth")?;
+    let private_auth: i64 = row.try_get("private_auth")?;
+    Ok(Deployment {
+        name: DeploymentName {
+            project: row.try_get("project")?,
+            slug: row.try_get("slug")?,
+        },
+        model: row.try_get("model")?,
+        public_auth: public_auth != 0,
+        private_auth: private_auth != 0,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn target_from_row(row: &AnyRow) -> Result<DataTarget> {
+    let project: String = row.try_get("project")?;
+    let deployment: String = row.try_get("deployment")?;
+    Ok(if deployment.is_empty() {
+        DataTarget::Project(project)
+    } else {
+        DataTarget::Deployment(DeploymentName {
+            project,
+            slug: deployment,
+        })
+    })
+}
+
+fn key_from_row(row: &AnyRow, targets: Vec<DataTarget>) -> Result<ApiKey> {
+    let plane: String = row.try_get("plane")?;
+    let control_project: Option<String> = row.try_get("control_project")?;
+    let scope = match (plane.parse::<Plane>().map_err(corrupt)?, control_project) {
+        (Plane::Data, _) => KeyScope::Data(targets),
+        (Plane::Control, Some(project)) => KeyScope::ControlProject(project),
+        (Plane::Control, None) => KeyScope::ControlOrganization,
+    };
+    let kind: String = row.try_get("principal_kind")?;
+    Ok(ApiKey {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        principal: Principal {
+            id: row.try_get("principal_id")?,
+            kind: kind.parse().map_err(corrupt)?,
+            name: row.try_get("principal_name")?,
+        },
+        scope,
+        secret_hash: row.try_get("secret_hash")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+    })
+}
