@@ -13,8 +13,7 @@ use tracing::{info, warn};
 
 use crate::authn::{Authenticated, Authenticator, Undecidable};
 use crate::model::{
-    ApiKey, DataTarget, Deployment, DeploymentName, KeyScope, Plane, PrincipalKind,
-    validate_slug,
+    ApiKey, DataTarget, Deployment, DeploymentName, KeyScope, Plane, PrincipalKind, validate_slug,
 };
 use crate::pb::admin_server::Admin;
 use crate::pb::{self, expiry};
@@ -41,7 +40,9 @@ impl AdminService {
                 let (scheme, token) = v.split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             })
-            .ok_or_else(|| Status::unauthenticated("missing control token (authorization: Bearer ik_sdk_…)"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("missing control token (authorization: Bearer ik_sdk_…)")
+            })?;
         let invalid = || Status::unauthenticated("invalid control token");
         let token = Token::parse(presented).map_err(|_| invalid())?;
         if token.plane != Plane::Control {
@@ -382,7 +383,10 @@ impl Admin for AdminService {
         Ok(Response::new(pb::ListKeysResponse { keys }))
     }
 
-    async fn get_key(&self, request: Request<pb::GetKeyRequest>) -> Result<Response<pb::Key>, Status> {
+    async fn get_key(
+        &self,
+        request: Request<pb::GetKeyRequest>,
+    ) -> Result<Response<pb::Key>, Status> {
         let caller = self.caller(&request).await?;
         let key = self.visible_key(&caller, &request.get_ref().id).await?;
         Ok(Response::new(key_pb(&key)))
@@ -428,7 +432,12 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let id = &request.get_ref().id;
         self.visible_key(&caller, id).await?;
-        let (key, changes) = self.authn.store().revoke_key(id).await.map_err(store_error)?;
+        let (key, changes) = self
+            .authn
+            .store()
+            .revoke_key(id)
+            .await
+            .map_err(store_error)?;
         self.invalidate(&changes).await;
         info!(key_id = %key.id, by = %caller.id, "key revoked");
         Ok(Response::new(key_pb(&key)))
@@ -441,7 +450,12 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let id = &request.get_ref().id;
         self.visible_key(&caller, id).await?;
-        let changes = self.authn.store().delete_key(id).await.map_err(store_error)?;
+        let changes = self
+            .authn
+            .store()
+            .delete_key(id)
+            .await
+            .map_err(store_error)?;
         self.invalidate(&changes).await;
         info!(key_id = %id, by = %caller.id, "key deleted");
         Ok(Response::new(pb::DeleteKeyResponse {}))

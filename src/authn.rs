@@ -53,7 +53,12 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(store: Store, caches: Caches, argon: &config::Argon2, verify: &config::Verify) -> Self {
+    pub fn new(
+        store: Store,
+        caches: Caches,
+        argon: &config::Argon2,
+        verify: &config::Verify,
+    ) -> Self {
         Authenticator {
             store,
             caches,
@@ -102,8 +107,14 @@ impl Authenticator {
             return Ok(cached);
         }
         let epoch = self.caches.epoch();
-        let loaded = self.store.get_deployment(project, slug).await?.map(Arc::new);
-        self.caches.insert_deployment(name, loaded.clone(), epoch).await;
+        let loaded = self
+            .store
+            .get_deployment(project, slug)
+            .await?
+            .map(Arc::new);
+        self.caches
+            .insert_deployment(name, loaded.clone(), epoch)
+            .await;
         Ok(loaded)
     }
 
@@ -121,11 +132,18 @@ impl Authenticator {
         {
             return Ok(outcome);
         }
-        let verdict = self.verify(cache_key, token.secret(), &key.secret_hash).await?;
+        let verdict = self
+            .verify(cache_key, token.secret(), &key.secret_hash)
+            .await?;
         Ok(judge(&verdict, &key).unwrap_or(Authenticated::Invalid(InvalidReason::WrongSecret)))
     }
 
-    async fn verify(&self, cache_key: [u8; 32], secret: &str, phc: &str) -> Result<Verdict, Undecidable> {
+    async fn verify(
+        &self,
+        cache_key: [u8; 32],
+        secret: &str,
+        phc: &str,
+    ) -> Result<Verdict, Undecidable> {
         let init = async {
             let _waiting = self
                 .waiting
@@ -167,7 +185,11 @@ fn judge(verdict: &Verdict, key: &Arc<ApiKey>) -> Option<Authenticated> {
 
 /// argon2's verification compares in constant time. A PHC string that does not parse can
 /// never match: it is a failed verification, not an error.
-fn verify_secret(hasher: &Argon2<'static>, secret: &str, phc: Arc<str>) -> Result<Verdict, Undecidable> {
+fn verify_secret(
+    hasher: &Argon2<'static>,
+    secret: &str,
+    phc: Arc<str>,
+) -> Result<Verdict, Undecidable> {
     let Ok(parsed) = PasswordHash::new(&phc) else {
         return Ok(Verdict::NoMatch);
     };

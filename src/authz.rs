@@ -12,12 +12,12 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::core::v3::address::Address;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
-use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode as HttpStatusCode};
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{
     CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
 };
+use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode as HttpStatusCode};
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
@@ -64,7 +64,10 @@ pub struct Input<'a> {
 
 /// Reads the route contract (context extensions) and the HTTP attributes.
 pub fn input_of(request: &CheckRequest) -> Result<Input<'_>, RouteError> {
-    let attributes = request.attributes.as_ref().ok_or(RouteError::NoHttpAttributes)?;
+    let attributes = request
+        .attributes
+        .as_ref()
+        .ok_or(RouteError::NoHttpAttributes)?;
     let http = attributes
         .request
         .as_ref()
@@ -151,7 +154,10 @@ impl CheckService {
     }
 
     /// Decides one request: the whole Check path, without the gRPC transport.
-    pub async fn check_request(&self, request: &CheckRequest) -> Result<CheckResponse, Undecidable> {
+    pub async fn check_request(
+        &self,
+        request: &CheckRequest,
+    ) -> Result<CheckResponse, Undecidable> {
         let input = match input_of(request) {
             Ok(input) => input,
             Err(error) => {
@@ -200,7 +206,10 @@ impl CheckService {
 
 #[tonic::async_trait]
 impl Authorization for CheckService {
-    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
         match self.check_request(request.get_ref()).await {
             Ok(response) => Ok(Response::new(response)),
             Err(error) => {
@@ -326,7 +335,11 @@ fn misrouted(error: RouteError) -> CheckResponse {
         HeaderAppendAction::OverwriteIfExistsOrAdd,
     )];
     let message = format!("This route is not configured for authorization: {error}.");
-    deny_response(403, headers, error_body(&message, "permission_error", "route_not_configured"))
+    deny_response(
+        403,
+        headers,
+        error_body(&message, "permission_error", "route_not_configured"),
+    )
 }
 
 /// The OpenAI error shape inference clients already parse.
@@ -368,23 +381,54 @@ mod tests {
     use super::*;
 
     fn headers(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn sources() -> Vec<String> {
-        vec!["authorization".into(), "x-api-key".into(), "x-auth-token".into()]
+        vec![
+            "authorization".into(),
+            "x-api-key".into(),
+            "x-auth-token".into(),
+        ]
     }
 
     #[test]
     fn credentials_come_from_the_configured_sources_in_order() {
         let s = sources();
-        assert_eq!(credential(&headers(&[("authorization", "Bearer abc")]), &s), Some("abc"));
-        assert_eq!(credential(&headers(&[("authorization", "bearer  abc ")]), &s), Some("abc"));
-        assert_eq!(credential(&headers(&[("authorization", "Basic abc")]), &s), None);
-        assert_eq!(credential(&headers(&[("authorization", "Bearer ")]), &s), None);
-        assert_eq!(credential(&headers(&[("x-api-key", "k1"), ("x-auth-token", "k2")]), &s), Some("k1"));
-        assert_eq!(credential(&headers(&[("x-auth-token", "k2")]), &s), Some("k2"));
-        assert_eq!(credential(&headers(&[("x-auth-token", "k2")]), &["x-api-key".to_string()]), None);
+        assert_eq!(
+            credential(&headers(&[("authorization", "Bearer abc")]), &s),
+            Some("abc")
+        );
+        assert_eq!(
+            credential(&headers(&[("authorization", "bearer  abc ")]), &s),
+            Some("abc")
+        );
+        assert_eq!(
+            credential(&headers(&[("authorization", "Basic abc")]), &s),
+            None
+        );
+        assert_eq!(
+            credential(&headers(&[("authorization", "Bearer ")]), &s),
+            None
+        );
+        assert_eq!(
+            credential(&headers(&[("x-api-key", "k1"), ("x-auth-token", "k2")]), &s),
+            Some("k1")
+        );
+        assert_eq!(
+            credential(&headers(&[("x-auth-token", "k2")]), &s),
+            Some("k2")
+        );
+        assert_eq!(
+            credential(
+                &headers(&[("x-auth-token", "k2")]),
+                &["x-api-key".to_string()]
+            ),
+            None
+        );
         assert_eq!(credential(&headers(&[]), &s), None);
     }
 
@@ -396,7 +440,10 @@ mod tests {
         let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
             panic!("denied response expected")
         };
-        assert_eq!(denied.status.unwrap().code, HttpStatusCode::Forbidden as i32);
+        assert_eq!(
+            denied.status.unwrap().code,
+            HttpStatusCode::Forbidden as i32
+        );
         assert!(denied.body.contains("route_not_configured"));
     }
 
@@ -404,10 +451,32 @@ mod tests {
     fn the_status_table() {
         let cases = [
             (Denial::MissingCredential, 401),
-            (Denial::InvalidKey { route_plane: Plane::Data, reason: InvalidReason::Revoked }, 401),
-            (Denial::InvalidKey { route_plane: Plane::Control, reason: InvalidReason::Revoked }, 403),
-            (Denial::WrongPlane { key_plane: Plane::Data }, 403),
-            (Denial::OutOfScope { target: "deployment a/b".into() }, 403),
+            (
+                Denial::InvalidKey {
+                    route_plane: Plane::Data,
+                    reason: InvalidReason::Revoked,
+                },
+                401,
+            ),
+            (
+                Denial::InvalidKey {
+                    route_plane: Plane::Control,
+                    reason: InvalidReason::Revoked,
+                },
+                403,
+            ),
+            (
+                Denial::WrongPlane {
+                    key_plane: Plane::Data,
+                },
+                403,
+            ),
+            (
+                Denial::OutOfScope {
+                    target: "deployment a/b".into(),
+                },
+                403,
+            ),
         ];
         for (denial, status) in cases {
             let response = denied(&denial);
@@ -415,7 +484,10 @@ mod tests {
                 panic!("denied response expected")
             };
             assert_eq!(d.status.unwrap().code as u16, status, "{denial:?}");
-            let challenge = d.headers.iter().any(|h| h.header.as_ref().unwrap().key == "www-authenticate");
+            let challenge = d
+                .headers
+                .iter()
+                .any(|h| h.header.as_ref().unwrap().key == "www-authenticate");
             assert_eq!(challenge, status == 401);
             let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
             assert!(body["error"]["message"].is_string());

@@ -20,7 +20,11 @@ use crate::store::now_unix;
 use crate::token;
 
 #[derive(Debug, Parser)]
-#[command(name = "keyward", version, about = "Envoy ext_authz server for inference API keys")]
+#[command(
+    name = "keyward",
+    version,
+    about = "Envoy ext_authz server for inference API keys"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -75,7 +79,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct Remote {
     /// Admin API address.
-    #[arg(long, global = true, env = "KEYWARD_SERVER", default_value = "http://127.0.0.1:9192")]
+    #[arg(
+        long,
+        global = true,
+        env = "KEYWARD_SERVER",
+        default_value = "http://127.0.0.1:9192"
+    )]
     server: String,
     /// Control-plane token (ik_sdk_…).
     #[arg(long, global = true, env = "KEYWARD_TOKEN", hide_env_values = true)]
@@ -103,9 +112,9 @@ pub enum DeploymentsCommand {
         name: String,
         #[arg(long)]
         model: String,
-        #[arg(long, value_parser = on_off, default_value = "on")]
+        #[arg(long, value_parser = on_off, default_value = "on", action = clap::ArgAction::Set)]
         public_auth: bool,
-        #[arg(long, value_parser = on_off, default_value = "on")]
+        #[arg(long, value_parser = on_off, default_value = "on", action = clap::ArgAction::Set)]
         private_auth: bool,
     },
     List {
@@ -242,10 +251,15 @@ async fn init(
     }
     let authn = crate::server::open(&config).await?;
     let store = authn.store();
-    let principal = store.init_organization(owner).await.map_err(|e| anyhow!("{e}"))?;
+    let principal = store
+        .init_organization(owner)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
     let id = token::generate_key_id();
     let minted = token::generate(Plane::Control, &id);
-    let secret_hash = authn.hash_secret(&minted.secret).map_err(|e| anyhow!("{e}"))?;
+    let secret_hash = authn
+        .hash_secret(&minted.secret)
+        .map_err(|e| anyhow!("{e}"))?;
     store
         .create_key(crate::store::NewKey {
             id: id.clone(),
@@ -273,7 +287,13 @@ async fn init(
     Ok(())
 }
 
-async fn client(remote: &Remote) -> anyhow::Result<AdminClient<tonic::service::interceptor::InterceptedService<Channel, impl tonic::service::Interceptor>>> {
+async fn client(
+    remote: &Remote,
+) -> anyhow::Result<
+    AdminClient<
+        tonic::service::interceptor::InterceptedService<Channel, impl tonic::service::Interceptor>,
+    >,
+> {
     let token = remote
         .token
         .clone()
@@ -285,14 +305,24 @@ async fn client(remote: &Remote) -> anyhow::Result<AdminClient<tonic::service::i
         .parse()
         .map_err(|_| anyhow!("the control token contains invalid characters"))?;
     let channel = Channel::from_shared(remote.server.clone())
-        .map_err(|_| anyhow!("invalid --server {:?}: expected http://HOST:PORT", remote.server))?
+        .map_err(|_| {
+            anyhow!(
+                "invalid --server {:?}: expected http://HOST:PORT",
+                remote.server
+            )
+        })?
         .connect()
         .await
         .with_context(|| format!("cannot reach the keyward admin API at {}", remote.server))?;
-    Ok(AdminClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
-        request.metadata_mut().insert("authorization", bearer.clone());
-        Ok(request)
-    }))
+    Ok(AdminClient::with_interceptor(
+        channel,
+        move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+            Ok(request)
+        },
+    ))
 }
 
 fn status(e: tonic::Status) -> anyhow::Error {
@@ -437,7 +467,9 @@ async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            let key = created.key.ok_or_else(|| anyhow!("the server returned no key"))?;
+            let key = created
+                .key
+                .ok_or_else(|| anyhow!("the server returned no key"))?;
             match remote.output {
                 Output::Json => {
                     let mut value = key_json(&key);
@@ -446,7 +478,10 @@ async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
                 }
                 Output::Table => {
                     print_key_table(vec![key_json(&key)]);
-                    println!("\nToken (shown once, store it as a secret):\n{}", created.token);
+                    println!(
+                        "\nToken (shown once, store it as a secret):\n{}",
+                        created.token
+                    );
                 }
             }
             return Ok(());
@@ -482,7 +517,9 @@ async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
                 && detach.is_empty()
                 && expires.is_none()
             {
-                bail!("nothing to change: give --name, --description, --attach, --detach or --expires");
+                bail!(
+                    "nothing to change: give --name, --description, --attach, --detach or --expires"
+                );
             }
             vec![
                 admin
@@ -557,7 +594,15 @@ fn key_json(k: &pb::Key) -> serde_json::Value {
 fn print_key_table(rows: Vec<serde_json::Value>) {
     print_rows(
         Output::Table,
-        &["id", "plane", "name", "scope", "status", "expires_at", "last_used_at"],
+        &[
+            "id",
+            "plane",
+            "name",
+            "scope",
+            "status",
+            "expires_at",
+            "last_used_at",
+        ],
         rows,
     );
 }
@@ -587,7 +632,13 @@ fn print_rows(output: Output, columns: &[&str], rows: Vec<serde_json::Value>) {
     };
     let widths: Vec<usize> = columns
         .iter()
-        .map(|c| rows.iter().map(|r| cell(r, c).len()).max().unwrap_or(0).max(c.len()))
+        .map(|c| {
+            rows.iter()
+                .map(|r| cell(r, c).len())
+                .max()
+                .unwrap_or(0)
+                .max(c.len())
+        })
         .collect();
     let line = |cells: Vec<String>| {
         cells
@@ -599,7 +650,10 @@ fn print_rows(output: Output, columns: &[&str], rows: Vec<serde_json::Value>) {
             .trim_end()
             .to_owned()
     };
-    println!("{}", line(columns.iter().map(|c| c.to_uppercase()).collect()));
+    println!(
+        "{}",
+        line(columns.iter().map(|c| c.to_uppercase()).collect())
+    );
     for row in &rows {
         println!("{}", line(columns.iter().map(|c| cell(row, c)).collect()));
     }
@@ -626,14 +680,70 @@ mod tests {
     #[test]
     fn flags_parse_and_bad_ones_fail() {
         let ok = Cli::try_parse_from([
-            "keyward", "keys", "create", "--plane", "data", "--scope", "a/b", "a/*", "--expires", "2031-01-01",
+            "keyward",
+            "keys",
+            "create",
+            "--plane",
+            "data",
+            "--scope",
+            "a/b",
+            "a/*",
+            "--expires",
+            "2031-01-01",
         ]);
         assert!(ok.is_ok());
+        let Cli {
+            command:
+                Command::Deployments {
+                    command:
+                        DeploymentsCommand::Create {
+                            public_auth,
+                            private_auth,
+                            ..
+                        },
+                    ..
+                },
+        } = Cli::try_parse_from([
+            "keyward",
+            "deployments",
+            "create",
+            "a/b",
+            "--model",
+            "m",
+            "--public-auth",
+            "off",
+        ])
+        .unwrap()
+        else {
+            panic!("deployments create expected")
+        };
+        assert!(!public_auth && private_auth);
         for bad in [
-            vec!["keyward", "keys", "create", "--plane", "both", "--scope", "a/b"],
+            vec![
+                "keyward", "keys", "create", "--plane", "both", "--scope", "a/b",
+            ],
             vec!["keyward", "keys", "create", "--plane", "data"],
-            vec!["keyward", "deployments", "create", "a/b", "--model", "m", "--public-auth", "maybe"],
-            vec!["keyward", "keys", "create", "--plane", "data", "--scope", "a/b", "--expires", "soon"],
+            vec![
+                "keyward",
+                "deployments",
+                "create",
+                "a/b",
+                "--model",
+                "m",
+                "--public-auth",
+                "maybe",
+            ],
+            vec![
+                "keyward",
+                "keys",
+                "create",
+                "--plane",
+                "data",
+                "--scope",
+                "a/b",
+                "--expires",
+                "soon",
+            ],
         ] {
             assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?} accepted");
         }

@@ -111,7 +111,11 @@ impl Default for Database {
 impl Default for Credentials {
     fn default() -> Self {
         Credentials {
-            sources: vec!["authorization".into(), "x-api-key".into(), "x-auth-token".into()],
+            sources: vec![
+                "authorization".into(),
+                "x-api-key".into(),
+                "x-auth-token".into(),
+            ],
         }
     }
 }
@@ -297,7 +301,8 @@ mod tests {
 
     #[test]
     fn toml_fields_are_read_and_unknown_ones_named() {
-        let c = Config::from_toml("[listen]\ncheck = \"0.0.0.0:1\"\n[cache]\nttl_secs = 7\n").unwrap();
+        let c =
+            Config::from_toml("[listen]\ncheck = \"0.0.0.0:1\"\n[cache]\nttl_secs = 7\n").unwrap();
         assert_eq!(c.listen.check.port(), 1);
         assert_eq!(c.cache.ttl_secs, 7);
         assert_eq!(c.cache.capacity, 100_000);
@@ -334,6 +339,11 @@ mod tests {
         let mut c = Config::from_toml("[argon2]\nmemory_kib = 1\n").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("argon2"));
         let mut c = Config::from_toml("[credentials]\nsources = [\"bad header\"]\n").unwrap();
-        assert!(c.validate().unwrap_err().to_string().contains("credentials.sources"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("credentials.sources")
+        );
     }
 }

@@ -26,7 +26,9 @@ impl FromStr for Plane {
         match s {
             "data" => Ok(Plane::Data),
             "control" => Ok(Plane::Control),
-            other => Err(format!("unknown plane {other:?} (expected data or control)")),
+            other => Err(format!(
+                "unknown plane {other:?} (expected data or control)"
+            )),
         }
     }
 }
@@ -195,7 +197,9 @@ impl KeyScope {
         match plane {
             Plane::Data => {
                 if scopes.is_empty() {
-                    return Err("a data key needs at least one scope (PROJECT/SLUG or PROJECT/*)".into());
+                    return Err(
+                        "a data key needs at least one scope (PROJECT/SLUG or PROJECT/*)".into(),
+                    );
                 }
                 let mut targets = scopes
                     .iter()
@@ -211,7 +215,10 @@ impl KeyScope {
                     validate_slug("project", one)?;
                     Ok(KeyScope::ControlProject(one.clone()))
                 }
-                _ => Err("a control key's scope is exactly one PROJECT (or * for the organization)".into()),
+                _ => Err(
+                    "a control key's scope is exactly one PROJECT (or * for the organization)"
+                        .into(),
+                ),
             },
         }
     }
@@ -331,7 +338,10 @@ mod tests {
             (Plane::Control, vec!["a".to_string(), "b".to_string()]),
             (Plane::Control, vec![]),
         ] {
-            assert!(KeyScope::parse(plane, &scopes).is_err(), "{scopes:?} accepted");
+            assert!(
+                KeyScope::parse(plane, &scopes).is_err(),
+                "{scopes:?} accepted"
+            );
         }
         let err = KeyScope::parse(Plane::Data, &["acme/Bad".into()]).unwrap_err();
         assert!(err.contains("\"Bad\""), "{err}");

@@ -274,7 +274,12 @@ mod tests {
 
     fn data_key(targets: &[&str]) -> ApiKey {
         key(
-            KeyScope::Data(targets.iter().map(|t| t.parse::<DataTarget>().unwrap()).collect()),
+            KeyScope::Data(
+                targets
+                    .iter()
+                    .map(|t| t.parse::<DataTarget>().unwrap())
+                    .collect(),
+            ),
             PrincipalKind::Owner,
         )
     }
@@ -319,7 +324,10 @@ mod tests {
         assert!(auth_required(&route_priv, Some(&bot(false, true))));
         assert!(auth_required(&route_pub, Some(&bot(true, false))));
         assert!(!auth_required(&route_priv, Some(&bot(true, false))));
-        assert!(auth_required(&route_pub, None), "unknown deployment fails closed");
+        assert!(
+            auth_required(&route_pub, None),
+            "unknown deployment fails closed"
+        );
         assert!(auth_required(&control_route("acme", "GET"), None));
     }
 
@@ -327,10 +335,20 @@ mod tests {
     fn data_key_attached_to_the_deployment_is_allowed() {
         let k = data_key(&["acme/bot"]);
         let d = bot(true, true);
-        let decision = decide(&data_route(Endpoint::Public), Some(&d), Authentication::Verified(&k), NOW);
+        let decision = decide(
+            &data_route(Endpoint::Public),
+            Some(&d),
+            Authentication::Verified(&k),
+            NOW,
+        );
         assert_eq!(decision, Decision::Allow(Grant::Key(&k)));
         let project_wide = data_key(&["acme/*"]);
-        let decision = decide(&data_route(Endpoint::Private), Some(&d), Authentication::Verified(&project_wide), NOW);
+        let decision = decide(
+            &data_route(Endpoint::Private),
+            Some(&d),
+            Authentication::Verified(&project_wide),
+            NOW,
+        );
         assert_eq!(decision, Decision::Allow(Grant::Key(&project_wide)));
     }
 
@@ -338,18 +356,32 @@ mod tests {
     fn every_denial_of_the_status_table() {
         let d = bot(true, true);
         let route = data_route(Endpoint::Public);
-        fn deny(auth: Authentication<'_>, deployment: Option<&Deployment>, route: &Route<'_>) -> Denial {
+        fn deny(
+            auth: Authentication<'_>,
+            deployment: Option<&Deployment>,
+            route: &Route<'_>,
+        ) -> Denial {
             match decide(route, deployment, auth, NOW) {
                 Decision::Deny(denial) => denial,
                 Decision::Allow(_) => panic!("allowed"),
             }
         }
 
-        assert_eq!(deny(Authentication::Missing, Some(&d), &route), Denial::MissingCredential);
-        for reason in [InvalidReason::Malformed, InvalidReason::UnknownKey, InvalidReason::WrongSecret] {
+        assert_eq!(
+            deny(Authentication::Missing, Some(&d), &route),
+            Denial::MissingCredential
+        );
+        for reason in [
+            InvalidReason::Malformed,
+            InvalidReason::UnknownKey,
+            InvalidReason::WrongSecret,
+        ] {
             assert_eq!(
                 deny(Authentication::Invalid(reason), Some(&d), &route),
-                Denial::InvalidKey { route_plane: Plane::Data, reason }
+                Denial::InvalidKey {
+                    route_plane: Plane::Data,
+                    reason
+                }
             );
         }
 
@@ -357,85 +389,177 @@ mod tests {
         revoked.revoked_at = Some(NOW - 1);
         assert_eq!(
             deny(Authentication::Verified(&revoked), Some(&d), &route),
-            Denial::InvalidKey { route_plane: Plane::Data, reason: InvalidReason::Revoked }
+            Denial::InvalidKey {
+                route_plane: Plane::Data,
+                reason: InvalidReason::Revoked
+            }
         );
 
         let mut expired = data_key(&["acme/bot"]);
         expired.expires_at = Some(NOW);
         assert_eq!(
             deny(Authentication::Verified(&expired), Some(&d), &route),
-            Denial::InvalidKey { route_plane: Plane::Data, reason: InvalidReason::Expired }
+            Denial::InvalidKey {
+                route_plane: Plane::Data,
+                reason: InvalidReason::Expired
+            }
         );
         expired.expires_at = Some(NOW + 1);
-        assert!(matches!(decide(&route, Some(&d), Authentication::Verified(&expired), NOW), Decision::Allow(_)));
+        assert!(matches!(
+            decide(&route, Some(&d), Authentication::Verified(&expired), NOW),
+            Decision::Allow(_)
+        ));
 
         let other = data_key(&["acme/other", "beta/*"]);
         assert_eq!(
             deny(Authentication::Verified(&other), Some(&d), &route),
-            Denial::OutOfScope { target: "deployment acme/bot".into() }
+            Denial::OutOfScope {
+                target: "deployment acme/bot".into()
+            }
         );
 
         let attached = data_key(&["acme/*"]);
         assert_eq!(
             deny(Authentication::Verified(&attached), None, &route),
-            Denial::UnknownDeployment { deployment: "acme/bot".into() }
+            Denial::UnknownDeployment {
+                deployment: "acme/bot".into()
+            }
         );
 
-        let control = key(KeyScope::ControlProject("acme".into()), PrincipalKind::Owner);
+        let control = key(
+            KeyScope::ControlProject("acme".into()),
+            PrincipalKind::Owner,
+        );
         assert_eq!(
             deny(Authentication::Verified(&control), Some(&d), &route),
-            Denial::WrongPlane { key_plane: Plane::Control }
+            Denial::WrongPlane {
+                key_plane: Plane::Control
+            }
         );
         let data = data_key(&["acme/*"]);
         assert_eq!(
-            deny(Authentication::Verified(&data), None, &control_route("acme", "GET")),
-            Denial::WrongPlane { key_plane: Plane::Data }
+            deny(
+                Authentication::Verified(&data),
+                None,
+                &control_route("acme", "GET")
+            ),
+            Denial::WrongPlane {
+                key_plane: Plane::Data
+            }
         );
     }
 
     #[test]
     fn invalid_keys_on_control_routes_carry_the_control_plane() {
-        let denial = match decide(&control_route("acme", "POST"), None, Authentication::Invalid(InvalidReason::UnknownKey), NOW) {
+        let denial = match decide(
+            &control_route("acme", "POST"),
+            None,
+            Authentication::Invalid(InvalidReason::UnknownKey),
+            NOW,
+        ) {
             Decision::Deny(d) => d,
             Decision::Allow(_) => panic!("allowed"),
         };
-        assert_eq!(denial, Denial::InvalidKey { route_plane: Plane::Control, reason: InvalidReason::UnknownKey });
+        assert_eq!(
+            denial,
+            Denial::InvalidKey {
+                route_plane: Plane::Control,
+                reason: InvalidReason::UnknownKey
+            }
+        );
     }
 
     #[test]
     fn control_keys_stay_in_their_project() {
-        let acme = key(KeyScope::ControlProject("acme".into()), PrincipalKind::Owner);
+        let acme = key(
+            KeyScope::ControlProject("acme".into()),
+            PrincipalKind::Owner,
+        );
         let org = key(KeyScope::ControlOrganization, PrincipalKind::Owner);
         for method in ["GET", "POST", "PATCH", "DELETE"] {
-            assert!(matches!(decide(&control_route("acme", method), None, Authentication::Verified(&acme), NOW), Decision::Allow(_)));
+            assert!(matches!(
+                decide(
+                    &control_route("acme", method),
+                    None,
+                    Authentication::Verified(&acme),
+                    NOW
+                ),
+                Decision::Allow(_)
+            ));
             assert_eq!(
-                decide(&control_route("beta", method), None, Authentication::Verified(&acme), NOW),
-                Decision::Deny(Denial::OutOfScope { target: "project beta".into() })
+                decide(
+                    &control_route("beta", method),
+                    None,
+                    Authentication::Verified(&acme),
+                    NOW
+                ),
+                Decision::Deny(Denial::OutOfScope {
+                    target: "project beta".into()
+                })
             );
-            assert!(matches!(decide(&control_route("beta", method), None, Authentication::Verified(&org), NOW), Decision::Allow(_)));
+            assert!(matches!(
+                decide(
+                    &control_route("beta", method),
+                    None,
+                    Authentication::Verified(&org),
+                    NOW
+                ),
+                Decision::Allow(_)
+            ));
         }
     }
 
     #[test]
     fn principals_other_than_the_owner_need_a_policy() {
-        let member = key(KeyScope::Data(vec!["acme/bot".parse().unwrap()]), PrincipalKind::Member);
+        let member = key(
+            KeyScope::Data(vec!["acme/bot".parse().unwrap()]),
+            PrincipalKind::Member,
+        );
         let d = bot(true, true);
         assert_eq!(
-            decide(&data_route(Endpoint::Public), Some(&d), Authentication::Verified(&member), NOW),
-            Decision::Deny(Denial::MissingPermission { action: Action::InferenceCall, project: "acme".into() })
+            decide(
+                &data_route(Endpoint::Public),
+                Some(&d),
+                Authentication::Verified(&member),
+                NOW
+            ),
+            Decision::Deny(Denial::MissingPermission {
+                action: Action::InferenceCall,
+                project: "acme".into()
+            })
         );
-        let app = key(KeyScope::ControlProject("acme".into()), PrincipalKind::Application);
+        let app = key(
+            KeyScope::ControlProject("acme".into()),
+            PrincipalKind::Application,
+        );
         assert_eq!(
-            decide(&control_route("acme", "GET"), None, Authentication::Verified(&app), NOW),
-            Decision::Deny(Denial::MissingPermission { action: Action::DeploymentsRead, project: "acme".into() })
+            decide(
+                &control_route("acme", "GET"),
+                None,
+                Authentication::Verified(&app),
+                NOW
+            ),
+            Decision::Deny(Denial::MissingPermission {
+                action: Action::DeploymentsRead,
+                project: "acme".into()
+            })
         );
     }
 
     #[test]
     fn actions_follow_plane_and_method() {
-        assert_eq!(Action::of(&data_route(Endpoint::Public)), Action::InferenceCall);
-        assert_eq!(Action::of(&control_route("a", "GET")), Action::DeploymentsRead);
-        assert_eq!(Action::of(&control_route("a", "HEAD")), Action::DeploymentsRead);
+        assert_eq!(
+            Action::of(&data_route(Endpoint::Public)),
+            Action::InferenceCall
+        );
+        assert_eq!(
+            Action::of(&control_route("a", "GET")),
+            Action::DeploymentsRead
+        );
+        assert_eq!(
+            Action::of(&control_route("a", "HEAD")),
+            Action::DeploymentsRead
+        );
         for m in ["POST", "PATCH", "DELETE", "PUT"] {
             assert_eq!(Action::of(&control_route("a", m)), Action::DeploymentsWrite);
         }
@@ -443,9 +567,17 @@ mod tests {
 
     #[test]
     fn denial_messages_name_only_the_request() {
-        let msg = Denial::MissingPermission { action: Action::InferenceCall, project: "acme".into() }.to_string();
+        let msg = Denial::MissingPermission {
+            action: Action::InferenceCall,
+            project: "acme".into(),
+        }
+        .to_string();
         assert_eq!(msg, "missing permission inference.call on project acme");
-        let msg = Denial::InvalidKey { route_plane: Plane::Data, reason: InvalidReason::Revoked }.to_string();
+        let msg = Denial::InvalidKey {
+            route_plane: Plane::Data,
+            reason: InvalidReason::Revoked,
+        }
+        .to_string();
         assert!(!msg.to_lowercase().contains("revoked"), "no oracle: {msg}");
     }
 }

@@ -69,7 +69,12 @@ pub async fn open(config: &Config) -> anyhow::Result<Authenticator> {
         config.cache_ttl(),
         Duration::from_secs(config.cache.negative_ttl_secs),
     );
-    Ok(Authenticator::new(store, caches, &config.argon2, &config.verify))
+    Ok(Authenticator::new(
+        store,
+        caches,
+        &config.argon2,
+        &config.verify,
+    ))
 }
 
 /// Serves until `shutdown` resolves.

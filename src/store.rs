@@ -162,7 +162,9 @@ impl Store {
                 sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
             }
             Backend::Postgres => {
-                sqlx::migrate!("migrations/postgres").run(&self.pool).await?;
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.pool)
+                    .await?;
             }
         }
         Ok(())
@@ -186,9 +188,8 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         if existing.is_some() {
-            return Err(StoreError::Conflict(
-                "organization 'default' (keyward is already initialized; use an existing control token)"
-                    .into(),
+            return Err(StoreError::Invalid(
+                "keyward is already initialized: use an existing control token".into(),
             ));
         }
         let now = now_unix();
@@ -524,7 +525,9 @@ impl Store {
             .await?
             .rows_affected();
             if removed == 0 {
-                return Err(StoreError::NotFound(format!("{target} in the scope of key {id}")));
+                return Err(StoreError::NotFound(format!(
+                    "{target} in the scope of key {id}"
+                )));
             }
         }
         let remaining: i64 = sqlx::query("SELECT COUNT(*) FROM api_key_targets WHERE key_id = $1")
@@ -550,14 +553,13 @@ impl Store {
     /// Marks a key revoked. Revoking twice keeps the first time.
     pub async fn revoke_key(&self, id: &str) -> Result<(ApiKey, Vec<Change>)> {
         let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2",
-        )
-        .bind(now_unix())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let updated =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+                .bind(now_unix())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         if updated == 0 {
             return Err(StoreError::NotFound(format!("key {id}")));
         }
@@ -624,7 +626,9 @@ async fn organization_id(tx: &mut Tx<'_>) -> Result<i64> {
     let row = sqlx::query("SELECT id FROM organizations WHERE name = 'default'")
         .fetch_optional(&mut **tx)
         .await?
-        .ok_or_else(|| StoreError::Invalid("keyward is not initialized: run `keyward init`".into()))?;
+        .ok_or_else(|| {
+            StoreError::Invalid("keyward is not initialized: run `keyward init`".into())
+        })?;
     Ok(row.try_get(0)?)
 }
 

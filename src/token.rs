@@ -177,7 +177,11 @@ mod tests {
             assert_eq!(parsed.plane, plane);
             assert_eq!(parsed.key_id.len(), KEY_ID_LEN);
             assert_eq!(parsed.secret().len(), SECRET_LEN);
-            assert!(token.starts_with(if plane == Plane::Data { "ik_live_" } else { "ik_sdk_" }));
+            assert!(token.starts_with(if plane == Plane::Data {
+                "ik_live_"
+            } else {
+                "ik_sdk_"
+            }));
         }
     }
 
@@ -202,9 +206,15 @@ mod tests {
         assert_eq!(Token::parse(""), Err(TokenError::Prefix));
         assert_eq!(Token::parse("sk-proj-abc"), Err(TokenError::Prefix));
         assert_eq!(Token::parse("ik_live_"), Err(TokenError::Shape));
-        assert_eq!(Token::parse(&token[..token.len() - 1]), Err(TokenError::Shape));
+        assert_eq!(
+            Token::parse(&token[..token.len() - 1]),
+            Err(TokenError::Shape)
+        );
         assert_eq!(Token::parse(&format!("{token}x")), Err(TokenError::Shape));
-        assert_eq!(Token::parse(&"ik_live_".repeat(1000)), Err(TokenError::Shape));
+        assert_eq!(
+            Token::parse(&"ik_live_".repeat(1000)),
+            Err(TokenError::Shape)
+        );
         let swapped = token.replacen("ik_sdk_", "ik_live", 1);
         assert!(Token::parse(&swapped).is_err());
         let non_ascii = format!("ik_live_{}", "é".repeat(31));

