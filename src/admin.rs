@@ -20,6 +20,9 @@ use crate::pb::{self, expiry};
 use crate::store::{Change, KeyUpdate, NewKey, StoreError, now_unix};
 use crate::token::{self, Token};
 
+/// Rotation grace periods are capped: an old secret should not linger for months.
+const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
+
 #[derive(Clone)]
 pub struct AdminService {
     authn: Authenticator,
@@ -50,13 +53,20 @@ impl AdminService {
                 "the admin API needs a control-plane token (ik_sdk_…), not a data-plane key",
             ));
         }
-        let key = match self.authn.authenticate(&token).await.map_err(undecidable)? {
+        let now = now_unix();
+        let key = match self
+            .authn
+            .authenticate(&token, now)
+            .await
+            .map_err(undecidable)?
+        {
             Authenticated::Key(key) => key,
             Authenticated::Invalid(_) => return Err(invalid()),
         };
-        if key.revoked_at.is_some() || key.is_expired(now_unix()) {
+        if key.revoked_at.is_some() || key.is_expired(now) {
             return Err(invalid());
         }
+        self.authn.last_used().touch(&key.id, now);
         if key.principal.kind != PrincipalKind::Owner {
             return Err(Status::permission_denied(format!(
                 "{} {} has no IAM permission to manage keyward",
@@ -165,7 +175,7 @@ fn deployment_pb(d: &Deployment) -> pb::Deployment {
     }
 }
 
-fn key_pb(k: &ApiKey) -> pb::Key {
+fn key_pb(k: &ApiKey, pending_last_use: Option<i64>) -> pb::Key {
     pb::Key {
         id: k.id.clone(),
         plane: match k.plane() {
@@ -179,7 +189,7 @@ fn key_pb(k: &ApiKey) -> pb::Key {
         expires_at: k.expires_at,
         created_at: k.created_at,
         revoked_at: k.revoked_at,
-        last_used_at: k.last_used_at,
+        last_used_at: k.last_used_at.max(pending_last_use),
     }
 }
 
@@ -356,7 +366,7 @@ impl Admin for AdminService {
         self.invalidate(&changes).await;
         info!(key_id = %key.id, plane = %plane, by = %caller.id, "key created");
         Ok(Response::new(pb::CreateKeyResponse {
-            key: Some(key_pb(&key)),
+            key: Some(self.key_pb(&key)),
             token: minted.token,
         }))
     }
@@ -378,7 +388,7 @@ impl Admin for AdminService {
             .map_err(store_error)?
             .iter()
             .filter(|k| ensure_key_access(&caller, k).is_ok())
-            .map(key_pb)
+            .map(|k| self.key_pb(k))
             .collect();
         Ok(Response::new(pb::ListKeysResponse { keys }))
     }
@@ -389,7 +399,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Key>, Status> {
         let caller = self.caller(&request).await?;
         let key = self.visible_key(&caller, &request.get_ref().id).await?;
-        Ok(Response::new(key_pb(&key)))
+        Ok(Response::new(self.key_pb(&key)))
     }
 
     async fn update_key(
@@ -422,7 +432,7 @@ impl Admin for AdminService {
             .map_err(store_error)?;
         self.invalidate(&changes).await;
         info!(key_id = %key.id, by = %caller.id, "key updated");
-        Ok(Response::new(key_pb(&key)))
+        Ok(Response::new(self.key_pb(&key)))
     }
 
     async fn revoke_key(
@@ -440,7 +450,51 @@ impl Admin for AdminService {
             .map_err(store_error)?;
         self.invalidate(&changes).await;
         info!(key_id = %key.id, by = %caller.id, "key revoked");
-        Ok(Response::new(key_pb(&key)))
+        Ok(Response::new(self.key_pb(&key)))
+    }
+
+    async fn rotate_key(
+        &self,
+        request: Request<pb::RotateKeyRequest>,
+    ) -> Result<Response<pb::CreateKeyResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let r = request.get_ref();
+        let key = self.visible_key(&caller, &r.id).await?;
+        let now = now_unix();
+        if key.revoked_at.is_some() || key.is_expired(now) {
+            return Err(Status::failed_precondition(format!(
+                "key {} is revoked or expired; create a new key instead",
+                key.id
+            )));
+        }
+        if r.grace_seconds > MAX_GRACE_SECONDS {
+            return Err(Status::invalid_argument(
+                "the grace period is at most 30 days",
+            ));
+        }
+        let grace_until = (r.grace_seconds > 0).then(|| {
+            let until = now + r.grace_seconds as i64;
+            key.expires_at.map_or(until, |expiry| until.min(expiry))
+        });
+        let minted = token::generate(key.plane(), &key.id);
+        let authn = self.authn.clone();
+        let secret = minted.secret.clone();
+        let secret_hash = tokio::task::spawn_blocking(move || authn.hash_secret(&secret))
+            .await
+            .map_err(|_| Status::internal("hashing failed"))?
+            .map_err(|_| Status::internal("hashing failed"))?;
+        let (key, changes) = self
+            .authn
+            .store()
+            .rotate_key(&key.id, &secret_hash, grace_until)
+            .await
+            .map_err(store_error)?;
+        self.invalidate(&changes).await;
+        info!(key_id = %key.id, grace_seconds = r.grace_seconds, by = %caller.id, "key rotated");
+        Ok(Response::new(pb::CreateKeyResponse {
+            key: Some(self.key_pb(&key)),
+            token: minted.token,
+        }))
     }
 
     async fn delete_key(
@@ -463,6 +517,11 @@ impl Admin for AdminService {
 }
 
 impl AdminService {
+    /// The key as stored, with this replica's not yet written last use folded in.
+    fn key_pb(&self, key: &ApiKey) -> pb::Key {
+        key_pb(key, self.authn.last_used().pending(&key.id))
+    }
+
     /// The key `id` if the caller may manage it; otherwise "not found", so a project-scoped
     /// caller learns nothing about other projects' keys.
     async fn visible_key(&self, caller: &ApiKey, id: &str) -> Result<ApiKey, Status> {

@@ -18,6 +18,7 @@ use crate::model::{ApiKey, Deployment};
 use crate::policy::InvalidReason;
 use crate::store::{Store, StoreError};
 use crate::token::Token;
+use crate::usage::LastUsed;
 
 /// Why keyward could not decide; Envoy answers its `status_on_error` (503), never a 401.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,7 @@ pub struct Authenticator {
     hasher: Argon2<'static>,
     waiting: Arc<Semaphore>,
     running: Arc<Semaphore>,
+    last_used: LastUsed,
 }
 
 impl Authenticator {
@@ -65,6 +67,7 @@ impl Authenticator {
             hasher: hasher(argon),
             waiting: Arc::new(Semaphore::new(verify.workers + verify.queue)),
             running: Arc::new(Semaphore::new(verify.workers)),
+            last_used: LastUsed::default(),
         }
     }
 
@@ -74,6 +77,11 @@ impl Authenticator {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Last-use times waiting to be written.
+    pub fn last_used(&self) -> &LastUsed {
+        &self.last_used
     }
 
     /// The argon2id PHC string of `secret`, with a fresh random salt.
@@ -118,8 +126,12 @@ impl Authenticator {
         Ok(loaded)
     }
 
-    /// Authenticates a well-formed token.
-    pub async fn authenticate(&self, token: &Token<'_>) -> Result<Authenticated, Undecidable> {
+    /// Authenticates a well-formed token at `now` (Unix seconds).
+    pub async fn authenticate(
+        &self,
+        token: &Token<'_>,
+        now: i64,
+    ) -> Result<Authenticated, Undecidable> {
         let Some(key) = self.key(token.key_id).await? else {
             return Ok(Authenticated::Invalid(InvalidReason::UnknownKey));
         };
@@ -127,23 +139,35 @@ impl Authenticator {
             return Ok(Authenticated::Invalid(InvalidReason::UnknownKey));
         }
         let cache_key = token.cache_key();
-        if let Some(verdict) = self.caches.verdicts.get(&cache_key).await
-            && let Some(outcome) = judge(&verdict, &key)
-        {
-            return Ok(outcome);
+        if let Some(verdict) = self.caches.verdicts.get(&cache_key).await {
+            if let Some(outcome) = judge(&verdict, &key, now) {
+                return Ok(outcome);
+            }
+            // Computed against a hash the key no longer has: verify again.
+            self.caches.verdicts.invalidate(&cache_key).await;
         }
-        let verdict = self
-            .verify(cache_key, token.secret(), &key.secret_hash)
-            .await?;
-        Ok(judge(&verdict, &key).unwrap_or(Authenticated::Invalid(InvalidReason::WrongSecret)))
+        let verdict = self.verify(cache_key, token.secret(), &key, now).await?;
+        Ok(
+            judge(&verdict, &key, now)
+                .unwrap_or(Authenticated::Invalid(InvalidReason::WrongSecret)),
+        )
     }
 
+    /// Verifies `secret` against the key's current hash and, inside a rotation grace, its
+    /// previous one. Concurrent calls for the same token share one verification.
     async fn verify(
         &self,
         cache_key: [u8; 32],
         secret: &str,
-        phc: &str,
+        key: &ApiKey,
+        now: i64,
     ) -> Result<Verdict, Undecidable> {
+        let current: Arc<str> = Arc::from(key.secret_hash.as_str());
+        let previous: Option<Arc<str>> = key
+            .previous_secret
+            .as_ref()
+            .filter(|p| now < p.valid_until)
+            .map(|p| Arc::from(p.hash.as_str()));
         let init = async {
             let _waiting = self
                 .waiting
@@ -157,11 +181,17 @@ impl Authenticator {
                 .await
                 .map_err(|_| Undecidable::Overloaded)?;
             let secret = secret.to_owned();
-            let phc: Arc<str> = Arc::from(phc);
             let hasher = self.hasher.clone();
-            tokio::task::spawn_blocking(move || verify_secret(&hasher, &secret, phc))
-                .await
-                .map_err(|e| Undecidable::Internal(e.to_string()))?
+            tokio::task::spawn_blocking(move || {
+                for phc in std::iter::once(&current).chain(previous.as_ref()) {
+                    if secret_matches(&hasher, &secret, phc) {
+                        return Verdict::Match(phc.clone());
+                    }
+                }
+                Verdict::NoMatch(current)
+            })
+            .await
+            .map_err(|e| Undecidable::Internal(e.to_string()))
         };
         self.caches
             .verdicts
@@ -174,29 +204,31 @@ impl Authenticator {
     }
 }
 
-/// A cached verdict applies only to the hash it was computed against.
-fn judge(verdict: &Verdict, key: &Arc<ApiKey>) -> Option<Authenticated> {
+/// What a verdict means for the key as it is now; `None` when it concerns a hash the key no
+/// longer has.
+fn judge(verdict: &Verdict, key: &Arc<ApiKey>, now: i64) -> Option<Authenticated> {
     match verdict {
         Verdict::Match(phc) if **phc == *key.secret_hash => Some(Authenticated::Key(key.clone())),
-        Verdict::Match(_) => None,
-        Verdict::NoMatch => Some(Authenticated::Invalid(InvalidReason::WrongSecret)),
+        Verdict::Match(phc) => {
+            let previous = key.previous_secret.as_ref().filter(|p| **phc == *p.hash)?;
+            Some(if now < previous.valid_until {
+                Authenticated::Key(key.clone())
+            } else {
+                Authenticated::Invalid(InvalidReason::RotatedOut)
+            })
+        }
+        Verdict::NoMatch(phc) if **phc == *key.secret_hash => {
+            Some(Authenticated::Invalid(InvalidReason::WrongSecret))
+        }
+        Verdict::NoMatch(_) => None,
     }
 }
 
 /// argon2's verification compares in constant time. A PHC string that does not parse can
 /// never match: it is a failed verification, not an error.
-fn verify_secret(
-    hasher: &Argon2<'static>,
-    secret: &str,
-    phc: Arc<str>,
-) -> Result<Verdict, Undecidable> {
-    let Ok(parsed) = PasswordHash::new(&phc) else {
-        return Ok(Verdict::NoMatch);
-    };
-    Ok(match hasher.verify_password(secret.as_bytes(), &parsed) {
-        Ok(()) => Verdict::Match(phc.clone()),
-        Err(_) => Verdict::NoMatch,
-    })
+fn secret_matches(hasher: &Argon2<'static>, secret: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .is_ok_and(|parsed| hasher.verify_password(secret.as_bytes(), &parsed).is_ok())
 }
 
 fn hasher(argon: &config::Argon2) -> Argon2<'static> {

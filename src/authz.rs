@@ -177,20 +177,26 @@ impl CheckService {
         if !policy::auth_required(route, deployment.as_deref()) {
             return Ok(allowed(route, Grant::Anonymous, &self.sources));
         }
+        let now = now_unix();
         let presented = credential(input.headers, &self.sources);
         let authenticated = match presented.map(Token::parse) {
             None => None,
             Some(Err(_)) => Some(Authenticated::Invalid(InvalidReason::Malformed)),
-            Some(Ok(token)) => Some(self.authn.authenticate(&token).await?),
+            Some(Ok(token)) => Some(self.authn.authenticate(&token, now).await?),
         };
         let authentication = match &authenticated {
             None => Authentication::Missing,
             Some(Authenticated::Invalid(reason)) => Authentication::Invalid(*reason),
             Some(Authenticated::Key(key)) => Authentication::Verified(key),
         };
-        let decision = policy::decide(route, deployment.as_deref(), authentication, now_unix());
+        let decision = policy::decide(route, deployment.as_deref(), authentication, now);
         Ok(match decision {
-            Decision::Allow(grant) => allowed(route, grant, &self.sources),
+            Decision::Allow(grant) => {
+                if let Grant::Key(key) = grant {
+                    self.authn.last_used().touch(&key.id, now);
+                }
+                allowed(route, grant, &self.sources)
+            }
             Decision::Deny(denial) => {
                 debug!(
                     key_id = presented.and_then(|p| Token::parse(p).ok()).map(|t| t.key_id),

@@ -1,8 +1,8 @@
 //! In-memory caches in front of the store, and their invalidation.
 //!
-//! - `verdicts`: SHA-256 of a whole token → the outcome of its argon2 verification. A match
-//!   records the PHC string it matched, so it stops counting the moment the key's stored hash
-//!   changes. Failures expire after the short negative TTL.
+//! - `verdicts`: SHA-256 of a whole token → the outcome of its argon2 verification, naming the
+//!   PHC string it concerns, so it stops counting the moment the key's stored hash changes.
+//!   Failures expire after the short negative TTL.
 //! - `keys`: key id → the stored key (or its absence), dropped on any change to that key.
 //! - `deployments`: `project/slug` → the stored deployment (or its absence).
 //!
@@ -20,12 +20,14 @@ use moka::future::Cache;
 use crate::model::{ApiKey, Deployment};
 use crate::store::Change;
 
-/// The outcome of verifying one presented secret against one stored hash.
+/// The outcome of verifying one presented secret against a key's stored hashes. Each verdict
+/// names the hash it concerns, so it stops applying the moment the key's hash changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// The secret matched this PHC string.
+    /// The secret matched this PHC string (the current one, or the previous one in a grace).
     Match(Arc<str>),
-    NoMatch,
+    /// The secret matched none of the key's hashes while this PHC string was current.
+    NoMatch(Arc<str>),
 }
 
 struct VerdictExpiry {
@@ -37,7 +39,7 @@ impl Expiry<[u8; 32], Verdict> for VerdictExpiry {
     fn expire_after_create(&self, _: &[u8; 32], verdict: &Verdict, _: Instant) -> Option<Duration> {
         Some(match verdict {
             Verdict::Match(_) => self.positive,
-            Verdict::NoMatch => self.negative,
+            Verdict::NoMatch(_) => self.negative,
         })
     }
 }
@@ -116,11 +118,13 @@ impl Caches {
         }
     }
 
-    /// Forgets everything: after a gap in change notifications nothing cached can be trusted.
+    /// Forgets every key and deployment: after a gap in change notifications none of them can
+    /// be trusted. Verdicts stay: each applies only to the exact hash it was computed against,
+    /// and the reloaded key decides whether that hash still counts, so no argon2 stampede
+    /// follows a reconnect.
     pub fn flush(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.keys.invalidate_all();
         self.deployments.invalidate_all();
-        self.verdicts.invalidate_all();
     }
 }

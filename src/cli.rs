@@ -168,6 +168,13 @@ pub enum KeysCommand {
         #[arg(long, value_parser = parse_expiry)]
         expires: Option<Expiry>,
     },
+    /// Give a key a new secret (same id, scope, bearer, name and expiry); print it once.
+    Rotate {
+        id: String,
+        /// How long the old secret keeps working: 0 (default: at once), or e.g. 30s, 15m, 2h, 7d.
+        #[arg(long, value_parser = parse_grace, default_value = "0")]
+        grace: u64,
+    },
     /// Revoke a key: every later request with it is denied.
     Revoke {
         id: String,
@@ -208,6 +215,30 @@ pub fn parse_expiry(s: &str) -> Result<Expiry, String> {
     OffsetDateTime::parse(s, &Rfc3339)
         .map(|t| Expiry::At(t.unix_timestamp()))
         .map_err(|_| format!("invalid expiry {s:?}: use YYYY-MM-DD, an RFC 3339 time, or never"))
+}
+
+/// A grace period in seconds: `0`, or a whole number with a unit `s`, `m`, `h` or `d`, at most
+/// 30 days.
+pub fn parse_grace(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid grace {s:?}: use 0 or a number with s, m, h or d (at most 30d)");
+    if s == "0" {
+        return Ok(0);
+    }
+    let split = s.len().checked_sub(1).ok_or_else(bad)?;
+    let (number, unit) = s.split_at(split);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    let seconds = number.checked_mul(scale).ok_or_else(bad)?;
+    if seconds > 30 * 86_400 {
+        return Err(bad());
+    }
+    Ok(seconds)
 }
 
 fn expiry_pb(expiry: Expiry) -> pb::Expiry {
@@ -467,23 +498,19 @@ async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            let key = created
-                .key
-                .ok_or_else(|| anyhow!("the server returned no key"))?;
-            match remote.output {
-                Output::Json => {
-                    let mut value = key_json(&key);
-                    value["token"] = json!(created.token);
-                    println!("{value}");
-                }
-                Output::Table => {
-                    print_key_table(vec![key_json(&key)]);
-                    println!(
-                        "\nToken (shown once, store it as a secret):\n{}",
-                        created.token
-                    );
-                }
-            }
+            print_created(remote.output, created)?;
+            return Ok(());
+        }
+        KeysCommand::Rotate { id, grace } => {
+            let rotated = admin
+                .rotate_key(pb::RotateKeyRequest {
+                    id,
+                    grace_seconds: grace,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_created(remote.output, rotated)?;
             return Ok(());
         }
         KeysCommand::List { project } => {
@@ -559,6 +586,28 @@ async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
     match remote.output {
         Output::Json => print_rows(Output::Json, &[], rows),
         Output::Table => print_key_table(rows),
+    }
+    Ok(())
+}
+
+/// A key and its token, which is shown this once.
+fn print_created(output: Output, created: pb::CreateKeyResponse) -> anyhow::Result<()> {
+    let key = created
+        .key
+        .ok_or_else(|| anyhow!("the server returned no key"))?;
+    match output {
+        Output::Json => {
+            let mut value = key_json(&key);
+            value["token"] = json!(created.token);
+            println!("{value}");
+        }
+        Output::Table => {
+            print_key_table(vec![key_json(&key)]);
+            println!(
+                "\nToken (shown once, store it as a secret):\n{}",
+                created.token
+            );
+        }
     }
     Ok(())
 }
@@ -674,6 +723,27 @@ mod tests {
         for bad in ["2030-13-01", "tomorrow", "2030-01-02T00:00:00", ""] {
             let err = parse_expiry(bad).unwrap_err();
             assert!(err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn grace_periods_parse_with_units_and_a_cap() {
+        assert_eq!(parse_grace("0"), Ok(0));
+        assert_eq!(parse_grace("45s"), Ok(45));
+        assert_eq!(parse_grace("15m"), Ok(900));
+        assert_eq!(parse_grace("2h"), Ok(7_200));
+        assert_eq!(parse_grace("30d"), Ok(2_592_000));
+        for bad in [
+            "",
+            "5",
+            "-1s",
+            "31d",
+            "1w",
+            "h",
+            "1.5h",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_grace(bad).is_err(), "{bad:?} accepted");
         }
     }
 

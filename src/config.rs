@@ -16,6 +16,8 @@ pub struct Config {
     pub cache: Cache,
     pub argon2: Argon2,
     pub verify: Verify,
+    pub propagation: Propagation,
+    pub usage: Usage,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,6 +76,39 @@ pub struct Verify {
     /// Verifications allowed to wait for a worker; past that keyward sheds with a gRPC
     /// `RESOURCE_EXHAUSTED`, which Envoy turns into its `status_on_error` (503).
     pub queue: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Propagation {
+    /// SQLite: how often the change counter is polled for other processes' writes.
+    pub poll_interval_ms: u64,
+    /// PostgreSQL: the longest wait between attempts to re-establish `LISTEN`.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for Propagation {
+    fn default() -> Self {
+        Propagation {
+            poll_interval_ms: 100,
+            max_backoff_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Usage {
+    /// How often recorded last-use times are written, in one batch.
+    pub flush_interval_secs: u64,
+}
+
+impl Default for Usage {
+    fn default() -> Self {
+        Usage {
+            flush_interval_secs: 5,
+        }
+    }
 }
 
 impl Default for Listen {
@@ -217,6 +252,9 @@ impl Config {
         overlay!("KEYWARD_ARGON2_PARALLELISM" => self.argon2.parallelism);
         overlay!("KEYWARD_VERIFY_WORKERS" => self.verify.workers);
         overlay!("KEYWARD_VERIFY_QUEUE" => self.verify.queue);
+        overlay!("KEYWARD_PROPAGATION_POLL_INTERVAL_MS" => self.propagation.poll_interval_ms);
+        overlay!("KEYWARD_PROPAGATION_MAX_BACKOFF_MS" => self.propagation.max_backoff_ms);
+        overlay!("KEYWARD_USAGE_FLUSH_INTERVAL_SECS" => self.usage.flush_interval_secs);
         if let Some(value) = lookup("KEYWARD_CREDENTIAL_SOURCES") {
             self.credentials.sources = value
                 .split(',')
@@ -253,6 +291,12 @@ impl Config {
         }
         if self.verify.workers == 0 {
             return bad("verify.workers must be at least 1".into());
+        }
+        if self.propagation.poll_interval_ms == 0 || self.propagation.max_backoff_ms == 0 {
+            return bad("propagation intervals must be at least 1 ms".into());
+        }
+        if self.usage.flush_interval_secs == 0 {
+            return bad("usage.flush_interval_secs must be at least 1".into());
         }
         if self.database.max_connections == 0 {
             return bad("database.max_connections must be at least 1".into());

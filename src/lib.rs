@@ -6,6 +6,8 @@
 //! - [`policy`]: the pure decision, with no I/O.
 //! - [`store`]: persistence (SQLite by default, PostgreSQL), migrations, change events.
 //! - [`cache`]: moka caches and their invalidation.
+//! - [`propagation`]: following other replicas' changes (PostgreSQL LISTEN, SQLite polling).
+//! - [`usage`]: last-use times, batched off the request path.
 //! - [`authn`]: credential → verified key, with argon2 on a bounded blocking pool.
 //! - [`authz`]: the Envoy edge: `CheckRequest` → decision → `CheckResponse`.
 //! - [`admin`]: the admin gRPC API used by the CLI.
@@ -24,9 +26,11 @@ pub mod cli;
 pub mod config;
 pub mod model;
 pub mod policy;
+pub mod propagation;
 pub mod server;
 pub mod store;
 pub mod token;
+pub mod usage;
 
 /// Generated code for the admin API (`proto/keyward/admin/v1/admin.proto`).
 pub mod pb {

@@ -290,11 +290,21 @@ pub struct ApiKey {
     pub principal: Principal,
     pub scope: KeyScope,
     pub secret_hash: String,
+    /// After a rotation with a grace period: the replaced secret's hash, still accepted until
+    /// the instant given (never past `expires_at`).
+    pub previous_secret: Option<PreviousSecret>,
     pub created_at: i64,
     /// Unix seconds; the key is invalid from this instant on.
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub last_used_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousSecret {
+    pub hash: String,
+    /// Unix seconds; the old secret is refused from this instant on.
+    pub valid_until: i64,
 }
 
 impl ApiKey {
@@ -360,6 +370,7 @@ mod tests {
             },
             scope: KeyScope::ControlOrganization,
             secret_hash: String::new(),
+            previous_secret: None,
             created_at: 0,
             expires_at: Some(100),
             revoked_at: None,

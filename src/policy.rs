@@ -77,6 +77,8 @@ pub enum InvalidReason {
     WrongSecret,
     Expired,
     Revoked,
+    /// The old secret of a rotated key, past its grace period.
+    RotatedOut,
 }
 
 /// What authentication established before the decision.
@@ -265,6 +267,7 @@ mod tests {
             },
             scope,
             secret_hash: String::new(),
+            previous_secret: None,
             created_at: NOW - 100,
             expires_at: None,
             revoked_at: None,

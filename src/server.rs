@@ -96,6 +96,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let (check_addr, admin_addr, health_addr) = listeners.local_addrs()?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx_background = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -120,6 +121,18 @@ pub async fn serve(
         .with_state(authn.clone());
     let health = axum::serve(listeners.health, health_app).with_graceful_shutdown(stopped());
 
+    let propagation = tokio::spawn(crate::propagation::follow(
+        authn.store().clone(),
+        authn.caches().clone(),
+        config.propagation.clone(),
+        stop_rx_background.clone(),
+    ));
+    let usage = tokio::spawn(authn.last_used().clone().run(
+        authn.store().clone(),
+        Duration::from_secs(config.usage.flush_interval_secs),
+        stop_rx_background,
+    ));
+
     info!(
         check = %check_addr, admin = %admin_addr, health = %health_addr,
         database = %redact_url(&config.database.url), "keyward serving"
@@ -132,18 +145,22 @@ pub async fn serve(
         )
     };
     tokio::pin!(servers);
-    tokio::select! {
-        result = &mut servers => { result?; }
+    let served = tokio::select! {
+        result = &mut servers => result.map(|_| ()),
         () = shutdown => {
             info!("shutting down: draining in-flight requests");
             let _ = stop_tx.send(true);
             if tokio::time::timeout(DRAIN, &mut servers).await.is_err() {
                 warn!(seconds = DRAIN.as_secs(), "drain timed out; closing with requests in flight");
             }
+            Ok(())
         }
-    }
+    };
+    let _ = stop_tx.send(true);
+    let _ = propagation.await;
+    let _ = usage.await;
     authn.store().close().await;
-    Ok(())
+    served
 }
 
 /// Ready once the store answers; the store was migrated before serving began.

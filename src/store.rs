@@ -10,7 +10,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::model::{
-    ApiKey, DataTarget, Deployment, DeploymentName, KeyScope, Plane, Principal, PrincipalKind,
+    ApiKey, DataTarget, Deployment, DeploymentName, KeyScope, Plane, PreviousSecret, Principal,
+    PrincipalKind,
 };
 
 /// What an admin write changed; caches drop exactly what it names.
@@ -22,7 +23,27 @@ pub enum Change {
     Principal(i64),
 }
 
+/// The PostgreSQL channel change events are announced on.
+pub const NOTIFY_CHANNEL: &str = "keyward_changes";
+
 impl Change {
+    /// Reads back a change event as stored in `changes` or sent on [`NOTIFY_CHANNEL`].
+    pub fn from_event(kind: &str, subject: &str) -> Option<Change> {
+        Some(match kind {
+            "key" => Change::Key(subject.to_owned()),
+            "deployment" => Change::Deployment(subject.parse().ok()?),
+            "project" => Change::Project(subject.to_owned()),
+            "principal" => Change::Principal(subject.parse().ok()?),
+            _ => return None,
+        })
+    }
+
+    /// The `kind:subject` payload of a notification.
+    pub fn from_payload(payload: &str) -> Option<Change> {
+        let (kind, subject) = payload.split_once(':')?;
+        Change::from_event(kind, subject)
+    }
+
     fn kind_and_subject(&self) -> (&'static str, String) {
         match self {
             Change::Key(id) => ("key", id.clone()),
@@ -77,6 +98,7 @@ pub fn redact_url(url: &str) -> String {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    url: std::sync::Arc<str>,
 }
 
 pub fn now_unix() -> i64 {
@@ -108,8 +130,11 @@ pub struct KeyUpdate {
     pub expires_at: Option<Option<i64>>,
 }
 
+/// The advisory lock id serializing migrations across replicas ("keyward" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6b65_7977_6172_64;
+
 const KEY_COLUMNS: &str = "k.id, k.plane, k.control_project, k.name, k.description, k.secret_hash, \
-     k.created_at, k.expires_at, k.revoked_at, k.last_used_at, p.id AS principal_id, \
+     k.previous_secret_hash, k.previous_valid_until, k.created_at, k.expires_at, k.revoked_at, k.last_used_at, p.id AS principal_id, \
      p.kind AS principal_kind, p.name AS principal_name";
 
 impl Store {
@@ -141,7 +166,11 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| format!("cannot connect to database {shown}: {e}"))?;
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            url: url.as_str().into(),
+        };
         store
             .migrate()
             .await
@@ -162,9 +191,19 @@ impl Store {
                 sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
             }
             Backend::Postgres => {
-                sqlx::migrate!("migrations/postgres")
-                    .run(&self.pool)
+                // Replicas starting together must not race to create sqlx's own bookkeeping
+                // table: hold a session-level advisory lock around the whole migration.
+                let mut lock = self.pool.acquire().await?;
+                sqlx::query("SELECT 1 FROM pg_advisory_lock($1)")
+                    .bind(MIGRATION_LOCK)
+                    .execute(&mut *lock)
                     .await?;
+                let migrated = sqlx::migrate!("migrations/postgres").run(&self.pool).await;
+                sqlx::query("SELECT 1 FROM pg_advisory_unlock($1)")
+                    .bind(MIGRATION_LOCK)
+                    .execute(&mut *lock)
+                    .await?;
+                migrated?;
             }
         }
         Ok(())
@@ -210,7 +249,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
-        record(&mut tx, &Change::Principal(id)).await?;
+        record(&mut tx, self.backend, &Change::Principal(id)).await?;
         tx.commit().await?;
         Ok(Principal {
             id,
@@ -238,7 +277,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let changes = vec![Change::Project(slug.to_owned())];
-        record_all(&mut tx, &changes).await?;
+        record_all(&mut tx, self.backend, &changes).await?;
         tx.commit().await?;
         Ok((slug.to_owned(), now, changes))
     }
@@ -296,7 +335,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let changes = vec![Change::Deployment(name.clone())];
-        record_all(&mut tx, &changes).await?;
+        record_all(&mut tx, self.backend, &changes).await?;
         tx.commit().await?;
         let deployment = Deployment {
             name: name.clone(),
@@ -356,7 +395,7 @@ impl Store {
             return Err(StoreError::NotFound(format!("deployment {name}")));
         }
         let changes = vec![Change::Deployment(name.clone())];
-        record_all(&mut tx, &changes).await?;
+        record_all(&mut tx, self.backend, &changes).await?;
         tx.commit().await?;
         let deployment = self
             .get_deployment(&name.project, &name.slug)
@@ -417,7 +456,7 @@ impl Store {
             }
         }
         let changes = vec![Change::Key(key.id.clone())];
-        record_all(&mut tx, &changes).await?;
+        record_all(&mut tx, self.backend, &changes).await?;
         tx.commit().await?;
         let stored = self
             .get_key(&key.id)
@@ -541,7 +580,7 @@ impl Store {
             )));
         }
         let changes = vec![Change::Key(id.to_owned())];
-        record_all(&mut tx, &changes).await?;
+        record_all(&mut tx, self.backend, &changes).await?;
         tx.commit().await?;
         let key = self
             .get_key(id)
@@ -564,7 +603,7 @@ impl Store {
             return Err(StoreError::NotFound(format!("key {id}")));
         }
         let changes = vec![Change::Key(id.to_owned())];
-        record_all(&mut tx, &changes).await?;
+        record_all(&mut tx, self.backend, &changes).await?;
         tx.commit().await?;
         let key = self
             .get_key(id)
@@ -588,9 +627,86 @@ impl Store {
             return Err(StoreError::NotFound(format!("key {id}")));
         }
         let changes = vec![Change::Key(id.to_owned())];
-        record_all(&mut tx, &changes).await?;
+        record_all(&mut tx, self.backend, &changes).await?;
         tx.commit().await?;
         Ok(changes)
+    }
+
+    /// Gives key `id` a new secret hash. With `previous_valid_until`, the replaced hash keeps
+    /// working until then; without, it stops at once.
+    pub async fn rotate_key(
+        &self,
+        id: &str,
+        new_hash: &str,
+        previous_valid_until: Option<i64>,
+    ) -> Result<(ApiKey, Vec<Change>)> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE api_keys SET \
+               previous_secret_hash = CASE WHEN $1 IS NULL THEN NULL ELSE secret_hash END, \
+               previous_valid_until = $1, secret_hash = $2 \
+             WHERE id = $3 AND revoked_at IS NULL",
+        )
+        .bind(previous_valid_until)
+        .bind(new_hash)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound(format!("active key {id}")));
+        }
+        let changes = vec![Change::Key(id.to_owned())];
+        record_all(&mut tx, self.backend, &changes).await?;
+        tx.commit().await?;
+        let key = self
+            .get_key(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("key {id}")))?;
+        Ok((key, changes))
+    }
+
+    /// Writes a batch of last-use times in one transaction, never moving one backwards. This
+    /// is bookkeeping, not a policy change: it records no change event.
+    pub async fn record_last_used(&self, batch: &[(String, i64)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (id, at) in batch {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = $1 \
+                 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+            )
+            .bind(*at)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Change events after `after`, oldest first, at most `limit`.
+    pub async fn changes_since(&self, after: i64, limit: i64) -> Result<Vec<(i64, Change)>> {
+        let rows =
+            sqlx::query("SELECT id, kind, subject FROM changes WHERE id > $1 ORDER BY id LIMIT $2")
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut changes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: i64 = row.try_get("id")?;
+            let kind: String = row.try_get("kind")?;
+            let subject: String = row.try_get("subject")?;
+            let change = Change::from_event(&kind, &subject)
+                .ok_or_else(|| corrupt(format!("change event {id} ({kind})")))?;
+            changes.push((id, change));
+        }
+        Ok(changes)
+    }
+
+    /// The database URL this store was opened with (it may hold a password: never log it).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// The id of the newest change event (0 when none): replicas poll it.
@@ -604,20 +720,29 @@ impl Store {
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
-async fn record(tx: &mut Tx<'_>, change: &Change) -> Result<()> {
+/// Appends the change event and, on PostgreSQL, announces it to every replica. NOTIFY is
+/// transactional: replicas hear of it only once the write is committed.
+async fn record(tx: &mut Tx<'_>, backend: Backend, change: &Change) -> Result<()> {
     let (kind, subject) = change.kind_and_subject();
     sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
         .bind(kind)
-        .bind(subject)
+        .bind(subject.as_str())
         .bind(now_unix())
         .execute(&mut **tx)
         .await?;
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
+            .bind(NOTIFY_CHANNEL)
+            .bind(format!("{kind}:{subject}"))
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
 }
 
-async fn record_all(tx: &mut Tx<'_>, changes: &[Change]) -> Result<()> {
+async fn record_all(tx: &mut Tx<'_>, backend: Backend, changes: &[Change]) -> Result<()> {
     for change in changes {
-        record(tx, change).await?;
+        record(tx, backend, change).await?;
     }
     Ok(())
 }
@@ -727,6 +852,13 @@ fn key_from_row(row: &AnyRow, targets: Vec<DataTarget>) -> Result<ApiKey> {
         },
         scope,
         secret_hash: row.try_get("secret_hash")?,
+        previous_secret: match (
+            row.try_get::<Option<String>, _>("previous_secret_hash")?,
+            row.try_get::<Option<i64>, _>("previous_valid_until")?,
+        ) {
+            (Some(hash), Some(valid_until)) => Some(PreviousSecret { hash, valid_until }),
+            _ => None,
+        },
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
