@@ -30,6 +30,8 @@ template=${ENVOY_TEMPLATE:-$here/envoy.yaml.tmpl}
 : "${KEYWARD_HOST:=127.0.0.1}"
 : "${KEYWARD_PORT:=9191}"
 : "${BACKEND_HOST:=127.0.0.1}"
+# Several keyward replicas: KEYWARD_ADDRS="host1:port1,host2:port2" (default: the one above).
+: "${KEYWARD_ADDRS:=$KEYWARD_HOST:$KEYWARD_PORT}"
 : "${BACKEND_PORT:=8000}"
 
 for name in PUBLIC_PORT PRIVATE_PORT ADMIN_PORT KEYWARD_PORT BACKEND_PORT; do
@@ -41,6 +43,21 @@ done
 
 newline='
 '
+
+# KEYWARD_ADDRS as a one-line YAML flow sequence of Envoy lb_endpoints.
+KEYWARD_ENDPOINTS=
+for addr in $(printf '%s' "$KEYWARD_ADDRS" | tr ',' ' '); do
+	host=${addr%:*}
+	port=${addr##*:}
+	case $port in
+	'' | *[!0-9]*) fail "KEYWARD_ADDRS: '$addr' is not HOST:PORT" ;;
+	esac
+	[ -n "$host" ] && [ "$host" != "$addr" ] || fail "KEYWARD_ADDRS: '$addr' is not HOST:PORT"
+	entry="{endpoint: {address: {socket_address: {address: \"$host\", port_value: $port}}}}"
+	KEYWARD_ENDPOINTS="${KEYWARD_ENDPOINTS:+$KEYWARD_ENDPOINTS, }$entry"
+done
+[ -n "$KEYWARD_ENDPOINTS" ] || fail "KEYWARD_ADDRS is empty"
+KEYWARD_ENDPOINTS="[$KEYWARD_ENDPOINTS]"
 # Escape a value for the replacement side of a sed s||| command.
 escape() {
 	printf '%s' "$1" | sed 's/[\\|&]/\\&/g'
@@ -48,7 +65,7 @@ escape() {
 
 script=
 for name in LISTEN_HOST ADMIN_HOST PUBLIC_PORT PRIVATE_PORT ADMIN_PORT \
-	KEYWARD_HOST KEYWARD_PORT BACKEND_HOST BACKEND_PORT CERT_DIR; do
+	KEYWARD_ENDPOINTS BACKEND_HOST BACKEND_PORT CERT_DIR; do
 	eval "value=\$$name"
 	case $value in
 	*"$newline"*) fail "$name must not contain a newline" ;;

@@ -59,7 +59,91 @@ pub struct Keyward {
     pub authn: Authenticator,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
-    _dir: TempDir,
+    _dir: Option<TempDir>,
+    _postgres: Option<std::sync::Arc<PgDatabase>>,
+}
+
+/// Runs the real `keyward init` binary; returns the owner's control token.
+pub async fn init(database_url: &str) -> String {
+    let init = Command::new(KEYWARD_BIN)
+        .args(["init", "--database", database_url, "--output", "json"])
+        .output()
+        .await
+        .expect("run keyward init");
+    assert!(
+        init.status.success(),
+        "keyward init failed: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let printed: serde_json::Value =
+        serde_json::from_slice(&init.stdout).expect("init prints JSON");
+    printed["token"]
+        .as_str()
+        .expect("init prints a token")
+        .to_owned()
+}
+
+/// The PostgreSQL server the suite uses: `$KEYWARD_TEST_POSTGRES`, else the machine's own.
+pub fn postgres_base_url() -> String {
+    std::env::var("KEYWARD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A fresh database on the suite's PostgreSQL server, dropped afterwards. Fails loudly when
+/// PostgreSQL cannot be reached: the PostgreSQL backend is never silently skipped.
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> PgDatabase {
+        use sqlx::Connection;
+        let base = postgres_base_url();
+        let mut conn = sqlx::PgConnection::connect(&base)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is required for these tests and is not reachable at {base} ({e}). \
+                 Start it (pg_ctlcluster <version> main start) or set KEYWARD_TEST_POSTGRES."
+                )
+            });
+        let name = format!(
+            "keyward_test_{}",
+            keyward::token::generate_key_id().to_lowercase()
+        );
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut url = url::Url::parse(&base).unwrap();
+        url.set_path(&name);
+        PgDatabase {
+            url: url.to_string(),
+            name,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (base, name) = (postgres_base_url(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            use sqlx::Connection;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&base).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
 }
 
 pub fn test_config(database_url: &str) -> Config {
@@ -72,27 +156,50 @@ pub fn test_config(database_url: &str) -> Config {
 }
 
 impl Keyward {
+    /// keyward on a fresh SQLite file, initialized by `keyward init`.
     pub async fn start() -> Keyward {
         let dir = tempfile::tempdir().unwrap();
         let database_url = format!("sqlite://{}", dir.path().join("keyward.db").display());
-        let init = Command::new(KEYWARD_BIN)
-            .args(["init", "--database", &database_url, "--output", "json"])
-            .output()
-            .await
-            .expect("run keyward init");
-        assert!(
-            init.status.success(),
-            "keyward init failed: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        let printed: serde_json::Value =
-            serde_json::from_slice(&init.stdout).expect("init prints JSON");
-        let owner_token = printed["token"]
-            .as_str()
-            .expect("init prints a token")
-            .to_owned();
+        let owner_token = init(&database_url).await;
+        Keyward::launch(test_config(&database_url), owner_token, Some(dir), None).await
+    }
 
-        let config = test_config(&database_url);
+    /// keyward on a fresh PostgreSQL database, initialized by `keyward init`.
+    pub async fn start_postgres() -> Keyward {
+        let database = std::sync::Arc::new(PgDatabase::create().await);
+        let owner_token = init(&database.url).await;
+        Keyward::launch(
+            test_config(&database.url),
+            owner_token,
+            None,
+            Some(database),
+        )
+        .await
+    }
+
+    /// keyward on an existing, initialized database.
+    pub async fn on(config: Config, owner_token: String) -> Keyward {
+        Keyward::launch(config, owner_token, None, None).await
+    }
+
+    /// Another replica on the same database, with its own caches and listeners.
+    pub async fn replica(&self) -> Keyward {
+        Keyward::launch(
+            test_config(&self.database_url),
+            self.owner_token.clone(),
+            None,
+            self._postgres.clone(),
+        )
+        .await
+    }
+
+    async fn launch(
+        config: Config,
+        owner_token: String,
+        dir: Option<TempDir>,
+        postgres: Option<std::sync::Arc<PgDatabase>>,
+    ) -> Keyward {
+        let database_url = config.database.url.clone();
         let listeners = Listeners::bind(&config).await.unwrap();
         let (check, admin, health) = listeners.local_addrs().unwrap();
         let authn = server::open(&config).await.unwrap();
@@ -110,6 +217,7 @@ impl Keyward {
             stop: Some(stop),
             task: Some(task),
             _dir: dir,
+            _postgres: postgres,
         }
     }
 
@@ -287,6 +395,11 @@ pub struct Envoy {
 
 impl Envoy {
     pub async fn start(keyward_check: SocketAddr, backend: SocketAddr) -> Envoy {
+        Envoy::start_many(&[keyward_check], backend).await
+    }
+
+    /// Envoy load-balancing its ext_authz calls over several keyward replicas.
+    pub async fn start_many(keyward_checks: &[SocketAddr], backend: SocketAddr) -> Envoy {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         let gen_certs = std::process::Command::new("bash")
@@ -305,8 +418,14 @@ impl Envoy {
             .env("PUBLIC_PORT", "0")
             .env("PRIVATE_PORT", "0")
             .env("ADMIN_PORT", "0")
-            .env("KEYWARD_HOST", keyward_check.ip().to_string())
-            .env("KEYWARD_PORT", keyward_check.port().to_string())
+            .env(
+                "KEYWARD_ADDRS",
+                keyward_checks
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
             .env("BACKEND_HOST", backend.ip().to_string())
             .env("BACKEND_PORT", backend.port().to_string())
             .output()
@@ -421,5 +540,125 @@ impl Envoy {
 impl Drop for Envoy {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
+    }
+}
+
+/// A PostgreSQL server of the test's own (initdb in a temporary directory, an ephemeral port),
+/// so a test can stop and restart a real database without disturbing any other test.
+pub struct PrivatePostgres {
+    pub port: u16,
+    bin: PathBuf,
+    data: PathBuf,
+    dir: TempDir,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> PrivatePostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries (/usr/lib/postgresql/*/bin) are required")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .find(|p| p.join("initdb").exists())
+            .expect("initdb not found under /usr/lib/postgresql");
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        // PostgreSQL refuses to run as root: hand the directory to the postgres user.
+        if as_root() {
+            let owner = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(owner.success());
+        }
+        let initdb = pg_command(&bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            initdb.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let postgres = PrivatePostgres {
+            port,
+            bin,
+            data,
+            dir,
+        };
+        postgres.start_again();
+        postgres
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// `pg_ctl -w` waits until the server accepts connections (its own readiness check).
+    pub fn start_again(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let started = pg_command(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-l"])
+            .arg(self.dir.path().join("postgres.log"))
+            .args(["-o", &options, "start"])
+            .output()
+            .unwrap();
+        assert!(
+            started.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+    }
+
+    pub fn stop(&self) {
+        let stopped = pg_command(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-m", "fast", "stop"])
+            .output()
+            .unwrap();
+        assert!(
+            stopped.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&stopped.stderr)
+        );
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = pg_command(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+fn as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+fn pg_command(program: &std::path::Path) -> std::process::Command {
+    if as_root() {
+        let mut command = std::process::Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        std::process::Command::new(program)
     }
 }
