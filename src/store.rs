@@ -131,7 +131,7 @@ pub struct KeyUpdate {
 }
 
 /// The advisory lock id serializing migrations across replicas ("keyward" in ASCII).
-const MIGRATION_LOCK: i64 = 0x6b65_7977_6172_64;
+const MIGRATION_LOCK: i64 = 0x006b_6579_7761_7264;
 
 const KEY_COLUMNS: &str = "k.id, k.plane, k.control_project, k.name, k.description, k.secret_hash, \
      k.previous_secret_hash, k.previous_valid_until, k.created_at, k.expires_at, k.revoked_at, k.last_used_at, p.id AS principal_id, \
