@@ -20,6 +20,45 @@ use crate::pb::{self, expiry};
 use crate::store::{Change, KeyUpdate, NewKey, StoreError, now_unix};
 use crate::token::{self, Token};
 
+/// What `keyward init` creates: the owner and an organization-wide control token, shown once.
+pub struct Bootstrap {
+    pub principal: String,
+    pub key_id: String,
+    pub token: String,
+}
+
+/// Creates the default organization, its owner and the owner's organization-wide control key.
+/// Refuses when the organization exists, so the bootstrap token is minted once.
+pub async fn bootstrap(authn: &Authenticator, owner: &str) -> anyhow::Result<Bootstrap> {
+    let store = authn.store();
+    let principal = store
+        .init_organization(owner)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let key_id = token::generate_key_id();
+    let minted = token::generate(Plane::Control, &key_id);
+    let secret_hash = authn
+        .hash_secret(&minted.secret)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    store
+        .create_key(NewKey {
+            id: key_id.clone(),
+            principal_id: principal.id,
+            scope: KeyScope::ControlOrganization,
+            name: "owner bootstrap".into(),
+            description: "organization-wide control key created by keyward init".into(),
+            secret_hash,
+            expires_at: None,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Bootstrap {
+        principal: principal.name,
+        key_id,
+        token: minted.token,
+    })
+}
+
 /// Rotation grace periods are capped: an old secret should not linger for months.
 const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 

@@ -281,38 +281,22 @@ async fn init(
         config.database.url = url;
     }
     let authn = crate::server::open(&config).await?;
-    let store = authn.store();
-    let principal = store
-        .init_organization(owner)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
-    let id = token::generate_key_id();
-    let minted = token::generate(Plane::Control, &id);
-    let secret_hash = authn
-        .hash_secret(&minted.secret)
-        .map_err(|e| anyhow!("{e}"))?;
-    store
-        .create_key(crate::store::NewKey {
-            id: id.clone(),
-            principal_id: principal.id,
-            scope: KeyScope::ControlOrganization,
-            name: "owner bootstrap".into(),
-            description: "organization-wide control key created by keyward init".into(),
-            secret_hash,
-            expires_at: None,
-        })
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
-    store.close().await;
+    let bootstrap = crate::admin::bootstrap(&authn, owner).await;
+    authn.store().close().await;
+    let crate::admin::Bootstrap {
+        principal,
+        key_id: id,
+        token: minted,
+    } = bootstrap?;
     match output {
         Output::Json => println!(
             "{}",
-            json!({"principal": principal.name, "key_id": id, "token": minted.token})
+            json!({"principal": principal, "key_id": id, "token": minted})
         ),
         Output::Table => {
-            println!("Initialized keyward; owner: {}", principal.name);
+            println!("Initialized keyward; owner: {principal}");
             println!("Owner control token (shown once, store it as a secret):");
-            println!("{}", minted.token);
+            println!("{minted}");
         }
     }
     Ok(())

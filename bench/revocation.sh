@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Revocation propagation between two keyward replicas: p50 / p99 / max over 200 revocations.
+#   bench/revocation.sh                       # PostgreSQL (fresh database on 127.0.0.1:5432)
+#   bench/revocation.sh --database sqlite:///tmp/kw-bench.db   # SQLite, polling
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec cargo run --quiet --release --example revocation_propagation -- "$@"

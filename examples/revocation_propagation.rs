@@ -1,0 +1,237 @@
+//! Measures how long a revocation made through one keyward replica takes to hold on another.
+//!
+//! Two replicas run in this process on one database, each with its own caches, pool and change
+//! listener, serving real gRPC. For each of N keys: create it through replica A, verify it on
+//! both replicas (so B has it cached), revoke it through A's admin API, then poll B's Check
+//! until it denies. Prints p50 / p99 / max of the time from the revoke RPC's answer to B's
+//! first denial. Run by `bench/revocation.sh`.
+//!
+//!   cargo run --release --example revocation_propagation -- [--database URL] [--revocations N]
+//!
+//! Without `--database`, a fresh database is created on the PostgreSQL server at
+//! `$KEYWARD_TEST_POSTGRES` (default postgres://postgres@127.0.0.1:5432/test).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use keyward::config::Config;
+use keyward::pb::{self, admin_client::AdminClient};
+use keyward::server::{self, Listeners};
+use sqlx::Connection;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+struct Args {
+    database: Option<String>,
+    revocations: usize,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        database: None,
+        revocations: 200,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--database" => args.database = Some(it.next().context("--database needs a URL")?),
+            "--revocations" => {
+                args.revocations = it
+                    .next()
+                    .context("--revocations needs a number")?
+                    .parse()
+                    .context("--revocations")?;
+                if args.revocations < 100 {
+                    bail!("--revocations must be at least 100");
+                }
+            }
+            other => bail!("unknown argument {other:?} (expected --database URL, --revocations N)"),
+        }
+    }
+    Ok(args)
+}
+
+async fn fresh_postgres_database() -> anyhow::Result<String> {
+    let base = std::env::var("KEYWARD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .with_context(|| format!("PostgreSQL at {base}"))?;
+    let name = format!(
+        "keyward_bench_{}",
+        keyward::token::generate_key_id().to_lowercase()
+    );
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    let mut url = url::Url::parse(&base)?;
+    url.set_path(&name);
+    Ok(url.to_string())
+}
+
+/// Starts one replica on ephemeral ports; returns (check address, admin address).
+async fn replica(
+    database: &str,
+) -> anyhow::Result<(
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+    keyward::authn::Authenticator,
+)> {
+    let mut config = Config::default();
+    config.database.url = database.to_owned();
+    config.listen.check = "127.0.0.1:0".parse()?;
+    config.listen.admin = "127.0.0.1:0".parse()?;
+    config.listen.health = "127.0.0.1:0".parse()?;
+    let listeners = Listeners::bind(&config).await?;
+    let (check, admin, _) = listeners.local_addrs()?;
+    let authn = server::open(&config).await?;
+    tokio::spawn(server::serve(
+        config,
+        authn.clone(),
+        listeners,
+        std::future::pending(),
+    ));
+    Ok((check, admin, authn))
+}
+
+fn check_request(token: &str) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "POST".into(),
+                    headers: HashMap::from([(
+                        "authorization".to_owned(),
+                        format!("Bearer {token}"),
+                    )]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: HashMap::from([
+                ("plane".to_owned(), "data".to_owned()),
+                ("endpoint".to_owned(), "public".to_owned()),
+                ("deployment".to_owned(), "bench/chat".to_owned()),
+            ]),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn allowed(client: &mut AuthorizationClient<Channel>, token: &str) -> anyhow::Result<bool> {
+    let response = client.check(check_request(token)).await?.into_inner();
+    Ok(matches!(
+        response.http_response,
+        Some(HttpResponse::OkResponse(_))
+    ))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let database = match args.database {
+        Some(url) => url,
+        None => fresh_postgres_database().await?,
+    };
+    let (check_a, admin_a, authn) = replica(&database).await?;
+    let (check_b, _, _) = replica(&database).await?;
+    let owner = keyward::admin::bootstrap(&authn, "bench-owner").await?;
+
+    let channel = Channel::from_shared(format!("http://{admin_a}"))?
+        .connect()
+        .await?;
+    let bearer: MetadataValue<_> = format!("Bearer {}", owner.token).parse()?;
+    let mut admin = AdminClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+        r.metadata_mut().insert("authorization", bearer.clone());
+        Ok(r)
+    });
+    admin
+        .create_project(pb::CreateProjectRequest {
+            slug: "bench".into(),
+        })
+        .await?;
+    admin
+        .create_deployment(pb::CreateDeploymentRequest {
+            project: "bench".into(),
+            slug: "chat".into(),
+            model: "m".into(),
+            ..Default::default()
+        })
+        .await?;
+    let mut a = AuthorizationClient::connect(format!("http://{check_a}")).await?;
+    let mut b = AuthorizationClient::connect(format!("http://{check_b}")).await?;
+
+    let mut after_ack = Vec::with_capacity(args.revocations);
+    let mut after_call = Vec::with_capacity(args.revocations);
+    let mut polls = 0u64;
+    for _ in 0..args.revocations {
+        let created = admin
+            .create_key(pb::CreateKeyRequest {
+                plane: pb::Plane::Data as i32,
+                scope: vec!["bench/chat".into()],
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let id = created.key.context("no key")?.id;
+        if !allowed(&mut a, &created.token).await? || !allowed(&mut b, &created.token).await? {
+            bail!("a fresh key was not allowed");
+        }
+        let called = Instant::now();
+        admin.revoke_key(pb::RevokeKeyRequest { id }).await?;
+        let acked = Instant::now();
+        let deadline = acked + Duration::from_secs(30);
+        while allowed(&mut b, &created.token).await? {
+            polls += 1;
+            if Instant::now() > deadline {
+                bail!("replica B still allowed a revoked key after 30 s");
+            }
+        }
+        let denied = Instant::now();
+        after_ack.push(denied - acked);
+        after_call.push(denied - called);
+    }
+    after_ack.sort();
+    after_call.sort();
+    let backend = database.split(':').next().unwrap_or("?");
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    println!(
+        "revocation propagation, replica A -> replica B ({backend}), {} revocations",
+        args.revocations
+    );
+    println!(
+        "machine: {} cores, {cpu}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("{:<34} {:>9} {:>9} {:>9}", "", "p50", "p99", "max");
+    for (label, samples) in [
+        ("after the revoke RPC returned", &after_ack),
+        ("after the revoke RPC was sent", &after_call),
+    ] {
+        println!(
+            "{label:<34} {:>7.2}ms {:>7.2}ms {:>7.2}ms",
+            percentile(samples, 50.0).as_secs_f64() * 1e3,
+            percentile(samples, 99.0).as_secs_f64() * 1e3,
+            samples.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        );
+    }
+    println!("checks on B that still allowed: {polls}");
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Two keyward replicas on one PostgreSQL, both in Envoy's ext_authz cluster: a change made
+//! through one replica denies every following request through Envoy, whichever replica Envoy
+//! asks, once the change has propagated (milliseconds; see bench/revocation.sh).
+
+mod support;
+
+use std::time::Duration;
+
+use keyward::pb::{self, Plane};
+use reqwest::StatusCode;
+use support::{Backend, Envoy, Keyward, eventually};
+
+const CHAT: &str = "/demo/chat/v1/chat/completions";
+/// A liveness guard, not a performance assertion: the measured bound is milliseconds.
+const WATCHDOG: Duration = Duration::from_secs(15);
+/// Requests sent after propagation; Envoy round-robins them over both replicas.
+const FOLLOW_UP: usize = 40;
+
+async fn post(http: &reqwest::Client, envoy: &Envoy, token: Option<&str>) -> StatusCode {
+    let mut request = http
+        .post(envoy.public_url(CHAT))
+        .json(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().status()
+}
+
+/// Sends until `expected` is seen (bounded by the watchdog), then asserts every one of the next
+/// requests gets it too.
+async fn converges(
+    http: &reqwest::Client,
+    envoy: &Envoy,
+    token: Option<&str>,
+    expected: StatusCode,
+    what: &str,
+) {
+    eventually(what, WATCHDOG, || async move {
+        (post(http, envoy, token).await == expected).then_some(())
+    })
+    .await;
+    for i in 0..FOLLOW_UP {
+        assert_eq!(
+            post(http, envoy, token).await,
+            expected,
+            "{what}: request {i} after propagation"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_through_one_replica_holds_on_every_request_through_envoy() {
+    let a = Keyward::start_postgres().await;
+    let b = a.replica().await;
+    let backend = Backend::start().await;
+    let envoy = Envoy::start_many(&[a.check, b.check], backend.addr).await;
+    let http = envoy.client();
+    let mut admin = a.admin().await;
+    admin.project("demo").await;
+    admin.deployment("demo/chat").await;
+    admin.deployment("demo/embed").await;
+    let (revoked_id, revoked) = admin.key(Plane::Data, &["demo/chat"]).await;
+    let (detached_id, detached) = admin.key(Plane::Data, &["demo/chat", "demo/embed"]).await;
+
+    // Warm both keys on both replicas: round robin over two endpoints needs a few requests.
+    for token in [&revoked, &detached] {
+        for _ in 0..8 {
+            assert_eq!(post(&http, &envoy, Some(token)).await, StatusCode::OK);
+        }
+    }
+    assert!(
+        b.authn.caches().key(&revoked_id).await.is_some(),
+        "replica B has the key cached"
+    );
+
+    admin.revoke(&revoked_id).await;
+    converges(
+        &http,
+        &envoy,
+        Some(&revoked),
+        StatusCode::UNAUTHORIZED,
+        "revocation",
+    )
+    .await;
+
+    // Detached through the other replica.
+    let mut admin_b = b.admin().await;
+    admin_b
+        .update(pb::UpdateKeyRequest {
+            id: detached_id,
+            detach: vec!["demo/chat".into()],
+            ..Default::default()
+        })
+        .await;
+    converges(
+        &http,
+        &envoy,
+        Some(&detached),
+        StatusCode::FORBIDDEN,
+        "detach",
+    )
+    .await;
+
+    assert_eq!(post(&http, &envoy, None).await, StatusCode::UNAUTHORIZED);
+    admin.set_auth("demo/chat", Some(false), None).await;
+    converges(&http, &envoy, None, StatusCode::OK, "auth flag off").await;
+    admin_b.set_auth("demo/chat", Some(true), None).await;
+    converges(
+        &http,
+        &envoy,
+        None,
+        StatusCode::UNAUTHORIZED,
+        "auth flag on",
+    )
+    .await;
+}
