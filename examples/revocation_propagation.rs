@@ -144,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
         None => fresh_postgres_database().await?,
     };
     let (check_a, admin_a, authn) = replica(&database).await?;
-    let (check_b, _, _) = replica(&database).await?;
+    let (check_b, _, authn_b) = replica(&database).await?;
     let owner = keyward::admin::bootstrap(&authn, "bench-owner").await?;
 
     let channel = Channel::from_shared(format!("http://{admin_a}"))?
@@ -175,6 +175,7 @@ async fn main() -> anyhow::Result<()> {
     let mut after_call = Vec::with_capacity(args.revocations);
     let mut polls = 0u64;
     for _ in 0..args.revocations {
+        let seen_by_b = authn_b.caches().applied();
         let created = admin
             .create_key(pb::CreateKeyRequest {
                 plane: pb::Plane::Data as i32,
@@ -184,8 +185,15 @@ async fn main() -> anyhow::Result<()> {
             .await?
             .into_inner();
         let id = created.key.context("no key")?.id;
+        // Warm B only once it has heard of the creation, so the revocation is what evicts it.
+        while authn_b.caches().applied() == seen_by_b {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         if !allowed(&mut a, &created.token).await? || !allowed(&mut b, &created.token).await? {
             bail!("a fresh key was not allowed");
+        }
+        if authn_b.caches().key(&id).await.is_none() {
+            bail!("replica B does not have the key cached");
         }
         let called = Instant::now();
         admin.revoke_key(pb::RevokeKeyRequest { id }).await?;

@@ -50,6 +50,7 @@ pub struct Caches {
     keys: Cache<String, Option<Arc<ApiKey>>>,
     deployments: Cache<String, Option<Arc<Deployment>>>,
     epoch: Arc<AtomicU64>,
+    applied: Arc<AtomicU64>,
 }
 
 impl Caches {
@@ -71,6 +72,7 @@ impl Caches {
                 .time_to_live(ttl)
                 .build(),
             epoch: Arc::new(AtomicU64::new(0)),
+            applied: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -106,9 +108,15 @@ impl Caches {
         }
     }
 
+    /// How many changes this replica has applied (its own and other replicas').
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
     /// Drops what `change` affects.
     pub async fn apply(&self, change: &Change) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.applied.fetch_add(1, Ordering::AcqRel);
         match change {
             Change::Key(id) => self.keys.invalidate(id.as_str()).await,
             Change::Deployment(name) => self.deployments.invalidate(&name.to_string()).await,
