@@ -7,7 +7,7 @@ use std::process::Command;
 fn compose_file_is_valid_and_pins_the_tested_envoy() {
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new("docker-compose")
-        .args(["-f", "docker-compose.yml", "config", "--quiet"])
+        .args(["-f", "docker-compose.yml", "config"])
         .current_dir(root)
         .output()
         .expect(
