@@ -1,22 +1,29 @@
-//! The pure decision: a route, the deployment's flags and the authenticated key in, a
-//! [`Decision`] out. No I/O, no protobuf, no clock: `now` is passed in, so every branch is
-//! unit-tested directly.
+//! The pure decision: a route, the deployment's flags, the authenticated key and its bearer's
+//! resolved [`Grants`] in, a [`Decision`] out. No I/O, no protobuf, no clock: `now` is passed
+//! in, so every branch is unit-tested directly.
 //!
-//! IAM policies (members, applications, rules, conditions) plug into [`principal_may`]: until
-//! they exist, the organization's owner may do everything and every other principal nothing,
-//! which is exactly what an empty policy list means.
+//! allow ⇔ the key is valid ∧ the key's own scope covers the target ∧ (the bearer is the owner
+//! ∨ some rule of some policy of the bearer covers the target's project, holds a set containing
+//! the action, and all its conditions hold for this request now).
 
 use std::fmt;
+use std::net::IpAddr;
 
+pub use crate::iam::Action;
+use crate::iam::{Evaluation, Facts, Grants, Place};
 use crate::model::{ApiKey, Deployment, Endpoint, KeyScope, Plane, PrincipalKind};
 
-/// The route's contract with Envoy, from the ext_authz context extensions.
+/// The route's contract with Envoy (context extensions) and the request facts conditions are
+/// checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route<'a> {
     pub plane: Plane,
     pub endpoint: Endpoint,
     pub target: Target<'a>,
     pub method: &'a str,
+    /// The peer address Envoy reports, never a client-written header.
+    pub source_ip: Option<IpAddr>,
+    pub user_agent: Option<&'a str>,
 }
 
 /// What the request acts on.
@@ -30,41 +37,31 @@ pub enum Target<'a> {
     },
     /// A control route: a project's workload lifecycle.
     Project(&'a str),
+    /// A control route on one workload (`/api/workloads/:id`); keyward resolves its project
+    /// itself (`None`: no such workload is registered).
+    Workload {
+        id: &'a str,
+        project: Option<&'a str>,
+    },
 }
 
 impl<'a> Target<'a> {
-    pub fn project(&self) -> &'a str {
+    /// The project acted on; `None` only for an unregistered workload.
+    pub fn project(&self) -> Option<&'a str> {
         match *self {
-            Target::Deployment { project, .. } => project,
-            Target::Project(project) => project,
+            Target::Deployment { project, .. } => Some(project),
+            Target::Project(project) => Some(project),
+            Target::Workload { project, .. } => project,
         }
     }
 }
 
-/// An IAM action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    InferenceCall,
-    DeploymentsRead,
-    DeploymentsWrite,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::InferenceCall => "inference.call",
-            Action::DeploymentsRead => "deployments.read",
-            Action::DeploymentsWrite => "deployments.write",
-        }
-    }
-
-    /// Data routes call inference; on control routes reads are `GET`/`HEAD`, all else writes.
-    pub fn of(route: &Route<'_>) -> Action {
-        match route.plane {
-            Plane::Data => Action::InferenceCall,
-            Plane::Control if matches!(route.method, "GET" | "HEAD") => Action::DeploymentsRead,
-            Plane::Control => Action::DeploymentsWrite,
-        }
+/// Data routes call inference; on control routes reads are `GET`/`HEAD`, all else writes.
+pub fn action_of(route: &Route<'_>) -> Action {
+    match route.plane {
+        Plane::Data => Action::InferenceCall,
+        Plane::Control if matches!(route.method, "GET" | "HEAD") => Action::DeploymentsRead,
+        Plane::Control => Action::DeploymentsWrite,
     }
 }
 
@@ -111,6 +108,13 @@ pub enum Denial {
         action: Action,
         project: String,
     },
+    /// Some rule grants the action, but none whose conditions hold. `failed` names each such
+    /// rule's policy and failed condition kinds: for the debug log only, never the body.
+    ConditionsNotMet {
+        action: Action,
+        project: String,
+        failed: Vec<String>,
+    },
 }
 
 impl fmt::Display for Denial {
@@ -142,6 +146,9 @@ impl fmt::Display for Denial {
                 "missing permission {} on project {project}",
                 action.as_str()
             ),
+            Denial::ConditionsNotMet { .. } => {
+                f.write_str("request did not satisfy the policy conditions")
+            }
         }
     }
 }
@@ -169,11 +176,13 @@ pub fn auth_required(route: &Route<'_>, deployment: Option<&Deployment>) -> bool
 }
 
 /// Decides an authenticated request. `deployment` is the stored row for a data route's target
-/// (`None` when it is not registered); `now` is Unix seconds.
+/// (`None` when it is not registered); `grants` are the key's bearer's resolved policies
+/// (ignored for the owner); `now` is Unix seconds.
 pub fn decide<'k>(
     route: &Route<'_>,
     deployment: Option<&Deployment>,
     auth: Authentication<'k>,
+    grants: &Grants,
     now: i64,
 ) -> Decision<'k> {
     let key = match auth {
@@ -192,6 +201,12 @@ pub fn decide<'k>(
             key_plane: key.plane(),
         });
     }
+    let Some(project) = route.target.project() else {
+        // An unregistered workload reads exactly like another project's: no oracle.
+        return Decision::Deny(Denial::OutOfScope {
+            target: target_name(&route.target),
+        });
+    };
     if !scope_covers(&key.scope, &route.target) {
         return Decision::Deny(Denial::OutOfScope {
             target: target_name(&route.target),
@@ -204,15 +219,41 @@ pub fn decide<'k>(
             deployment: name.to_owned(),
         });
     }
-    let action = Action::of(route);
-    let project = route.target.project();
-    if !principal_may(key.principal.kind, action, project) {
-        return Decision::Deny(Denial::MissingPermission {
+    let action = action_of(route);
+    let facts = Facts {
+        source_ip: route.source_ip,
+        user_agent: route.user_agent,
+        now,
+    };
+    match permits(key, grants, action, Place::Project(project), &facts) {
+        Evaluation::Granted { .. } => Decision::Allow(Grant::Key(key)),
+        Evaluation::NotGranted => Decision::Deny(Denial::MissingPermission {
             action,
             project: project.to_owned(),
-        });
+        }),
+        Evaluation::ConditionsFailed(failed) => Decision::Deny(Denial::ConditionsNotMet {
+            action,
+            project: project.to_owned(),
+            failed,
+        }),
     }
-    Decision::Allow(Grant::Key(key))
+}
+
+/// What the key's bearer may do at `place`: the owner everything, anyone else what some rule of
+/// their policies grants under the request's facts. The admin API asks this too.
+pub fn permits(
+    key: &ApiKey,
+    grants: &Grants,
+    action: Action,
+    place: Place<'_>,
+    facts: &Facts<'_>,
+) -> Evaluation {
+    if key.principal.kind == PrincipalKind::Owner {
+        return Evaluation::Granted {
+            policy: "owner".into(),
+        };
+    }
+    grants.evaluate(action, place, facts)
 }
 
 fn invalid(route: &Route<'_>, reason: InvalidReason) -> Denial {
@@ -222,10 +263,13 @@ fn invalid(route: &Route<'_>, reason: InvalidReason) -> Denial {
     }
 }
 
+/// Workload routes are named by the workload, never by the project it resolved to, so a
+/// denial does not tell a caller which tenant owns someone else's workload.
 fn target_name(target: &Target<'_>) -> String {
     match *target {
         Target::Deployment { name, .. } => format!("deployment {name}"),
         Target::Project(project) => format!("project {project}"),
+        Target::Workload { id, .. } => format!("workload {id}"),
     }
 }
 
@@ -236,14 +280,16 @@ fn scope_covers(scope: &KeyScope, target: &Target<'_>) -> bool {
             targets.iter().any(|t| t.covers(project, slug))
         }
         (KeyScope::ControlProject(p), Target::Project(project)) => p == project,
-        (KeyScope::ControlOrganization, Target::Project(_)) => true,
+        (
+            KeyScope::ControlProject(p),
+            Target::Workload {
+                project: Some(project),
+                ..
+            },
+        ) => p == project,
+        (KeyScope::ControlOrganization, Target::Project(_) | Target::Workload { .. }) => true,
         _ => false,
     }
-}
-
-/// The IAM slot: what the key's bearer may do in `project`.
-fn principal_may(kind: PrincipalKind, _action: Action, _project: &str) -> bool {
-    kind == PrincipalKind::Owner
 }
 
 #[cfg(test)]
@@ -294,6 +340,8 @@ mod tests {
                 slug: "bot",
             },
             method: "POST",
+            source_ip: None,
+            user_agent: None,
         }
     }
 
@@ -303,6 +351,8 @@ mod tests {
             endpoint: Endpoint::Public,
             target: Target::Project(project),
             method,
+            source_ip: None,
+            user_agent: None,
         }
     }
 
@@ -361,7 +411,7 @@ mod tests {
             deployment: Option<&Deployment>,
             route: &Route<'_>,
         ) -> Denial {
-            match decide(route, deployment, auth, NOW) {
+            match decide(route, deployment, auth, &Grants::default(), NOW) {
                 Decision::Deny(denial) => denial,
                 Decision::Allow(_) => panic!("allowed"),
             }
@@ -396,7 +446,7 @@ mod tests {
         );
 
         let mut expired = data_key(&["acme/bot"]);
-        expired.expires_at = Some(NOW);
+        expired.expires_at = Some(&Grants::default(), NOW);
         assert_eq!(
             deny(Authentication::Verified(&expired), Some(&d), &route),
             Denial::InvalidKey {
@@ -406,7 +456,7 @@ mod tests {
         );
         expired.expires_at = Some(NOW + 1);
         assert!(matches!(
-            decide(&route, Some(&d), Authentication::Verified(&expired), NOW),
+            decide(&route, Some(&d), Authentication::Verified(&expired), &Grants::default(), NOW),
             Decision::Allow(_)
         ));
 
@@ -482,6 +532,7 @@ mod tests {
                     &control_route("acme", method),
                     None,
                     Authentication::Verified(&acme),
+                    &Grants::default(),
                     NOW
                 ),
                 Decision::Allow(_)
@@ -491,6 +542,7 @@ mod tests {
                     &control_route("beta", method),
                     None,
                     Authentication::Verified(&acme),
+                    &Grants::default(),
                     NOW
                 ),
                 Decision::Deny(Denial::OutOfScope {
@@ -502,6 +554,7 @@ mod tests {
                     &control_route("beta", method),
                     None,
                     Authentication::Verified(&org),
+                    &Grants::default(),
                     NOW
                 ),
                 Decision::Allow(_)
@@ -521,6 +574,8 @@ mod tests {
                 &data_route(Endpoint::Public),
                 Some(&d),
                 Authentication::Verified(&member),
+                &Grants::default(),
+                &Grants::default(),
                 NOW
             ),
             Decision::Deny(Denial::MissingPermission {
@@ -537,6 +592,8 @@ mod tests {
                 &control_route("acme", "GET"),
                 None,
                 Authentication::Verified(&app),
+                &Grants::default(),
+                &Grants::default(),
                 NOW
             ),
             Decision::Deny(Denial::MissingPermission {
@@ -549,19 +606,19 @@ mod tests {
     #[test]
     fn actions_follow_plane_and_method() {
         assert_eq!(
-            Action::of(&data_route(Endpoint::Public)),
+            action_of(&data_route(Endpoint::Public)),
             Action::InferenceCall
         );
         assert_eq!(
-            Action::of(&control_route("a", "GET")),
+            action_of(&control_route("a", "GET")),
             Action::DeploymentsRead
         );
         assert_eq!(
-            Action::of(&control_route("a", "HEAD")),
+            action_of(&control_route("a", "HEAD")),
             Action::DeploymentsRead
         );
         for m in ["POST", "PATCH", "DELETE", "PUT"] {
-            assert_eq!(Action::of(&control_route("a", m)), Action::DeploymentsWrite);
+            assert_eq!(action_of(&control_route("a", m)), Action::DeploymentsWrite);
         }
     }
 

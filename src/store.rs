@@ -9,6 +9,8 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+mod iam;
+
 use crate::model::{
     ApiKey, DataTarget, Deployment, DeploymentName, KeyScope, Plane, Principal, PrincipalKind,
 };
@@ -20,6 +22,10 @@ pub enum Change {
     Deployment(DeploymentName),
     Project(String),
     Principal(i64),
+    /// A policy was created, changed, attached, detached or deleted.
+    Policy(String),
+    PermissionSet(String),
+    Workload(String),
 }
 
 impl Change {
@@ -29,6 +35,9 @@ impl Change {
             Change::Deployment(name) => ("deployment", name.to_string()),
             Change::Project(slug) => ("project", slug.clone()),
             Change::Principal(id) => ("principal", id.to_string()),
+            Change::Policy(name) => ("policy", name.clone()),
+            Change::PermissionSet(name) => ("permission_set", name.clone()),
+            Change::Workload(id) => ("workload", id.clone()),
         }
     }
 }
