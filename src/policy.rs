@@ -389,6 +389,7 @@ mod tests {
             &data_route(Endpoint::Public),
             Some(&d),
             Authentication::Verified(&k),
+            &Grants::default(),
             NOW,
         );
         assert_eq!(decision, Decision::Allow(Grant::Key(&k)));
@@ -397,6 +398,7 @@ mod tests {
             &data_route(Endpoint::Private),
             Some(&d),
             Authentication::Verified(&project_wide),
+            &Grants::default(),
             NOW,
         );
         assert_eq!(decision, Decision::Allow(Grant::Key(&project_wide)));
@@ -446,7 +448,7 @@ mod tests {
         );
 
         let mut expired = data_key(&["acme/bot"]);
-        expired.expires_at = Some(&Grants::default(), NOW);
+        expired.expires_at = Some(NOW);
         assert_eq!(
             deny(Authentication::Verified(&expired), Some(&d), &route),
             Denial::InvalidKey {
@@ -505,6 +507,7 @@ mod tests {
             &control_route("acme", "POST"),
             None,
             Authentication::Invalid(InvalidReason::UnknownKey),
+            &Grants::default(),
             NOW,
         ) {
             Decision::Deny(d) => d,
@@ -575,7 +578,6 @@ mod tests {
                 Some(&d),
                 Authentication::Verified(&member),
                 &Grants::default(),
-                &Grants::default(),
                 NOW
             ),
             Decision::Deny(Denial::MissingPermission {
@@ -592,7 +594,6 @@ mod tests {
                 &control_route("acme", "GET"),
                 None,
                 Authentication::Verified(&app),
-                &Grants::default(),
                 &Grants::default(),
                 NOW
             ),
@@ -636,5 +637,423 @@ mod tests {
         }
         .to_string();
         assert!(!msg.to_lowercase().contains("revoked"), "no oracle: {msg}");
+    }
+}
+
+/// The decision table the IAM issue asks for: every permission set × action, each scope kind,
+/// IPv4/IPv6 in and out of range, user agents, time windows, owner / member / application,
+/// and a deleted policy.
+#[cfg(test)]
+mod iam_table {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::iam::{self, Conditions, Policy, Rule, RuleScope, UserAgentMatch};
+    use crate::model::{DataTarget, Principal};
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn key(kind: PrincipalKind, scope: KeyScope) -> ApiKey {
+        ApiKey {
+            id: "KEYID0000001".into(),
+            name: String::new(),
+            description: String::new(),
+            principal: Principal {
+                id: 7,
+                kind,
+                name: "p".into(),
+            },
+            scope,
+            secret_hash: String::new(),
+            created_at: 0,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        }
+    }
+
+    fn data_key(kind: PrincipalKind, project: &str) -> ApiKey {
+        key(
+            kind,
+            KeyScope::Data(vec![DataTarget::Project(project.to_owned())]),
+        )
+    }
+
+    fn deployment(project: &str) -> Deployment {
+        Deployment {
+            name: format!("{project}/bot").parse().unwrap(),
+            model: "m".into(),
+            public_auth: true,
+            private_auth: true,
+            created_at: 0,
+        }
+    }
+
+    struct Req {
+        plane: Plane,
+        method: &'static str,
+        project: &'static str,
+        ip: Option<&'static str>,
+        ua: Option<&'static str>,
+        now: i64,
+    }
+
+    fn req(action: Action, project: &'static str) -> Req {
+        let (plane, method) = match action {
+            Action::InferenceCall => (Plane::Data, "POST"),
+            Action::DeploymentsRead => (Plane::Control, "GET"),
+            _ => (Plane::Control, "PATCH"),
+        };
+        Req {
+            plane,
+            method,
+            project,
+            ip: Some("10.1.2.3"),
+            ua: Some("terraform/1.9"),
+            now: NOW,
+        }
+    }
+
+    fn grants(rules: Vec<Rule>) -> Grants {
+        let policy = Policy {
+            name: "p1".into(),
+            description: String::new(),
+            principal: None,
+            rules,
+        };
+        let sets = iam::resolve_sets(&[]).unwrap();
+        Grants::resolve(&[policy], &sets)
+    }
+
+    fn rule(scope: RuleScope, sets: &[&str], conditions: Conditions) -> Rule {
+        Rule {
+            scope,
+            permission_sets: sets.iter().map(|s| s.to_string()).collect(),
+            conditions,
+        }
+    }
+
+    fn projects(p: &[&str]) -> RuleScope {
+        RuleScope::Projects(p.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// Decides `r` for a key of `kind` scoped to r.project (or `key_project`).
+    fn run(kind: PrincipalKind, g: &Grants, r: &Req) -> Result<(), Denial> {
+        let k = match r.plane {
+            Plane::Data => data_key(kind, r.project),
+            Plane::Control => key(kind, KeyScope::ControlProject(r.project.into())),
+        };
+        let name = format!("{}/bot", r.project);
+        let d = deployment(r.project);
+        let route = Route {
+            plane: r.plane,
+            endpoint: Endpoint::Public,
+            target: match r.plane {
+                Plane::Data => Target::Deployment {
+                    name: &name,
+                    project: r.project,
+                    slug: "bot",
+                },
+                Plane::Control => Target::Project(r.project),
+            },
+            method: r.method,
+            source_ip: r.ip.map(|ip| ip.parse().unwrap()),
+            user_agent: r.ua,
+        };
+        match decide(&route, Some(&d), Authentication::Verified(&k), g, r.now) {
+            Decision::Allow(_) => Ok(()),
+            Decision::Deny(d) => Err(d),
+        }
+    }
+
+    #[test]
+    fn every_permission_set_by_every_action() {
+        use Action::*;
+        let expected: BTreeMap<&str, [bool; 3]> = [
+            ("InferenceFullAccess", [true, true, true]),
+            ("InferenceReadOnly", [true, true, false]),
+            ("AllProductsFullAccess", [true, true, true]),
+        ]
+        .into();
+        for (set, allowed) in expected {
+            let g = grants(vec![rule(projects(&["acme"]), &[set], Conditions::default())]);
+            for (action, allowed) in [InferenceCall, DeploymentsRead, DeploymentsWrite]
+                .into_iter()
+                .zip(allowed)
+            {
+                for kind in [PrincipalKind::Member, PrincipalKind::Application] {
+                    let got = run(kind, &g, &req(action, "acme"));
+                    if allowed {
+                        assert_eq!(got, Ok(()), "{set} {action} {kind:?}");
+                    } else {
+                        assert_eq!(
+                            got,
+                            Err(Denial::MissingPermission {
+                                action,
+                                project: "acme".into()
+                            }),
+                            "{set} {action} {kind:?}"
+                        );
+                    }
+                }
+            }
+            // Organization features are granted only by organization-scope rules.
+            let facts = Facts::default();
+            assert_eq!(
+                g.evaluate(IamManage, Place::Organization, &facts),
+                Evaluation::NotGranted,
+                "{set} in a project scope grants no organization feature"
+            );
+            let org = grants(vec![rule(
+                RuleScope::Organization,
+                &[set],
+                Conditions::default(),
+            )]);
+            let granted = matches!(
+                org.evaluate(IamManage, Place::Organization, &facts),
+                Evaluation::Granted { .. }
+            );
+            assert_eq!(granted, set == "AllProductsFullAccess", "{set} iam.manage");
+            assert_eq!(
+                org.evaluate(InferenceCall, Place::Project("acme"), &facts),
+                Evaluation::NotGranted,
+                "an organization rule grants no project action"
+            );
+        }
+    }
+
+    #[test]
+    fn scope_kinds() {
+        let full = ["InferenceFullAccess"];
+        let listed = grants(vec![rule(
+            projects(&["acme", "beta"]),
+            &full,
+            Conditions::default(),
+        )]);
+        let all = grants(vec![rule(
+            RuleScope::AllProjects,
+            &full,
+            Conditions::default(),
+        )]);
+        let org = grants(vec![rule(
+            RuleScope::Organization,
+            &["AllProductsFullAccess"],
+            Conditions::default(),
+        )]);
+        let member = PrincipalKind::Member;
+        for action in [
+            Action::InferenceCall,
+            Action::DeploymentsRead,
+            Action::DeploymentsWrite,
+        ] {
+            assert_eq!(run(member, &listed, &req(action, "acme")), Ok(()));
+            assert_eq!(run(member, &listed, &req(action, "beta")), Ok(()));
+            assert!(run(member, &listed, &req(action, "gamma")).is_err());
+            // "All projects" covers a project created after the policy: the rule names none.
+            assert_eq!(run(member, &all, &req(action, "created-later")), Ok(()));
+            assert_eq!(
+                run(member, &org, &req(action, "acme")),
+                Err(Denial::MissingPermission {
+                    action,
+                    project: "acme".into()
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn conditions_ip_user_agent_and_time() {
+        let set = ["InferenceReadOnly"];
+        let nets = |n: &[&str]| n.iter().map(|s| s.parse().unwrap()).collect();
+        let conditions = Conditions {
+            source_ips: nets(&["10.0.0.0/8", "2001:db8::/32"]),
+            ..Conditions::default()
+        };
+        let g = grants(vec![rule(projects(&["acme"]), &set, conditions)]);
+        let m = PrincipalKind::Member;
+        let call = |ip: Option<&'static str>| Req {
+            ip,
+            ..req(Action::InferenceCall, "acme")
+        };
+        let not_met = |r: Result<(), Denial>| matches!(r, Err(Denial::ConditionsNotMet { .. }));
+        assert_eq!(run(m, &g, &call(Some("10.200.0.1"))), Ok(()), "IPv4 in");
+        assert!(not_met(run(m, &g, &call(Some("192.168.0.1")))), "IPv4 out");
+        assert_eq!(run(m, &g, &call(Some("2001:db8::1"))), Ok(()), "IPv6 in");
+        assert!(not_met(run(m, &g, &call(Some("2001:db9::1")))), "IPv6 out");
+        assert_eq!(
+            run(m, &g, &call(Some("::ffff:10.0.0.1"))),
+            Ok(()),
+            "IPv4-mapped IPv6 is matched as IPv4"
+        );
+        assert!(not_met(run(m, &g, &call(None))), "unknown peer fails closed");
+
+        let ua = Conditions {
+            user_agents: vec![
+                UserAgentMatch::Exact("curl/8.5.0".into()),
+                UserAgentMatch::Prefix("terraform/".into()),
+                UserAgentMatch::Glob("*-sdk/?.*".into()),
+            ],
+            ..Conditions::default()
+        };
+        let g = grants(vec![rule(projects(&["acme"]), &set, ua)]);
+        let with_ua = |ua: Option<&'static str>| Req {
+            ua,
+            ..req(Action::InferenceCall, "acme")
+        };
+        for ok in ["curl/8.5.0", "terraform/1.9", "python-sdk/2.1"] {
+            assert_eq!(run(m, &g, &with_ua(Some(ok))), Ok(()), "{ok}");
+        }
+        for bad in ["curl/8.5.1", "Terraform/1.9", "python-sdk/10", ""] {
+            assert!(not_met(run(m, &g, &with_ua(Some(bad)))), "{bad}");
+        }
+        assert!(not_met(run(m, &g, &with_ua(None))));
+
+        let window = Conditions {
+            not_before: Some(NOW - 10),
+            not_after: Some(NOW + 10),
+            ..Conditions::default()
+        };
+        let g = grants(vec![rule(projects(&["acme"]), &set, window)]);
+        let at = |now| Req {
+            now,
+            ..req(Action::InferenceCall, "acme")
+        };
+        assert!(not_met(run(m, &g, &at(NOW - 11))), "before");
+        assert_eq!(run(m, &g, &at(NOW - 10)), Ok(()), "first instant");
+        assert_eq!(run(m, &g, &at(NOW)), Ok(()), "inside");
+        assert_eq!(run(m, &g, &at(NOW + 10)), Ok(()), "last instant");
+        assert!(not_met(run(m, &g, &at(NOW + 11))), "after");
+
+        // Kinds AND together: right IP, wrong user agent fails; values OR within a kind.
+        let both = Conditions {
+            source_ips: nets(&["10.0.0.0/8"]),
+            user_agents: vec![UserAgentMatch::Prefix("terraform/".into())],
+            ..Conditions::default()
+        };
+        let g = grants(vec![rule(projects(&["acme"]), &set, both)]);
+        assert_eq!(run(m, &g, &req(Action::InferenceCall, "acme")), Ok(()));
+        let r = Req {
+            ua: Some("curl/8"),
+            ..req(Action::InferenceCall, "acme")
+        };
+        let Err(Denial::ConditionsNotMet { failed, .. }) = run(m, &g, &r) else {
+            panic!("conditions must fail")
+        };
+        assert_eq!(failed, vec!["p1: user_agent".to_owned()]);
+        assert_eq!(
+            Denial::ConditionsNotMet {
+                action: Action::InferenceCall,
+                project: "acme".into(),
+                failed
+            }
+            .to_string(),
+            "request did not satisfy the policy conditions",
+            "the body never names the policy or the condition"
+        );
+    }
+
+    #[test]
+    fn owner_member_application_and_a_deleted_policy() {
+        let none = Grants::default();
+        let g = grants(vec![rule(
+            projects(&["acme"]),
+            &["InferenceFullAccess"],
+            Conditions {
+                source_ips: vec!["192.0.2.0/24".parse().unwrap()],
+                ..Conditions::default()
+            },
+        )]);
+        for action in [
+            Action::InferenceCall,
+            Action::DeploymentsRead,
+            Action::DeploymentsWrite,
+        ] {
+            let r = req(action, "acme");
+            // The owner needs no policy, and conditions do not bind it.
+            assert_eq!(run(PrincipalKind::Owner, &none, &r), Ok(()));
+            for kind in [PrincipalKind::Member, PrincipalKind::Application] {
+                let in_range = Req {
+                    ip: Some("192.0.2.9"),
+                    ..req(action, "acme")
+                };
+                assert_eq!(run(kind, &g, &in_range), Ok(()));
+                // The policy deleted: the principal's resolved grants are empty.
+                assert_eq!(
+                    run(kind, &none, &in_range),
+                    Err(Denial::MissingPermission {
+                        action,
+                        project: "acme".into()
+                    })
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn key_scope_bounds_every_policy() {
+        // A control key for acme never acts on beta, whatever its bearer's policies say.
+        let g = grants(vec![rule(
+            RuleScope::AllProjects,
+            &["AllProductsFullAccess"],
+            Conditions::default(),
+        )]);
+        let k = key(PrincipalKind::Member, KeyScope::ControlProject("acme".into()));
+        for (target, ok) in [
+            (Target::Project("beta"), false),
+            (
+                Target::Workload {
+                    id: "w-b",
+                    project: Some("beta"),
+                },
+                false,
+            ),
+            (
+                Target::Workload {
+                    id: "w-x",
+                    project: None,
+                },
+                false,
+            ),
+            (
+                Target::Workload {
+                    id: "w-a",
+                    project: Some("acme"),
+                },
+                true,
+            ),
+        ] {
+            let route = Route {
+                plane: Plane::Control,
+                endpoint: Endpoint::Public,
+                target,
+                method: "DELETE",
+                source_ip: None,
+                user_agent: None,
+            };
+            let d = decide(&route, None, Authentication::Verified(&k), &g, NOW);
+            assert_eq!(matches!(d, Decision::Allow(_)), ok, "{target:?}");
+            if let (Decision::Deny(denial), Target::Workload { .. }) = (d, target) {
+                assert!(
+                    !denial.to_string().contains("beta"),
+                    "a workload denial does not name its tenant: {denial}"
+                );
+            }
+        }
+        // A data key never passes a control route.
+        let data = data_key(PrincipalKind::Owner, "acme");
+        let route = Route {
+            plane: Plane::Control,
+            endpoint: Endpoint::Public,
+            target: Target::Project("acme"),
+            method: "GET",
+            source_ip: None,
+            user_agent: None,
+        };
+        assert_eq!(
+            decide(&route, None, Authentication::Verified(&data), &g, NOW),
+            Decision::Deny(Denial::WrongPlane {
+                key_plane: Plane::Data
+            })
+        );
     }
 }
