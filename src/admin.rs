@@ -16,8 +16,8 @@
 
 use std::sync::Arc;
 
-use tonic::{Request, Response, Status};
 use std::net::IpAddr;
+use tonic::{Request, Response, Status};
 
 use tracing::{debug, info, warn};
 
@@ -27,12 +27,12 @@ use crate::iam::{
     self, Action, Conditions, Evaluation, Facts, Grants, PermissionSet, Place, Policy,
     PrincipalRef, Rule, RuleScope, UserAgentMatch,
 };
-use crate::model::{Principal, PrincipalKind};
-use crate::model::{ApiKey, DataTarget, Deployment, DeploymentName, KeyScope, Plane};
-use crate::policy;
 use crate::model::validate_slug;
+use crate::model::{ApiKey, DataTarget, Deployment, DeploymentName, KeyScope, Plane};
+use crate::model::{Principal, PrincipalKind};
 use crate::pb::admin_server::Admin;
 use crate::pb::{self, expiry};
+use crate::policy;
 use crate::store::{Change, KeyUpdate, NewKey, StoreError, now_unix};
 use crate::token::{self, Token};
 
@@ -574,12 +574,16 @@ impl Admin for AdminService {
         iam::validate_email(&email).map_err(Status::invalid_argument)?;
         self.mutate(&caller, |state| {
             if !state.members.insert(email.clone()) {
-                return Err(Status::already_exists(format!("member {email} already exists")));
+                return Err(Status::already_exists(format!(
+                    "member {email} already exists"
+                )));
             }
             Ok(())
         })
         .await?;
-        self.principal_pb(&PrincipalRef::User(email)).await.map(Response::new)
+        self.principal_pb(&PrincipalRef::User(email))
+            .await
+            .map(Response::new)
     }
 
     async fn create_application(
@@ -599,7 +603,9 @@ impl Admin for AdminService {
             Ok(())
         })
         .await?;
-        self.principal_pb(&PrincipalRef::App(name)).await.map(Response::new)
+        self.principal_pb(&PrincipalRef::App(name))
+            .await
+            .map(Response::new)
     }
 
     async fn list_principals(
@@ -691,7 +697,9 @@ impl Admin for AdminService {
                 .values()
                 .map(|s| permission_set_pb(s, false)),
         );
-        Ok(Response::new(pb::ListPermissionSetsResponse { permission_sets }))
+        Ok(Response::new(pb::ListPermissionSetsResponse {
+            permission_sets,
+        }))
     }
 
     async fn delete_permission_set(
@@ -790,7 +798,9 @@ impl Admin for AdminService {
         let (id, project) = (w.id.clone(), w.project.clone());
         self.mutate(&caller, move |state| {
             if state.workloads.contains_key(&id) {
-                return Err(Status::already_exists(format!("workload {id} already exists")));
+                return Err(Status::already_exists(format!(
+                    "workload {id} already exists"
+                )));
             }
             if !state.projects.contains(&project) {
                 return Err(Status::not_found(format!("project {project} not found")));
@@ -813,7 +823,11 @@ impl Admin for AdminService {
             .workloads
             .into_iter()
             .filter(|(_, p)| project.is_empty() || p == project)
-            .filter(|(_, p)| caller.may(Action::DeploymentsRead, Place::Project(p)).is_ok())
+            .filter(|(_, p)| {
+                caller
+                    .may(Action::DeploymentsRead, Place::Project(p))
+                    .is_ok()
+            })
             .map(|(id, project)| pb::Workload { id, project })
             .collect();
         Ok(Response::new(pb::ListWorkloadsResponse { workloads }))
@@ -851,8 +865,8 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         caller.manage_iam()?;
         let r = request.get_ref();
-        let file = declare::parse(&r.document)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let file =
+            declare::parse(&r.document).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let store = self.authn.store();
         let current = store.load_state().await.map_err(store_error)?;
         let desired = file
@@ -1073,7 +1087,11 @@ pub fn policy_pb(p: &Policy) -> pb::Policy {
     pb::Policy {
         name: p.name.clone(),
         description: p.description.clone(),
-        principal: p.principal.as_ref().map(ToString::to_string).unwrap_or_default(),
+        principal: p
+            .principal
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         rules: p
             .rules
             .iter()
@@ -1085,7 +1103,12 @@ pub fn policy_pb(p: &Policy) -> pb::Policy {
                 all_projects: r.scope == RuleScope::AllProjects,
                 organization: r.scope == RuleScope::Organization,
                 permission_sets: r.permission_sets.clone(),
-                source_ips: r.conditions.source_ips.iter().map(ToString::to_string).collect(),
+                source_ips: r
+                    .conditions
+                    .source_ips
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
                 user_agents: r
                     .conditions
                     .user_agents
@@ -1095,8 +1118,16 @@ pub fn policy_pb(p: &Policy) -> pb::Policy {
                         pattern: u.pattern().to_owned(),
                     })
                     .collect(),
-                not_before: r.conditions.not_before.map(iam::format_time).unwrap_or_default(),
-                not_after: r.conditions.not_after.map(iam::format_time).unwrap_or_default(),
+                not_before: r
+                    .conditions
+                    .not_before
+                    .map(iam::format_time)
+                    .unwrap_or_default(),
+                not_after: r
+                    .conditions
+                    .not_after
+                    .map(iam::format_time)
+                    .unwrap_or_default(),
             })
             .collect(),
     }

@@ -99,8 +99,7 @@ pub fn input_of(request: &CheckRequest) -> Result<Input<'_>, RouteError> {
         }
         Plane::Control => match ext.get("project") {
             Some(project) => {
-                crate::model::validate_slug("project", project)
-                    .map_err(|_| RouteError::Project)?;
+                crate::model::validate_slug("project", project).map_err(|_| RouteError::Project)?;
                 Target::Project(project)
             }
             None => control_target(&http.path)?,
@@ -138,7 +137,12 @@ pub fn input_of(request: &CheckRequest) -> Result<Input<'_>, RouteError> {
 pub fn control_target(path: &str) -> Result<Target<'_>, RouteError> {
     let path = path.split(['?', '#']).next().unwrap_or_default();
     let mut segments = path.split('/').skip(1);
-    match (segments.next(), segments.next(), segments.next(), segments.next()) {
+    match (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) {
         (Some("api"), Some("projects"), Some(project), Some("workloads")) => {
             crate::model::validate_slug("project", project).map_err(|_| RouteError::Project)?;
             Ok(Target::Project(project))

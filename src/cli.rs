@@ -133,18 +133,26 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum MembersCommand {
-    Add { email: String },
+    Add {
+        email: String,
+    },
     List,
     /// Remove a member: its keys are deleted at once, its policies detached.
-    Remove { email: String },
+    Remove {
+        email: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AppsCommand {
-    Create { name: String },
+    Create {
+        name: String,
+    },
     List,
     /// Remove an application: its keys are deleted at once, its policies detached.
-    Remove { name: String },
+    Remove {
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,7 +168,9 @@ pub enum SetsCommand {
         #[arg(long, default_value = "")]
         description: String,
     },
-    Delete { name: String },
+    Delete {
+        name: String,
+    },
 }
 
 /// One rule, from flags.
@@ -952,9 +962,9 @@ fn rule_pb(r: RuleArgs) -> anyhow::Result<pb::Rule> {
         .user_agents
         .iter()
         .map(|u| {
-            let (kind, pattern) = u
-                .split_once(':')
-                .ok_or_else(|| anyhow!("--user-agent {u:?}: expected exact:V, prefix:V or glob:V"))?;
+            let (kind, pattern) = u.split_once(':').ok_or_else(|| {
+                anyhow!("--user-agent {u:?}: expected exact:V, prefix:V or glob:V")
+            })?;
             Ok(pb::UserAgent {
                 r#match: kind.to_owned(),
                 pattern: pattern.to_owned(),

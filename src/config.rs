@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub listen: Listen,
@@ -74,19 +74,6 @@ pub struct Verify {
     /// Verifications allowed to wait for a worker; past that keyward sheds with a gRPC
     /// `RESOURCE_EXHAUSTED`, which Envoy turns into its `status_on_error` (503).
     pub queue: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listen: Listen::default(),
-            database: Database::default(),
-            credentials: Credentials::default(),
-            cache: Cache::default(),
-            argon2: Argon2::default(),
-            verify: Verify::default(),
-        }
-    }
 }
 
 impl Default for Listen {

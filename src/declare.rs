@@ -14,8 +14,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::iam::{
-    self, Action, Conditions, PermissionSet, Policy, PrincipalRef, Rule, RuleScope,
-    UserAgentMatch,
+    self, Action, Conditions, PermissionSet, Policy, PrincipalRef, Rule, RuleScope, UserAgentMatch,
 };
 use crate::model::{DeploymentName, validate_slug};
 
@@ -474,7 +473,10 @@ pub fn parse(text: &str) -> Result<File, FileError> {
             return lines.err(a.span().start, e);
         }
         if !state.applications.insert(name.clone()) {
-            return lines.err(a.span().start, format!("application {name} is listed twice"));
+            return lines.err(
+                a.span().start,
+                format!("application {name} is listed twice"),
+            );
         }
     }
     for s in &doc.permission_sets {
@@ -614,7 +616,11 @@ fn rule_of(lines: &Lines<'_>, spanned: &Spanned<RuleDoc>) -> Result<Rule, FileEr
             not_after: time(&r.not_after)?,
         },
     };
-    if let Some(bad) = r.user_agents.iter().find(|u| u.get_ref().validate().is_err()) {
+    if let Some(bad) = r
+        .user_agents
+        .iter()
+        .find(|u| u.get_ref().validate().is_err())
+    {
         let e = bad.get_ref().validate().err().unwrap_or_default();
         return lines.err(bad.span().start, e);
     }
@@ -678,7 +684,8 @@ fn list<T: AsRef<str>>(items: &[T]) -> String {
 
 /// Renders `state` in the `apply` format. Holds no secret: keys are not part of the state.
 pub fn render(state: &State) -> String {
-    let mut out = String::from("# keyward state, `keyward export`; apply with `keyward apply -f`.\n");
+    let mut out =
+        String::from("# keyward state, `keyward export`; apply with `keyward apply -f`.\n");
     for p in &state.projects {
         let _ = write!(out, "\n[[projects]]\nslug = {}\n", q(p));
     }

@@ -426,7 +426,9 @@ pub enum Place<'a> {
 /// The outcome of evaluating grants for one action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Evaluation {
-    Granted { policy: String },
+    Granted {
+        policy: String,
+    },
     /// No rule covers the place with the action.
     NotGranted,
     /// Some rules would grant it, but their conditions failed: `policy: [kinds]` for each.

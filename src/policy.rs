@@ -458,7 +458,13 @@ mod tests {
         );
         expired.expires_at = Some(NOW + 1);
         assert!(matches!(
-            decide(&route, Some(&d), Authentication::Verified(&expired), &Grants::default(), NOW),
+            decide(
+                &route,
+                Some(&d),
+                Authentication::Verified(&expired),
+                &Grants::default(),
+                NOW
+            ),
             Decision::Allow(_)
         ));
 
@@ -776,7 +782,11 @@ mod iam_table {
         ]
         .into();
         for (set, allowed) in expected {
-            let g = grants(vec![rule(projects(&["acme"]), &[set], Conditions::default())]);
+            let g = grants(vec![rule(
+                projects(&["acme"]),
+                &[set],
+                Conditions::default(),
+            )]);
             for (action, allowed) in [InferenceCall, DeploymentsRead, DeploymentsWrite]
                 .into_iter()
                 .zip(allowed)
@@ -885,7 +895,10 @@ mod iam_table {
             Ok(()),
             "IPv4-mapped IPv6 is matched as IPv4"
         );
-        assert!(not_met(run(m, &g, &call(None))), "unknown peer fails closed");
+        assert!(
+            not_met(run(m, &g, &call(None))),
+            "unknown peer fails closed"
+        );
 
         let ua = Conditions {
             user_agents: vec![
@@ -997,7 +1010,10 @@ mod iam_table {
             &["AllProductsFullAccess"],
             Conditions::default(),
         )]);
-        let k = key(PrincipalKind::Member, KeyScope::ControlProject("acme".into()));
+        let k = key(
+            PrincipalKind::Member,
+            KeyScope::ControlProject("acme".into()),
+        );
         for (target, ok) in [
             (Target::Project("beta"), false),
             (

@@ -80,9 +80,16 @@ async fn admin_calls_follow_the_bearers_policies() {
         public_auth: None,
         private_auth: None,
     };
-    let err = deployer.client.create_deployment(create("acme")).await.unwrap_err();
+    let err = deployer
+        .client
+        .create_deployment(create("acme"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert_eq!(err.message(), "missing permission deployments.write on project acme");
+    assert_eq!(
+        err.message(),
+        "missing permission deployments.write on project acme"
+    );
     let err = deployer
         .client
         .add_member(pb::AddMemberRequest {
@@ -110,7 +117,11 @@ async fn admin_calls_follow_the_bearers_policies() {
         .await
         .expect("granted on the next call");
     // The key is for acme: beta stays out of reach although the policy covers all projects.
-    let err = deployer.client.create_deployment(create("beta")).await.unwrap_err();
+    let err = deployer
+        .client
+        .create_deployment(create("beta"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     // Own keys in its project, yes; keys for another bearer, no.
     key(&mut deployer, "", Plane::Data, &["acme/bot"]).await;

@@ -99,7 +99,10 @@ async fn apply_is_idempotent_and_export_round_trips() {
     assert!(dry.contains("+ policy ci-deploy"), "{dry}");
     assert!(dry.contains("dry run: nothing changed"), "{dry}");
     let empty = stdout(&cli(&first, &["export"], None).await);
-    assert!(!empty.contains("[[projects]]"), "dry run changed nothing: {empty}");
+    assert!(
+        !empty.contains("[[projects]]"),
+        "dry run changed nothing: {empty}"
+    );
 
     let applied = stdout(&cli(&first, &["apply", "-f", "-"], Some(STATE)).await);
     assert!(applied.contains("+ project acme"), "{applied}");
@@ -150,9 +153,8 @@ async fn apply_is_idempotent_and_export_round_trips() {
 async fn bad_files_are_rejected_whole_with_the_line() {
     let keyward = Keyward::start().await;
     let before = stdout(&cli(&keyward, &["export"], None).await);
-    let line_of = |text: &str, needle: &str| {
-        text.lines().position(|l| l.contains(needle)).unwrap() + 1
-    };
+    let line_of =
+        |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
     let cases = [
         (
             STATE.replace("[\"Deployer\"]", "[\"Nope\"]"),
@@ -175,7 +177,10 @@ async fn bad_files_are_rejected_whole_with_the_line() {
             "empty rule",
         ),
         (
-            STATE.replace("includes = [\"InferenceReadOnly\"]", "includes = [\"Deployer\"]"),
+            STATE.replace(
+                "includes = [\"InferenceReadOnly\"]",
+                "includes = [\"Deployer\"]",
+            ),
             "name = \"Deployer\"",
             "cycle",
         ),

@@ -152,7 +152,12 @@ async fn conditions_use_the_address_envoy_reports_and_the_user_agent() {
     }];
     w.put_policy("ci-net", "app:ci", vec![loopback]).await;
     let (status, _) = w
-        .send(Method::POST, CHAT, &token, &[("user-agent", "terraform/1.9.0")])
+        .send(
+            Method::POST,
+            CHAT,
+            &token,
+            &[("user-agent", "terraform/1.9.0")],
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     let (status, body) = w
@@ -244,9 +249,16 @@ async fn read_only_members_control_scope_and_immediate_changes() {
     );
 
     // Re-attached, then the policy deleted.
-    w.put_policy("alice", alice, vec![rule(&["demo"], &["InferenceReadOnly"])])
-        .await;
-    assert_eq!(w.send(Method::POST, CHAT, &data, &[]).await.0, StatusCode::OK);
+    w.put_policy(
+        "alice",
+        alice,
+        vec![rule(&["demo"], &["InferenceReadOnly"])],
+    )
+    .await;
+    assert_eq!(
+        w.send(Method::POST, CHAT, &data, &[]).await.0,
+        StatusCode::OK
+    );
     w.admin
         .client
         .delete_policy(pb::DeletePolicyRequest {
@@ -260,9 +272,16 @@ async fn read_only_members_control_scope_and_immediate_changes() {
     );
 
     // Removing the member disables its keys at once.
-    w.put_policy("alice", alice, vec![rule(&["demo"], &["InferenceReadOnly"])])
-        .await;
-    assert_eq!(w.send(Method::POST, CHAT, &data, &[]).await.0, StatusCode::OK);
+    w.put_policy(
+        "alice",
+        alice,
+        vec![rule(&["demo"], &["InferenceReadOnly"])],
+    )
+    .await;
+    assert_eq!(
+        w.send(Method::POST, CHAT, &data, &[]).await.0,
+        StatusCode::OK
+    );
     let removed = w
         .admin
         .client

@@ -93,10 +93,9 @@ impl Store {
     }
 
     async fn permission_sets(&self) -> Result<Vec<PermissionSet>> {
-        let rows =
-            sqlx::query("SELECT name, description, body FROM permission_sets ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query("SELECT name, description, body FROM permission_sets ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 let body: String = r.try_get("body")?;
@@ -301,12 +300,14 @@ async fn apply_op(
                 if taken.is_some() {
                     return Err(StoreError::Conflict(format!("workload {id}")));
                 }
-                sqlx::query("INSERT INTO workloads (id, project_id, created_at) VALUES ($1, $2, $3)")
-                    .bind(id)
-                    .bind(pid)
-                    .bind(now)
-                    .execute(&mut **tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO workloads (id, project_id, created_at) VALUES ($1, $2, $3)",
+                )
+                .bind(id)
+                .bind(pid)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
             } else {
                 sqlx::query("UPDATE workloads SET project_id = $1 WHERE id = $2")
                     .bind(pid)

@@ -128,10 +128,9 @@ impl Keyward {
     }
 }
 
-type Intercepted = tonic::service::interceptor::InterceptedService<
-    Channel,
-    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
->;
+type InterceptFn =
+    dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send;
+type Intercepted = tonic::service::interceptor::InterceptedService<Channel, Box<InterceptFn>>;
 
 /// A real gRPC client of the admin API, authenticated with one token.
 pub struct Admin {
@@ -146,9 +145,7 @@ impl Admin {
             .await
             .unwrap();
         let bearer: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
-        let interceptor: Box<
-            dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send,
-        > = Box::new(move |mut request: tonic::Request<()>| {
+        let interceptor: Box<InterceptFn> = Box::new(move |mut request: tonic::Request<()>| {
             request
                 .metadata_mut()
                 .insert("authorization", bearer.clone());
