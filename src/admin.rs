@@ -1,22 +1,38 @@
 //! The admin gRPC API (`keyward.admin.v1.Admin`), used by the CLI.
 //!
 //! Every call is authenticated by a control-plane token in `authorization: Bearer` metadata,
-//! verified exactly like a Check. A project-scoped control key acts only inside its project;
-//! the organization-wide key from `keyward init` acts everywhere. Until IAM policies exist only
-//! the owner's keys may manage anything. Each write invalidates the caches it affects before
-//! it answers, so the very next Check sees it.
+//! verified exactly like a Check, and authorized by the same model:
+//!
+//! - a project-scoped control key acts only inside its project, an organization-wide key
+//!   (`*`, from `keyward init` or minted by an IAM manager) everywhere;
+//! - within that, the bearer needs the action: `deployments.write` / `.read` in the project
+//!   for deployments and workload ids, `projects.write` for projects, and `iam.manage` (an
+//!   organization-scope rule) for principals, permission sets, policies, `apply`, `export` and
+//!   other principals' keys. The owner may do everything. Policy conditions (source IP: the
+//!   gRPC peer address; user agent; time window) apply here too.
+//!
+//! Each write invalidates the caches it affects before it answers, so the very next Check
+//! sees it.
 
 use std::sync::Arc;
 
+use std::net::IpAddr;
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+
+use tracing::{debug, info, warn};
 
 use crate::authn::{Authenticated, Authenticator, Undecidable};
-use crate::model::{
-    ApiKey, DataTarget, Deployment, DeploymentName, KeyScope, Plane, PrincipalKind, validate_slug,
+use crate::declare::{self, Op, State};
+use crate::iam::{
+    self, Action, Conditions, Evaluation, Facts, Grants, PermissionSet, Place, Policy,
+    PrincipalRef, Rule, RuleScope, UserAgentMatch,
 };
+use crate::model::validate_slug;
+use crate::model::{ApiKey, DataTarget, Deployment, DeploymentName, KeyScope, Plane};
+use crate::model::{Principal, PrincipalKind};
 use crate::pb::admin_server::Admin;
 use crate::pb::{self, expiry};
+use crate::policy;
 use crate::store::{Change, KeyUpdate, NewKey, StoreError, now_unix};
 use crate::token::{self, Token};
 
@@ -72,8 +88,8 @@ impl AdminService {
         AdminService { authn }
     }
 
-    /// The caller's verified, live control key.
-    async fn caller<T>(&self, request: &Request<T>) -> Result<Arc<ApiKey>, Status> {
+    /// The caller's verified, live control key, its bearer's grants and the request's facts.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let presented = request
             .metadata()
             .get("authorization")
@@ -106,20 +122,86 @@ impl AdminService {
             return Err(invalid());
         }
         self.authn.last_used().touch(&key.id, now);
-        if key.principal.kind != PrincipalKind::Owner {
-            return Err(Status::permission_denied(format!(
-                "{} {} has no IAM permission to manage keyward",
-                key.principal.kind.as_str(),
-                key.principal.name
-            )));
-        }
-        Ok(key)
+        let grants = self.authn.grants(&key).await.map_err(undecidable)?;
+        Ok(Caller {
+            key,
+            grants,
+            source_ip: request.remote_addr().map(|a| a.ip()),
+            user_agent: request
+                .metadata()
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        })
     }
 
     async fn invalidate(&self, changes: &[Change]) {
         for change in changes {
             self.authn.caches().apply(change).await;
         }
+    }
+}
+
+/// An authenticated admin caller.
+struct Caller {
+    key: Arc<ApiKey>,
+    grants: Arc<Grants>,
+    source_ip: Option<IpAddr>,
+    user_agent: Option<String>,
+}
+
+impl std::ops::Deref for Caller {
+    type Target = ApiKey;
+    fn deref(&self) -> &ApiKey {
+        &self.key
+    }
+}
+
+impl Caller {
+    fn evaluate(&self, action: Action, place: Place<'_>) -> Evaluation {
+        let facts = Facts {
+            source_ip: self.source_ip,
+            user_agent: self.user_agent.as_deref(),
+            now: now_unix(),
+        };
+        policy::permits(&self.key, &self.grants, action, place, &facts)
+    }
+
+    /// Whether the bearer holds IAM management (the owner does).
+    fn is_iam_manager(&self) -> bool {
+        matches!(
+            self.evaluate(Action::IamManage, Place::Organization),
+            Evaluation::Granted { .. }
+        )
+    }
+
+    /// The key's own scope first, then the bearer's policies; IAM managers may do everything
+    /// their key's scope reaches.
+    fn may(&self, action: Action, place: Place<'_>) -> Result<(), Status> {
+        match place {
+            Place::Project(p) => ensure_project_access(self, p)?,
+            Place::Organization => ensure_organization_access(self)?,
+        }
+        let evaluation = self.evaluate(action, place);
+        if matches!(evaluation, Evaluation::Granted { .. }) || self.is_iam_manager() {
+            return Ok(());
+        }
+        debug!(key_id = %self.key.id, ?evaluation, action = %action, ?place, "admin call denied");
+        let on = match place {
+            Place::Project(p) => format!("project {p}"),
+            Place::Organization => "the organization".to_owned(),
+        };
+        Err(Status::permission_denied(match evaluation {
+            Evaluation::ConditionsFailed(_) => {
+                "request did not satisfy the policy conditions".to_owned()
+            }
+            _ => format!("missing permission {action} on {on}"),
+        }))
+    }
+
+    /// IAM management needs an organization-wide key and `iam.manage`.
+    fn manage_iam(&self) -> Result<(), Status> {
+        self.may(Action::IamManage, Place::Organization)
     }
 }
 
@@ -143,9 +225,13 @@ fn ensure_organization_access(caller: &ApiKey) -> Result<(), Status> {
     }
 }
 
-/// A key is manageable by the caller when every project its scope reaches is.
-fn ensure_key_access(caller: &ApiKey, key: &ApiKey) -> Result<(), Status> {
-    let within = match (&caller.scope, &key.scope) {
+/// A key is manageable by the caller when every project its scope reaches is within the
+/// caller's key, and it is the caller's own bearer's key or the caller manages IAM.
+fn ensure_key_access(caller: &Caller, key: &ApiKey) -> Result<(), Status> {
+    if key.principal.id != caller.principal.id && !caller.is_iam_manager() {
+        return Err(Status::not_found(format!("key {} not found", key.id)));
+    }
+    let within = match (&caller.key.scope, &key.scope) {
         (KeyScope::ControlOrganization, _) => true,
         (KeyScope::ControlProject(p), KeyScope::Data(targets)) => {
             targets.iter().all(|t| t.project() == p)
@@ -252,7 +338,7 @@ impl Admin for AdminService {
         request: Request<pb::CreateProjectRequest>,
     ) -> Result<Response<pb::Project>, Status> {
         let caller = self.caller(&request).await?;
-        ensure_organization_access(&caller)?;
+        caller.may(Action::ProjectsWrite, Place::Organization)?;
         let slug = &request.get_ref().slug;
         validate_slug("project", slug).map_err(Status::invalid_argument)?;
         let (slug, created_at, changes) = self
@@ -291,7 +377,7 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
         let name = parse_deployment(&r.project, &r.slug)?;
-        ensure_project_access(&caller, &name.project)?;
+        caller.may(Action::DeploymentsWrite, Place::Project(&name.project))?;
         let model = r.model.trim();
         if model.is_empty() || model.len() > 255 {
             return Err(Status::invalid_argument("model must be 1-255 characters"));
@@ -319,7 +405,7 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let project = request.get_ref().project.as_str();
         if !project.is_empty() {
-            ensure_project_access(&caller, project)?;
+            caller.may(Action::DeploymentsRead, Place::Project(project))?;
         }
         let deployments = self
             .authn
@@ -328,7 +414,11 @@ impl Admin for AdminService {
             .await
             .map_err(store_error)?
             .iter()
-            .filter(|d| ensure_project_access(&caller, &d.name.project).is_ok())
+            .filter(|d| {
+                caller
+                    .may(Action::DeploymentsRead, Place::Project(&d.name.project))
+                    .is_ok()
+            })
             .map(deployment_pb)
             .collect();
         Ok(Response::new(pb::ListDeploymentsResponse { deployments }))
@@ -341,7 +431,7 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
         let name = parse_deployment(&r.project, &r.slug)?;
-        ensure_project_access(&caller, &name.project)?;
+        caller.may(Action::DeploymentsWrite, Place::Project(&name.project))?;
         if r.public_auth.is_none() && r.private_auth.is_none() {
             return Err(Status::invalid_argument(
                 "nothing to change: give public and/or private",
@@ -367,13 +457,27 @@ impl Admin for AdminService {
         let r = request.get_ref();
         let plane = parse_plane(r.plane)?;
         let scope = KeyScope::parse(plane, &r.scope).map_err(Status::invalid_argument)?;
+        let bearer = self.bearer(&caller, &r.bearer).await?;
+        // A key for oneself reaches no further than one's own policies; a key for another
+        // principal needs IAM management (and its decisions still follow that bearer's policies).
+        let own = bearer == caller.principal.id;
         match &scope {
             KeyScope::Data(targets) => {
                 for target in targets {
-                    ensure_project_access(&caller, target.project())?;
+                    if own {
+                        caller.may(Action::InferenceCall, Place::Project(target.project()))?;
+                    } else {
+                        ensure_project_access(&caller, target.project())?;
+                    }
                 }
             }
-            KeyScope::ControlProject(project) => ensure_project_access(&caller, project)?,
+            KeyScope::ControlProject(project) => {
+                if own {
+                    caller.may(Action::DeploymentsRead, Place::Project(project))?;
+                } else {
+                    ensure_project_access(&caller, project)?;
+                }
+            }
             KeyScope::ControlOrganization => ensure_organization_access(&caller)?,
         }
         let expires_at = parse_expiry(r.expiry).flatten();
@@ -393,7 +497,7 @@ impl Admin for AdminService {
             .store()
             .create_key(NewKey {
                 id,
-                principal_id: caller.principal.id,
+                principal_id: bearer,
                 scope,
                 name: r.name.trim().to_owned(),
                 description: r.description.trim().to_owned(),
@@ -553,6 +657,573 @@ impl Admin for AdminService {
         info!(key_id = %id, by = %caller.id, "key deleted");
         Ok(Response::new(pb::DeleteKeyResponse {}))
     }
+    async fn add_member(
+        &self,
+        request: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::Principal>, Status> {
+        let caller = self.caller(&request).await?;
+        caller.manage_iam()?;
+        let email = request.get_ref().email.trim().to_owned();
+        iam::validate_email(&email).map_err(Status::invalid_argument)?;
+        self.mutate(&caller, |state| {
+            if !state.members.insert(email.clone()) {
+                return Err(Status::already_exists(format!(
+                    "member {email} already exists"
+                )));
+            }
+            Ok(())
+        })
+        .await?;
+        self.principal_pb(&PrincipalRef::User(email))
+            .await
+            .map(Response::new)
+    }
+
+    async fn create_application(
+        &self,
+        request: Request<pb::CreateApplicationRequest>,
+    ) -> Result<Response<pb::Principal>, Status> {
+        let caller = self.caller(&request).await?;
+        caller.manage_iam()?;
+        let name = request.get_ref().name.trim().to_owned();
+        iam::validate_app_name(&name).map_err(Status::invalid_argument)?;
+        self.mutate(&caller, |state| {
+            if !state.applications.insert(name.clone()) {
+                return Err(Status::already_exists(format!(
+                    "application {name} already exists"
+                )));
+            }
+            Ok(())
+        })
+        .await?;
+        self.principal_pb(&PrincipalRef::App(name))
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_principals(
+        &self,
+        request: Request<pb::ListPrincipalsRequest>,
+    ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        caller.manage_iam()?;
+        let kind = request.get_ref().kind.as_str();
+        let store = self.authn.store();
+        let counts = store.key_counts().await.map_err(store_error)?;
+        let principals = store
+            .list_principals()
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .filter(|p| kind.is_empty() || p.kind.as_str() == kind)
+            .map(|p| principal_to_pb(&p, counts.get(&p.id).copied().unwrap_or(0)))
+            .collect();
+        Ok(Response::new(pb::ListPrincipalsResponse { principals }))
+    }
+
+    async fn remove_principal(
+        &self,
+        request: Request<pb::RemovePrincipalRequest>,
+    ) -> Result<Response<pb::RemovePrincipalResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        caller.manage_iam()?;
+        let target: PrincipalRef = request
+            .get_ref()
+            .principal
+            .parse()
+            .map_err(Status::invalid_argument)?;
+        let changes = self
+            .authn
+            .store()
+            .apply_ops(&[Op::RemovePrincipal(target.clone())])
+            .await
+            .map_err(store_error)?;
+        self.invalidate(&changes).await;
+        let keys_deleted = changes
+            .iter()
+            .filter(|c| matches!(c, Change::Key(_)))
+            .count() as i64;
+        info!(principal = %target, keys_deleted, by = %caller.id, "principal removed");
+        Ok(Response::new(pb::RemovePrincipalResponse { keys_deleted }))
+    }
+
+    async fn put_permission_set(
+        &self,
+        request: Request<pb::PermissionSet>,
+    ) -> Result<Response<pb::PermissionSet>, Status> {
+        let caller = self.caller(&request).await?;
+        caller.manage_iam()?;
+        let set = permission_set_from_pb(request.get_ref())?;
+        let stored = set.clone();
+        self.mutate(&caller, move |state| {
+            state.permission_sets.insert(set.name.clone(), set);
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(permission_set_pb(&stored, false)))
+    }
+
+    async fn list_permission_sets(
+        &self,
+        request: Request<pb::ListPermissionSetsRequest>,
+    ) -> Result<Response<pb::ListPermissionSetsResponse>, Status> {
+        self.caller(&request).await?;
+        let state = self.authn.store().load_state().await.map_err(store_error)?;
+        let mut permission_sets: Vec<pb::PermissionSet> = iam::BUILTIN_SETS
+            .iter()
+            .map(|name| {
+                let actions = iam::builtin_set(name).unwrap_or_default();
+                permission_set_pb(
+                    &PermissionSet {
+                        name: (*name).to_owned(),
+                        description: "built in".into(),
+                        actions: actions.into_iter().collect(),
+                        includes: Vec::new(),
+                    },
+                    true,
+                )
+            })
+            .collect();
+        permission_sets.extend(
+            state
+                .permission_sets
+                .values()
+                .map(|s| permission_set_pb(s, false)),
+        );
+        Ok(Response::new(pb::ListPermissionSetsResponse {
+            permission_sets,
+        }))
+    }
+
+    async fn delete_permission_set(
+        &self,
+        request: Request<pb::DeletePermissionSetRequest>,
+    ) -> Result<Response<pb::DeletePermissionSetResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        caller.manage_iam()?;
+        let name = request.get_ref().name.clone();
+        self.mutate(&caller, |state| {
+            state
+                .permission_sets
+                .remove(&name)
+                .ok_or_else(|| Status::not_found(format!("permission set {name} not found")))?;
+            let users: Vec<&str> = state
+                .policies
+                .values()
+                .filter(|p| p.rules.iter().any(|r| r.permission_sets.contains(&name)))
+                .map(|p| p.name.as_str())
+                .collect();
+            if !users.is_empty() {
+                return Err(Status::failed_precondition(format!(
+                    "permission set {name} is used by policies {}",
+                    users.join(", ")
+                )));
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(pb::DeletePermissionSetResponse {}))
+    }
+
+    async fn put_policy(
+        &self,
+        request: Request<pb::Policy>,
+    ) -> Result<Response<pb::Policy>, Status> {
+        let caller = self.caller(&request).await?;
+        caller.manage_iam()?;
+        let policy = policy_from_pb(request.get_ref())?;
+        let stored = policy_pb(&policy);
+        self.mutate(&caller, move |state| {
+            state.policies.insert(policy.name.clone(), policy);
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(stored))
+    }
+
+    async fn list_policies(
+        &self,
+        request: Request<pb::ListPoliciesRequest>,
+    ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        caller.manage_iam()?;
+        let principal = request.get_ref().principal.as_str();
+        let state = self.authn.store().load_state().await.map_err(store_error)?;
+        let policies = state
+            .policies
+            .values()
+            .filter(|p| {
+                principal.is_empty()
+                    || p.principal.as_ref().map(ToString::to_string).as_deref() == Some(principal)
+            })
+            .map(policy_pb)
+            .collect();
+        Ok(Response::new(pb::ListPoliciesResponse { policies }))
+    }
+
+    async fn delete_policy(
+        &self,
+        request: Request<pb::DeletePolicyRequest>,
+    ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        caller.manage_iam()?;
+        let name = request.get_ref().name.clone();
+        self.mutate(&caller, |state| {
+            state
+                .policies
+                .remove(&name)
+                .map(|_| ())
+                .ok_or_else(|| Status::not_found(format!("policy {name} not found")))
+        })
+        .await?;
+        Ok(Response::new(pb::DeletePolicyResponse {}))
+    }
+
+    async fn register_workload(
+        &self,
+        request: Request<pb::Workload>,
+    ) -> Result<Response<pb::Workload>, Status> {
+        let caller = self.caller(&request).await?;
+        let w = request.get_ref().clone();
+        validate_slug("workload", &w.id).map_err(Status::invalid_argument)?;
+        validate_slug("project", &w.project).map_err(Status::invalid_argument)?;
+        caller.may(Action::DeploymentsWrite, Place::Project(&w.project))?;
+        let (id, project) = (w.id.clone(), w.project.clone());
+        self.mutate(&caller, move |state| {
+            if state.workloads.contains_key(&id) {
+                return Err(Status::already_exists(format!(
+                    "workload {id} already exists"
+                )));
+            }
+            if !state.projects.contains(&project) {
+                return Err(Status::not_found(format!("project {project} not found")));
+            }
+            state.workloads.insert(id, project);
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(w))
+    }
+
+    async fn list_workloads(
+        &self,
+        request: Request<pb::ListWorkloadsRequest>,
+    ) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let project = request.get_ref().project.as_str();
+        let state = self.authn.store().load_state().await.map_err(store_error)?;
+        let workloads = state
+            .workloads
+            .into_iter()
+            .filter(|(_, p)| project.is_empty() || p == project)
+            .filter(|(_, p)| {
+                caller
+                    .may(Action::DeploymentsRead, Place::Project(p))
+                    .is_ok()
+            })
+            .map(|(id, project)| pb::Workload { id, project })
+            .collect();
+        Ok(Response::new(pb::ListWorkloadsResponse { workloads }))
+    }
+
+    async fn delete_workload(
+        &self,
+        request: Request<pb::DeleteWorkloadRequest>,
+    ) -> Result<Response<pb::DeleteWorkloadResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let id = request.get_ref().id.clone();
+        let not_found = || Status::not_found(format!("workload {id} not found"));
+        let project = self
+            .authn
+            .store()
+            .workload_project(&id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(not_found)?;
+        // Another project's workload reads as absent.
+        ensure_project_access(&caller, &project).map_err(|_| not_found())?;
+        caller.may(Action::DeploymentsWrite, Place::Project(&project))?;
+        self.mutate(&caller, |state| {
+            state.workloads.remove(&id);
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(pb::DeleteWorkloadResponse {}))
+    }
+
+    async fn apply(
+        &self,
+        request: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        caller.manage_iam()?;
+        let r = request.get_ref();
+        let file =
+            declare::parse(&r.document).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let store = self.authn.store();
+        let current = store.load_state().await.map_err(store_error)?;
+        let desired = file
+            .resolve(&current, r.prune)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let ops = declare::diff(&current, &desired);
+        let changes: Vec<String> = ops.iter().map(Op::describe).collect();
+        let applied = !r.dry_run && !ops.is_empty();
+        if applied {
+            let written = store.apply_ops(&ops).await.map_err(store_error)?;
+            self.invalidate(&written).await;
+            info!(changes = ops.len(), by = %caller.id, "state applied");
+        }
+        Ok(Response::new(pb::ApplyResponse { changes, applied }))
+    }
+
+    async fn export(
+        &self,
+        request: Request<pb::ExportRequest>,
+    ) -> Result<Response<pb::ExportResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        caller.manage_iam()?;
+        let state = self.authn.store().load_state().await.map_err(store_error)?;
+        Ok(Response::new(pb::ExportResponse {
+            document: declare::render(&state),
+        }))
+    }
+}
+
+impl AdminService {
+    /// Loads the state, lets `change` edit it, validates the result as a whole and writes the
+    /// difference in one transaction; caches are invalidated before returning.
+    async fn mutate(
+        &self,
+        caller: &Caller,
+        change: impl FnOnce(&mut State) -> Result<(), Status>,
+    ) -> Result<Vec<Change>, Status> {
+        let store = self.authn.store();
+        let current = store.load_state().await.map_err(store_error)?;
+        let mut desired = current.clone();
+        change(&mut desired)?;
+        declare::validate(&desired).map_err(|(_, message)| Status::invalid_argument(message))?;
+        let ops = declare::diff(&current, &desired);
+        let changes = store.apply_ops(&ops).await.map_err(store_error)?;
+        self.invalidate(&changes).await;
+        for op in &ops {
+            info!(change = %op.describe(), by = %caller.id, "iam change");
+        }
+        Ok(changes)
+    }
+
+    /// The principal id a new key is borne by: the caller, or (for IAM managers) another.
+    async fn bearer(&self, caller: &Caller, bearer: &str) -> Result<i64, Status> {
+        if bearer.is_empty() {
+            return Ok(caller.principal.id);
+        }
+        let r: PrincipalRef = bearer.parse().map_err(Status::invalid_argument)?;
+        let principal = self
+            .authn
+            .store()
+            .principal_by_ref(&r)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| Status::not_found(format!("principal {r} not found")))?;
+        if principal.id != caller.principal.id && !caller.is_iam_manager() {
+            return Err(Status::permission_denied(
+                "missing permission iam.manage on the organization",
+            ));
+        }
+        Ok(principal.id)
+    }
+
+    async fn principal_pb(&self, r: &PrincipalRef) -> Result<pb::Principal, Status> {
+        let p = self
+            .authn
+            .store()
+            .principal_by_ref(r)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| Status::not_found(format!("principal {r} not found")))?;
+        Ok(principal_to_pb(&p, 0))
+    }
+}
+
+fn principal_to_pb(p: &Principal, keys: i64) -> pb::Principal {
+    let r = match p.kind {
+        PrincipalKind::Owner => "owner".to_owned(),
+        PrincipalKind::Member => PrincipalRef::User(p.name.clone()).to_string(),
+        PrincipalKind::Application => PrincipalRef::App(p.name.clone()).to_string(),
+    };
+    pb::Principal {
+        r#ref: r,
+        kind: p.kind.as_str().to_owned(),
+        name: p.name.clone(),
+        keys,
+    }
+}
+
+fn permission_set_from_pb(s: &pb::PermissionSet) -> Result<PermissionSet, Status> {
+    iam::validate_set_name(&s.name).map_err(Status::invalid_argument)?;
+    let mut actions = s
+        .actions
+        .iter()
+        .map(|a| a.parse::<Action>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Status::invalid_argument)?;
+    actions.sort();
+    actions.dedup();
+    let mut includes = s.includes.clone();
+    includes.sort();
+    includes.dedup();
+    if actions.is_empty() && includes.is_empty() {
+        return Err(Status::invalid_argument(
+            "a permission set needs at least one action or include",
+        ));
+    }
+    Ok(PermissionSet {
+        name: s.name.clone(),
+        description: s.description.trim().to_owned(),
+        actions,
+        includes,
+    })
+}
+
+fn permission_set_pb(s: &PermissionSet, builtin: bool) -> pb::PermissionSet {
+    pb::PermissionSet {
+        name: s.name.clone(),
+        description: s.description.clone(),
+        actions: s.actions.iter().map(|a| a.as_str().to_owned()).collect(),
+        includes: s.includes.clone(),
+        builtin,
+    }
+}
+
+/// Protobuf stops here: a rule is checked exactly like one from an `apply` file.
+fn rule_from_pb(r: &pb::Rule) -> Result<Rule, Status> {
+    let bad = |m: String| Status::invalid_argument(m);
+    let scope = match (r.projects.is_empty(), r.all_projects, r.organization) {
+        (false, false, false) => {
+            let mut p = r.projects.clone();
+            p.sort();
+            p.dedup();
+            RuleScope::Projects(p)
+        }
+        (true, true, false) => RuleScope::AllProjects,
+        (true, false, true) => RuleScope::Organization,
+        (true, false, false) => {
+            return Err(bad(
+                "empty rule: give a scope (projects, all_projects or organization)".into(),
+            ));
+        }
+        _ => {
+            return Err(bad(
+                "a rule has exactly one scope: projects, all_projects or organization".into(),
+            ));
+        }
+    };
+    let source_ips = r
+        .source_ips
+        .iter()
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .map(|n| n.trunc())
+                .map_err(|_| bad(format!("invalid CIDR {s:?}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let user_agents = r
+        .user_agents
+        .iter()
+        .map(|u| UserAgentMatch::new(&u.r#match, &u.pattern).map_err(bad))
+        .collect::<Result<Vec<_>, _>>()?;
+    let time = |t: &str| -> Result<Option<i64>, Status> {
+        if t.is_empty() {
+            Ok(None)
+        } else {
+            iam::parse_time(t).map(Some).map_err(bad)
+        }
+    };
+    let mut permission_sets = r.permission_sets.clone();
+    permission_sets.sort();
+    permission_sets.dedup();
+    let rule = Rule {
+        scope,
+        permission_sets,
+        conditions: Conditions {
+            source_ips,
+            user_agents,
+            not_before: time(&r.not_before)?,
+            not_after: time(&r.not_after)?,
+        },
+    };
+    rule.validate().map_err(bad)?;
+    Ok(rule)
+}
+
+fn policy_from_pb(p: &pb::Policy) -> Result<Policy, Status> {
+    iam::validate_policy_name(&p.name).map_err(Status::invalid_argument)?;
+    let principal = if p.principal.is_empty() {
+        None
+    } else {
+        Some(p.principal.parse().map_err(Status::invalid_argument)?)
+    };
+    if p.rules.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "policy {} has no rules",
+            p.name
+        )));
+    }
+    Ok(Policy {
+        name: p.name.clone(),
+        description: p.description.trim().to_owned(),
+        principal,
+        rules: p.rules.iter().map(rule_from_pb).collect::<Result<_, _>>()?,
+    })
+}
+
+pub fn policy_pb(p: &Policy) -> pb::Policy {
+    pb::Policy {
+        name: p.name.clone(),
+        description: p.description.clone(),
+        principal: p
+            .principal
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        rules: p
+            .rules
+            .iter()
+            .map(|r| pb::Rule {
+                projects: match &r.scope {
+                    RuleScope::Projects(p) => p.clone(),
+                    _ => Vec::new(),
+                },
+                all_projects: r.scope == RuleScope::AllProjects,
+                organization: r.scope == RuleScope::Organization,
+                permission_sets: r.permission_sets.clone(),
+                source_ips: r
+                    .conditions
+                    .source_ips
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                user_agents: r
+                    .conditions
+                    .user_agents
+                    .iter()
+                    .map(|u| pb::UserAgent {
+                        r#match: u.kind().to_owned(),
+                        pattern: u.pattern().to_owned(),
+                    })
+                    .collect(),
+                not_before: r
+                    .conditions
+                    .not_before
+                    .map(iam::format_time)
+                    .unwrap_or_default(),
+                not_after: r
+                    .conditions
+                    .not_after
+                    .map(iam::format_time)
+                    .unwrap_or_default(),
+            })
+            .collect(),
+    }
 }
 
 impl AdminService {
@@ -563,7 +1234,7 @@ impl AdminService {
 
     /// The key `id` if the caller may manage it; otherwise "not found", so a project-scoped
     /// caller learns nothing about other projects' keys.
-    async fn visible_key(&self, caller: &ApiKey, id: &str) -> Result<ApiKey, Status> {
+    async fn visible_key(&self, caller: &Caller, id: &str) -> Result<ApiKey, Status> {
         let key = self
             .authn
             .store()

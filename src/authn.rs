@@ -14,7 +14,8 @@ use tokio::sync::Semaphore;
 
 use crate::cache::{Caches, Verdict};
 use crate::config;
-use crate::model::{ApiKey, Deployment};
+use crate::iam::Grants;
+use crate::model::{ApiKey, Deployment, PrincipalKind};
 use crate::policy::InvalidReason;
 use crate::store::{Store, StoreError};
 use crate::token::Token;
@@ -123,6 +124,33 @@ impl Authenticator {
         self.caches
             .insert_deployment(name, loaded.clone(), epoch)
             .await;
+        Ok(loaded)
+    }
+
+    /// What `key`'s bearer may do: its resolved policies, from the cache or the store. The
+    /// owner needs none (it may do everything), so no lookup is made for it.
+    pub async fn grants(&self, key: &ApiKey) -> Result<Arc<Grants>, Undecidable> {
+        if key.principal.kind == PrincipalKind::Owner {
+            return Ok(Arc::new(Grants::default()));
+        }
+        let id = key.principal.id;
+        if let Some(cached) = self.caches.grants(id).await {
+            return Ok(cached);
+        }
+        let epoch = self.caches.epoch();
+        let loaded = Arc::new(self.store.grants_of(id).await?);
+        self.caches.insert_grants(id, loaded.clone(), epoch).await;
+        Ok(loaded)
+    }
+
+    /// The project of workload `id`, from the cache or the store.
+    pub async fn workload_project(&self, id: &str) -> Result<Option<Arc<str>>, Undecidable> {
+        if let Some(cached) = self.caches.workload(id).await {
+            return Ok(cached);
+        }
+        let epoch = self.caches.epoch();
+        let loaded: Option<Arc<str>> = self.store.workload_project(id).await?.map(Arc::from);
+        self.caches.insert_workload(id, loaded.clone(), epoch).await;
         Ok(loaded)
     }
 

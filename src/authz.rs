@@ -6,7 +6,6 @@
 //! means keyward could not decide, and Envoy answers its `status_on_error` (503).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::address::Address;
@@ -50,7 +49,9 @@ pub enum RouteError {
     Endpoint,
     #[error("context extension `deployment` is missing or not PROJECT/SLUG")]
     Deployment,
-    #[error("context extension `project` is missing or not a project slug")]
+    #[error(
+        "context extension `project` is missing or not a project slug, and the path is not a control route"
+    )]
     Project,
 }
 
@@ -59,7 +60,6 @@ pub enum RouteError {
 pub struct Input<'a> {
     pub route: Route<'a>,
     pub headers: &'a HashMap<String, String>,
-    pub source_ip: Option<IpAddr>,
 }
 
 /// Reads the route contract (context extensions) and the HTTP attributes.
@@ -97,11 +97,13 @@ pub fn input_of(request: &CheckRequest) -> Result<Input<'_>, RouteError> {
                 slug,
             }
         }
-        Plane::Control => {
-            let project = ext.get("project").ok_or(RouteError::Project)?;
-            crate::model::validate_slug("project", project).map_err(|_| RouteError::Project)?;
-            Target::Project(project)
-        }
+        Plane::Control => match ext.get("project") {
+            Some(project) => {
+                crate::model::validate_slug("project", project).map_err(|_| RouteError::Project)?;
+                Target::Project(project)
+            }
+            None => control_target(&http.path)?,
+        },
     };
     let source_ip = attributes
         .source
@@ -111,16 +113,46 @@ pub fn input_of(request: &CheckRequest) -> Result<Input<'_>, RouteError> {
             Address::SocketAddress(socket) => socket.address.parse().ok(),
             _ => None,
         });
+    let user_agent = http
+        .headers
+        .get("user-agent")
+        .map(String::as_str)
+        .filter(|ua| !ua.is_empty());
     Ok(Input {
         route: Route {
             plane,
             endpoint,
             target,
             method: &http.method,
+            source_ip,
+            user_agent,
         },
         headers: &http.headers,
-        source_ip,
     })
+}
+
+/// The target of a control route without an explicit `project` extension, from the
+/// (Envoy-normalized) path: `/api/projects/:project/workloads[/…]` names its project,
+/// `/api/workloads/:id[/…]` a workload whose project keyward resolves itself.
+pub fn control_target(path: &str) -> Result<Target<'_>, RouteError> {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let mut segments = path.split('/').skip(1);
+    match (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) {
+        (Some("api"), Some("projects"), Some(project), Some("workloads")) => {
+            crate::model::validate_slug("project", project).map_err(|_| RouteError::Project)?;
+            Ok(Target::Project(project))
+        }
+        (Some("api"), Some("workloads"), Some(id), _) => {
+            crate::model::validate_slug("workload", id).map_err(|_| RouteError::Project)?;
+            Ok(Target::Workload { id, project: None })
+        }
+        _ => Err(RouteError::Project),
+    }
 }
 
 /// The first credential found in the configured sources. `authorization` must use the Bearer
@@ -165,14 +197,27 @@ impl CheckService {
                 return Ok(misrouted(error));
             }
         };
-        let route = &input.route;
+        let workload_project = match input.route.target {
+            Target::Workload { id, .. } => self.authn.workload_project(id).await?,
+            _ => None,
+        };
+        let route = &match input.route.target {
+            Target::Workload { id, .. } => Route {
+                target: Target::Workload {
+                    id,
+                    project: workload_project.as_deref(),
+                },
+                ..input.route
+            },
+            _ => input.route,
+        };
         let deployment = match route.target {
             Target::Deployment {
                 name,
                 project,
                 slug,
             } => self.authn.deployment(name, project, slug).await?,
-            Target::Project(_) => None,
+            Target::Project(_) | Target::Workload { .. } => None,
         };
         if !policy::auth_required(route, deployment.as_deref()) {
             return Ok(allowed(route, Grant::Anonymous, &self.sources));
@@ -184,12 +229,16 @@ impl CheckService {
             Some(Err(_)) => Some(Authenticated::Invalid(InvalidReason::Malformed)),
             Some(Ok(token)) => Some(self.authn.authenticate(&token, now).await?),
         };
-        let authentication = match &authenticated {
-            None => Authentication::Missing,
-            Some(Authenticated::Invalid(reason)) => Authentication::Invalid(*reason),
-            Some(Authenticated::Key(key)) => Authentication::Verified(key),
+        let (authentication, grants) = match &authenticated {
+            None => (Authentication::Missing, Default::default()),
+            Some(Authenticated::Invalid(reason)) => {
+                (Authentication::Invalid(*reason), Default::default())
+            }
+            Some(Authenticated::Key(key)) => {
+                (Authentication::Verified(key), self.authn.grants(key).await?)
+            }
         };
-        let decision = policy::decide(route, deployment.as_deref(), authentication, now);
+        let decision = policy::decide(route, deployment.as_deref(), authentication, &grants, now);
         Ok(match decision {
             Decision::Allow(grant) => {
                 if let Grant::Key(key) = grant {
@@ -200,7 +249,8 @@ impl CheckService {
             Decision::Deny(denial) => {
                 debug!(
                     key_id = presented.and_then(|p| Token::parse(p).ok()).map(|t| t.key_id),
-                    source_ip = ?input.source_ip,
+                    source_ip = ?route.source_ip,
+                    user_agent = ?route.user_agent,
                     ?denial,
                     "denied"
                 );
@@ -263,16 +313,19 @@ fn allowed(route: &Route<'_>, grant: Grant<'_>, sources: &[String]) -> CheckResp
         None => headers_to_remove.push(HEADER_KEY_ID.to_owned()),
     }
     headers.push(header(HEADER_PRINCIPAL, principal, overwrite));
-    headers.push(header(HEADER_PROJECT, route.target.project(), overwrite));
+    let project = route.target.project().unwrap_or_default();
+    headers.push(header(HEADER_PROJECT, project, overwrite));
     metadata.insert("principal".to_owned(), string_value(principal));
-    metadata.insert("project".to_owned(), string_value(route.target.project()));
+    metadata.insert("project".to_owned(), string_value(project));
     metadata.insert("plane".to_owned(), string_value(route.plane.as_str()));
     match route.target {
         Target::Deployment { name, .. } => {
             headers.push(header(HEADER_DEPLOYMENT, name, overwrite));
             metadata.insert("deployment".to_owned(), string_value(name));
         }
-        Target::Project(_) => headers_to_remove.push(HEADER_DEPLOYMENT.to_owned()),
+        Target::Project(_) | Target::Workload { .. } => {
+            headers_to_remove.push(HEADER_DEPLOYMENT.to_owned())
+        }
     }
     CheckResponse {
         status: Some(rpc::Status {
@@ -310,6 +363,7 @@ fn status_of(denial: &Denial) -> (u16, &'static str, &'static str) {
         Denial::OutOfScope { .. } => (403, "permission_error", "key_not_in_scope"),
         Denial::UnknownDeployment { .. } => (403, "permission_error", "unknown_deployment"),
         Denial::MissingPermission { .. } => (403, "permission_error", "permission_denied"),
+        Denial::ConditionsNotMet { .. } => (403, "permission_error", "conditions_not_met"),
     }
 }
 

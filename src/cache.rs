@@ -5,6 +5,10 @@
 //!   Failures expire after the short negative TTL.
 //! - `keys`: key id → the stored key (or its absence), dropped on any change to that key.
 //! - `deployments`: `project/slug` → the stored deployment (or its absence).
+//! - `grants`: principal id → its policies resolved against the permission sets, so the hot
+//!   path decides without a database round trip. Any policy, permission set or principal
+//!   change drops them all: such changes are rare and may move grants between principals.
+//! - `workloads`: workload id → its project (or its absence).
 //!
 //! Every admin write invalidates what it changed before it answers, so the very next decision
 //! sees it. A load racing an invalidation can not re-insert stale data: loads bracket their
@@ -17,6 +21,7 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::future::Cache;
 
+use crate::iam::Grants;
 use crate::model::{ApiKey, Deployment};
 use crate::store::Change;
 
@@ -49,6 +54,8 @@ pub struct Caches {
     pub verdicts: Cache<[u8; 32], Verdict>,
     keys: Cache<String, Option<Arc<ApiKey>>>,
     deployments: Cache<String, Option<Arc<Deployment>>>,
+    grants: Cache<i64, Arc<Grants>>,
+    workloads: Cache<String, Option<Arc<str>>>,
     epoch: Arc<AtomicU64>,
     applied: Arc<AtomicU64>,
 }
@@ -71,6 +78,14 @@ impl Caches {
                 .max_capacity(capacity)
                 .time_to_live(ttl)
                 .build(),
+            grants: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
+            workloads: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
             epoch: Arc::new(AtomicU64::new(0)),
             applied: Arc::new(AtomicU64::new(0)),
         }
@@ -82,6 +97,28 @@ impl Caches {
 
     pub async fn deployment(&self, name: &str) -> Option<Option<Arc<Deployment>>> {
         self.deployments.get(name).await
+    }
+
+    pub async fn grants(&self, principal: i64) -> Option<Arc<Grants>> {
+        self.grants.get(&principal).await
+    }
+
+    pub async fn workload(&self, id: &str) -> Option<Option<Arc<str>>> {
+        self.workloads.get(id).await
+    }
+
+    pub async fn insert_grants(&self, principal: i64, grants: Arc<Grants>, loaded_at: u64) {
+        self.grants.insert(principal, grants).await;
+        if self.epoch() != loaded_at {
+            self.grants.invalidate(&principal).await;
+        }
+    }
+
+    pub async fn insert_workload(&self, id: &str, project: Option<Arc<str>>, loaded_at: u64) {
+        self.workloads.insert(id.to_owned(), project).await;
+        if self.epoch() != loaded_at {
+            self.workloads.invalidate(id).await;
+        }
     }
 
     /// The epoch to pass back to an `insert_*` after loading from the store.
@@ -121,12 +158,20 @@ impl Caches {
             Change::Key(id) => self.keys.invalidate(id.as_str()).await,
             Change::Deployment(name) => self.deployments.invalidate(&name.to_string()).await,
             // A principal's kind or membership is part of every key it bears.
-            Change::Principal(_) => self.keys.invalidate_all(),
-            Change::Project(_) => self.deployments.invalidate_all(),
+            Change::Principal(_) => {
+                self.keys.invalidate_all();
+                self.grants.invalidate_all();
+            }
+            Change::Project(_) => {
+                self.deployments.invalidate_all();
+                self.workloads.invalidate_all();
+            }
+            Change::Policy(_) | Change::PermissionSet(_) => self.grants.invalidate_all(),
+            Change::Workload(id) => self.workloads.invalidate(id.as_str()).await,
         }
     }
 
-    /// Forgets every key and deployment: after a gap in change notifications none of them can
+    /// Forgets every key, deployment, grant and workload: after a gap in change notifications none of them can
     /// be trusted. Verdicts stay: each applies only to the exact hash it was computed against,
     /// and the reloaded key decides whether that hash still counts, so no argon2 stampede
     /// follows a reconnect.
@@ -134,5 +179,7 @@ impl Caches {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.keys.invalidate_all();
         self.deployments.invalidate_all();
+        self.grants.invalidate_all();
+        self.workloads.invalidate_all();
     }
 }

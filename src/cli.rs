@@ -2,7 +2,7 @@
 //! directly; every other command calls the admin API of a running server with a control token.
 //! Tables for people, `--output json` for scripts; failures print one line and exit non-zero.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -72,6 +72,190 @@ pub enum Command {
         remote: Remote,
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Members: human users of the organization, by email.
+    Members {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: MembersCommand,
+    },
+    /// Applications: non-human identities, by name.
+    Apps {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: AppsCommand,
+    },
+    /// Permission sets: built-in and custom named sets of actions.
+    PermissionSets {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: SetsCommand,
+    },
+    /// Policies: rules attached to one member or application.
+    Policies {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: PoliciesCommand,
+    },
+    /// Workload ids, so `/api/workloads/:id` control routes resolve their project.
+    Workloads {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: WorkloadsCommand,
+    },
+    /// Create or update projects, deployments, workloads, members, applications, permission
+    /// sets and policies from a TOML file (docs/iam.md), all or nothing.
+    Apply {
+        #[command(flatten)]
+        remote: Remote,
+        /// The TOML file (`-` for standard input).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Print the changes (+ create, ~ update, - remove) without making them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also remove members, applications, custom permission sets, policies and workloads
+        /// absent from the file.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Print the current state in the `apply` format. Never contains a secret.
+    Export {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MembersCommand {
+    Add {
+        email: String,
+    },
+    List,
+    /// Remove a member: its keys are deleted at once, its policies detached.
+    Remove {
+        email: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppsCommand {
+    Create {
+        name: String,
+    },
+    List,
+    /// Remove an application: its keys are deleted at once, its policies detached.
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetsCommand {
+    List,
+    /// Create or replace a custom permission set.
+    Put {
+        name: String,
+        #[arg(long, value_delimiter = ',')]
+        actions: Vec<String>,
+        #[arg(long, value_delimiter = ',')]
+        includes: Vec<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+/// One rule, from flags.
+#[derive(Debug, Args)]
+pub struct RuleArgs {
+    /// Scope: these projects (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    projects: Vec<String>,
+    /// Scope: every project, current and future.
+    #[arg(long)]
+    all_projects: bool,
+    /// Scope: organization features (iam.manage, projects.write).
+    #[arg(long)]
+    organization: bool,
+    /// Permission sets (comma separated), e.g. InferenceReadOnly.
+    #[arg(long, value_delimiter = ',', required = true)]
+    sets: Vec<String>,
+    /// Condition: source IP in this CIDR (repeatable; any matches).
+    #[arg(long = "ip")]
+    source_ips: Vec<String>,
+    /// Condition: user agent, `exact:V`, `prefix:V` or `glob:V` (repeatable; any matches).
+    #[arg(long = "user-agent")]
+    user_agents: Vec<String>,
+    /// Condition: RFC 3339 (UTC) instant from which the rule applies.
+    #[arg(long)]
+    not_before: Option<String>,
+    /// Condition: RFC 3339 (UTC) instant after which the rule no longer applies.
+    #[arg(long)]
+    not_after: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoliciesCommand {
+    List {
+        /// Only policies attached to this principal (user:EMAIL or app:NAME).
+        #[arg(long)]
+        principal: Option<String>,
+    },
+    Show {
+        name: String,
+    },
+    /// Create (or replace) a policy with one rule.
+    Create {
+        name: String,
+        /// user:EMAIL or app:NAME; omitted: detached.
+        #[arg(long)]
+        principal: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        rule: RuleArgs,
+    },
+    /// Append a rule to a policy.
+    AddRule {
+        name: String,
+        #[command(flatten)]
+        rule: RuleArgs,
+    },
+    /// Attach a policy to a principal (user:EMAIL or app:NAME).
+    Attach {
+        name: String,
+        #[arg(long)]
+        to: String,
+    },
+    Detach {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkloadsCommand {
+    Register {
+        id: String,
+        #[arg(long)]
+        project: String,
+    },
+    List {
+        #[arg(long)]
+        project: Option<String>,
+    },
+    Delete {
+        id: String,
     },
 }
 
@@ -147,6 +331,9 @@ pub enum KeysCommand {
         /// YYYY-MM-DD (00:00 UTC that day), RFC 3339, or never.
         #[arg(long, value_parser = parse_expiry, default_value = "never")]
         expires: Expiry,
+        /// Who bears the key: app:NAME or user:EMAIL (default: the caller).
+        #[arg(long)]
+        bearer: Option<String>,
     },
     List {
         #[arg(long)]
@@ -267,6 +454,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Projects { remote, command } => projects(remote, command).await,
         Command::Deployments { remote, command } => deployments(remote, command).await,
         Command::Keys { remote, command } => keys(remote, command).await,
+        Command::Members { remote, command } => members(remote, command).await,
+        Command::Apps { remote, command } => apps(remote, command).await,
+        Command::PermissionSets { remote, command } => permission_sets(remote, command).await,
+        Command::Policies { remote, command } => policies(remote, command).await,
+        Command::Workloads { remote, command } => workloads(remote, command).await,
+        Command::Apply {
+            remote,
+            file,
+            dry_run,
+            prune,
+        } => apply(remote, &file, dry_run, prune).await,
+        Command::Export { remote } => {
+            let mut admin = client(&remote).await?;
+            let exported = admin
+                .export(pb::ExportRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            print!("{}", exported.document);
+            Ok(())
+        }
     }
 }
 
@@ -461,6 +669,7 @@ async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
             name,
             description,
             expires,
+            bearer,
         } => {
             KeyScope::parse(plane, &scope).map_err(|e| anyhow!(e))?;
             if let Expiry::At(at) = expires
@@ -478,6 +687,7 @@ async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
                     name,
                     description,
                     expiry: Some(expiry_pb(expires)),
+                    bearer: bearer.unwrap_or_default(),
                 })
                 .await
                 .map_err(status)?
@@ -593,6 +803,370 @@ fn print_created(output: Output, created: pb::CreateKeyResponse) -> anyhow::Resu
             );
         }
     }
+    Ok(())
+}
+
+async fn apply(remote: Remote, file: &Path, dry_run: bool, prune: bool) -> anyhow::Result<()> {
+    let document = if file == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let mut admin = client(&remote).await?;
+    let applied = admin
+        .apply(pb::ApplyRequest {
+            document,
+            dry_run,
+            prune,
+        })
+        .await
+        .map_err(|e| anyhow!("{}: {}", file.display(), e.message()))?
+        .into_inner();
+    match remote.output {
+        Output::Json => println!(
+            "{}",
+            json!({"changes": applied.changes, "applied": applied.applied, "dry_run": dry_run})
+        ),
+        Output::Table => {
+            for line in &applied.changes {
+                println!("{line}");
+            }
+            if applied.changes.is_empty() {
+                println!("no changes");
+            } else if dry_run {
+                println!("dry run: nothing changed");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn principal_rows(output: Output, principals: &[pb::Principal]) {
+    let rows = principals
+        .iter()
+        .map(|p| json!({"principal": p.r#ref, "kind": p.kind, "name": p.name, "keys": p.keys}))
+        .collect();
+    print_rows(output, &["principal", "kind", "keys"], rows);
+}
+
+async fn members(remote: Remote, command: MembersCommand) -> anyhow::Result<()> {
+    let mut admin = client(&remote).await?;
+    match command {
+        MembersCommand::Add { email } => {
+            let p = admin
+                .add_member(pb::AddMemberRequest { email })
+                .await
+                .map_err(status)?
+                .into_inner();
+            principal_rows(remote.output, &[p]);
+        }
+        MembersCommand::List => {
+            let list = admin
+                .list_principals(pb::ListPrincipalsRequest {
+                    kind: "member".into(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            principal_rows(remote.output, &list.principals);
+        }
+        MembersCommand::Remove { email } => {
+            remove_principal(&mut admin, remote.output, format!("user:{email}")).await?
+        }
+    }
+    Ok(())
+}
+
+async fn apps(remote: Remote, command: AppsCommand) -> anyhow::Result<()> {
+    let mut admin = client(&remote).await?;
+    match command {
+        AppsCommand::Create { name } => {
+            let p = admin
+                .create_application(pb::CreateApplicationRequest { name })
+                .await
+                .map_err(status)?
+                .into_inner();
+            principal_rows(remote.output, &[p]);
+        }
+        AppsCommand::List => {
+            let list = admin
+                .list_principals(pb::ListPrincipalsRequest {
+                    kind: "application".into(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            principal_rows(remote.output, &list.principals);
+        }
+        AppsCommand::Remove { name } => {
+            remove_principal(&mut admin, remote.output, format!("app:{name}")).await?
+        }
+    }
+    Ok(())
+}
+
+async fn remove_principal<T>(
+    admin: &mut AdminClient<T>,
+    output: Output,
+    principal: String,
+) -> anyhow::Result<()>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let removed = admin
+        .remove_principal(pb::RemovePrincipalRequest {
+            principal: principal.clone(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    match output {
+        Output::Json => println!(
+            "{}",
+            json!({"principal": principal, "removed": true, "keys_deleted": removed.keys_deleted})
+        ),
+        Output::Table => println!(
+            "removed {principal}; {} key(s) deleted",
+            removed.keys_deleted
+        ),
+    }
+    Ok(())
+}
+
+async fn permission_sets(remote: Remote, command: SetsCommand) -> anyhow::Result<()> {
+    let mut admin = client(&remote).await?;
+    let sets = match command {
+        SetsCommand::List => {
+            admin
+                .list_permission_sets(pb::ListPermissionSetsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .permission_sets
+        }
+        SetsCommand::Put {
+            name,
+            actions,
+            includes,
+            description,
+        } => vec![
+            admin
+                .put_permission_set(pb::PermissionSet {
+                    name,
+                    description,
+                    actions,
+                    includes,
+                    builtin: false,
+                })
+                .await
+                .map_err(status)?
+                .into_inner(),
+        ],
+        SetsCommand::Delete { name } => {
+            admin
+                .delete_permission_set(pb::DeletePermissionSetRequest { name: name.clone() })
+                .await
+                .map_err(status)?;
+            println!("deleted permission set {name}");
+            return Ok(());
+        }
+    };
+    let rows = sets
+        .iter()
+        .map(|s| {
+            json!({"name": s.name, "builtin": s.builtin, "actions": s.actions,
+                   "includes": s.includes, "description": s.description})
+        })
+        .collect();
+    print_rows(
+        remote.output,
+        &["name", "builtin", "actions", "includes"],
+        rows,
+    );
+    Ok(())
+}
+
+/// Builds a rule from flags; the server validates it like any other.
+fn rule_pb(r: RuleArgs) -> anyhow::Result<pb::Rule> {
+    let user_agents = r
+        .user_agents
+        .iter()
+        .map(|u| {
+            let (kind, pattern) = u.split_once(':').ok_or_else(|| {
+                anyhow!("--user-agent {u:?}: expected exact:V, prefix:V or glob:V")
+            })?;
+            Ok(pb::UserAgent {
+                r#match: kind.to_owned(),
+                pattern: pattern.to_owned(),
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(pb::Rule {
+        projects: r.projects,
+        all_projects: r.all_projects,
+        organization: r.organization,
+        permission_sets: r.sets,
+        source_ips: r.source_ips,
+        user_agents,
+        not_before: r.not_before.unwrap_or_default(),
+        not_after: r.not_after.unwrap_or_default(),
+    })
+}
+
+fn rule_summary(r: &pb::Rule) -> String {
+    let scope = if r.organization {
+        "organization".to_owned()
+    } else if r.all_projects {
+        "all projects".to_owned()
+    } else {
+        format!("projects {}", r.projects.join(","))
+    };
+    let mut parts = vec![scope, r.permission_sets.join("+")];
+    if !r.source_ips.is_empty() {
+        parts.push(format!("ip {}", r.source_ips.join("|")));
+    }
+    if !r.user_agents.is_empty() {
+        let uas: Vec<String> = r
+            .user_agents
+            .iter()
+            .map(|u| format!("{}:{}", u.r#match, u.pattern))
+            .collect();
+        parts.push(format!("ua {}", uas.join("|")));
+    }
+    if !r.not_before.is_empty() {
+        parts.push(format!("from {}", r.not_before));
+    }
+    if !r.not_after.is_empty() {
+        parts.push(format!("until {}", r.not_after));
+    }
+    parts.join(" ")
+}
+
+async fn policies(remote: Remote, command: PoliciesCommand) -> anyhow::Result<()> {
+    let mut admin = client(&remote).await?;
+    let all = |principal: String| pb::ListPoliciesRequest { principal };
+    let get = async |admin: &mut AdminClient<_>, name: &str| -> anyhow::Result<pb::Policy> {
+        admin
+            .list_policies(all(String::new()))
+            .await
+            .map_err(status)?
+            .into_inner()
+            .policies
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| anyhow!("policy {name} not found"))
+    };
+    let policies = match command {
+        PoliciesCommand::List { principal } => {
+            admin
+                .list_policies(all(principal.unwrap_or_default()))
+                .await
+                .map_err(status)?
+                .into_inner()
+                .policies
+        }
+        PoliciesCommand::Show { name } => vec![get(&mut admin, &name).await?],
+        PoliciesCommand::Create {
+            name,
+            principal,
+            description,
+            rule,
+        } => {
+            let policy = pb::Policy {
+                name,
+                description,
+                principal: principal.unwrap_or_default(),
+                rules: vec![rule_pb(rule)?],
+            };
+            vec![admin.put_policy(policy).await.map_err(status)?.into_inner()]
+        }
+        PoliciesCommand::AddRule { name, rule } => {
+            let mut policy = get(&mut admin, &name).await?;
+            policy.rules.push(rule_pb(rule)?);
+            vec![admin.put_policy(policy).await.map_err(status)?.into_inner()]
+        }
+        PoliciesCommand::Attach { name, to } => {
+            let mut policy = get(&mut admin, &name).await?;
+            policy.principal = to;
+            vec![admin.put_policy(policy).await.map_err(status)?.into_inner()]
+        }
+        PoliciesCommand::Detach { name } => {
+            let mut policy = get(&mut admin, &name).await?;
+            policy.principal = String::new();
+            vec![admin.put_policy(policy).await.map_err(status)?.into_inner()]
+        }
+        PoliciesCommand::Delete { name } => {
+            admin
+                .delete_policy(pb::DeletePolicyRequest { name: name.clone() })
+                .await
+                .map_err(status)?;
+            println!("deleted policy {name}");
+            return Ok(());
+        }
+    };
+    let rows = policies
+        .iter()
+        .map(|p| {
+            let rules: Vec<String> = p.rules.iter().map(rule_summary).collect();
+            json!({
+                "name": p.name,
+                "principal": if p.principal.is_empty() { "-" } else { &p.principal },
+                "description": p.description,
+                "rules": rules,
+            })
+        })
+        .collect::<Vec<_>>();
+    match remote.output {
+        Output::Json => print_rows(Output::Json, &[], rows),
+        Output::Table => {
+            print_rows(Output::Table, &["name", "principal"], rows.clone());
+            for p in &policies {
+                for (i, r) in p.rules.iter().enumerate() {
+                    println!("  {} rule {}: {}", p.name, i + 1, rule_summary(r));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn workloads(remote: Remote, command: WorkloadsCommand) -> anyhow::Result<()> {
+    let mut admin = client(&remote).await?;
+    let workloads = match command {
+        WorkloadsCommand::Register { id, project } => vec![
+            admin
+                .register_workload(pb::Workload { id, project })
+                .await
+                .map_err(status)?
+                .into_inner(),
+        ],
+        WorkloadsCommand::List { project } => {
+            admin
+                .list_workloads(pb::ListWorkloadsRequest {
+                    project: project.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .workloads
+        }
+        WorkloadsCommand::Delete { id } => {
+            admin
+                .delete_workload(pb::DeleteWorkloadRequest { id: id.clone() })
+                .await
+                .map_err(status)?;
+            println!("deleted workload {id}");
+            return Ok(());
+        }
+    };
+    let rows = workloads
+        .iter()
+        .map(|w| json!({"id": w.id, "project": w.project}))
+        .collect();
+    print_rows(remote.output, &["id", "project"], rows);
     Ok(())
 }
 

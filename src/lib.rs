@@ -3,7 +3,9 @@
 //!
 //! - [`token`]: the `ik_live_` / `ik_sdk_` token format: generate, parse, checksum.
 //! - [`model`]: domain types (planes, deployments, scopes, principals, keys).
+//! - [`iam`]: actions, permission sets, policies, rules, conditions and resolved grants.
 //! - [`policy`]: the pure decision, with no I/O.
+//! - [`declare`]: the `apply` / `export` file format, its validation and state diffs.
 //! - [`store`]: persistence (SQLite by default, PostgreSQL), migrations, change events.
 //! - [`cache`]: moka caches and their invalidation.
 //! - [`propagation`]: following other replicas' changes (PostgreSQL LISTEN, SQLite polling).
@@ -24,6 +26,8 @@ pub mod authz;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod declare;
+pub mod iam;
 pub mod model;
 pub mod policy;
 pub mod propagation;

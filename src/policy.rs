@@ -1,22 +1,29 @@
-//! The pure decision: a route, the deployment's flags and the authenticated key in, a
-//! [`Decision`] out. No I/O, no protobuf, no clock: `now` is passed in, so every branch is
-//! unit-tested directly.
+//! The pure decision: a route, the deployment's flags, the authenticated key and its bearer's
+//! resolved [`Grants`] in, a [`Decision`] out. No I/O, no protobuf, no clock: `now` is passed
+//! in, so every branch is unit-tested directly.
 //!
-//! IAM policies (members, applications, rules, conditions) plug into [`principal_may`]: until
-//! they exist, the organization's owner may do everything and every other principal nothing,
-//! which is exactly what an empty policy list means.
+//! allow ⇔ the key is valid ∧ the key's own scope covers the target ∧ (the bearer is the owner
+//! ∨ some rule of some policy of the bearer covers the target's project, holds a set containing
+//! the action, and all its conditions hold for this request now).
 
 use std::fmt;
+use std::net::IpAddr;
 
+pub use crate::iam::Action;
+use crate::iam::{Evaluation, Facts, Grants, Place};
 use crate::model::{ApiKey, Deployment, Endpoint, KeyScope, Plane, PrincipalKind};
 
-/// The route's contract with Envoy, from the ext_authz context extensions.
+/// The route's contract with Envoy (context extensions) and the request facts conditions are
+/// checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route<'a> {
     pub plane: Plane,
     pub endpoint: Endpoint,
     pub target: Target<'a>,
     pub method: &'a str,
+    /// The peer address Envoy reports, never a client-written header.
+    pub source_ip: Option<IpAddr>,
+    pub user_agent: Option<&'a str>,
 }
 
 /// What the request acts on.
@@ -30,41 +37,31 @@ pub enum Target<'a> {
     },
     /// A control route: a project's workload lifecycle.
     Project(&'a str),
+    /// A control route on one workload (`/api/workloads/:id`); keyward resolves its project
+    /// itself (`None`: no such workload is registered).
+    Workload {
+        id: &'a str,
+        project: Option<&'a str>,
+    },
 }
 
 impl<'a> Target<'a> {
-    pub fn project(&self) -> &'a str {
+    /// The project acted on; `None` only for an unregistered workload.
+    pub fn project(&self) -> Option<&'a str> {
         match *self {
-            Target::Deployment { project, .. } => project,
-            Target::Project(project) => project,
+            Target::Deployment { project, .. } => Some(project),
+            Target::Project(project) => Some(project),
+            Target::Workload { project, .. } => project,
         }
     }
 }
 
-/// An IAM action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    InferenceCall,
-    DeploymentsRead,
-    DeploymentsWrite,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::InferenceCall => "inference.call",
-            Action::DeploymentsRead => "deployments.read",
-            Action::DeploymentsWrite => "deployments.write",
-        }
-    }
-
-    /// Data routes call inference; on control routes reads are `GET`/`HEAD`, all else writes.
-    pub fn of(route: &Route<'_>) -> Action {
-        match route.plane {
-            Plane::Data => Action::InferenceCall,
-            Plane::Control if matches!(route.method, "GET" | "HEAD") => Action::DeploymentsRead,
-            Plane::Control => Action::DeploymentsWrite,
-        }
+/// Data routes call inference; on control routes reads are `GET`/`HEAD`, all else writes.
+pub fn action_of(route: &Route<'_>) -> Action {
+    match route.plane {
+        Plane::Data => Action::InferenceCall,
+        Plane::Control if matches!(route.method, "GET" | "HEAD") => Action::DeploymentsRead,
+        Plane::Control => Action::DeploymentsWrite,
     }
 }
 
@@ -113,6 +110,13 @@ pub enum Denial {
         action: Action,
         project: String,
     },
+    /// Some rule grants the action, but none whose conditions hold. `failed` names each such
+    /// rule's policy and failed condition kinds: for the debug log only, never the body.
+    ConditionsNotMet {
+        action: Action,
+        project: String,
+        failed: Vec<String>,
+    },
 }
 
 impl fmt::Display for Denial {
@@ -144,6 +148,9 @@ impl fmt::Display for Denial {
                 "missing permission {} on project {project}",
                 action.as_str()
             ),
+            Denial::ConditionsNotMet { .. } => {
+                f.write_str("request did not satisfy the policy conditions")
+            }
         }
     }
 }
@@ -171,11 +178,13 @@ pub fn auth_required(route: &Route<'_>, deployment: Option<&Deployment>) -> bool
 }
 
 /// Decides an authenticated request. `deployment` is the stored row for a data route's target
-/// (`None` when it is not registered); `now` is Unix seconds.
+/// (`None` when it is not registered); `grants` are the key's bearer's resolved policies
+/// (ignored for the owner); `now` is Unix seconds.
 pub fn decide<'k>(
     route: &Route<'_>,
     deployment: Option<&Deployment>,
     auth: Authentication<'k>,
+    grants: &Grants,
     now: i64,
 ) -> Decision<'k> {
     let key = match auth {
@@ -194,6 +203,12 @@ pub fn decide<'k>(
             key_plane: key.plane(),
         });
     }
+    let Some(project) = route.target.project() else {
+        // An unregistered workload reads exactly like another project's: no oracle.
+        return Decision::Deny(Denial::OutOfScope {
+            target: target_name(&route.target),
+        });
+    };
     if !scope_covers(&key.scope, &route.target) {
         return Decision::Deny(Denial::OutOfScope {
             target: target_name(&route.target),
@@ -206,15 +221,41 @@ pub fn decide<'k>(
             deployment: name.to_owned(),
         });
     }
-    let action = Action::of(route);
-    let project = route.target.project();
-    if !principal_may(key.principal.kind, action, project) {
-        return Decision::Deny(Denial::MissingPermission {
+    let action = action_of(route);
+    let facts = Facts {
+        source_ip: route.source_ip,
+        user_agent: route.user_agent,
+        now,
+    };
+    match permits(key, grants, action, Place::Project(project), &facts) {
+        Evaluation::Granted { .. } => Decision::Allow(Grant::Key(key)),
+        Evaluation::NotGranted => Decision::Deny(Denial::MissingPermission {
             action,
             project: project.to_owned(),
-        });
+        }),
+        Evaluation::ConditionsFailed(failed) => Decision::Deny(Denial::ConditionsNotMet {
+            action,
+            project: project.to_owned(),
+            failed,
+        }),
     }
-    Decision::Allow(Grant::Key(key))
+}
+
+/// What the key's bearer may do at `place`: the owner everything, anyone else what some rule of
+/// their policies grants under the request's facts. The admin API asks this too.
+pub fn permits(
+    key: &ApiKey,
+    grants: &Grants,
+    action: Action,
+    place: Place<'_>,
+    facts: &Facts<'_>,
+) -> Evaluation {
+    if key.principal.kind == PrincipalKind::Owner {
+        return Evaluation::Granted {
+            policy: "owner".into(),
+        };
+    }
+    grants.evaluate(action, place, facts)
 }
 
 fn invalid(route: &Route<'_>, reason: InvalidReason) -> Denial {
@@ -224,10 +265,13 @@ fn invalid(route: &Route<'_>, reason: InvalidReason) -> Denial {
     }
 }
 
+/// Workload routes are named by the workload, never by the project it resolved to, so a
+/// denial does not tell a caller which tenant owns someone else's workload.
 fn target_name(target: &Target<'_>) -> String {
     match *target {
         Target::Deployment { name, .. } => format!("deployment {name}"),
         Target::Project(project) => format!("project {project}"),
+        Target::Workload { id, .. } => format!("workload {id}"),
     }
 }
 
@@ -238,14 +282,16 @@ fn scope_covers(scope: &KeyScope, target: &Target<'_>) -> bool {
             targets.iter().any(|t| t.covers(project, slug))
         }
         (KeyScope::ControlProject(p), Target::Project(project)) => p == project,
-        (KeyScope::ControlOrganization, Target::Project(_)) => true,
+        (
+            KeyScope::ControlProject(p),
+            Target::Workload {
+                project: Some(project),
+                ..
+            },
+        ) => p == project,
+        (KeyScope::ControlOrganization, Target::Project(_) | Target::Workload { .. }) => true,
         _ => false,
     }
-}
-
-/// The IAM slot: what the key's bearer may do in `project`.
-fn principal_may(kind: PrincipalKind, _action: Action, _project: &str) -> bool {
-    kind == PrincipalKind::Owner
 }
 
 #[cfg(test)]
@@ -297,6 +343,8 @@ mod tests {
                 slug: "bot",
             },
             method: "POST",
+            source_ip: None,
+            user_agent: None,
         }
     }
 
@@ -306,6 +354,8 @@ mod tests {
             endpoint: Endpoint::Public,
             target: Target::Project(project),
             method,
+            source_ip: None,
+            user_agent: None,
         }
     }
 
@@ -342,6 +392,7 @@ mod tests {
             &data_route(Endpoint::Public),
             Some(&d),
             Authentication::Verified(&k),
+            &Grants::default(),
             NOW,
         );
         assert_eq!(decision, Decision::Allow(Grant::Key(&k)));
@@ -350,6 +401,7 @@ mod tests {
             &data_route(Endpoint::Private),
             Some(&d),
             Authentication::Verified(&project_wide),
+            &Grants::default(),
             NOW,
         );
         assert_eq!(decision, Decision::Allow(Grant::Key(&project_wide)));
@@ -364,7 +416,7 @@ mod tests {
             deployment: Option<&Deployment>,
             route: &Route<'_>,
         ) -> Denial {
-            match decide(route, deployment, auth, NOW) {
+            match decide(route, deployment, auth, &Grants::default(), NOW) {
                 Decision::Deny(denial) => denial,
                 Decision::Allow(_) => panic!("allowed"),
             }
@@ -409,7 +461,13 @@ mod tests {
         );
         expired.expires_at = Some(NOW + 1);
         assert!(matches!(
-            decide(&route, Some(&d), Authentication::Verified(&expired), NOW),
+            decide(
+                &route,
+                Some(&d),
+                Authentication::Verified(&expired),
+                &Grants::default(),
+                NOW
+            ),
             Decision::Allow(_)
         ));
 
@@ -458,6 +516,7 @@ mod tests {
             &control_route("acme", "POST"),
             None,
             Authentication::Invalid(InvalidReason::UnknownKey),
+            &Grants::default(),
             NOW,
         ) {
             Decision::Deny(d) => d,
@@ -485,6 +544,7 @@ mod tests {
                     &control_route("acme", method),
                     None,
                     Authentication::Verified(&acme),
+                    &Grants::default(),
                     NOW
                 ),
                 Decision::Allow(_)
@@ -494,6 +554,7 @@ mod tests {
                     &control_route("beta", method),
                     None,
                     Authentication::Verified(&acme),
+                    &Grants::default(),
                     NOW
                 ),
                 Decision::Deny(Denial::OutOfScope {
@@ -505,6 +566,7 @@ mod tests {
                     &control_route("beta", method),
                     None,
                     Authentication::Verified(&org),
+                    &Grants::default(),
                     NOW
                 ),
                 Decision::Allow(_)
@@ -524,6 +586,7 @@ mod tests {
                 &data_route(Endpoint::Public),
                 Some(&d),
                 Authentication::Verified(&member),
+                &Grants::default(),
                 NOW
             ),
             Decision::Deny(Denial::MissingPermission {
@@ -540,6 +603,7 @@ mod tests {
                 &control_route("acme", "GET"),
                 None,
                 Authentication::Verified(&app),
+                &Grants::default(),
                 NOW
             ),
             Decision::Deny(Denial::MissingPermission {
@@ -552,19 +616,19 @@ mod tests {
     #[test]
     fn actions_follow_plane_and_method() {
         assert_eq!(
-            Action::of(&data_route(Endpoint::Public)),
+            action_of(&data_route(Endpoint::Public)),
             Action::InferenceCall
         );
         assert_eq!(
-            Action::of(&control_route("a", "GET")),
+            action_of(&control_route("a", "GET")),
             Action::DeploymentsRead
         );
         assert_eq!(
-            Action::of(&control_route("a", "HEAD")),
+            action_of(&control_route("a", "HEAD")),
             Action::DeploymentsRead
         );
         for m in ["POST", "PATCH", "DELETE", "PUT"] {
-            assert_eq!(Action::of(&control_route("a", m)), Action::DeploymentsWrite);
+            assert_eq!(action_of(&control_route("a", m)), Action::DeploymentsWrite);
         }
     }
 
@@ -582,5 +646,434 @@ mod tests {
         }
         .to_string();
         assert!(!msg.to_lowercase().contains("revoked"), "no oracle: {msg}");
+    }
+}
+
+/// The decision table the IAM issue asks for: every permission set × action, each scope kind,
+/// IPv4/IPv6 in and out of range, user agents, time windows, owner / member / application,
+/// and a deleted policy.
+#[cfg(test)]
+mod iam_table {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::iam::{self, Conditions, Policy, Rule, RuleScope, UserAgentMatch};
+    use crate::model::{DataTarget, Principal};
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn key(kind: PrincipalKind, scope: KeyScope) -> ApiKey {
+        ApiKey {
+            id: "KEYID0000001".into(),
+            name: String::new(),
+            description: String::new(),
+            principal: Principal {
+                id: 7,
+                kind,
+                name: "p".into(),
+            },
+            scope,
+            secret_hash: String::new(),
+            previous_secret: None,
+            created_at: 0,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        }
+    }
+
+    fn data_key(kind: PrincipalKind, project: &str) -> ApiKey {
+        key(
+            kind,
+            KeyScope::Data(vec![DataTarget::Project(project.to_owned())]),
+        )
+    }
+
+    fn deployment(project: &str) -> Deployment {
+        Deployment {
+            name: format!("{project}/bot").parse().unwrap(),
+            model: "m".into(),
+            public_auth: true,
+            private_auth: true,
+            created_at: 0,
+        }
+    }
+
+    struct Req {
+        plane: Plane,
+        method: &'static str,
+        project: &'static str,
+        ip: Option<&'static str>,
+        ua: Option<&'static str>,
+        now: i64,
+    }
+
+    fn req(action: Action, project: &'static str) -> Req {
+        let (plane, method) = match action {
+            Action::InferenceCall => (Plane::Data, "POST"),
+            Action::DeploymentsRead => (Plane::Control, "GET"),
+            _ => (Plane::Control, "PATCH"),
+        };
+        Req {
+            plane,
+            method,
+            project,
+            ip: Some("10.1.2.3"),
+            ua: Some("terraform/1.9"),
+            now: NOW,
+        }
+    }
+
+    fn grants(rules: Vec<Rule>) -> Grants {
+        let policy = Policy {
+            name: "p1".into(),
+            description: String::new(),
+            principal: None,
+            rules,
+        };
+        let sets = iam::resolve_sets(&[]).unwrap();
+        Grants::resolve(&[policy], &sets)
+    }
+
+    fn rule(scope: RuleScope, sets: &[&str], conditions: Conditions) -> Rule {
+        Rule {
+            scope,
+            permission_sets: sets.iter().map(|s| s.to_string()).collect(),
+            conditions,
+        }
+    }
+
+    fn projects(p: &[&str]) -> RuleScope {
+        RuleScope::Projects(p.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// Decides `r` for a key of `kind` scoped to r.project (or `key_project`).
+    fn run(kind: PrincipalKind, g: &Grants, r: &Req) -> Result<(), Denial> {
+        let k = match r.plane {
+            Plane::Data => data_key(kind, r.project),
+            Plane::Control => key(kind, KeyScope::ControlProject(r.project.into())),
+        };
+        let name = format!("{}/bot", r.project);
+        let d = deployment(r.project);
+        let route = Route {
+            plane: r.plane,
+            endpoint: Endpoint::Public,
+            target: match r.plane {
+                Plane::Data => Target::Deployment {
+                    name: &name,
+                    project: r.project,
+                    slug: "bot",
+                },
+                Plane::Control => Target::Project(r.project),
+            },
+            method: r.method,
+            source_ip: r.ip.map(|ip| ip.parse().unwrap()),
+            user_agent: r.ua,
+        };
+        match decide(&route, Some(&d), Authentication::Verified(&k), g, r.now) {
+            Decision::Allow(_) => Ok(()),
+            Decision::Deny(d) => Err(d),
+        }
+    }
+
+    #[test]
+    fn every_permission_set_by_every_action() {
+        use Action::*;
+        let expected: BTreeMap<&str, [bool; 3]> = [
+            ("InferenceFullAccess", [true, true, true]),
+            ("InferenceReadOnly", [true, true, false]),
+            ("AllProductsFullAccess", [true, true, true]),
+        ]
+        .into();
+        for (set, allowed) in expected {
+            let g = grants(vec![rule(
+                projects(&["acme"]),
+                &[set],
+                Conditions::default(),
+            )]);
+            for (action, allowed) in [InferenceCall, DeploymentsRead, DeploymentsWrite]
+                .into_iter()
+                .zip(allowed)
+            {
+                for kind in [PrincipalKind::Member, PrincipalKind::Application] {
+                    let got = run(kind, &g, &req(action, "acme"));
+                    if allowed {
+                        assert_eq!(got, Ok(()), "{set} {action} {kind:?}");
+                    } else {
+                        assert_eq!(
+                            got,
+                            Err(Denial::MissingPermission {
+                                action,
+                                project: "acme".into()
+                            }),
+                            "{set} {action} {kind:?}"
+                        );
+                    }
+                }
+            }
+            // Organization features are granted only by organization-scope rules.
+            let facts = Facts::default();
+            assert_eq!(
+                g.evaluate(IamManage, Place::Organization, &facts),
+                Evaluation::NotGranted,
+                "{set} in a project scope grants no organization feature"
+            );
+            let org = grants(vec![rule(
+                RuleScope::Organization,
+                &[set],
+                Conditions::default(),
+            )]);
+            let granted = matches!(
+                org.evaluate(IamManage, Place::Organization, &facts),
+                Evaluation::Granted { .. }
+            );
+            assert_eq!(granted, set == "AllProductsFullAccess", "{set} iam.manage");
+            assert_eq!(
+                org.evaluate(InferenceCall, Place::Project("acme"), &facts),
+                Evaluation::NotGranted,
+                "an organization rule grants no project action"
+            );
+        }
+    }
+
+    #[test]
+    fn scope_kinds() {
+        let full = ["InferenceFullAccess"];
+        let listed = grants(vec![rule(
+            projects(&["acme", "beta"]),
+            &full,
+            Conditions::default(),
+        )]);
+        let all = grants(vec![rule(
+            RuleScope::AllProjects,
+            &full,
+            Conditions::default(),
+        )]);
+        let org = grants(vec![rule(
+            RuleScope::Organization,
+            &["AllProductsFullAccess"],
+            Conditions::default(),
+        )]);
+        let member = PrincipalKind::Member;
+        for action in [
+            Action::InferenceCall,
+            Action::DeploymentsRead,
+            Action::DeploymentsWrite,
+        ] {
+            assert_eq!(run(member, &listed, &req(action, "acme")), Ok(()));
+            assert_eq!(run(member, &listed, &req(action, "beta")), Ok(()));
+            assert!(run(member, &listed, &req(action, "gamma")).is_err());
+            // "All projects" covers a project created after the policy: the rule names none.
+            assert_eq!(run(member, &all, &req(action, "created-later")), Ok(()));
+            assert_eq!(
+                run(member, &org, &req(action, "acme")),
+                Err(Denial::MissingPermission {
+                    action,
+                    project: "acme".into()
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn conditions_ip_user_agent_and_time() {
+        let set = ["InferenceReadOnly"];
+        let nets = |n: &[&str]| n.iter().map(|s| s.parse().unwrap()).collect();
+        let conditions = Conditions {
+            source_ips: nets(&["10.0.0.0/8", "2001:db8::/32"]),
+            ..Conditions::default()
+        };
+        let g = grants(vec![rule(projects(&["acme"]), &set, conditions)]);
+        let m = PrincipalKind::Member;
+        let call = |ip: Option<&'static str>| Req {
+            ip,
+            ..req(Action::InferenceCall, "acme")
+        };
+        let not_met = |r: Result<(), Denial>| matches!(r, Err(Denial::ConditionsNotMet { .. }));
+        assert_eq!(run(m, &g, &call(Some("10.200.0.1"))), Ok(()), "IPv4 in");
+        assert!(not_met(run(m, &g, &call(Some("192.168.0.1")))), "IPv4 out");
+        assert_eq!(run(m, &g, &call(Some("2001:db8::1"))), Ok(()), "IPv6 in");
+        assert!(not_met(run(m, &g, &call(Some("2001:db9::1")))), "IPv6 out");
+        assert_eq!(
+            run(m, &g, &call(Some("::ffff:10.0.0.1"))),
+            Ok(()),
+            "IPv4-mapped IPv6 is matched as IPv4"
+        );
+        assert!(
+            not_met(run(m, &g, &call(None))),
+            "unknown peer fails closed"
+        );
+
+        let ua = Conditions {
+            user_agents: vec![
+                UserAgentMatch::Exact("curl/8.5.0".into()),
+                UserAgentMatch::Prefix("terraform/".into()),
+                UserAgentMatch::Glob("*-sdk/?.*".into()),
+            ],
+            ..Conditions::default()
+        };
+        let g = grants(vec![rule(projects(&["acme"]), &set, ua)]);
+        let with_ua = |ua: Option<&'static str>| Req {
+            ua,
+            ..req(Action::InferenceCall, "acme")
+        };
+        for ok in ["curl/8.5.0", "terraform/1.9", "python-sdk/2.1"] {
+            assert_eq!(run(m, &g, &with_ua(Some(ok))), Ok(()), "{ok}");
+        }
+        for bad in ["curl/8.5.1", "Terraform/1.9", "python-sdk/10", ""] {
+            assert!(not_met(run(m, &g, &with_ua(Some(bad)))), "{bad}");
+        }
+        assert!(not_met(run(m, &g, &with_ua(None))));
+
+        let window = Conditions {
+            not_before: Some(NOW - 10),
+            not_after: Some(NOW + 10),
+            ..Conditions::default()
+        };
+        let g = grants(vec![rule(projects(&["acme"]), &set, window)]);
+        let at = |now| Req {
+            now,
+            ..req(Action::InferenceCall, "acme")
+        };
+        assert!(not_met(run(m, &g, &at(NOW - 11))), "before");
+        assert_eq!(run(m, &g, &at(NOW - 10)), Ok(()), "first instant");
+        assert_eq!(run(m, &g, &at(NOW)), Ok(()), "inside");
+        assert_eq!(run(m, &g, &at(NOW + 10)), Ok(()), "last instant");
+        assert!(not_met(run(m, &g, &at(NOW + 11))), "after");
+
+        // Kinds AND together: right IP, wrong user agent fails; values OR within a kind.
+        let both = Conditions {
+            source_ips: nets(&["10.0.0.0/8"]),
+            user_agents: vec![UserAgentMatch::Prefix("terraform/".into())],
+            ..Conditions::default()
+        };
+        let g = grants(vec![rule(projects(&["acme"]), &set, both)]);
+        assert_eq!(run(m, &g, &req(Action::InferenceCall, "acme")), Ok(()));
+        let r = Req {
+            ua: Some("curl/8"),
+            ..req(Action::InferenceCall, "acme")
+        };
+        let Err(Denial::ConditionsNotMet { failed, .. }) = run(m, &g, &r) else {
+            panic!("conditions must fail")
+        };
+        assert_eq!(failed, vec!["p1: user_agent".to_owned()]);
+        assert_eq!(
+            Denial::ConditionsNotMet {
+                action: Action::InferenceCall,
+                project: "acme".into(),
+                failed
+            }
+            .to_string(),
+            "request did not satisfy the policy conditions",
+            "the body never names the policy or the condition"
+        );
+    }
+
+    #[test]
+    fn owner_member_application_and_a_deleted_policy() {
+        let none = Grants::default();
+        let g = grants(vec![rule(
+            projects(&["acme"]),
+            &["InferenceFullAccess"],
+            Conditions {
+                source_ips: vec!["192.0.2.0/24".parse().unwrap()],
+                ..Conditions::default()
+            },
+        )]);
+        for action in [
+            Action::InferenceCall,
+            Action::DeploymentsRead,
+            Action::DeploymentsWrite,
+        ] {
+            let r = req(action, "acme");
+            // The owner needs no policy, and conditions do not bind it.
+            assert_eq!(run(PrincipalKind::Owner, &none, &r), Ok(()));
+            for kind in [PrincipalKind::Member, PrincipalKind::Application] {
+                let in_range = Req {
+                    ip: Some("192.0.2.9"),
+                    ..req(action, "acme")
+                };
+                assert_eq!(run(kind, &g, &in_range), Ok(()));
+                // The policy deleted: the principal's resolved grants are empty.
+                assert_eq!(
+                    run(kind, &none, &in_range),
+                    Err(Denial::MissingPermission {
+                        action,
+                        project: "acme".into()
+                    })
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn key_scope_bounds_every_policy() {
+        // A control key for acme never acts on beta, whatever its bearer's policies say.
+        let g = grants(vec![rule(
+            RuleScope::AllProjects,
+            &["AllProductsFullAccess"],
+            Conditions::default(),
+        )]);
+        let k = key(
+            PrincipalKind::Member,
+            KeyScope::ControlProject("acme".into()),
+        );
+        for (target, ok) in [
+            (Target::Project("beta"), false),
+            (
+                Target::Workload {
+                    id: "w-b",
+                    project: Some("beta"),
+                },
+                false,
+            ),
+            (
+                Target::Workload {
+                    id: "w-x",
+                    project: None,
+                },
+                false,
+            ),
+            (
+                Target::Workload {
+                    id: "w-a",
+                    project: Some("acme"),
+                },
+                true,
+            ),
+        ] {
+            let route = Route {
+                plane: Plane::Control,
+                endpoint: Endpoint::Public,
+                target,
+                method: "DELETE",
+                source_ip: None,
+                user_agent: None,
+            };
+            let d = decide(&route, None, Authentication::Verified(&k), &g, NOW);
+            assert_eq!(matches!(d, Decision::Allow(_)), ok, "{target:?}");
+            if let (Decision::Deny(denial), Target::Workload { .. }) = (d, target) {
+                assert!(
+                    !denial.to_string().contains("beta"),
+                    "a workload denial does not name its tenant: {denial}"
+                );
+            }
+        }
+        // A data key never passes a control route.
+        let data = data_key(PrincipalKind::Owner, "acme");
+        let route = Route {
+            plane: Plane::Control,
+            endpoint: Endpoint::Public,
+            target: Target::Project("acme"),
+            method: "GET",
+            source_ip: None,
+            user_agent: None,
+        };
+        assert_eq!(
+            decide(&route, None, Authentication::Verified(&data), &g, NOW),
+            Decision::Deny(Denial::WrongPlane {
+                key_plane: Plane::Data
+            })
+        );
     }
 }

@@ -6,6 +6,8 @@
 //!   connection drops, notifications may have been missed: keyward reconnects with capped
 //!   exponential backoff and, once listening again, flushes its key and deployment caches.
 //! - SQLite: several processes may share one file; each polls the `changes` table's counter.
+//!
+//! A replica applies its own writes when it makes them, so it skips their events here.
 
 use std::time::Duration;
 
@@ -82,7 +84,8 @@ async fn listen(
             };
             match notification {
                 Ok(Some(notification)) => match Change::from_payload(notification.payload()) {
-                    Some(change) => {
+                    Some((origin, _)) if origin == store.origin() => {}
+                    Some((_, change)) => {
                         debug!(?change, "change notified");
                         caches.apply(&change).await;
                     }
@@ -137,7 +140,9 @@ async fn poll(store: Store, caches: Caches, config: Propagation, mut stop: watch
                     caches.flush();
                 }
                 for (id, change) in changes {
-                    caches.apply(&change).await;
+                    if let Some(change) = change {
+                        caches.apply(&change).await;
+                    }
                     seen = id;
                 }
             }

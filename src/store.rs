@@ -9,6 +9,8 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+mod iam;
+
 use crate::model::{
     ApiKey, DataTarget, Deployment, DeploymentName, KeyScope, Plane, PreviousSecret, Principal,
     PrincipalKind,
@@ -21,6 +23,10 @@ pub enum Change {
     Deployment(DeploymentName),
     Project(String),
     Principal(i64),
+    /// A policy was created, changed, attached, detached or deleted.
+    Policy(String),
+    PermissionSet(String),
+    Workload(String),
 }
 
 /// The PostgreSQL channel change events are announced on.
@@ -34,14 +40,19 @@ impl Change {
             "deployment" => Change::Deployment(subject.parse().ok()?),
             "project" => Change::Project(subject.to_owned()),
             "principal" => Change::Principal(subject.parse().ok()?),
+            "policy" => Change::Policy(subject.to_owned()),
+            "permission_set" => Change::PermissionSet(subject.to_owned()),
+            "workload" => Change::Workload(subject.to_owned()),
             _ => return None,
         })
     }
 
-    /// The `kind:subject` payload of a notification.
-    pub fn from_payload(payload: &str) -> Option<Change> {
-        let (kind, subject) = payload.split_once(':')?;
-        Change::from_event(kind, subject)
+    /// The `origin:kind:subject` payload of a notification: the change and the replica that
+    /// made it.
+    pub fn from_payload(payload: &str) -> Option<(&str, Change)> {
+        let mut parts = payload.splitn(3, ':');
+        let (origin, kind, subject) = (parts.next()?, parts.next()?, parts.next()?);
+        Some((origin, Change::from_event(kind, subject)?))
     }
 
     fn kind_and_subject(&self) -> (&'static str, String) {
@@ -50,6 +61,9 @@ impl Change {
             Change::Deployment(name) => ("deployment", name.to_string()),
             Change::Project(slug) => ("project", slug.clone()),
             Change::Principal(id) => ("principal", id.to_string()),
+            Change::Policy(name) => ("policy", name.clone()),
+            Change::PermissionSet(name) => ("permission_set", name.clone()),
+            Change::Workload(id) => ("workload", id.clone()),
         }
     }
 }
@@ -99,6 +113,8 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     url: std::sync::Arc<str>,
+    /// Random per opened store: marks the change events this replica records.
+    origin: std::sync::Arc<str>,
 }
 
 pub fn now_unix() -> i64 {
@@ -170,6 +186,7 @@ impl Store {
             pool,
             backend,
             url: url.as_str().into(),
+            origin: crate::token::generate_key_id().into(),
         };
         store
             .migrate()
@@ -249,7 +266,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
-        record(&mut tx, self.backend, &Change::Principal(id)).await?;
+        record(&mut tx, self, &Change::Principal(id)).await?;
         tx.commit().await?;
         Ok(Principal {
             id,
@@ -277,7 +294,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let changes = vec![Change::Project(slug.to_owned())];
-        record_all(&mut tx, self.backend, &changes).await?;
+        record_all(&mut tx, self, &changes).await?;
         tx.commit().await?;
         Ok((slug.to_owned(), now, changes))
     }
@@ -335,7 +352,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let changes = vec![Change::Deployment(name.clone())];
-        record_all(&mut tx, self.backend, &changes).await?;
+        record_all(&mut tx, self, &changes).await?;
         tx.commit().await?;
         let deployment = Deployment {
             name: name.clone(),
@@ -395,7 +412,7 @@ impl Store {
             return Err(StoreError::NotFound(format!("deployment {name}")));
         }
         let changes = vec![Change::Deployment(name.clone())];
-        record_all(&mut tx, self.backend, &changes).await?;
+        record_all(&mut tx, self, &changes).await?;
         tx.commit().await?;
         let deployment = self
             .get_deployment(&name.project, &name.slug)
@@ -456,7 +473,7 @@ impl Store {
             }
         }
         let changes = vec![Change::Key(key.id.clone())];
-        record_all(&mut tx, self.backend, &changes).await?;
+        record_all(&mut tx, self, &changes).await?;
         tx.commit().await?;
         let stored = self
             .get_key(&key.id)
@@ -580,7 +597,7 @@ impl Store {
             )));
         }
         let changes = vec![Change::Key(id.to_owned())];
-        record_all(&mut tx, self.backend, &changes).await?;
+        record_all(&mut tx, self, &changes).await?;
         tx.commit().await?;
         let key = self
             .get_key(id)
@@ -603,7 +620,7 @@ impl Store {
             return Err(StoreError::NotFound(format!("key {id}")));
         }
         let changes = vec![Change::Key(id.to_owned())];
-        record_all(&mut tx, self.backend, &changes).await?;
+        record_all(&mut tx, self, &changes).await?;
         tx.commit().await?;
         let key = self
             .get_key(id)
@@ -627,7 +644,7 @@ impl Store {
             return Err(StoreError::NotFound(format!("key {id}")));
         }
         let changes = vec![Change::Key(id.to_owned())];
-        record_all(&mut tx, self.backend, &changes).await?;
+        record_all(&mut tx, self, &changes).await?;
         tx.commit().await?;
         Ok(changes)
     }
@@ -657,7 +674,7 @@ impl Store {
             return Err(StoreError::NotFound(format!("active key {id}")));
         }
         let changes = vec![Change::Key(id.to_owned())];
-        record_all(&mut tx, self.backend, &changes).await?;
+        record_all(&mut tx, self, &changes).await?;
         tx.commit().await?;
         let key = self
             .get_key(id)
@@ -684,24 +701,36 @@ impl Store {
         Ok(())
     }
 
-    /// Change events after `after`, oldest first, at most `limit`.
-    pub async fn changes_since(&self, after: i64, limit: i64) -> Result<Vec<(i64, Change)>> {
-        let rows =
-            sqlx::query("SELECT id, kind, subject FROM changes WHERE id > $1 ORDER BY id LIMIT $2")
-                .bind(after)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
+    /// Change events after `after`, oldest first, at most `limit`: the id of each and the change
+    /// itself, or `None` for one this replica made (and so applied already).
+    pub async fn changes_since(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Option<Change>)>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, subject, origin FROM changes WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         let mut changes = Vec::with_capacity(rows.len());
         for row in &rows {
             let id: i64 = row.try_get("id")?;
             let kind: String = row.try_get("kind")?;
             let subject: String = row.try_get("subject")?;
+            let origin: String = row.try_get("origin")?;
             let change = Change::from_event(&kind, &subject)
                 .ok_or_else(|| corrupt(format!("change event {id} ({kind})")))?;
-            changes.push((id, change));
+            changes.push((id, (origin != *self.origin).then_some(change)));
         }
         Ok(changes)
+    }
+
+    /// This replica's id in change events.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// The database URL this store was opened with (it may hold a password: never log it).
@@ -722,27 +751,28 @@ type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
 /// Appends the change event and, on PostgreSQL, announces it to every replica. NOTIFY is
 /// transactional: replicas hear of it only once the write is committed.
-async fn record(tx: &mut Tx<'_>, backend: Backend, change: &Change) -> Result<()> {
+async fn record(tx: &mut Tx<'_>, store: &Store, change: &Change) -> Result<()> {
     let (kind, subject) = change.kind_and_subject();
-    sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
+    sqlx::query("INSERT INTO changes (kind, subject, created_at, origin) VALUES ($1, $2, $3, $4)")
         .bind(kind)
         .bind(subject.as_str())
         .bind(now_unix())
+        .bind(&*store.origin)
         .execute(&mut **tx)
         .await?;
-    if backend == Backend::Postgres {
+    if store.backend == Backend::Postgres {
         sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
             .bind(NOTIFY_CHANNEL)
-            .bind(format!("{kind}:{subject}"))
+            .bind(format!("{}:{kind}:{subject}", store.origin))
             .execute(&mut **tx)
             .await?;
     }
     Ok(())
 }
 
-async fn record_all(tx: &mut Tx<'_>, backend: Backend, changes: &[Change]) -> Result<()> {
+async fn record_all(tx: &mut Tx<'_>, store: &Store, changes: &[Change]) -> Result<()> {
     for change in changes {
-        record(tx, backend, change).await?;
+        record(tx, store, change).await?;
     }
     Ok(())
 }
@@ -864,4 +894,41 @@ fn key_from_row(row: &AnyRow, targets: Vec<DataTarget>) -> Result<ApiKey> {
         revoked_at: row.try_get("revoked_at")?,
         last_used_at: row.try_get("last_used_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_change_survives_the_trip_through_an_event() {
+        let changes = [
+            Change::Key("AAAAAAAAAAAA".into()),
+            Change::Deployment("acme/bot".parse().unwrap()),
+            Change::Project("acme".into()),
+            Change::Principal(42),
+            Change::Policy("readers".into()),
+            Change::PermissionSet("Custom".into()),
+            Change::Workload("w-1".into()),
+        ];
+        for change in changes {
+            let (kind, subject) = change.kind_and_subject();
+            assert_eq!(Change::from_event(kind, &subject), Some(change.clone()));
+            assert_eq!(
+                Change::from_payload(&format!("R3pl1ca:{kind}:{subject}")),
+                Some(("R3pl1ca", change))
+            );
+        }
+        assert_eq!(Change::from_payload("nonsense"), None);
+    }
+
+    #[test]
+    fn passwords_never_leave_in_urls() {
+        let shown = redact_url("postgres://keyward:hunter2@db:5432/keyward");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("db:5432"),
+            "{shown}"
+        );
+        assert_eq!(redact_url("sqlite://keyward.db"), "sqlite://keyward.db");
+    }
 }

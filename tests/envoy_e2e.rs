@@ -25,6 +25,7 @@ async fn world() -> World {
     admin.project("demo").await;
     admin.deployment("demo/chat").await;
     admin.deployment("demo/embed").await;
+    admin.workload("w-1", "demo").await;
     let http = envoy.client();
     World {
         keyward,

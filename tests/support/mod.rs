@@ -285,6 +285,16 @@ impl Admin {
             .unwrap();
     }
 
+    pub async fn workload(&mut self, id: &str, project: &str) {
+        self.client
+            .register_workload(pb::Workload {
+                id: id.into(),
+                project: project.into(),
+            })
+            .await
+            .unwrap();
+    }
+
     /// Creates a key; returns (id, token).
     pub async fn key(&mut self, plane: pb::Plane, scope: &[&str]) -> (String, String) {
         self.key_expiring(plane, scope, None).await
@@ -309,6 +319,7 @@ impl Admin {
                         None => expiry::Kind::Never(true),
                     }),
                 }),
+                bearer: String::new(),
             })
             .await
             .unwrap()

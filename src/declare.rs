@@ -1,0 +1,883 @@
+//! Declarative state: the TOML format of `keyward apply -f FILE` and `keyward export`
+//! (documented in docs/iam.md), the [`State`] it describes, validation with line numbers, and
+//! the diff between two states as a list of [`Op`]s the store applies in one transaction.
+//!
+//! Pure: no I/O. Projects and deployments are created or updated, never removed; with `prune`,
+//! members, applications, custom permission sets, policies and workloads absent from the file
+//! are removed. Keys are never part of the state: their secret is shown once, at creation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::iam::{
+    self, Action, Conditions, PermissionSet, Policy, PrincipalRef, Rule, RuleScope, UserAgentMatch,
+};
+use crate::model::{DeploymentName, validate_slug};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentSpec {
+    pub model: String,
+    pub public_auth: bool,
+    pub private_auth: bool,
+}
+
+/// Everything `apply` manages, normalized (sorted maps, so diffs and exports are stable).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    pub projects: BTreeSet<String>,
+    pub deployments: BTreeMap<DeploymentName, DeploymentSpec>,
+    /// Workload id → project.
+    pub workloads: BTreeMap<String, String>,
+    pub members: BTreeSet<String>,
+    pub applications: BTreeSet<String>,
+    pub permission_sets: BTreeMap<String, PermissionSet>,
+    pub policies: BTreeMap<String, Policy>,
+}
+
+/// One write. `create` distinguishes insert from update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    CreateProject(String),
+    PutDeployment {
+        name: DeploymentName,
+        spec: DeploymentSpec,
+        create: bool,
+    },
+    PutWorkload {
+        id: String,
+        project: String,
+        create: bool,
+    },
+    AddMember(String),
+    AddApplication(String),
+    PutPermissionSet {
+        set: PermissionSet,
+        create: bool,
+    },
+    PutPolicy {
+        policy: Policy,
+        create: bool,
+    },
+    RemovePolicy(String),
+    RemovePermissionSet(String),
+    RemoveWorkload(String),
+    /// Removes the principal, deletes its keys and detaches its policies.
+    RemovePrincipal(PrincipalRef),
+}
+
+impl Op {
+    /// The dry-run line: `+` create, `~` update, `-` remove.
+    pub fn describe(&self) -> String {
+        match self {
+            Op::CreateProject(p) => format!("+ project {p}"),
+            Op::PutDeployment { name, spec, create } => format!(
+                "{} deployment {name} (model {}, public_auth {}, private_auth {})",
+                sign(*create),
+                spec.model,
+                on_off(spec.public_auth),
+                on_off(spec.private_auth)
+            ),
+            Op::PutWorkload {
+                id,
+                project,
+                create,
+            } => format!("{} workload {id} (project {project})", sign(*create)),
+            Op::AddMember(e) => format!("+ member {e}"),
+            Op::AddApplication(n) => format!("+ application {n}"),
+            Op::PutPermissionSet { set, create } => {
+                format!("{} permission set {}", sign(*create), set.name)
+            }
+            Op::PutPolicy { policy, create } => format!(
+                "{} policy {} ({} rule{}, {})",
+                sign(*create),
+                policy.name,
+                policy.rules.len(),
+                if policy.rules.len() == 1 { "" } else { "s" },
+                policy
+                    .principal
+                    .as_ref()
+                    .map_or("detached".to_owned(), |p| format!("attached to {p}"))
+            ),
+            Op::RemovePolicy(n) => format!("- policy {n}"),
+            Op::RemovePermissionSet(n) => format!("- permission set {n}"),
+            Op::RemoveWorkload(id) => format!("- workload {id}"),
+            Op::RemovePrincipal(p) => format!("- principal {p} (its keys are deleted)"),
+        }
+    }
+}
+
+fn sign(create: bool) -> char {
+    if create { '+' } else { '~' }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+/// What a validation error is about, so `apply` can point at its line.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Locator {
+    Deployment(DeploymentName),
+    Workload(String),
+    PermissionSet(String),
+    Policy(String),
+    Rule(String, usize),
+}
+
+/// A rejected file: the first line at fault and why. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct FileError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Checks every reference of `state`: projects of deployments, workloads and rules; principals
+/// of policies; permission sets of rules and includes (cycles too); rule shapes.
+pub fn validate(state: &State) -> Result<(), (Locator, String)> {
+    for name in state.deployments.keys() {
+        if !state.projects.contains(&name.project) {
+            return Err((
+                Locator::Deployment(name.clone()),
+                format!("project {} does not exist", name.project),
+            ));
+        }
+    }
+    for (id, project) in &state.workloads {
+        if !state.projects.contains(project) {
+            return Err((
+                Locator::Workload(id.clone()),
+                format!("project {project} does not exist"),
+            ));
+        }
+    }
+    let custom: Vec<PermissionSet> = state.permission_sets.values().cloned().collect();
+    let sets = iam::resolve_sets(&custom).map_err(|e| {
+        let culprit = state
+            .permission_sets
+            .keys()
+            .find(|n| e.contains(&format!("{n:?}")) || e.contains(n.as_str()))
+            .cloned()
+            .unwrap_or_default();
+        (Locator::PermissionSet(culprit), e)
+    })?;
+    for policy in state.policies.values() {
+        let at = || Locator::Policy(policy.name.clone());
+        match &policy.principal {
+            None | Some(PrincipalRef::Owner) => {}
+            Some(PrincipalRef::User(e)) if state.members.contains(e) => {}
+            Some(PrincipalRef::App(n)) if state.applications.contains(n) => {}
+            Some(other) => return Err((at(), format!("principal {other} does not exist"))),
+        }
+        if policy.rules.is_empty() {
+            return Err((at(), format!("policy {} has no rules", policy.name)));
+        }
+        for (i, rule) in policy.rules.iter().enumerate() {
+            let at = || Locator::Rule(policy.name.clone(), i);
+            rule.validate().map_err(|e| (at(), e))?;
+            for set in &rule.permission_sets {
+                if !sets.contains_key(set) {
+                    return Err((at(), format!("unknown permission set {set:?}")));
+                }
+            }
+            if let RuleScope::Projects(projects) = &rule.scope {
+                for p in projects {
+                    if !state.projects.contains(p) {
+                        return Err((at(), format!("project {p} does not exist")));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The ops turning `current` into `desired`. Projects and deployments are never removed.
+pub fn diff(current: &State, desired: &State) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for p in desired.projects.difference(&current.projects) {
+        ops.push(Op::CreateProject(p.clone()));
+    }
+    for (name, spec) in &desired.deployments {
+        match current.deployments.get(name) {
+            Some(now) if now == spec => {}
+            now => ops.push(Op::PutDeployment {
+                name: name.clone(),
+                spec: spec.clone(),
+                create: now.is_none(),
+            }),
+        }
+    }
+    for (id, project) in &desired.workloads {
+        match current.workloads.get(id) {
+            Some(now) if now == project => {}
+            now => ops.push(Op::PutWorkload {
+                id: id.clone(),
+                project: project.clone(),
+                create: now.is_none(),
+            }),
+        }
+    }
+    for m in desired.members.difference(&current.members) {
+        ops.push(Op::AddMember(m.clone()));
+    }
+    for a in desired.applications.difference(&current.applications) {
+        ops.push(Op::AddApplication(a.clone()));
+    }
+    for (name, set) in &desired.permission_sets {
+        match current.permission_sets.get(name) {
+            Some(now) if now == set => {}
+            now => ops.push(Op::PutPermissionSet {
+                set: set.clone(),
+                create: now.is_none(),
+            }),
+        }
+    }
+    for (name, policy) in &desired.policies {
+        match current.policies.get(name) {
+            Some(now) if now == policy => {}
+            now => ops.push(Op::PutPolicy {
+                policy: policy.clone(),
+                create: now.is_none(),
+            }),
+        }
+    }
+    // Removals last, policies before what they reference.
+    for name in current.policies.keys() {
+        if !desired.policies.contains_key(name) {
+            ops.push(Op::RemovePolicy(name.clone()));
+        }
+    }
+    for name in current.permission_sets.keys() {
+        if !desired.permission_sets.contains_key(name) {
+            ops.push(Op::RemovePermissionSet(name.clone()));
+        }
+    }
+    for id in current.workloads.keys() {
+        if !desired.workloads.contains_key(id) {
+            ops.push(Op::RemoveWorkload(id.clone()));
+        }
+    }
+    for m in current.members.difference(&desired.members) {
+        ops.push(Op::RemovePrincipal(PrincipalRef::User(m.clone())));
+    }
+    for a in current.applications.difference(&desired.applications) {
+        ops.push(Op::RemovePrincipal(PrincipalRef::App(a.clone())));
+    }
+    ops
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file format.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Doc {
+    #[serde(default)]
+    projects: Vec<Spanned<ProjectDoc>>,
+    #[serde(default)]
+    deployments: Vec<Spanned<DeploymentDoc>>,
+    #[serde(default)]
+    workloads: Vec<Spanned<WorkloadDoc>>,
+    #[serde(default)]
+    members: Vec<Spanned<MemberDoc>>,
+    #[serde(default)]
+    applications: Vec<Spanned<AppDoc>>,
+    #[serde(default)]
+    permission_sets: Vec<Spanned<SetDoc>>,
+    #[serde(default)]
+    policies: Vec<Spanned<PolicyDoc>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectDoc {
+    slug: Spanned<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeploymentDoc {
+    name: Spanned<String>,
+    model: String,
+    #[serde(default = "yes")]
+    public_auth: bool,
+    #[serde(default = "yes")]
+    private_auth: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkloadDoc {
+    id: Spanned<String>,
+    project: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberDoc {
+    email: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppDoc {
+    name: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetDoc {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    actions: Vec<Spanned<String>>,
+    #[serde(default)]
+    includes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyDoc {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: String,
+    principal: Option<Spanned<String>>,
+    #[serde(default)]
+    rules: Vec<Spanned<RuleDoc>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleDoc {
+    projects: Option<Vec<String>>,
+    #[serde(default)]
+    all_projects: bool,
+    #[serde(default)]
+    organization: bool,
+    #[serde(default)]
+    permission_sets: Vec<String>,
+    #[serde(default)]
+    source_ips: Vec<Spanned<String>>,
+    #[serde(default)]
+    user_agents: Vec<Spanned<UserAgentMatch>>,
+    not_before: Option<Spanned<String>>,
+    not_after: Option<Spanned<String>>,
+}
+
+/// A parsed file: the state it describes and the line of each item, for error messages.
+#[derive(Debug)]
+pub struct File {
+    pub state: State,
+    lines: BTreeMap<Locator, usize>,
+}
+
+struct Lines<'a>(&'a str);
+
+impl Lines<'_> {
+    fn at(&self, offset: usize) -> usize {
+        self.0[..offset.min(self.0.len())]
+            .bytes()
+            .filter(|&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err<T>(&self, offset: usize, message: impl Into<String>) -> Result<T, FileError> {
+        Err(FileError {
+            line: self.at(offset),
+            message: message.into(),
+        })
+    }
+}
+
+/// Parses and checks the shape of every value (slugs, emails, CIDRs, times, actions, duplicate
+/// names). References between items are checked by [`File::resolve`].
+pub fn parse(text: &str) -> Result<File, FileError> {
+    let lines = Lines(text);
+    let doc: Doc = toml::from_str(text).map_err(|e| FileError {
+        line: e.span().map_or(1, |s| lines.at(s.start)),
+        message: e.message().trim().to_owned(),
+    })?;
+    let mut state = State::default();
+    let mut at = BTreeMap::new();
+    for p in &doc.projects {
+        let slug = p.get_ref().slug.get_ref();
+        if let Err(e) = validate_slug("project", slug) {
+            return lines.err(p.span().start, e);
+        }
+        if !state.projects.insert(slug.clone()) {
+            return lines.err(p.span().start, format!("project {slug} is listed twice"));
+        }
+    }
+    for d in &doc.deployments {
+        let doc = d.get_ref();
+        let name: DeploymentName = match doc.name.get_ref().parse() {
+            Ok(n) => n,
+            Err(e) => return lines.err(doc.name.span().start, e),
+        };
+        let model = doc.model.trim();
+        if model.is_empty() || model.len() > 255 {
+            return lines.err(d.span().start, "model must be 1-255 characters");
+        }
+        let spec = DeploymentSpec {
+            model: model.to_owned(),
+            public_auth: doc.public_auth,
+            private_auth: doc.private_auth,
+        };
+        at.insert(Locator::Deployment(name.clone()), lines.at(d.span().start));
+        if state.deployments.insert(name.clone(), spec).is_some() {
+            return lines.err(d.span().start, format!("deployment {name} is listed twice"));
+        }
+    }
+    for w in &doc.workloads {
+        let doc = w.get_ref();
+        let id = doc.id.get_ref();
+        if let Err(e) = validate_slug("workload", id) {
+            return lines.err(doc.id.span().start, e);
+        }
+        if let Err(e) = validate_slug("project", &doc.project) {
+            return lines.err(w.span().start, e);
+        }
+        at.insert(Locator::Workload(id.clone()), lines.at(w.span().start));
+        if state
+            .workloads
+            .insert(id.clone(), doc.project.clone())
+            .is_some()
+        {
+            return lines.err(w.span().start, format!("workload {id} is listed twice"));
+        }
+    }
+    for m in &doc.members {
+        let email = m.get_ref().email.get_ref();
+        if let Err(e) = iam::validate_email(email) {
+            return lines.err(m.span().start, e);
+        }
+        if !state.members.insert(email.clone()) {
+            return lines.err(m.span().start, format!("member {email} is listed twice"));
+        }
+    }
+    for a in &doc.applications {
+        let name = a.get_ref().name.get_ref();
+        if let Err(e) = iam::validate_app_name(name) {
+            return lines.err(a.span().start, e);
+        }
+        if !state.applications.insert(name.clone()) {
+            return lines.err(
+                a.span().start,
+                format!("application {name} is listed twice"),
+            );
+        }
+    }
+    for s in &doc.permission_sets {
+        let doc = s.get_ref();
+        let name = doc.name.get_ref();
+        if let Err(e) = iam::validate_set_name(name) {
+            return lines.err(doc.name.span().start, e);
+        }
+        let mut actions = Vec::new();
+        for a in &doc.actions {
+            match a.get_ref().parse::<Action>() {
+                Ok(action) => actions.push(action),
+                Err(e) => return lines.err(a.span().start, e),
+            }
+        }
+        actions.sort();
+        actions.dedup();
+        let mut includes = doc.includes.clone();
+        includes.sort();
+        includes.dedup();
+        if actions.is_empty() && includes.is_empty() {
+            return lines.err(
+                s.span().start,
+                format!("permission set {name} has no actions and includes nothing"),
+            );
+        }
+        let set = PermissionSet {
+            name: name.clone(),
+            description: doc.description.clone(),
+            actions,
+            includes,
+        };
+        at.insert(
+            Locator::PermissionSet(name.clone()),
+            lines.at(s.span().start),
+        );
+        if state.permission_sets.insert(name.clone(), set).is_some() {
+            return lines.err(
+                s.span().start,
+                format!("permission set {name} is listed twice"),
+            );
+        }
+    }
+    for p in &doc.policies {
+        let doc = p.get_ref();
+        let name = doc.name.get_ref();
+        if let Err(e) = iam::validate_policy_name(name) {
+            return lines.err(doc.name.span().start, e);
+        }
+        let principal = match &doc.principal {
+            None => None,
+            Some(r) => match r.get_ref().parse::<PrincipalRef>() {
+                Ok(r) => Some(r),
+                Err(e) => return lines.err(r.span().start, e),
+            },
+        };
+        if doc.rules.is_empty() {
+            return lines.err(p.span().start, format!("policy {name} has no rules"));
+        }
+        let mut rules = Vec::new();
+        for (i, r) in doc.rules.iter().enumerate() {
+            at.insert(Locator::Rule(name.clone(), i), lines.at(r.span().start));
+            rules.push(rule_of(&lines, r)?);
+        }
+        at.insert(Locator::Policy(name.clone()), lines.at(p.span().start));
+        let policy = Policy {
+            name: name.clone(),
+            description: doc.description.clone(),
+            principal,
+            rules,
+        };
+        if state.policies.insert(name.clone(), policy).is_some() {
+            return lines.err(p.span().start, format!("policy {name} is listed twice"));
+        }
+    }
+    Ok(File { state, lines: at })
+}
+
+fn rule_of(lines: &Lines<'_>, spanned: &Spanned<RuleDoc>) -> Result<Rule, FileError> {
+    let r = spanned.get_ref();
+    let start = spanned.span().start;
+    let scope = match (&r.projects, r.all_projects, r.organization) {
+        (Some(p), false, false) => {
+            let mut p = p.clone();
+            p.sort();
+            p.dedup();
+            RuleScope::Projects(p)
+        }
+        (None, true, false) => RuleScope::AllProjects,
+        (None, false, true) => RuleScope::Organization,
+        (None, false, false) => {
+            return lines.err(
+                start,
+                "empty rule: give a scope (projects = [...], all_projects = true or organization = true)",
+            );
+        }
+        _ => {
+            return lines.err(
+                start,
+                "a rule has exactly one scope: projects, all_projects or organization",
+            );
+        }
+    };
+    let mut source_ips = Vec::new();
+    for ip in &r.source_ips {
+        match ip.get_ref().parse::<IpNet>() {
+            Ok(net) => source_ips.push(net.trunc()),
+            Err(_) => {
+                return lines.err(
+                    ip.span().start,
+                    format!(
+                        "invalid CIDR {:?}: expected e.g. 10.0.0.0/8 or 2001:db8::/32",
+                        ip.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+    let time = |t: &Option<Spanned<String>>| -> Result<Option<i64>, FileError> {
+        match t {
+            None => Ok(None),
+            Some(t) => iam::parse_time(t.get_ref())
+                .map(Some)
+                .or_else(|e| lines.err(t.span().start, e)),
+        }
+    };
+    let mut permission_sets = r.permission_sets.clone();
+    permission_sets.sort();
+    permission_sets.dedup();
+    let rule = Rule {
+        scope,
+        permission_sets,
+        conditions: Conditions {
+            source_ips,
+            user_agents: r.user_agents.iter().map(|u| u.get_ref().clone()).collect(),
+            not_before: time(&r.not_before)?,
+            not_after: time(&r.not_after)?,
+        },
+    };
+    if let Some(bad) = r
+        .user_agents
+        .iter()
+        .find(|u| u.get_ref().validate().is_err())
+    {
+        let e = bad.get_ref().validate().err().unwrap_or_default();
+        return lines.err(bad.span().start, e);
+    }
+    rule.validate().or_else(|e| lines.err(start, e))?;
+    Ok(rule)
+}
+
+impl File {
+    /// The state after applying this file onto `current`: the file's items override, the
+    /// rest of `current` stays unless `prune`. Validated as a whole; errors name the line.
+    pub fn resolve(&self, current: &State, prune: bool) -> Result<State, FileError> {
+        let mut result = if prune {
+            State {
+                projects: current.projects.clone(),
+                deployments: current.deployments.clone(),
+                ..State::default()
+            }
+        } else {
+            current.clone()
+        };
+        let f = &self.state;
+        result.projects.extend(f.projects.iter().cloned());
+        result.deployments.extend(f.deployments.clone());
+        result.workloads.extend(f.workloads.clone());
+        result.members.extend(f.members.iter().cloned());
+        result.applications.extend(f.applications.iter().cloned());
+        result.permission_sets.extend(f.permission_sets.clone());
+        result.policies.extend(f.policies.clone());
+        validate(&result).map_err(|(locator, message)| FileError {
+            line: self.line_of(&locator),
+            message,
+        })?;
+        Ok(result)
+    }
+
+    /// A rule falls back to its policy; items only in the database have no line (0).
+    fn line_of(&self, locator: &Locator) -> usize {
+        self.lines
+            .get(locator)
+            .or_else(|| match locator {
+                Locator::Rule(policy, _) => self.lines.get(&Locator::Policy(policy.clone())),
+                _ => None,
+            })
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Export.
+// ---------------------------------------------------------------------------------------------
+
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn list<T: AsRef<str>>(items: &[T]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| q(s.as_ref())).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// Renders `state` in the `apply` format. Holds no secret: keys are not part of the state.
+pub fn render(state: &State) -> String {
+    let mut out =
+        String::from("# keyward state, `keyward export`; apply with `keyward apply -f`.\n");
+    for p in &state.projects {
+        let _ = write!(out, "\n[[projects]]\nslug = {}\n", q(p));
+    }
+    for (name, spec) in &state.deployments {
+        let _ = write!(
+            out,
+            "\n[[deployments]]\nname = {}\nmodel = {}\npublic_auth = {}\nprivate_auth = {}\n",
+            q(&name.to_string()),
+            q(&spec.model),
+            spec.public_auth,
+            spec.private_auth
+        );
+    }
+    for (id, project) in &state.workloads {
+        let _ = write!(
+            out,
+            "\n[[workloads]]\nid = {}\nproject = {}\n",
+            q(id),
+            q(project)
+        );
+    }
+    for m in &state.members {
+        let _ = write!(out, "\n[[members]]\nemail = {}\n", q(m));
+    }
+    for a in &state.applications {
+        let _ = write!(out, "\n[[applications]]\nname = {}\n", q(a));
+    }
+    for set in state.permission_sets.values() {
+        let actions: Vec<&str> = set.actions.iter().map(|a| a.as_str()).collect();
+        let _ = write!(
+            out,
+            "\n[[permission_sets]]\nname = {}\ndescription = {}\nactions = {}\nincludes = {}\n",
+            q(&set.name),
+            q(&set.description),
+            list(&actions),
+            list(&set.includes)
+        );
+    }
+    for policy in state.policies.values() {
+        let _ = write!(
+            out,
+            "\n[[policies]]\nname = {}\ndescription = {}\n",
+            q(&policy.name),
+            q(&policy.description)
+        );
+        if let Some(p) = &policy.principal {
+            let _ = writeln!(out, "principal = {}", q(&p.to_string()));
+        }
+        for rule in &policy.rules {
+            out.push_str("\n  [[policies.rules]]\n");
+            match &rule.scope {
+                RuleScope::Projects(p) => {
+                    let _ = writeln!(out, "  projects = {}", list(p));
+                }
+                RuleScope::AllProjects => out.push_str("  all_projects = true\n"),
+                RuleScope::Organization => out.push_str("  organization = true\n"),
+            }
+            let _ = writeln!(out, "  permission_sets = {}", list(&rule.permission_sets));
+            let c = &rule.conditions;
+            if !c.source_ips.is_empty() {
+                let ips: Vec<String> = c.source_ips.iter().map(ToString::to_string).collect();
+                let _ = writeln!(out, "  source_ips = {}", list(&ips));
+            }
+            if !c.user_agents.is_empty() {
+                let uas: Vec<String> = c
+                    .user_agents
+                    .iter()
+                    .map(|u| format!("{{ {} = {} }}", u.kind(), q(u.pattern())))
+                    .collect();
+                let _ = writeln!(out, "  user_agents = [{}]", uas.join(", "));
+            }
+            if let Some(t) = c.not_before {
+                let _ = writeln!(out, "  not_before = {}", q(&iam::format_time(t)));
+            }
+            if let Some(t) = c.not_after {
+                let _ = writeln!(out, "  not_after = {}", q(&iam::format_time(t)));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[projects]]
+slug = "acme"
+
+[[deployments]]
+name = "acme/chat"
+model = "llama"
+public_auth = false
+
+[[workloads]]
+id = "w-1"
+project = "acme"
+
+[[members]]
+email = "alice@example.com"
+
+[[applications]]
+name = "ci"
+
+[[permission_sets]]
+name = "Deployer"
+actions = ["deployments.write"]
+includes = ["InferenceReadOnly"]
+
+[[policies]]
+name = "ci-deploy"
+principal = "app:ci"
+
+  [[policies.rules]]
+  projects = ["acme"]
+  permission_sets = ["Deployer"]
+  source_ips = ["10.0.0.0/8", "2001:db8::/32"]
+  user_agents = [{ prefix = "terraform/" }, { glob = "curl/*" }]
+  not_before = "2025-01-01T00:00:00Z"
+  not_after = "2030-01-01T00:00:00Z"
+
+  [[policies.rules]]
+  organization = true
+  permission_sets = ["AllProductsFullAccess"]
+"#;
+
+    #[test]
+    fn parse_render_parse_is_stable() {
+        let file = parse(GOOD).unwrap();
+        let state = file.resolve(&State::default(), false).unwrap();
+        assert_eq!(state.deployments.len(), 1);
+        assert!(!state.deployments.values().next().unwrap().public_auth);
+        let rendered = render(&state);
+        let again = parse(&rendered).unwrap().resolve(&State::default(), false);
+        assert_eq!(again.unwrap(), state, "{rendered}");
+        assert!(diff(&state, &state).is_empty());
+        let ops = diff(&State::default(), &state);
+        assert!(ops.iter().all(|o| o.describe().starts_with('+')), "{ops:?}");
+    }
+
+    fn rejected(text: &str) -> FileError {
+        match parse(text).and_then(|f| f.resolve(&State::default(), false)) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn bad_files_name_the_line_and_the_reason() {
+        let cases = [
+            (
+                "permission_sets = [\"Deployer\"]",
+                "permission_sets = [\"Nope\"]",
+                "unknown permission set",
+            ),
+            ("\"10.0.0.0/8\"", "\"10.0.0.0/33\"", "invalid CIDR"),
+            ("\"2025-01-01T00:00:00Z\"", "\"2025-01-01\"", "invalid time"),
+            (
+                "principal = \"app:ci\"",
+                "principal = \"app:ghost\"",
+                "app:ghost does not exist",
+            ),
+            (
+                "projects = [\"acme\"]\n",
+                "projects = [\"beta\"]\n",
+                "project beta does not exist",
+            ),
+            (
+                "includes = [\"InferenceReadOnly\"]",
+                "includes = [\"Deployer\"]",
+                "cycle",
+            ),
+            ("organization = true\n", "", "empty rule"),
+            (
+                "actions = [\"deployments.write\"]",
+                "actions = [\"deployments.rm\"]",
+                "unknown action",
+            ),
+        ];
+        for (from, to, reason) in cases {
+            let text = GOOD.replacen(from, to, 1);
+            assert_ne!(text, GOOD, "{from}");
+            let err = rejected(&text);
+            assert!(err.message.contains(reason), "{reason}: {err}");
+            assert!(err.line > 1, "{reason}: {err}");
+            let line = text.lines().nth(err.line - 1).unwrap_or_default();
+            assert!(!line.trim().is_empty(), "{reason}: {err} at {line:?}");
+        }
+        let err = rejected("[[projects]]\nslug = 3\n");
+        assert_eq!(err.line, 2, "{err}");
+        let err = rejected("[[projekts]]\nslug = \"a\"\n");
+        assert_eq!(err.line, 1, "{err}");
+    }
+}

@@ -1,0 +1,639 @@
+//! IAM data: actions, permission sets, policies, rules and their conditions, and the
+//! [`Grants`] a principal holds once its policies are resolved. Pure data and pure evaluation;
+//! [`crate::policy::decide`] calls [`Grants::evaluate`], the store persists these types.
+//!
+//! A rule grants the actions of its permission sets within its scope, when all of its
+//! conditions hold. Condition kinds AND together; values of one kind OR together.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// An IAM action. Resource actions are granted per project; organization features only by
+/// rules scoped to the organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Action {
+    #[serde(rename = "inference.call")]
+    InferenceCall,
+    #[serde(rename = "deployments.read")]
+    DeploymentsRead,
+    #[serde(rename = "deployments.write")]
+    DeploymentsWrite,
+    /// Organization feature: members, applications, policies, permission sets, other
+    /// principals' keys.
+    #[serde(rename = "iam.manage")]
+    IamManage,
+    /// Organization feature: creating projects.
+    #[serde(rename = "projects.write")]
+    ProjectsWrite,
+}
+
+impl Action {
+    pub const ALL: [Action; 5] = [
+        Action::InferenceCall,
+        Action::DeploymentsRead,
+        Action::DeploymentsWrite,
+        Action::IamManage,
+        Action::ProjectsWrite,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::InferenceCall => "inference.call",
+            Action::DeploymentsRead => "deployments.read",
+            Action::DeploymentsWrite => "deployments.write",
+            Action::IamManage => "iam.manage",
+            Action::ProjectsWrite => "projects.write",
+        }
+    }
+
+    /// Whether only organization-scope rules grant this action.
+    pub fn is_organization_feature(self) -> bool {
+        matches!(self, Action::IamManage | Action::ProjectsWrite)
+    }
+}
+
+impl FromStr for Action {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Action::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = Action::ALL.iter().map(|a| a.as_str()).collect();
+                format!("unknown action {s:?} (known: {})", known.join(", "))
+            })
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The built-in permission sets and their actions.
+pub fn builtin_set(name: &str) -> Option<BTreeSet<Action>> {
+    use Action::*;
+    Some(match name {
+        "InferenceFullAccess" => [InferenceCall, DeploymentsRead, DeploymentsWrite].into(),
+        "InferenceReadOnly" => [InferenceCall, DeploymentsRead].into(),
+        "AllProductsFullAccess" => Action::ALL.into(),
+        _ => return None,
+    })
+}
+
+pub const BUILTIN_SETS: [&str; 3] = [
+    "InferenceFullAccess",
+    "InferenceReadOnly",
+    "AllProductsFullAccess",
+];
+
+/// A custom permission set: its own actions plus those of the sets it includes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermissionSet {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub actions: Vec<Action>,
+    #[serde(default)]
+    pub includes: Vec<String>,
+}
+
+/// Permission set names: 1-64 ASCII letters and digits, starting with a letter (like the
+/// built-in `InferenceFullAccess`).
+pub fn validate_set_name(name: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric());
+    if !ok {
+        return Err(format!(
+            "invalid permission set name {name:?}: use 1-64 ASCII letters and digits, starting with a letter"
+        ));
+    }
+    if builtin_set(name).is_some() {
+        return Err(format!("{name} is a built-in permission set"));
+    }
+    Ok(())
+}
+
+/// Resolves every set (built-in and `custom`) to its actions, following `includes`.
+/// Unknown names and include cycles are errors naming the set.
+pub fn resolve_sets(
+    custom: &[PermissionSet],
+) -> Result<BTreeMap<String, BTreeSet<Action>>, String> {
+    let by_name: BTreeMap<&str, &PermissionSet> =
+        custom.iter().map(|s| (s.name.as_str(), s)).collect();
+    let mut resolved: BTreeMap<String, BTreeSet<Action>> = BUILTIN_SETS
+        .iter()
+        .filter_map(|n| Some((n.to_string(), builtin_set(n)?)))
+        .collect();
+    fn visit(
+        name: &str,
+        by_name: &BTreeMap<&str, &PermissionSet>,
+        resolved: &mut BTreeMap<String, BTreeSet<Action>>,
+        path: &mut Vec<String>,
+    ) -> Result<BTreeSet<Action>, String> {
+        if let Some(done) = resolved.get(name) {
+            return Ok(done.clone());
+        }
+        if path.iter().any(|p| p == name) {
+            path.push(name.to_owned());
+            return Err(format!(
+                "permission set include cycle: {}",
+                path.join(" -> ")
+            ));
+        }
+        let set = by_name
+            .get(name)
+            .ok_or_else(|| format!("unknown permission set {name:?}"))?;
+        path.push(name.to_owned());
+        let mut actions: BTreeSet<Action> = set.actions.iter().copied().collect();
+        for include in &set.includes {
+            actions.extend(visit(include, by_name, resolved, path)?);
+        }
+        path.pop();
+        resolved.insert(name.to_owned(), actions.clone());
+        Ok(actions)
+    }
+    for set in custom {
+        visit(&set.name, &by_name, &mut resolved, &mut Vec::new())?;
+    }
+    Ok(resolved)
+}
+
+/// Where a rule applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleScope {
+    /// The listed projects.
+    Projects(Vec<String>),
+    /// Every project of the organization, current and future.
+    AllProjects,
+    /// Organization features (IAM management, project creation).
+    Organization,
+}
+
+/// How a user agent must look. Patterns are at most 255 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserAgentMatch {
+    Exact(String),
+    Prefix(String),
+    /// `*` matches any run of characters, `?` exactly one.
+    Glob(String),
+}
+
+pub const MAX_USER_AGENT_PATTERN: usize = 255;
+
+impl UserAgentMatch {
+    pub fn pattern(&self) -> &str {
+        match self {
+            UserAgentMatch::Exact(p) | UserAgentMatch::Prefix(p) | UserAgentMatch::Glob(p) => p,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UserAgentMatch::Exact(_) => "exact",
+            UserAgentMatch::Prefix(_) => "prefix",
+            UserAgentMatch::Glob(_) => "glob",
+        }
+    }
+
+    pub fn new(kind: &str, pattern: &str) -> Result<Self, String> {
+        let m = match kind {
+            "exact" => UserAgentMatch::Exact(pattern.to_owned()),
+            "prefix" => UserAgentMatch::Prefix(pattern.to_owned()),
+            "glob" => UserAgentMatch::Glob(pattern.to_owned()),
+            other => {
+                return Err(format!(
+                    "unknown user agent match {other:?} (expected exact, prefix or glob)"
+                ));
+            }
+        };
+        m.validate()?;
+        Ok(m)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let p = self.pattern();
+        if p.is_empty() || p.chars().count() > MAX_USER_AGENT_PATTERN {
+            return Err(format!(
+                "user agent pattern must be 1-{MAX_USER_AGENT_PATTERN} characters"
+            ));
+        }
+        if p.chars().any(char::is_control) {
+            return Err("user agent pattern contains control characters".into());
+        }
+        Ok(())
+    }
+
+    pub fn matches(&self, user_agent: &str) -> bool {
+        match self {
+            UserAgentMatch::Exact(p) => user_agent == p,
+            UserAgentMatch::Prefix(p) => user_agent.starts_with(p.as_str()),
+            UserAgentMatch::Glob(p) => glob(p.as_bytes(), user_agent.as_bytes()),
+        }
+    }
+}
+
+/// Iterative glob with backtracking to the last `*`: linear in practice, no recursion.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Optional restrictions on when a rule applies. Empty means always.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conditions {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_ips: Vec<IpNet>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_agents: Vec<UserAgentMatch>,
+    /// Unix seconds; the rule applies from this instant on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<i64>,
+    /// Unix seconds; the rule applies up to and including this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<i64>,
+}
+
+/// The facts of one request that conditions are checked against.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Facts<'a> {
+    /// The peer address Envoy reports (`attributes.source.address`), never a header.
+    pub source_ip: Option<IpAddr>,
+    pub user_agent: Option<&'a str>,
+    pub now: i64,
+}
+
+impl Conditions {
+    pub fn is_empty(&self) -> bool {
+        *self == Conditions::default()
+    }
+
+    /// The condition kinds that fail for `facts` (empty: all hold). A missing fact fails its
+    /// condition: an IP rule never matches a request whose peer address is unknown.
+    pub fn failures(&self, facts: &Facts<'_>) -> Vec<&'static str> {
+        let mut failed = Vec::new();
+        if !self.source_ips.is_empty() {
+            let ip = facts.source_ip.map(canonical_ip);
+            if !ip.is_some_and(|ip| self.source_ips.iter().any(|net| net.contains(&ip))) {
+                failed.push("source_ip");
+            }
+        }
+        if !self.user_agents.is_empty()
+            && !facts
+                .user_agent
+                .is_some_and(|ua| self.user_agents.iter().any(|m| m.matches(ua)))
+        {
+            failed.push("user_agent");
+        }
+        if self.not_before.is_some_and(|at| facts.now < at) {
+            failed.push("not_before");
+        }
+        if self.not_after.is_some_and(|at| facts.now > at) {
+            failed.push("not_after");
+        }
+        failed
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        for m in &self.user_agents {
+            m.validate()?;
+        }
+        if let (Some(a), Some(b)) = (self.not_before, self.not_after)
+            && a > b
+        {
+            return Err("not_before is after not_after".into());
+        }
+        Ok(())
+    }
+}
+
+/// An IPv4 peer seen through a dual-stack socket (`::ffff:10.0.0.1`) is matched as IPv4, so
+/// `10.0.0.0/8` means what it says whatever the listener's address family.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub scope: RuleScope,
+    pub permission_sets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Conditions::is_empty")]
+    pub conditions: Conditions,
+}
+
+impl Rule {
+    /// Shape checks that need no other state: a scope, at least one set, sane conditions.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.permission_sets.is_empty() {
+            return Err("a rule needs at least one permission set".into());
+        }
+        if let RuleScope::Projects(projects) = &self.scope {
+            if projects.is_empty() {
+                return Err("a rule scoped to projects needs at least one project".into());
+            }
+            for p in projects {
+                crate::model::validate_slug("project", p)?;
+            }
+        }
+        self.conditions.validate()
+    }
+
+    pub fn covers_project(&self, project: &str) -> bool {
+        match &self.scope {
+            RuleScope::Projects(list) => list.iter().any(|p| p == project),
+            RuleScope::AllProjects => true,
+            RuleScope::Organization => false,
+        }
+    }
+}
+
+/// A named policy, attached to at most one principal (none: detached, grants nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub name: String,
+    pub description: String,
+    /// `None` when detached.
+    pub principal: Option<PrincipalRef>,
+    pub rules: Vec<Rule>,
+}
+
+/// Policy names: 1-128 characters of `A-Za-z0-9 . _ -`.
+pub fn validate_policy_name(name: &str) -> Result<(), String> {
+    let ok = (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid policy name {name:?}: use 1-128 letters, digits, '.', '_' or '-'"
+        ))
+    }
+}
+
+/// One rule with its permission sets resolved to actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRule {
+    pub policy: String,
+    pub scope: RuleScope,
+    pub actions: BTreeSet<Action>,
+    pub conditions: Conditions,
+}
+
+/// What a principal's policies grant, resolved: the input of the decision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    pub rules: Vec<GrantRule>,
+}
+
+/// Where an action is asked for: in a project, or at the organization level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place<'a> {
+    Project(&'a str),
+    Organization,
+}
+
+/// The outcome of evaluating grants for one action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Evaluation {
+    Granted {
+        policy: String,
+    },
+    /// No rule covers the place with the action.
+    NotGranted,
+    /// Some rules would grant it, but their conditions failed: `policy: [kinds]` for each.
+    ConditionsFailed(Vec<String>),
+}
+
+impl Grants {
+    /// Resolves policies against the permission sets (`sets`: every known set's actions).
+    /// A name no longer known grants nothing rather than failing the whole principal.
+    pub fn resolve(policies: &[Policy], sets: &BTreeMap<String, BTreeSet<Action>>) -> Grants {
+        let rules = policies
+            .iter()
+            .flat_map(|p| {
+                p.rules.iter().map(|r| GrantRule {
+                    policy: p.name.clone(),
+                    scope: r.scope.clone(),
+                    actions: r
+                        .permission_sets
+                        .iter()
+                        .filter_map(|s| sets.get(s))
+                        .flatten()
+                        .copied()
+                        .collect(),
+                    conditions: r.conditions.clone(),
+                })
+            })
+            .collect();
+        Grants { rules }
+    }
+
+    pub fn evaluate(&self, action: Action, place: Place<'_>, facts: &Facts<'_>) -> Evaluation {
+        let mut failed = Vec::new();
+        for rule in &self.rules {
+            let in_scope = match (&rule.scope, place) {
+                (RuleScope::Organization, Place::Organization) => action.is_organization_feature(),
+                (RuleScope::Projects(list), Place::Project(p)) => {
+                    !action.is_organization_feature() && list.iter().any(|x| x == p)
+                }
+                (RuleScope::AllProjects, Place::Project(_)) => !action.is_organization_feature(),
+                _ => false,
+            };
+            if !in_scope || !rule.actions.contains(&action) {
+                continue;
+            }
+            let failures = rule.conditions.failures(facts);
+            if failures.is_empty() {
+                return Evaluation::Granted {
+                    policy: rule.policy.clone(),
+                };
+            }
+            failed.push(format!("{}: {}", rule.policy, failures.join("+")));
+        }
+        if failed.is_empty() {
+            Evaluation::NotGranted
+        } else {
+            Evaluation::ConditionsFailed(failed)
+        }
+    }
+}
+
+/// A reference to a principal: `owner`, `user:EMAIL` or `app:NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PrincipalRef {
+    Owner,
+    User(String),
+    App(String),
+}
+
+impl FromStr for PrincipalRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "owner" {
+            return Ok(PrincipalRef::Owner);
+        }
+        match s.split_once(':') {
+            Some(("user", email)) => {
+                validate_email(email)?;
+                Ok(PrincipalRef::User(email.to_owned()))
+            }
+            Some(("app", name)) => {
+                validate_app_name(name)?;
+                Ok(PrincipalRef::App(name.to_owned()))
+            }
+            _ => Err(format!(
+                "invalid principal {s:?}: expected owner, user:EMAIL or app:NAME"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for PrincipalRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrincipalRef::Owner => f.write_str("owner"),
+            PrincipalRef::User(e) => write!(f, "user:{e}"),
+            PrincipalRef::App(n) => write!(f, "app:{n}"),
+        }
+    }
+}
+
+/// Deliberately simple: one `@`, something on both sides, no spaces or control characters.
+pub fn validate_email(email: &str) -> Result<(), String> {
+    let ok = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'))
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid email {email:?}"))
+    }
+}
+
+/// Application names follow the slug rules.
+pub fn validate_app_name(name: &str) -> Result<(), String> {
+    crate::model::validate_slug("application", name)
+}
+
+/// RFC 3339 → Unix seconds.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| format!("invalid time {s:?}: expected RFC 3339, e.g. 2030-01-02T00:00:00Z"))
+}
+
+/// Unix seconds → RFC 3339 in UTC.
+pub fn format_time(at: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(at)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| at.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        for (p, t, ok) in [
+            ("curl/*", "curl/8.5.0", true),
+            ("curl/*", "xcurl/8", false),
+            ("*bot*", "my-bot-1", true),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("*", "", true),
+            ("**a", "bba", true),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXbY", false),
+        ] {
+            assert_eq!(glob(p.as_bytes(), t.as_bytes()), ok, "{p} ~ {t}");
+        }
+    }
+
+    #[test]
+    fn sets_resolve_through_includes_and_cycles_are_named() {
+        let sets = vec![
+            PermissionSet {
+                name: "A".into(),
+                description: String::new(),
+                actions: vec![Action::IamManage],
+                includes: vec!["B".into()],
+            },
+            PermissionSet {
+                name: "B".into(),
+                description: String::new(),
+                actions: vec![],
+                includes: vec!["InferenceReadOnly".into()],
+            },
+        ];
+        let resolved = resolve_sets(&sets).unwrap();
+        assert_eq!(
+            resolved["A"],
+            [
+                Action::InferenceCall,
+                Action::DeploymentsRead,
+                Action::IamManage
+            ]
+            .into()
+        );
+        let mut cyclic = sets.clone();
+        cyclic[1].includes.push("A".into());
+        let err = resolve_sets(&cyclic).unwrap_err();
+        assert!(err.contains("cycle"), "{err}");
+        let mut unknown = sets;
+        unknown[1].includes = vec!["Nope".into()];
+        assert!(resolve_sets(&unknown).unwrap_err().contains("Nope"));
+    }
+
+    #[test]
+    fn principal_refs() {
+        assert_eq!(
+            "user:a@b.c".parse::<PrincipalRef>(),
+            Ok(PrincipalRef::User("a@b.c".into()))
+        );
+        assert_eq!(
+            "app:ci".parse::<PrincipalRef>(),
+            Ok(PrincipalRef::App("ci".into()))
+        );
+        for bad in ["user:nope", "app:Bad Name", "alice", "group:x"] {
+            assert!(bad.parse::<PrincipalRef>().is_err(), "{bad}");
+        }
+    }
+}
