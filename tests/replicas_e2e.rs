@@ -101,6 +101,46 @@ async fn a_change_through_one_replica_holds_on_every_request_through_envoy() {
     )
     .await;
 
+    // An IAM policy deleted through one replica: the member's key stops on every replica.
+    admin
+        .client
+        .add_member(pb::AddMemberRequest { email: "dev@example.com".into() })
+        .await
+        .unwrap();
+    admin
+        .client
+        .put_policy(pb::Policy {
+            name: "dev-inference".into(),
+            description: String::new(),
+            principal: "user:dev@example.com".into(),
+            rules: vec![pb::Rule {
+                projects: vec!["demo".into()],
+                permission_sets: vec!["InferenceReadOnly".into()],
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap();
+    let member = admin
+        .client
+        .create_key(pb::CreateKeyRequest {
+            plane: Plane::Data as i32,
+            scope: vec!["demo/chat".into()],
+            bearer: "user:dev@example.com".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    converges(&http, &envoy, Some(&member), StatusCode::OK, "member allowed by policy").await;
+    admin_b
+        .client
+        .delete_policy(pb::DeletePolicyRequest { name: "dev-inference".into() })
+        .await
+        .unwrap();
+    converges(&http, &envoy, Some(&member), StatusCode::FORBIDDEN, "policy deleted").await;
+
     assert_eq!(post(&http, &envoy, None).await, StatusCode::UNAUTHORIZED);
     admin.set_auth("demo/chat", Some(false), None).await;
     converges(&http, &envoy, None, StatusCode::OK, "auth flag off").await;
