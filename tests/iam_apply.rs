@@ -213,3 +213,19 @@ async fn bad_files_are_rejected_whole_with_the_line() {
     let after = stdout(&cli(&keyward, &["export"], None).await);
     assert_eq!(after, before, "nothing changed");
 }
+
+/// The declarative state moves between backends: SQLite's export applied onto PostgreSQL
+/// exports identically, and applying it again there is a no-op.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_moves_from_sqlite_to_postgres() {
+    let sqlite = Keyward::start().await;
+    stdout(&cli(&sqlite, &["apply", "-f", "-"], Some(STATE)).await);
+    let exported = stdout(&cli(&sqlite, &["export"], None).await);
+
+    let postgres = Keyward::start_postgres().await;
+    let applied = stdout(&cli(&postgres, &["apply", "-f", "-"], Some(&exported)).await);
+    assert!(applied.contains("+ policy"), "{applied}");
+    assert_eq!(stdout(&cli(&postgres, &["export"], None).await), exported);
+    let again = stdout(&cli(&postgres, &["apply", "-f", "-"], Some(&exported)).await);
+    assert_eq!(again.trim(), "no changes");
+}
