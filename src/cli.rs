@@ -19,6 +19,25 @@ use crate::pb::{self, expiry};
 use crate::store::now_unix;
 use crate::token;
 
+/// Every line the CLI prints goes through here: a closed stdout (`keyward keys list | head -1`)
+/// ends the process quietly with the shell's SIGPIPE status, 141, instead of panicking.
+macro_rules! println {
+    ($($arg:tt)*) => {
+        emit(format_args!($($arg)*))
+    };
+}
+
+fn emit(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        if error.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: cannot write to standard output: {error}");
+        }
+        std::process::exit(141);
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "keyward",

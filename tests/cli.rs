@@ -258,6 +258,24 @@ async fn bad_input_is_named_and_loses_nothing() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_the_cli_quietly_without_a_panic() {
+    let keyward = Keyward::start().await;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(KEYWARD_BIN)
+        .args(["keys", "list"])
+        .env("KEYWARD_SERVER", format!("http://{}", keyward.admin))
+        .env("KEYWARD_TOKEN", &keyward.owner_token)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn a_malformed_config_names_the_field_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();

@@ -104,7 +104,9 @@ async fn a_change_through_one_replica_holds_on_every_request_through_envoy() {
     // An IAM policy deleted through one replica: the member's key stops on every replica.
     admin
         .client
-        .add_member(pb::AddMemberRequest { email: "dev@example.com".into() })
+        .add_member(pb::AddMemberRequest {
+            email: "dev@example.com".into(),
+        })
         .await
         .unwrap();
     admin
@@ -133,13 +135,29 @@ async fn a_change_through_one_replica_holds_on_every_request_through_envoy() {
         .unwrap()
         .into_inner()
         .token;
-    converges(&http, &envoy, Some(&member), StatusCode::OK, "member allowed by policy").await;
+    converges(
+        &http,
+        &envoy,
+        Some(&member),
+        StatusCode::OK,
+        "member allowed by policy",
+    )
+    .await;
     admin_b
         .client
-        .delete_policy(pb::DeletePolicyRequest { name: "dev-inference".into() })
+        .delete_policy(pb::DeletePolicyRequest {
+            name: "dev-inference".into(),
+        })
         .await
         .unwrap();
-    converges(&http, &envoy, Some(&member), StatusCode::FORBIDDEN, "policy deleted").await;
+    converges(
+        &http,
+        &envoy,
+        Some(&member),
+        StatusCode::FORBIDDEN,
+        "policy deleted",
+    )
+    .await;
 
     assert_eq!(post(&http, &envoy, None).await, StatusCode::UNAUTHORIZED);
     admin.set_auth("demo/chat", Some(false), None).await;
