@@ -30,6 +30,8 @@ ensure_envoy() {
 }
 
 ensure_tools() {
-	apt_install openssl curl python3-venv docker-compose
+	apt_install openssl curl docker-compose
+	# Debian's python3 needs python3-venv for `python3 -m venv`; other Pythons ship it.
+	python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
 	ensure_envoy
 }
