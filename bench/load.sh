@@ -11,7 +11,7 @@
 #   ROUNDS [3]     interleaved rounds per scenario; the table shows medians
 #   DURATION [5]   measuring seconds per run (gRPC runs add 2 s of warm-up)
 #   CONNECTIONS [32]  wrk connections to Envoy;  CONCURRENCY [32] in-flight gRPC requests
-#   FLOOD [64]     flood tasks sending wrong secrets with real key ids, at full speed
+#   FLOOD [256]    flood tasks sending wrong secrets with real key ids, at full speed
 #   KEYWARD_VERIFY_WORKERS / KEYWARD_VERIFY_QUEUE  passed to keyward when set
 #   PORT_BASE [28080]  fixed loopback ports PORT_BASE..PORT_BASE+20 must be free
 #
@@ -20,7 +20,7 @@
 #     ext_authz server (examples/noop_ext_authz), the floor every ext_authz server pays.
 #   HTTP through Envoy (wrk) to a direct_response route: no auth; native api_key_auth with the
 #     same 64 keys; keyward over TCP; keyward over a Unix socket; keyward over TCP with every
-#     request header sent to it (no allowed_headers).
+#     request header sent to it (no allowed_headers); the no-op server behind ext_authz.
 #   Flood: valid cached keys' p99 with and without a concurrent flood of wrong secrets.
 #   Memory: examples/memory_100k, resident memory with 100 000 keys cached.
 set -euo pipefail
@@ -30,7 +30,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-32}
 CONCURRENCY=${CONCURRENCY:-32}
-FLOOD=${FLOOD:-64}
+FLOOD=${FLOOD:-256}
 PORT_BASE=${PORT_BASE:-28080}
 ENVOY_BIN=${ENVOY_BIN:-.tools/venv/bin/envoy}
 [ -x "$ENVOY_BIN" ] || { echo "Envoy not found at $ENVOY_BIN: set ENVOY_BIN" >&2; exit 1; }
@@ -38,6 +38,7 @@ command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2;
 
 port_noauth=$PORT_BASE port_apikey=$((PORT_BASE + 1)) port_tcp=$((PORT_BASE + 2))
 port_uds=$((PORT_BASE + 3)) port_tcp_all=$((PORT_BASE + 4)) port_envoy_admin=$((PORT_BASE + 5))
+port_envoy_noop=$((PORT_BASE + 6))
 port_check=$((PORT_BASE + 10)) port_admin=$((PORT_BASE + 11)) port_health=$((PORT_BASE + 12))
 port_noop=$((PORT_BASE + 13))
 
@@ -82,6 +83,7 @@ api_keys=$(awk '{printf "%s{key: \"%s\", client: \"k%d\"}", (NR > 1 ? ", " : "["
 sed -e "s|{{ADMIN_PORT}}|$port_envoy_admin|; s|{{PORT_NOAUTH}}|$port_noauth|; s|{{PORT_APIKEY}}|$port_apikey|" \
 	-e "s|{{PORT_TCP}}|$port_tcp|; s|{{PORT_UDS}}|$port_uds|; s|{{PORT_TCP_ALL}}|$port_tcp_all|" \
 	-e "s|{{KEYWARD_PORT}}|$port_check|; s|{{KEYWARD_SOCKET}}|$work/check.sock|" \
+	-e "s|{{PORT_NOOP}}|$port_envoy_noop|; s|{{NOOP_PORT}}|$port_noop|" \
 	-e "s|{{API_KEYS}}|$api_keys|" bench/envoy/bench.yaml.tmpl >"$work/envoy.yaml"
 ! grep -n '{{' "$work/envoy.yaml" || { echo "unrendered placeholder" >&2; exit 1; }
 "$ENVOY_BIN" -c "$work/envoy.yaml" --concurrency 2 --disable-hot-restart --log-level warn \
@@ -119,7 +121,7 @@ curl -sf -o /dev/null -w "envoy->keyward uds: %{http_code}\n" -H "x-api-key: $to
 curl -sf -o /dev/null -w "envoy api_key_auth: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_apikey/"
 code=$(curl -s -o /dev/null -w "%{http_code}" -H "x-api-key: nope" "http://127.0.0.1:$port_tcp/")
 [ "$code" = 401 ] || { echo "keyward let a bad key through ($code)" >&2; exit 1; }
-for port in $port_noauth $port_apikey $port_tcp $port_uds $port_tcp_all; do
+for port in $port_noauth $port_apikey $port_tcp $port_uds $port_tcp_all $port_envoy_noop; do
 	wrk -t1 -c"$CONNECTIONS" -d1s -H "x-api-key: $token" "http://127.0.0.1:$port/" >/dev/null
 done
 
@@ -132,10 +134,11 @@ for round in $(seq "$ROUNDS"); do
 	http http_keyward_tcp "$port_tcp"
 	http http_keyward_uds "$port_uds"
 	http http_keyward_tcp_all_headers "$port_tcp_all"
+	http http_noop_ext_authz "$port_envoy_noop"
 	load flood_off "$port_check"
 	load flood_on "$port_check" "$FLOOD"
 done
-shed_logged=$(grep -c "overloaded\|shed" "$work/keyward.log" || true)
+shed_logged=$(grep -c "shedding" "$work/keyward.log" || true)
 
 echo "== stopping the servers; memory with 100 000 keys cached"
 cleanup_servers() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
@@ -155,7 +158,7 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "envoy: $("$ENVOY_BIN" --version 2>/dev/null | grep -o 'version: [^ ]*' | head -n1)  rounds: $ROUNDS x ${DURATION}s  (medians)"
 printf '\n%-34s %10s %10s %10s  %s\n' scenario "req/s" "p50 µs" "p99 µs" notes
 for label in grpc_noop grpc_keyward http_noauth http_api_key_auth http_keyward_tcp \
-	http_keyward_uds http_keyward_tcp_all_headers flood_off flood_on; do
+	http_keyward_uds http_keyward_tcp_all_headers http_noop_ext_authz flood_off flood_on; do
 	notes=""
 	case $label in
 	http_*) notes="non-2xx=$(field "$label" non2xx)" ;;
@@ -172,6 +175,8 @@ echo "  gRPC p50 keyward / no-op                   $(ratio "$(field grpc_keyward
 echo "  gRPC p99 keyward / no-op                   $(ratio "$(field grpc_keyward p99_us)" "$(field grpc_noop p99_us)")"
 echo "  HTTP Envoy+keyward TCP / Envoy+api_key_auth $(ratio "$(field http_keyward_tcp rps)" "$(field http_api_key_auth rps)")  [>= 0.50]"
 echo "  HTTP Envoy+keyward UDS / Envoy+api_key_auth $(ratio "$(field http_keyward_uds rps)" "$(field http_api_key_auth rps)")  [>= 0.50]"
+echo "  HTTP Envoy+keyward TCP / Envoy+no-op ext_authz $(ratio "$(field http_keyward_tcp rps)" "$(field http_noop_ext_authz rps)")"
+echo "  HTTP Envoy+no-op ext_authz / Envoy+api_key_auth $(ratio "$(field http_noop_ext_authz rps)" "$(field http_api_key_auth rps)")  (the ext_authz floor)"
 echo "  HTTP keyward UDS / TCP                     $(ratio "$(field http_keyward_uds rps)" "$(field http_keyward_tcp rps)")"
 echo "  HTTP keyward trimmed / all headers         $(ratio "$(field http_keyward_tcp rps)" "$(field http_keyward_tcp_all_headers rps)")"
 echo "  HTTP api_key_auth / no auth                $(ratio "$(field http_api_key_auth rps)" "$(field http_noauth rps)")"

@@ -24,7 +24,7 @@ fn key(kind: PrincipalKind) -> ApiKey {
             DataTarget::Project("other".into()),
             DataTarget::Deployment("demo/chat".parse().expect("valid name")),
         ]),
-        secret_hash: String::new(),
+        secret_hash: "".into(),
         previous_secret: None,
         created_at: 0,
         expires_at: Some(4_000_000_000),

@@ -1,7 +1,7 @@
 //! The floor any ext_authz server pays: an `envoy.service.auth.v3.Authorization/Check` server
 //! that allows everything without looking at the request, built only to compare keyward with.
 //! Same tonic version and server settings as keyward's Check listener (HTTP/2 keepalive 30 s,
-//! TCP_NODELAY), same tokio runtime defaults.
+//! TCP_NODELAY on accepted connections), same tokio runtime defaults.
 //!
 //!   cargo run --release --example noop_ext_authz -- --listen 127.0.0.1:19291
 
@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse, OkHttpResponse};
 use envoy_types::pb::google::rpc;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 struct AllowAll;
@@ -46,9 +46,12 @@ async fn main() -> anyhow::Result<()> {
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .tcp_nodelay(true)
         .add_service(AuthorizationServer::new(AllowAll))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async {
+                let _ = tokio::signal::ctrl_c().await;
+            },
+        )
         .await?;
     Ok(())
 }

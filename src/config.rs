@@ -169,11 +169,16 @@ impl Default for Argon2 {
 }
 
 impl Default for Verify {
+    /// Half the cores verify, so a flood of wrong secrets leaves the other half to cached keys
+    /// (docs/performance.md measures it). The queue holds what those workers finish within
+    /// Envoy's 0.5 s check timeout at ~20 ms a verification; anything queued longer would be
+    /// answered after Envoy has already given up, so it is shed at once instead.
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let workers = (cores / 2).max(1);
         Verify {
-            workers: cores,
-            queue: cores * 64,
+            workers,
+            queue: workers * 16,
         }
     }
 }

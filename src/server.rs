@@ -15,7 +15,8 @@ use axum::routing::get;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 use crate::admin::AdminService;
@@ -137,7 +138,13 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .tcp_nodelay(true)
         .add_service(check_service.clone())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.check), stopped());
+        // `tcp_nodelay` above applies only to listeners tonic binds itself; ours is bound
+        // earlier, so set it on each accepted connection. Without it Nagle's algorithm and
+        // Envoy's delayed ACKs hold small Check answers back for ~40 ms.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listeners.check).with_nodelay(Some(true)),
+            stopped(),
+        );
     let (check_unix, unix_path) = match listeners.check_unix {
         Some((listener, path)) => (
             Some(
@@ -152,7 +159,10 @@ pub async fn serve(
     };
     let admin = tonic::transport::Server::builder()
         .add_service(AdminServer::new(AdminService::new(authn.clone())))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.admin), stopped());
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listeners.admin).with_nodelay(Some(true)),
+            stopped(),
+        );
     let health_app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
