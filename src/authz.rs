@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use envoy_types::pb::envoy::config::core::v3::address::Address;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
@@ -175,6 +176,35 @@ pub fn credential<'a>(headers: &'a HashMap<String, String>, sources: &[String]) 
 pub struct CheckService {
     authn: Authenticator,
     sources: Arc<[String]>,
+    shed: Arc<ShedLog>,
+}
+
+/// Shed requests are counted and reported at most once a second: a flood of bad tokens must
+/// not turn into a flood of log lines on the very path it is already loading.
+#[derive(Default)]
+struct ShedLog {
+    since_report: AtomicU64,
+    reported_at: AtomicI64,
+}
+
+impl ShedLog {
+    fn note(&self) {
+        self.since_report.fetch_add(1, Ordering::Relaxed);
+        let now = now_unix();
+        let last = self.reported_at.load(Ordering::Relaxed);
+        if now > last
+            && self
+                .reported_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let shed = self.since_report.swap(0, Ordering::Relaxed);
+            warn!(
+                shed,
+                "shedding: too many argon2 verifications in flight; Envoy answers its status_on_error"
+            );
+        }
+    }
 }
 
 impl CheckService {
@@ -182,6 +212,7 @@ impl CheckService {
         CheckService {
             authn,
             sources: sources.into(),
+            shed: Arc::default(),
         }
     }
 
@@ -268,6 +299,10 @@ impl Authorization for CheckService {
     ) -> Result<Response<CheckResponse>, Status> {
         match self.check_request(request.get_ref()).await {
             Ok(response) => Ok(Response::new(response)),
+            Err(Undecidable::Overloaded) => {
+                self.shed.note();
+                Err(Status::resource_exhausted("keyward is overloaded"))
+            }
             Err(error) => {
                 warn!(%error, "cannot decide; Envoy will answer its status_on_error");
                 Err(match error {

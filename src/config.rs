@@ -2,7 +2,7 @@
 //! variables. Errors name the field or the variable that is wrong.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -25,6 +25,10 @@ pub struct Config {
 pub struct Listen {
     /// Envoy's `envoy.service.auth.v3.Authorization/Check`.
     pub check: SocketAddr,
+    /// Also serve Check on this Unix domain socket (none by default). Envoy on the same host
+    /// reaches it with `pipe: {path: …}`, skipping the TCP stack. A stale socket file left at
+    /// this path is replaced; any other kind of file is an error.
+    pub check_unix: Option<PathBuf>,
     /// The admin gRPC API used by the CLI.
     pub admin: SocketAddr,
     /// HTTP `/healthz` and `/readyz`.
@@ -115,6 +119,7 @@ impl Default for Listen {
     fn default() -> Self {
         Listen {
             check: SocketAddr::from(([127, 0, 0, 1], 9191)),
+            check_unix: None,
             admin: SocketAddr::from(([127, 0, 0, 1], 9192)),
             health: SocketAddr::from(([127, 0, 0, 1], 9193)),
         }
@@ -164,11 +169,16 @@ impl Default for Argon2 {
 }
 
 impl Default for Verify {
+    /// Half the cores verify, so a flood of wrong secrets leaves the other half to cached keys
+    /// (docs/performance.md measures it). The queue holds what those workers finish within
+    /// Envoy's 0.5 s check timeout at ~20 ms a verification; anything queued longer would be
+    /// answered after Envoy has already given up, so it is shed at once instead.
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let workers = (cores / 2).max(1);
         Verify {
-            workers: cores,
-            queue: cores * 64,
+            workers,
+            queue: workers * 16,
         }
     }
 }
@@ -240,6 +250,10 @@ impl Config {
             };
         }
         overlay!("KEYWARD_CHECK_ADDR" => self.listen.check);
+        if let Some(value) = lookup("KEYWARD_CHECK_UNIX") {
+            let value = value.trim();
+            self.listen.check_unix = (!value.is_empty()).then(|| PathBuf::from(value));
+        }
         overlay!("KEYWARD_ADMIN_ADDR" => self.listen.admin);
         overlay!("KEYWARD_HEALTH_ADDR" => self.listen.health);
         overlay!("KEYWARD_DATABASE_URL" => self.database.url);
@@ -328,6 +342,23 @@ mod tests {
         assert_eq!(c.listen.admin.to_string(), "127.0.0.1:9192");
         assert_eq!(c.listen.health.to_string(), "127.0.0.1:9193");
         assert_eq!(c.database.url, "sqlite://keyward.db");
+        assert_eq!(c.listen.check_unix, None);
+    }
+
+    #[test]
+    fn the_check_unix_socket_is_opt_in() {
+        let c = Config::from_toml("[listen]\ncheck_unix = \"/run/keyward/check.sock\"\n").unwrap();
+        assert_eq!(
+            c.listen.check_unix.as_deref(),
+            Some(Path::new("/run/keyward/check.sock"))
+        );
+        let mut c = Config::default();
+        c.apply_env(|n| (n == "KEYWARD_CHECK_UNIX").then(|| "/tmp/kw.sock".to_owned()))
+            .unwrap();
+        assert_eq!(
+            c.listen.check_unix.as_deref(),
+            Some(Path::new("/tmp/kw.sock"))
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Which plane a key or a route belongs to: inference calls (`data`) or workload management
 /// (`control`). A key of one plane never passes a route of the other.
@@ -289,7 +290,8 @@ pub struct ApiKey {
     pub description: String,
     pub principal: Principal,
     pub scope: KeyScope,
-    pub secret_hash: String,
+    /// Shared, not copied, by the verdicts computed against it (see [`crate::cache::Verdict`]).
+    pub secret_hash: Arc<str>,
     /// After a rotation with a grace period: the replaced secret's hash, still accepted until
     /// the instant given (never past `expires_at`).
     pub previous_secret: Option<PreviousSecret>,
@@ -302,7 +304,7 @@ pub struct ApiKey {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreviousSecret {
-    pub hash: String,
+    pub hash: Arc<str>,
     /// Unix seconds; the old secret is refused from this instant on.
     pub valid_until: i64,
 }
@@ -369,7 +371,7 @@ mod tests {
                 name: "o".into(),
             },
             scope: KeyScope::ControlOrganization,
-            secret_hash: String::new(),
+            secret_hash: "".into(),
             previous_secret: None,
             created_at: 0,
             expires_at: Some(100),

@@ -1,8 +1,10 @@
-//! `keyward serve`: binds the three listeners, opens the store, serves Check, the admin API and
-//! health until the shutdown future resolves, then drains for a bounded time.
+//! `keyward serve`: binds the three listeners (and optionally a Unix socket for Check), opens
+//! the store, serves Check, the admin API and health until the shutdown future resolves, then
+//! drains for a bounded time.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,9 +13,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 use crate::admin::AdminService;
@@ -31,6 +34,8 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// knows the real addresses before the first request.
 pub struct Listeners {
     pub check: TcpListener,
+    /// Check on a Unix domain socket too, with the path to remove on shutdown.
+    pub check_unix: Option<(UnixListener, PathBuf)>,
     pub admin: TcpListener,
     pub health: TcpListener,
 }
@@ -44,6 +49,10 @@ impl Listeners {
         };
         Ok(Listeners {
             check: bind(config.listen.check, "listen.check").await?,
+            check_unix: match &config.listen.check_unix {
+                Some(path) => Some((bind_unix(path)?, path.clone())),
+                None => None,
+            },
             admin: bind(config.listen.admin, "listen.admin").await?,
             health: bind(config.listen.health, "listen.health").await?,
         })
@@ -57,6 +66,23 @@ impl Listeners {
             self.health.local_addr()?,
         ))
     }
+}
+
+/// Binds a Unix socket at `path`, replacing a stale socket left by an earlier run (and only a
+/// socket: a regular file there is an error, never deleted).
+fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        anyhow::ensure!(
+            meta.file_type().is_socket(),
+            "listen.check_unix: {} exists and is not a socket",
+            path.display()
+        );
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot replace stale socket {}", path.display()))?;
+    }
+    UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on {} (listen.check_unix)", path.display()))
 }
 
 /// Opens the store named by the configuration and builds the shared authenticator.
@@ -104,17 +130,39 @@ pub async fn serve(
         }
     };
 
+    let check_service = AuthorizationServer::new(CheckService::new(
+        authn.clone(),
+        config.credentials.sources.clone(),
+    ));
     let check = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .tcp_nodelay(true)
-        .add_service(AuthorizationServer::new(CheckService::new(
-            authn.clone(),
-            config.credentials.sources.clone(),
-        )))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.check), stopped());
+        .add_service(check_service.clone())
+        // `tcp_nodelay` above applies only to listeners tonic binds itself; ours is bound
+        // earlier, so set it on each accepted connection. Without it Nagle's algorithm and
+        // Envoy's delayed ACKs hold small Check answers back for ~40 ms.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listeners.check).with_nodelay(Some(true)),
+            stopped(),
+        );
+    let (check_unix, unix_path) = match listeners.check_unix {
+        Some((listener, path)) => (
+            Some(
+                tonic::transport::Server::builder()
+                    .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                    .add_service(check_service)
+                    .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped()),
+            ),
+            Some(path),
+        ),
+        None => (None, None),
+    };
     let admin = tonic::transport::Server::builder()
         .add_service(AdminServer::new(AdminService::new(authn.clone())))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.admin), stopped());
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listeners.admin).with_nodelay(Some(true)),
+            stopped(),
+        );
     let health_app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -134,12 +182,18 @@ pub async fn serve(
     ));
 
     info!(
-        check = %check_addr, admin = %admin_addr, health = %health_addr,
+        check = %check_addr, check_unix = ?unix_path, admin = %admin_addr, health = %health_addr,
         database = %redact_url(&config.database.url), "keyward serving"
     );
     let servers = async {
         tokio::try_join!(
             async { check.await.context("check server") },
+            async {
+                match check_unix {
+                    Some(server) => server.await.context("check server (unix socket)"),
+                    None => Ok(()),
+                }
+            },
             async { admin.await.context("admin server") },
             async { health.await.context("health server") },
         )
@@ -160,6 +214,9 @@ pub async fn serve(
     let _ = propagation.await;
     let _ = usage.await;
     authn.store().close().await;
+    if let Some(path) = unix_path {
+        let _ = std::fs::remove_file(path);
+    }
     served
 }
 

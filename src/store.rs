@@ -881,12 +881,15 @@ fn key_from_row(row: &AnyRow, targets: Vec<DataTarget>) -> Result<ApiKey> {
             name: row.try_get("principal_name")?,
         },
         scope,
-        secret_hash: row.try_get("secret_hash")?,
+        secret_hash: row.try_get::<String, _>("secret_hash")?.into(),
         previous_secret: match (
             row.try_get::<Option<String>, _>("previous_secret_hash")?,
             row.try_get::<Option<i64>, _>("previous_valid_until")?,
         ) {
-            (Some(hash), Some(valid_until)) => Some(PreviousSecret { hash, valid_until }),
+            (Some(hash), Some(valid_until)) => Some(PreviousSecret {
+                hash: hash.into(),
+                valid_until,
+            }),
             _ => None,
         },
         created_at: row.try_get("created_at")?,

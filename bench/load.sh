@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# End-to-end load benchmark, one command, one machine, one Envoy build, one load generator per
+# protocol. Prints every run as it goes, then a table of medians and the ratios the targets are
+# about (docs/performance.md explains them).
+#
+#   bench/load.sh                 # ~4-5 minutes on 2 cores
+#   ROUNDS=5 DURATION=10 bench/load.sh
+#
+# Environment (defaults in brackets):
+#   ENVOY_BIN      Envoy 1.40 binary [.tools/venv/bin/envoy, as scripts/test installs it]
+#   ROUNDS [3]     interleaved rounds per scenario; the table shows medians
+#   DURATION [5]   measuring seconds per run (gRPC runs add 2 s of warm-up)
+#   CONNECTIONS [32]  wrk connections to Envoy;  CONCURRENCY [32] in-flight gRPC requests
+#   FLOOD [256]    flood tasks sending wrong secrets with real key ids, at full speed
+#   KEYWARD_VERIFY_WORKERS / KEYWARD_VERIFY_QUEUE  passed to keyward when set
+#   PORT_BASE [28080]  fixed loopback ports PORT_BASE..PORT_BASE+20 must be free
+#
+# Scenarios:
+#   gRPC Check (examples/check_load, HTTP/2, 2 connections): keyward on a cache hit vs the no-op
+#     ext_authz server (examples/noop_ext_authz), the floor every ext_authz server pays.
+#   HTTP through Envoy (wrk) to a direct_response route: no auth; native api_key_auth with the
+#     same 64 keys; keyward over TCP; keyward over a Unix socket; keyward over TCP with every
+#     request header sent to it (no allowed_headers); the no-op server behind ext_authz.
+#   Flood: valid cached keys' p99 with and without a concurrent flood of wrong secrets.
+#   Memory: examples/memory_100k, resident memory with 100 000 keys cached.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+CONNECTIONS=${CONNECTIONS:-32}
+CONCURRENCY=${CONCURRENCY:-32}
+FLOOD=${FLOOD:-256}
+PORT_BASE=${PORT_BASE:-28080}
+ENVOY_BIN=${ENVOY_BIN:-.tools/venv/bin/envoy}
+[ -x "$ENVOY_BIN" ] || { echo "Envoy not found at $ENVOY_BIN: set ENVOY_BIN" >&2; exit 1; }
+command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
+
+port_noauth=$PORT_BASE port_apikey=$((PORT_BASE + 1)) port_tcp=$((PORT_BASE + 2))
+port_uds=$((PORT_BASE + 3)) port_tcp_all=$((PORT_BASE + 4)) port_envoy_admin=$((PORT_BASE + 5))
+port_envoy_noop=$((PORT_BASE + 6))
+port_check=$((PORT_BASE + 10)) port_admin=$((PORT_BASE + 11)) port_health=$((PORT_BASE + 12))
+port_noop=$((PORT_BASE + 13))
+
+echo "== building (release)"
+cargo build --release --quiet --bin keyward --example bench_seed --example noop_ext_authz \
+	--example check_load --example memory_100k
+bin=${CARGO_TARGET_DIR:-target}/release
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_for() { # wait_for WHAT COMMAND...: polls COMMAND every 0.1 s for up to 30 s
+	local what=$1 i
+	shift
+	for i in $(seq 300); do
+		if "$@" >/dev/null 2>&1; then return 0; fi
+		sleep 0.1
+	done
+	echo "timed out waiting for $what" >&2
+	exit 1
+}
+
+echo "== seeding 64 keys (argon2id default parameters)"
+"$bin/examples/bench_seed" --database "$work/kw.db" --keys 64 --tokens-out "$work/tokens.txt"
+token=$(head -n1 "$work/tokens.txt")
+
+echo "== starting keyward, the no-op ext_authz server and Envoy"
+KEYWARD_DATABASE_URL="sqlite://$work/kw.db" KEYWARD_CHECK_ADDR="127.0.0.1:$port_check" \
+	KEYWARD_ADMIN_ADDR="127.0.0.1:$port_admin" KEYWARD_HEALTH_ADDR="127.0.0.1:$port_health" \
+	KEYWARD_CHECK_UNIX="$work/check.sock" KEYWARD_LOG=${KEYWARD_LOG:-info} \
+	"$bin/keyward" serve 2>"$work/keyward.log" &
+pids+=($!)
+"$bin/examples/noop_ext_authz" --listen "127.0.0.1:$port_noop" >"$work/noop.log" 2>&1 &
+pids+=($!)
+api_keys=$(awk '{printf "%s{key: \"%s\", client: \"k%d\"}", (NR > 1 ? ", " : "["), $1, NR} END {print "]"}' "$work/tokens.txt")
+sed -e "s|{{ADMIN_PORT}}|$port_envoy_admin|; s|{{PORT_NOAUTH}}|$port_noauth|; s|{{PORT_APIKEY}}|$port_apikey|" \
+	-e "s|{{PORT_TCP}}|$port_tcp|; s|{{PORT_UDS}}|$port_uds|; s|{{PORT_TCP_ALL}}|$port_tcp_all|" \
+	-e "s|{{KEYWARD_PORT}}|$port_check|; s|{{KEYWARD_SOCKET}}|$work/check.sock|" \
+	-e "s|{{PORT_NOOP}}|$port_envoy_noop|; s|{{NOOP_PORT}}|$port_noop|" \
+	-e "s|{{API_KEYS}}|$api_keys|" bench/envoy/bench.yaml.tmpl >"$work/envoy.yaml"
+! grep -n '{{' "$work/envoy.yaml" || { echo "unrendered placeholder" >&2; exit 1; }
+"$ENVOY_BIN" -c "$work/envoy.yaml" --concurrency 2 --disable-hot-restart --log-level warn \
+	>"$work/envoy.log" 2>&1 &
+pids+=($!)
+wait_for "keyward" curl -sf "http://127.0.0.1:$port_health/readyz"
+wait_for "the no-op server" grep -q listening "$work/noop.log"
+wait_for "Envoy" curl -sf "http://127.0.0.1:$port_envoy_admin/ready"
+
+load() { # load LABEL TARGET [FLOOD]
+	"$bin/examples/check_load" --target "http://127.0.0.1:$2" --tokens "$work/tokens.txt" \
+		--connections 2 --concurrency "$CONCURRENCY" --warmup 2 --duration "$DURATION" \
+		--flood "${3:-0}" --label "$1" | tee -a "$work/results.txt"
+}
+# wrk's latency units (us, ms, s) to microseconds.
+to_us='function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000; if (v ~ /s$/) return v * 1000000; return v }'
+http() { # http LABEL PORT
+	local out
+	out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "x-api-key: $token" \
+		-H "user-agent: openai-python/1.40.0" -H "content-type: application/json" \
+		-H "accept: application/json" -H "x-request-id: 0f8fad5b-d9cb-469f-a165-70867728950e" \
+		-H "x-stainless-lang: python" -H "x-stainless-package-version: 1.40.0" \
+		"http://127.0.0.1:$2/v1/chat/completions")
+	echo "$out" | awk -v label="$1" "$to_us"'
+		/^ +50%/ { p50 = us($2) } /^ +99%/ { p99 = us($2) } /^Requests\/sec/ { rps = $2 }
+		/Non-2xx/ { bad = $NF } /Socket errors/ { errs = $0 }
+		END { printf "RESULT label=%s rps=%.0f p50_us=%.1f p99_us=%.1f non2xx=%d\n", label, rps, p50, p99, bad }' |
+		tee -a "$work/results.txt"
+}
+
+echo "== warming keyward's caches (every key verified once)"
+load warmup "$port_check" >/dev/null
+curl -sf -o /dev/null -w "envoy->keyward tcp: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_tcp/"
+curl -sf -o /dev/null -w "envoy->keyward uds: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_uds/"
+curl -sf -o /dev/null -w "envoy api_key_auth: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_apikey/"
+code=$(curl -s -o /dev/null -w "%{http_code}" -H "x-api-key: nope" "http://127.0.0.1:$port_tcp/")
+[ "$code" = 401 ] || { echo "keyward let a bad key through ($code)" >&2; exit 1; }
+for port in $port_noauth $port_apikey $port_tcp $port_uds $port_tcp_all $port_envoy_noop; do
+	wrk -t1 -c"$CONNECTIONS" -d1s -H "x-api-key: $token" "http://127.0.0.1:$port/" >/dev/null
+done
+
+for round in $(seq "$ROUNDS"); do
+	echo "== round $round/$ROUNDS"
+	load grpc_keyward "$port_check"
+	load grpc_noop "$port_noop"
+	http http_noauth "$port_noauth"
+	http http_api_key_auth "$port_apikey"
+	http http_keyward_tcp "$port_tcp"
+	http http_keyward_uds "$port_uds"
+	http http_keyward_tcp_all_headers "$port_tcp_all"
+	http http_noop_ext_authz "$port_envoy_noop"
+	load flood_off "$port_check"
+	load flood_on "$port_check" "$FLOOD"
+done
+shed_logged=$(grep -c "shedding" "$work/keyward.log" || true)
+
+echo "== stopping the servers; memory with 100 000 keys cached"
+cleanup_servers() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+cleanup_servers
+"$bin/examples/memory_100k" --keys 100000 | tee -a "$work/results.txt"
+
+# ---- table --------------------------------------------------------------------------------
+field() { # field LABEL NAME: the median of NAME over LABEL's runs
+	awk -v label="$1" -v name="$2" '$2 == "label=" label {
+		for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) print kv[2] } }' \
+		"$work/results.txt" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "nan" }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
+
+echo
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)"
+echo "envoy: $("$ENVOY_BIN" --version 2>/dev/null | grep -o 'version: [^ ]*' | head -n1)  rounds: $ROUNDS x ${DURATION}s  (medians)"
+printf '\n%-34s %10s %10s %10s  %s\n' scenario "req/s" "p50 µs" "p99 µs" notes
+for label in grpc_noop grpc_keyward http_noauth http_api_key_auth http_keyward_tcp \
+	http_keyward_uds http_keyward_tcp_all_headers http_noop_ext_authz flood_off flood_on; do
+	notes=""
+	case $label in
+	http_*) notes="non-2xx=$(field "$label" non2xx)" ;;
+	flood_on) notes="flood: $(field flood_on flood_rps) req/s, denied=$(field flood_on flood_denied), shed=$(field flood_on flood_shed), errors=$(field flood_on flood_errors); hot errors=$(field flood_on errors)" ;;
+	grpc_keyward | flood_off) notes="allowed=$(field "$label" allowed) errors=$(field "$label" errors)" ;;
+	esac
+	printf '%-34s %10s %10s %10s  %s\n' "$label" "$(field "$label" rps)" "$(field "$label" p50_us)" \
+		"$(field "$label" p99_us)" "$notes"
+done
+echo
+echo "ratios (targets in brackets):"
+echo "  gRPC throughput keyward / no-op            $(ratio "$(field grpc_keyward rps)" "$(field grpc_noop rps)")  [>= 0.90]"
+echo "  gRPC p50 keyward / no-op                   $(ratio "$(field grpc_keyward p50_us)" "$(field grpc_noop p50_us)")"
+echo "  gRPC p99 keyward / no-op                   $(ratio "$(field grpc_keyward p99_us)" "$(field grpc_noop p99_us)")"
+echo "  HTTP Envoy+keyward TCP / Envoy+api_key_auth $(ratio "$(field http_keyward_tcp rps)" "$(field http_api_key_auth rps)")  [>= 0.50]"
+echo "  HTTP Envoy+keyward UDS / Envoy+api_key_auth $(ratio "$(field http_keyward_uds rps)" "$(field http_api_key_auth rps)")  [>= 0.50]"
+echo "  HTTP Envoy+keyward TCP / Envoy+no-op ext_authz $(ratio "$(field http_keyward_tcp rps)" "$(field http_noop_ext_authz rps)")"
+echo "  HTTP Envoy+no-op ext_authz / Envoy+api_key_auth $(ratio "$(field http_noop_ext_authz rps)" "$(field http_api_key_auth rps)")  (the ext_authz floor)"
+echo "  HTTP keyward UDS / TCP                     $(ratio "$(field http_keyward_uds rps)" "$(field http_keyward_tcp rps)")"
+echo "  HTTP keyward trimmed / all headers         $(ratio "$(field http_keyward_tcp rps)" "$(field http_keyward_tcp_all_headers rps)")"
+echo "  HTTP api_key_auth / no auth                $(ratio "$(field http_api_key_auth rps)" "$(field http_noauth rps)")"
+echo "  flood p99 with / without                   $(ratio "$(field flood_on p99_us)" "$(field flood_off p99_us)")  [<= 2.00]"
+echo "  memory, 100 000 keys cached                $(field memory rss_mib) MiB  [<= 150]"
+echo "  keyward log lines about shedding           $shed_logged"
