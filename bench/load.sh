@@ -89,6 +89,7 @@ sed -e "s|{{ADMIN_PORT}}|$port_envoy_admin|; s|{{PORT_NOAUTH}}|$port_noauth|; s|
 "$ENVOY_BIN" -c "$work/envoy.yaml" --concurrency 2 --disable-hot-restart --log-level warn \
 	>"$work/envoy.log" 2>&1 &
 pids+=($!)
+keyward_pid=${pids[0]} noop_pid=${pids[1]} envoy_pid=${pids[2]}
 wait_for "keyward" curl -sf "http://127.0.0.1:$port_health/readyz"
 wait_for "the no-op server" grep -q listening "$work/noop.log"
 wait_for "Envoy" curl -sf "http://127.0.0.1:$port_envoy_admin/ready"
@@ -100,17 +101,26 @@ load() { # load LABEL TARGET [FLOOD]
 }
 # wrk's latency units (us, ms, s) to microseconds.
 to_us='function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000; if (v ~ /s$/) return v * 1000000; return v }'
+# The profile behind the HTTP ratios: CPU time each process spent per request (utime + stime
+# from /proc, in clock ticks), so the cost of Envoy's ext_authz hop is seen apart from keyward's.
+tick_us=$((1000000 / $(getconf CLK_TCK)))
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 http() { # http LABEL PORT
-	local out
+	local out e0 k0 n0 e1 k1 n1
+	e0=$(cpu_ticks "$envoy_pid") k0=$(cpu_ticks "$keyward_pid") n0=$(cpu_ticks "$noop_pid")
 	out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "x-api-key: $token" \
 		-H "user-agent: openai-python/1.40.0" -H "content-type: application/json" \
 		-H "accept: application/json" -H "x-request-id: 0f8fad5b-d9cb-469f-a165-70867728950e" \
 		-H "x-stainless-lang: python" -H "x-stainless-package-version: 1.40.0" \
 		"http://127.0.0.1:$2/v1/chat/completions")
-	echo "$out" | awk -v label="$1" "$to_us"'
+	e1=$(cpu_ticks "$envoy_pid") k1=$(cpu_ticks "$keyward_pid") n1=$(cpu_ticks "$noop_pid")
+	echo "$out" | awk -v label="$1" -v tick="$tick_us" -v envoy=$((e1 - e0)) \
+		-v keyward=$((k1 - k0)) -v noop=$((n1 - n0)) "$to_us"'
 		/^ +50%/ { p50 = us($2) } /^ +99%/ { p99 = us($2) } /^Requests\/sec/ { rps = $2 }
-		/Non-2xx/ { bad = $NF } /Socket errors/ { errs = $0 }
-		END { printf "RESULT label=%s rps=%.0f p50_us=%.1f p99_us=%.1f non2xx=%d\n", label, rps, p50, p99, bad }' |
+		/requests in/ { n = $1 } /Non-2xx/ { bad = $NF }
+		END { if (n < 1) n = 1
+		      printf "RESULT label=%s rps=%.0f p50_us=%.1f p99_us=%.1f non2xx=%d envoy_cpu_us=%.1f keyward_cpu_us=%.1f noop_cpu_us=%.1f\n",
+		             label, rps, p50, p99, bad, envoy * tick / n, keyward * tick / n, noop * tick / n }' |
 		tee -a "$work/results.txt"
 }
 
@@ -167,6 +177,13 @@ for label in grpc_noop grpc_keyward http_noauth http_api_key_auth http_keyward_t
 	esac
 	printf '%-34s %10s %10s %10s  %s\n' "$label" "$(field "$label" rps)" "$(field "$label" p50_us)" \
 		"$(field "$label" p99_us)" "$notes"
+done
+echo
+echo "CPU per request (µs, medians; the profile behind the HTTP ratios):"
+printf '%-34s %12s %12s %12s\n' scenario envoy keyward no-op
+for label in http_noauth http_api_key_auth http_keyward_tcp http_keyward_uds http_noop_ext_authz; do
+	printf '%-34s %12s %12s %12s\n' "$label" "$(field "$label" envoy_cpu_us)" \
+		"$(field "$label" keyward_cpu_us)" "$(field "$label" noop_cpu_us)"
 done
 echo
 echo "ratios (targets in brackets):"
