@@ -4,14 +4,11 @@ mod support;
 
 use std::collections::HashMap;
 
-use envoy_types::pb::envoy::config::core::v3::address::Address;
-use envoy_types::pb::envoy::config::core::v3::{Address as EnvoyAddress, SocketAddress};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use keyward::pb::Plane;
-use support::Keyward;
+use support::{Keyward, check_request as request, http_status};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -21,52 +18,11 @@ async fn client(keyward: &Keyward) -> AuthorizationClient<Channel> {
         .unwrap()
 }
 
-fn request(extensions: &[(&str, &str)], headers: &[(&str, &str)]) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(Peer {
-                address: Some(EnvoyAddress {
-                    address: Some(Address::SocketAddress(SocketAddress {
-                        address: "203.0.113.7".into(),
-                        ..Default::default()
-                    })),
-                }),
-                ..Default::default()
-            }),
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "POST".into(),
-                    path: "/v1/chat/completions".into(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect::<HashMap<_, _>>(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: extensions
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Default::default()
-        }),
-    }
-}
-
 const CHAT_ROUTE: &[(&str, &str)] = &[
     ("plane", "data"),
     ("endpoint", "public"),
     ("deployment", "demo/chat"),
 ];
-
-fn http_status(response: &CheckResponse) -> u16 {
-    match &response.http_response {
-        Some(HttpResponse::OkResponse(_)) => 200,
-        Some(HttpResponse::DeniedResponse(d)) => d.status.as_ref().unwrap().code as u16,
-        other => panic!("unexpected http_response {other:?}"),
-    }
-}
 
 async fn setup() -> (Keyward, String, String) {
     let keyward = Keyward::start().await;

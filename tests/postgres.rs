@@ -9,47 +9,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use keyward::authn::Authenticated;
 use keyward::pb::{self, Plane};
 use keyward::store::{Store, now_unix};
 use keyward::token::Token;
-use support::{Keyward, PgDatabase, PrivatePostgres, eventually, test_config};
+use support::{
+    Keyward, PgDatabase, PrivatePostgres, check_request, eventually, http_status, test_config,
+};
 use tonic::transport::Channel;
 
 const WATCHDOG: Duration = Duration::from_secs(15);
-
-fn check_request(deployment: &str, token: Option<&str>) -> CheckRequest {
-    let mut headers = HashMap::new();
-    if let Some(token) = token {
-        headers.insert("authorization".to_owned(), format!("Bearer {token}"));
-    }
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "POST".into(),
-                    path: "/v1/chat/completions".into(),
-                    headers,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: [
-                ("plane", "data"),
-                ("endpoint", "public"),
-                ("deployment", deployment),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-            ..Default::default()
-        }),
-    }
-}
 
 /// The HTTP status Envoy would return: 200/401/403, or 503 for a gRPC error.
 async fn status(
@@ -57,12 +27,18 @@ async fn status(
     deployment: &str,
     token: Option<&str>,
 ) -> u16 {
-    match client.check(check_request(deployment, token)).await {
-        Ok(response) => match response.into_inner().http_response {
-            Some(HttpResponse::OkResponse(_)) => 200,
-            Some(HttpResponse::DeniedResponse(d)) => d.status.unwrap().code as u16,
-            other => panic!("unexpected http_response {other:?}"),
-        },
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|b| ("authorization", b.as_str()))
+        .collect();
+    let route = [
+        ("plane", "data"),
+        ("endpoint", "public"),
+        ("deployment", deployment),
+    ];
+    match client.check(check_request(&route, &headers)).await {
+        Ok(response) => http_status(&response.into_inner()),
         Err(_) => 503,
     }
 }

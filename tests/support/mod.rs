@@ -5,11 +5,17 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::core::v3::address::Address;
+use envoy_types::pb::envoy::config::core::v3::{Address as EnvoyAddress, SocketAddress};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
 use keyward::authn::Authenticator;
 use keyward::config::Config;
 use keyward::pb::admin_client::AdminClient;
@@ -22,6 +28,50 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
+
+/// A `CheckRequest` as Envoy sends it for `POST /v1/chat/completions` from 203.0.113.7, with
+/// these context extensions and headers.
+pub fn check_request(extensions: &[(&str, &str)], headers: &[(&str, &str)]) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                address: Some(EnvoyAddress {
+                    address: Some(Address::SocketAddress(SocketAddress {
+                        address: "203.0.113.7".into(),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            }),
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "POST".into(),
+                    path: "/v1/chat/completions".into(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect::<HashMap<_, _>>(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: extensions
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The HTTP status Envoy would answer for this `CheckResponse`.
+pub fn http_status(response: &CheckResponse) -> u16 {
+    match &response.http_response {
+        Some(HttpResponse::OkResponse(_)) => 200,
+        Some(HttpResponse::DeniedResponse(d)) => d.status.as_ref().unwrap().code as u16,
+        other => panic!("unexpected http_response {other:?}"),
+    }
+}
 
 pub const KEYWARD_BIN: &str = env!("CARGO_BIN_EXE_keyward");
 pub const STANDIN_BIN: &str = env!("CARGO_BIN_EXE_keyward-standin-backend");
