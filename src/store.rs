@@ -82,8 +82,15 @@ pub enum StoreError {
 }
 
 impl From<sqlx::Error> for StoreError {
+    /// A unique violation is a lost race between two writers (both checked, one committed
+    /// first): the caller's conflict, not an outage.
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict("an object with the same name".into())
+            }
+            _ => StoreError::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -923,6 +930,25 @@ mod tests {
             );
         }
         assert_eq!(Change::from_payload("nonsense"), None);
+    }
+
+    #[tokio::test]
+    async fn a_lost_race_on_a_unique_name_is_a_conflict_not_an_outage() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("k.db").display());
+        let store = Store::open(&url, 1).await.unwrap();
+        store.init_organization("owner").await.unwrap();
+        store.create_project("acme").await.unwrap();
+        // Bypass the existence check, as a concurrent writer would.
+        let raced: StoreError = sqlx::query(
+            "INSERT INTO projects (organization_id, slug, created_at) \
+             SELECT id, 'acme', 0 FROM organizations",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap_err()
+        .into();
+        assert!(matches!(raced, StoreError::Conflict(_)), "{raced:?}");
     }
 
     #[test]
