@@ -134,10 +134,15 @@ pub async fn serve(
         authn.clone(),
         config.credentials.sources.clone(),
     ));
+    // grpc.health.v1 beside Check, for gRPC health probes of each replica (Kubernetes, Envoy
+    // active health checks). It stays SERVING through a database outage (cached keys still
+    // decide) and turns NOT_SERVING when shutdown begins.
+    let (health_reporter, grpc_health) = tonic_health::server::health_reporter();
     let check = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .tcp_nodelay(true)
         .add_service(check_service.clone())
+        .add_service(grpc_health.clone())
         // `tcp_nodelay` above applies only to listeners tonic binds itself; ours is bound
         // earlier, so set it on each accepted connection. Without it Nagle's algorithm and
         // Envoy's delayed ACKs hold small Check answers back for ~40 ms.
@@ -151,6 +156,7 @@ pub async fn serve(
                 tonic::transport::Server::builder()
                     .http2_keepalive_interval(Some(Duration::from_secs(30)))
                     .add_service(check_service)
+                    .add_service(grpc_health)
                     .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped()),
             ),
             Some(path),
@@ -203,6 +209,9 @@ pub async fn serve(
         result = &mut servers => result.map(|_| ()),
         () = shutdown => {
             info!("shutting down: draining in-flight requests");
+            health_reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
             let _ = stop_tx.send(true);
             if tokio::time::timeout(DRAIN, &mut servers).await.is_err() {
                 warn!(seconds = DRAIN.as_secs(), "drain timed out; closing with requests in flight");

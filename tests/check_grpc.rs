@@ -256,3 +256,25 @@ async fn health_and_readiness() {
         .unwrap();
     assert_eq!(readyz.status(), 503);
 }
+
+#[tokio::test]
+async fn the_check_listener_answers_grpc_health_checks() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let keyward = Keyward::start().await;
+    let channel = Channel::from_shared(format!("http://{}", keyward.check))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let status = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+}
