@@ -172,3 +172,45 @@ async fn a_change_through_one_replica_holds_on_every_request_through_envoy() {
     )
     .await;
 }
+
+/// A replica that stops is retried around and ejected by Envoy (retry_policy and
+/// outlier_detection on the ext_authz cluster): after at most a few 503s, every request is
+/// served by the surviving replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_routes_around_a_stopped_replica() {
+    let a = Keyward::start_postgres().await;
+    let mut b = a.replica().await;
+    let backend = Backend::start().await;
+    let envoy = Envoy::start_many(&[a.check, b.check], backend.addr).await;
+    let http = envoy.client();
+    let mut admin = a.admin().await;
+    admin.project("demo").await;
+    admin.deployment("demo/chat").await;
+    let (_, token) = admin.key(Plane::Data, &["demo/chat"]).await;
+    converges(
+        &http,
+        &envoy,
+        Some(&token),
+        StatusCode::OK,
+        "both replicas serving",
+    )
+    .await;
+
+    b.stop().await;
+    eventually(
+        "Envoy to route around the stopped replica",
+        WATCHDOG,
+        || {
+            let (http, envoy, token) = (&http, &envoy, &token);
+            async move {
+                for _ in 0..FOLLOW_UP {
+                    if post(http, envoy, Some(token)).await != StatusCode::OK {
+                        return None;
+                    }
+                }
+                Some(())
+            }
+        },
+    )
+    .await;
+}
