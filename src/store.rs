@@ -479,14 +479,7 @@ impl Store {
                 insert_target(&mut tx, &key.id, target).await?;
             }
         }
-        let changes = vec![Change::Key(key.id.clone())];
-        record_all(&mut tx, self, &changes).await?;
-        tx.commit().await?;
-        let stored = self
-            .get_key(&key.id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("key {}", key.id)))?;
-        Ok((stored, changes))
+        self.commit_key_change(tx, &key.id).await
     }
 
     /// The key with its bearer and scope, or `None` if no such id exists.
@@ -603,14 +596,7 @@ impl Store {
                 "key {id} would be attached to nothing; revoke or delete it instead"
             )));
         }
-        let changes = vec![Change::Key(id.to_owned())];
-        record_all(&mut tx, self, &changes).await?;
-        tx.commit().await?;
-        let key = self
-            .get_key(id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("key {id}")))?;
-        Ok((key, changes))
+        self.commit_key_change(tx, id).await
     }
 
     /// Marks a key revoked. Revoking twice keeps the first time.
@@ -626,6 +612,11 @@ impl Store {
         if updated == 0 {
             return Err(StoreError::NotFound(format!("key {id}")));
         }
+        self.commit_key_change(tx, id).await
+    }
+
+    /// Records that key `id` changed, commits, and returns the key as now stored.
+    async fn commit_key_change(&self, mut tx: Tx<'_>, id: &str) -> Result<(ApiKey, Vec<Change>)> {
         let changes = vec![Change::Key(id.to_owned())];
         record_all(&mut tx, self, &changes).await?;
         tx.commit().await?;
@@ -680,14 +671,7 @@ impl Store {
         if updated == 0 {
             return Err(StoreError::NotFound(format!("active key {id}")));
         }
-        let changes = vec![Change::Key(id.to_owned())];
-        record_all(&mut tx, self, &changes).await?;
-        tx.commit().await?;
-        let key = self
-            .get_key(id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("key {id}")))?;
-        Ok((key, changes))
+        self.commit_key_change(tx, id).await
     }
 
     /// Writes a batch of last-use times in one transaction, never moving one backwards. This
