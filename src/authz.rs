@@ -228,18 +228,18 @@ impl CheckService {
                 return Ok(misrouted(error));
             }
         };
-        let workload_project = match input.route.target {
-            Target::Workload { id, .. } => self.authn.workload_project(id).await?,
-            _ => None,
-        };
+        let workload_project;
         let route = &match input.route.target {
-            Target::Workload { id, .. } => Route {
-                target: Target::Workload {
-                    id,
-                    project: workload_project.as_deref(),
-                },
-                ..input.route
-            },
+            Target::Workload { id, .. } => {
+                workload_project = self.authn.workload_project(id).await?;
+                Route {
+                    target: Target::Workload {
+                        id,
+                        project: workload_project.as_deref(),
+                    },
+                    ..input.route
+                }
+            }
             _ => input.route,
         };
         let deployment = match route.target {
@@ -254,8 +254,8 @@ impl CheckService {
             return Ok(allowed(route, Grant::Anonymous, &self.sources));
         }
         let now = now_unix();
-        let presented = credential(input.headers, &self.sources);
-        let authenticated = match presented.map(Token::parse) {
+        let token = credential(input.headers, &self.sources).map(Token::parse);
+        let authenticated = match token {
             None => None,
             Some(Err(_)) => Some(Authenticated::Invalid(InvalidReason::Malformed)),
             Some(Ok(token)) => Some(self.authn.authenticate(&token, now).await?),
@@ -279,7 +279,7 @@ impl CheckService {
             }
             Decision::Deny(denial) => {
                 debug!(
-                    key_id = presented.and_then(|p| Token::parse(p).ok()).map(|t| t.key_id),
+                    key_id = token.and_then(Result::ok).map(|t| t.key_id),
                     source_ip = ?route.source_ip,
                     user_agent = ?route.user_agent,
                     ?denial,
