@@ -55,6 +55,7 @@ pub async fn bootstrap(authn: &Authenticator, owner: &str) -> anyhow::Result<Boo
     let minted = token::generate(Plane::Control, &key_id);
     let secret_hash = authn
         .hash_secret(&minted.secret)
+        .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     store
         .create_key(NewKey {
@@ -486,11 +487,10 @@ impl Admin for AdminService {
         }
         let id = token::generate_key_id();
         let minted = token::generate(plane, &id);
-        let authn = self.authn.clone();
-        let secret = minted.secret.clone();
-        let secret_hash = tokio::task::spawn_blocking(move || authn.hash_secret(&secret))
+        let secret_hash = self
+            .authn
+            .hash_secret(&minted.secret)
             .await
-            .map_err(|_| Status::internal("hashing failed"))?
             .map_err(|_| Status::internal("hashing failed"))?;
         let (key, changes) = self
             .authn
@@ -620,11 +620,10 @@ impl Admin for AdminService {
             key.expires_at.map_or(until, |expiry| until.min(expiry))
         });
         let minted = token::generate(key.plane(), &key.id);
-        let authn = self.authn.clone();
-        let secret = minted.secret.clone();
-        let secret_hash = tokio::task::spawn_blocking(move || authn.hash_secret(&secret))
+        let secret_hash = self
+            .authn
+            .hash_secret(&minted.secret)
             .await
-            .map_err(|_| Status::internal("hashing failed"))?
             .map_err(|_| Status::internal("hashing failed"))?;
         let (key, changes) = self
             .authn

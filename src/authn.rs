@@ -89,13 +89,20 @@ impl Authenticator {
         &self.last_used
     }
 
-    /// The argon2id PHC string of `secret`, with a fresh random salt.
-    pub fn hash_secret(&self, secret: &str) -> Result<String, Undecidable> {
-        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-        self.hasher
-            .hash_password(secret.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| Undecidable::Internal(e.to_string()))
+    /// The argon2id PHC string of `secret`, with a fresh random salt, computed on the blocking
+    /// pool like every argon2 call.
+    pub async fn hash_secret(&self, secret: &str) -> Result<String, Undecidable> {
+        let hasher = self.hasher.clone();
+        let secret = secret.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+            hasher
+                .hash_password(secret.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| Undecidable::Internal(e.to_string()))
+        })
+        .await
+        .map_err(|e| Undecidable::Internal(e.to_string()))?
     }
 
     /// The stored key `id`, from the cache or the store.
