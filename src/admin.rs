@@ -664,18 +664,7 @@ impl Admin for AdminService {
         caller.manage_iam()?;
         let email = request.get_ref().email.trim().to_owned();
         iam::validate_email(&email).map_err(Status::invalid_argument)?;
-        self.mutate(&caller, |state| {
-            if !state.members.insert(email.clone()) {
-                return Err(Status::already_exists(format!(
-                    "member {email} already exists"
-                )));
-            }
-            Ok(())
-        })
-        .await?;
-        self.principal_pb(&PrincipalRef::User(email))
-            .await
-            .map(Response::new)
+        self.add_principal(&caller, PrincipalRef::User(email)).await
     }
 
     async fn create_application(
@@ -686,18 +675,7 @@ impl Admin for AdminService {
         caller.manage_iam()?;
         let name = request.get_ref().name.trim().to_owned();
         iam::validate_app_name(&name).map_err(Status::invalid_argument)?;
-        self.mutate(&caller, |state| {
-            if !state.applications.insert(name.clone()) {
-                return Err(Status::already_exists(format!(
-                    "application {name} already exists"
-                )));
-            }
-            Ok(())
-        })
-        .await?;
-        self.principal_pb(&PrincipalRef::App(name))
-            .await
-            .map(Response::new)
+        self.add_principal(&caller, PrincipalRef::App(name)).await
     }
 
     async fn list_principals(
@@ -1029,6 +1007,33 @@ impl AdminService {
             ));
         }
         Ok(principal.id)
+    }
+
+    /// Adds a member or an application; an existing one is a conflict.
+    async fn add_principal(
+        &self,
+        caller: &Caller,
+        principal: PrincipalRef,
+    ) -> Result<Response<pb::Principal>, Status> {
+        self.mutate(caller, |state| {
+            let (set, name, what) = match &principal {
+                PrincipalRef::User(email) => (&mut state.members, email, "member"),
+                PrincipalRef::App(name) => (&mut state.applications, name, "application"),
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "only members and applications are added",
+                    ));
+                }
+            };
+            if !set.insert(name.clone()) {
+                return Err(Status::already_exists(format!(
+                    "{what} {name} already exists"
+                )));
+            }
+            Ok(())
+        })
+        .await?;
+        self.principal_pb(&principal).await.map(Response::new)
     }
 
     async fn principal_pb(&self, r: &PrincipalRef) -> Result<pb::Principal, Status> {
