@@ -6,34 +6,17 @@ mod support;
 use keyward::pb::{self, Plane};
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{Backend, Envoy, Keyward};
 
-struct World {
-    keyward: Keyward,
-    _backend: Backend,
-    envoy: Envoy,
-    http: reqwest::Client,
-    admin: support::Admin,
-}
+type World = support::Gateway;
 
 /// keyward with project `demo`, deployments `demo/chat` and `demo/embed`, behind Envoy.
 async fn world() -> World {
-    let keyward = Keyward::start().await;
-    let backend = Backend::start().await;
-    let envoy = Envoy::start(keyward.check, backend.addr).await;
-    let mut admin = keyward.admin().await;
-    admin.project("demo").await;
-    admin.deployment("demo/chat").await;
-    admin.deployment("demo/embed").await;
-    admin.workload("w-1", "demo").await;
-    let http = envoy.client();
-    World {
-        keyward,
-        _backend: backend,
-        envoy,
-        http,
-        admin,
-    }
+    let mut w = World::start().await;
+    w.admin.project("demo").await;
+    w.admin.deployment("demo/chat").await;
+    w.admin.deployment("demo/embed").await;
+    w.admin.workload("w-1", "demo").await;
+    w
 }
 
 const CHAT: &str = "/demo/chat/v1/chat/completions";

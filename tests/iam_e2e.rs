@@ -7,35 +7,18 @@ mod support;
 use keyward::pb::{self, Plane};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use support::{Backend, Envoy, Keyward};
 
-struct World {
-    _keyward: Keyward,
-    _backend: Backend,
-    envoy: Envoy,
-    http: reqwest::Client,
-    admin: support::Admin,
-}
+type World = support::Gateway;
 
 /// Projects demo and beta, deployment demo/chat, workloads w-1 (demo) and w-b (beta).
 async fn world() -> World {
-    let keyward = Keyward::start().await;
-    let backend = Backend::start().await;
-    let envoy = Envoy::start(keyward.check, backend.addr).await;
-    let mut admin = keyward.admin().await;
-    admin.project("demo").await;
-    admin.project("beta").await;
-    admin.deployment("demo/chat").await;
-    admin.workload("w-1", "demo").await;
-    admin.workload("w-b", "beta").await;
-    let http = envoy.client();
-    World {
-        _keyward: keyward,
-        _backend: backend,
-        envoy,
-        http,
-        admin,
-    }
+    let mut w = World::start().await;
+    w.admin.project("demo").await;
+    w.admin.project("beta").await;
+    w.admin.deployment("demo/chat").await;
+    w.admin.workload("w-1", "demo").await;
+    w.admin.workload("w-b", "beta").await;
+    w
 }
 
 fn rule(projects: &[&str], sets: &[&str]) -> pb::Rule {

@@ -432,6 +432,33 @@ impl Backend {
     }
 }
 
+/// keyward (SQLite), the stand-in backend and a real Envoy in front, with an admin client and
+/// an HTTP client trusting the private listener's CA. Tests seed what they need.
+pub struct Gateway {
+    pub keyward: Keyward,
+    pub backend: Backend,
+    pub envoy: Envoy,
+    pub http: reqwest::Client,
+    pub admin: Admin,
+}
+
+impl Gateway {
+    pub async fn start() -> Gateway {
+        let keyward = Keyward::start().await;
+        let backend = Backend::start().await;
+        let envoy = Envoy::start(keyward.check, backend.addr).await;
+        let admin = keyward.admin().await;
+        let http = envoy.client();
+        Gateway {
+            keyward,
+            backend,
+            envoy,
+            http,
+            admin,
+        }
+    }
+}
+
 /// Where the Envoy binary is: `$ENVOY_BIN`, else the one `scripts/test` installs.
 pub fn envoy_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("ENVOY_BIN") {
