@@ -13,8 +13,6 @@ use keyward::policy::{self, Authentication, Decision, Route, Target};
 fn key(kind: PrincipalKind) -> ApiKey {
     ApiKey {
         id: "AbCdEfGhIjKl".into(),
-        name: "bench".into(),
-        description: String::new(),
         principal: Principal {
             id: 7,
             kind,
@@ -26,10 +24,9 @@ fn key(kind: PrincipalKind) -> ApiKey {
         ]),
         secret_hash: "".into(),
         previous_secret: None,
-        created_at: 0,
         expires_at: Some(4_000_000_000),
         revoked_at: None,
-        last_used_at: None,
+        details: None,
     }
 }
 

@@ -28,7 +28,7 @@ use crate::iam::{
     PrincipalRef, Rule, RuleScope, UserAgentMatch,
 };
 use crate::model::validate_slug;
-use crate::model::{ApiKey, DataTarget, Deployment, DeploymentName, KeyScope, Plane};
+use crate::model::{ApiKey, DataTarget, Deployment, DeploymentName, KeyDetails, KeyScope, Plane};
 use crate::model::{Principal, PrincipalKind};
 use crate::pb::admin_server::Admin;
 use crate::pb::{self, expiry};
@@ -301,21 +301,25 @@ fn deployment_pb(d: &Deployment) -> pb::Deployment {
     }
 }
 
+/// `k` as the admin API shows it. Keys shown here come from the store, so they carry their
+/// details; a cached key (none) would show an empty name and no timestamps.
 fn key_pb(k: &ApiKey, pending_last_use: Option<i64>) -> pb::Key {
+    let none = KeyDetails::default();
+    let details = k.details.as_deref().unwrap_or(&none);
     pb::Key {
         id: k.id.clone(),
         plane: match k.plane() {
             Plane::Data => pb::Plane::Data,
             Plane::Control => pb::Plane::Control,
         } as i32,
-        name: k.name.clone(),
-        description: k.description.clone(),
+        name: details.name.clone(),
+        description: details.description.clone(),
         principal: k.principal.name.clone(),
         scope: k.scope.to_strings(),
         expires_at: k.expires_at,
-        created_at: k.created_at,
+        created_at: details.created_at,
         revoked_at: k.revoked_at,
-        last_used_at: k.last_used_at.max(pending_last_use),
+        last_used_at: details.last_used_at.max(pending_last_use),
     }
 }
 

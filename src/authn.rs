@@ -7,13 +7,14 @@
 //! same token are coalesced into one.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::Params;
 use tokio::sync::Semaphore;
 
-use crate::cache::{Caches, Verdict};
+use crate::cache::{Caches, KeyEntry, Proven, Verdict};
 use crate::config;
+use crate::hashing::Hasher;
 use crate::iam::Grants;
 use crate::model::{ApiKey, Deployment, PrincipalKind};
 use crate::policy::InvalidReason;
@@ -49,10 +50,12 @@ pub enum Authenticated {
 pub struct Authenticator {
     store: Store,
     caches: Caches,
-    hasher: Argon2<'static>,
+    hasher: Arc<Hasher>,
     waiting: Arc<Semaphore>,
     running: Arc<Semaphore>,
     last_used: LastUsed,
+    /// argon2 verifications run since start (each checks a secret against a key's hashes).
+    verifications: Arc<AtomicU64>,
     /// What the owner's keys are given: no policies (the owner may do everything). Shared, so
     /// the owner's requests allocate nothing for it.
     no_grants: Arc<Grants>,
@@ -68,10 +71,11 @@ impl Authenticator {
         Authenticator {
             store,
             caches,
-            hasher: hasher(argon),
+            hasher: Arc::new(Hasher::new(params(argon))),
             waiting: Arc::new(Semaphore::new(verify.workers + verify.queue)),
             running: Arc::new(Semaphore::new(verify.workers)),
             last_used: LastUsed::default(),
+            verifications: Arc::new(AtomicU64::new(0)),
             no_grants: Arc::new(Grants::default()),
         }
     }
@@ -84,36 +88,61 @@ impl Authenticator {
         &self.store
     }
 
+    /// How many argon2 verifications have run since start: what the caches exist to avoid.
+    pub fn verifications_run(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
     /// Last-use times waiting to be written.
     pub fn last_used(&self) -> &LastUsed {
         &self.last_used
     }
 
     /// The argon2id PHC string of `secret`, with a fresh random salt, computed on the blocking
-    /// pool like every argon2 call.
+    /// pool like every argon2 call, and counted among the `verify.workers` running: it waits for
+    /// a worker (an admin write may wait behind a queue of verifications) but is never shed.
     pub async fn hash_secret(&self, secret: &str) -> Result<String, Undecidable> {
+        let _running = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Undecidable::Overloaded)?;
         let hasher = self.hasher.clone();
         let secret = secret.to_owned();
         tokio::task::spawn_blocking(move || {
-            let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
             hasher
-                .hash_password(secret.as_bytes(), &salt)
-                .map(|h| h.to_string())
+                .hash(secret.as_bytes())
                 .map_err(|e| Undecidable::Internal(e.to_string()))
         })
         .await
         .map_err(|e| Undecidable::Internal(e.to_string()))?
     }
 
-    /// The stored key `id`, from the cache or the store.
+    /// The stored key `id` without its details, from the cache or the store.
     pub async fn key(&self, id: &str) -> Result<Option<Arc<ApiKey>>, Undecidable> {
-        if let Some(cached) = self.caches.key(id).await {
-            return Ok(cached);
+        Ok(self.key_entry(id).await?.key.clone())
+    }
+
+    /// The cache entry of key `id`, reloaded from the store when missing or stale.
+    async fn key_entry(&self, id: &str) -> Result<Arc<KeyEntry>, Undecidable> {
+        let cached = self.caches.key(id).await;
+        if let Some(entry) = &cached
+            && self.caches.is_fresh(entry)
+        {
+            return Ok(entry.clone());
         }
         let epoch = self.caches.epoch();
-        let loaded = self.store.get_key(id).await?.map(Arc::new);
-        self.caches.insert_key(id, loaded.clone(), epoch).await;
-        Ok(loaded)
+        let generation = self.caches.key_generation();
+        let loaded = self.store.get_key(id).await?.map(|key| {
+            Arc::new(ApiKey {
+                details: None,
+                ..key
+            })
+        });
+        let entry = Arc::new(KeyEntry::new(loaded, generation, cached.as_deref()));
+        self.caches.insert_key(id, entry.clone(), epoch).await;
+        Ok(entry)
     }
 
     /// The deployment `project/slug`, from the cache or the store.
@@ -171,25 +200,37 @@ impl Authenticator {
         token: &Token<'_>,
         now: i64,
     ) -> Result<Authenticated, Undecidable> {
-        let Some(key) = self.key(token.key_id).await? else {
+        let entry = self.key_entry(token.key_id).await?;
+        let Some(key) = &entry.key else {
             return Ok(Authenticated::Invalid(InvalidReason::UnknownKey));
         };
         if key.plane() != token.plane {
             return Ok(Authenticated::Invalid(InvalidReason::UnknownKey));
         }
         let cache_key = token.cache_key();
+        match entry.proven(&cache_key) {
+            Some(Proven::Current) => return Ok(Authenticated::Key(key.clone())),
+            Some(Proven::Previous { valid_until }) => {
+                return Ok(if now < valid_until {
+                    Authenticated::Key(key.clone())
+                } else {
+                    Authenticated::Invalid(InvalidReason::RotatedOut)
+                });
+            }
+            None => {}
+        }
         if let Some(verdict) = self.caches.verdicts.get(&cache_key).await {
-            if let Some(outcome) = judge(&verdict, &key, now) {
+            if let Some(outcome) = judge(&verdict, key, now) {
                 return Ok(outcome);
             }
             // Computed against a hash the key no longer has: verify again.
             self.caches.verdicts.invalidate(&cache_key).await;
         }
-        let verdict = self.verify(cache_key, token.secret(), &key, now).await?;
-        Ok(
-            judge(&verdict, &key, now)
-                .unwrap_or(Authenticated::Invalid(InvalidReason::WrongSecret)),
-        )
+        let verdict = self.verify(cache_key, token.secret(), key, now).await?;
+        if let Verdict::Match(phc) = &verdict {
+            entry.record(&cache_key, phc);
+        }
+        Ok(judge(&verdict, key, now).unwrap_or(Authenticated::Invalid(InvalidReason::WrongSecret)))
     }
 
     /// Verifies `secret` against the key's current hash and, inside a rotation grace, its
@@ -201,8 +242,7 @@ impl Authenticator {
         key: &ApiKey,
         now: i64,
     ) -> Result<Verdict, Undecidable> {
-        // The verdict shares the key's PHC string rather than copying it: 100 000 cached
-        // verdicts would otherwise hold 100 000 copies of ~100 bytes.
+        // A verdict shares the key's PHC string rather than copying ~100 bytes of it.
         let current: Arc<str> = key.secret_hash.clone();
         let previous: Option<Arc<str>> = key
             .previous_secret
@@ -223,9 +263,11 @@ impl Authenticator {
                 .map_err(|_| Undecidable::Overloaded)?;
             let secret = secret.to_owned();
             let hasher = self.hasher.clone();
+            let verifications = self.verifications.clone();
             tokio::task::spawn_blocking(move || {
+                verifications.fetch_add(1, Ordering::Relaxed);
                 for phc in std::iter::once(&current).chain(previous.as_ref()) {
-                    if secret_matches(&hasher, &secret, phc) {
+                    if hasher.verify(secret.as_bytes(), phc) {
                         return Verdict::Match(phc.clone());
                     }
                 }
@@ -265,15 +307,6 @@ fn judge(verdict: &Verdict, key: &Arc<ApiKey>, now: i64) -> Option<Authenticated
     }
 }
 
-/// argon2's verification compares in constant time. A PHC string that does not parse can
-/// never match: it is a failed verification, not an error.
-fn secret_matches(hasher: &Argon2<'static>, secret: &str, phc: &str) -> bool {
-    PasswordHash::new(phc)
-        .is_ok_and(|parsed| hasher.verify_password(secret.as_bytes(), &parsed).is_ok())
-}
-
-fn hasher(argon: &config::Argon2) -> Argon2<'static> {
-    let params = Params::new(argon.memory_kib, argon.iterations, argon.parallelism, None)
-        .unwrap_or_default();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+fn params(argon: &config::Argon2) -> Params {
+    Params::new(argon.memory_kib, argon.iterations, argon.parallelism, None).unwrap_or_default()
 }

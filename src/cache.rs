@@ -1,9 +1,13 @@
 //! In-memory caches in front of the store, and their invalidation.
 //!
+//! - `keys`: key id → a [`KeyEntry`]: the stored key (or its absence) and the tokens proven to
+//!   carry its secret. A change to a key, to any principal, or a gap in change notifications
+//!   makes entries stale rather than dropping them: the next request reloads the key, and the
+//!   proofs still valid for the reloaded key carry over, so no argon2 stampede follows.
 //! - `verdicts`: SHA-256 of a whole token → the outcome of its argon2 verification, naming the
-//!   PHC string it concerns, so it stops counting the moment the key's stored hash changes.
-//!   Failures expire after the short negative TTL.
-//! - `keys`: key id → the stored key (or its absence), dropped on any change to that key.
+//!   PHC string it concerns. It coalesces concurrent verifications of one token and remembers
+//!   failures for the short negative TTL; a success is recorded as a proof on the key's entry
+//!   instead and expires here at once.
 //! - `deployments`: `project/slug` → the stored deployment (or its absence).
 //! - `grants`: principal id → its policies resolved against the permission sets, so the hot
 //!   path decides without a database round trip. Any policy, permission set or principal
@@ -12,14 +16,16 @@
 //!
 //! Every admin write invalidates what it changed before it answers, so the very next decision
 //! sees it. A load racing an invalidation can not re-insert stale data: loads bracket their
-//! insert with an epoch read and undo it when an invalidation happened meanwhile.
+//! insert with an epoch read and undo it (or mark it stale) when an invalidation happened
+//! meanwhile.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::future::Cache;
+use subtle::ConstantTimeEq;
 
 use crate::iam::Grants;
 use crate::model::{ApiKey, Deployment};
@@ -35,15 +41,103 @@ pub enum Verdict {
     NoMatch(Arc<str>),
 }
 
+/// A cached key and the tokens proven to carry its secret.
+///
+/// A proof is the SHA-256 digest of a whole token that argon2 verified against the key's current
+/// hash or, inside a rotation grace, its previous one. A key has one secret per hash, so one
+/// proof of each kind is all there is to keep: 64 bytes in the entry instead of a verdict cache
+/// entry of its own (~450 bytes in moka) for every cached key.
+#[derive(Debug)]
+pub struct KeyEntry {
+    /// `None`: no key has this id.
+    pub key: Option<Arc<ApiKey>>,
+    /// The key generation this entry was loaded in; an older one is reloaded before use.
+    generation: u64,
+    /// Set when a change to this key was applied after it was loaded.
+    stale: AtomicBool,
+    current_proof: OnceLock<[u8; 32]>,
+    previous_proof: OnceLock<[u8; 32]>,
+}
+
+/// Which of the key's hashes a presented token is proven to match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proven {
+    Current,
+    /// The hash replaced by a rotation, accepted until this Unix second.
+    Previous {
+        valid_until: i64,
+    },
+}
+
+impl KeyEntry {
+    /// An entry for `key` as loaded in `generation`, with the proofs of `replacing` (the entry
+    /// it supersedes) that concern a hash `key` still has.
+    pub fn new(key: Option<Arc<ApiKey>>, generation: u64, replacing: Option<&KeyEntry>) -> Self {
+        let entry = KeyEntry {
+            key,
+            generation,
+            stale: AtomicBool::new(false),
+            current_proof: OnceLock::new(),
+            previous_proof: OnceLock::new(),
+        };
+        if let Some(old) = replacing
+            && let Some(old_key) = &old.key
+        {
+            if let Some(proof) = old.current_proof.get() {
+                entry.record(proof, &old_key.secret_hash);
+            }
+            if let (Some(proof), Some(previous)) =
+                (old.previous_proof.get(), &old_key.previous_secret)
+            {
+                entry.record(proof, &previous.hash);
+            }
+        }
+        entry
+    }
+
+    /// Records that the token with SHA-256 `digest` verified against `phc`. Ignored when `phc`
+    /// is none of this key's hashes (it changed while the verification ran).
+    pub fn record(&self, digest: &[u8; 32], phc: &str) {
+        let Some(key) = &self.key else { return };
+        if *key.secret_hash == *phc {
+            let _ = self.current_proof.set(*digest);
+        } else if key
+            .previous_secret
+            .as_ref()
+            .is_some_and(|p| *p.hash == *phc)
+        {
+            let _ = self.previous_proof.set(*digest);
+        }
+    }
+
+    /// Whether the token with SHA-256 `digest` is proven to carry this key's secret, compared
+    /// in constant time.
+    pub fn proven(&self, digest: &[u8; 32]) -> Option<Proven> {
+        let matches = |proof: &OnceLock<[u8; 32]>| {
+            proof
+                .get()
+                .is_some_and(|proof| bool::from(proof.ct_eq(digest)))
+        };
+        if matches(&self.current_proof) {
+            return Some(Proven::Current);
+        }
+        let previous = self.key.as_ref()?.previous_secret.as_ref()?;
+        matches(&self.previous_proof).then_some(Proven::Previous {
+            valid_until: previous.valid_until,
+        })
+    }
+}
+
 struct VerdictExpiry {
-    positive: Duration,
     negative: Duration,
 }
 
 impl Expiry<[u8; 32], Verdict> for VerdictExpiry {
     fn expire_after_create(&self, _: &[u8; 32], verdict: &Verdict, _: Instant) -> Option<Duration> {
         Some(match verdict {
-            Verdict::Match(_) => self.positive,
+            // Recorded as a proof on the key's entry by the caller; kept here only for the
+            // callers coalesced on the same verification, which are handed it directly.
+            Verdict::Match(_) => Duration::ZERO,
             Verdict::NoMatch(_) => self.negative,
         })
     }
@@ -52,7 +146,8 @@ impl Expiry<[u8; 32], Verdict> for VerdictExpiry {
 #[derive(Clone)]
 pub struct Caches {
     pub verdicts: Cache<[u8; 32], Verdict>,
-    keys: Cache<String, Option<Arc<ApiKey>>>,
+    keys: Cache<String, Arc<KeyEntry>>,
+    key_generation: Arc<AtomicU64>,
     deployments: Cache<String, Option<Arc<Deployment>>>,
     grants: Cache<i64, Arc<Grants>>,
     workloads: Cache<String, Option<Arc<str>>>,
@@ -66,7 +161,6 @@ impl Caches {
             verdicts: Cache::builder()
                 .max_capacity(capacity)
                 .expire_after(VerdictExpiry {
-                    positive: ttl,
                     negative: negative_ttl,
                 })
                 .build(),
@@ -86,13 +180,26 @@ impl Caches {
                 .max_capacity(capacity)
                 .time_to_live(ttl)
                 .build(),
+            key_generation: Arc::new(AtomicU64::new(0)),
             epoch: Arc::new(AtomicU64::new(0)),
             applied: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    pub async fn key(&self, id: &str) -> Option<Option<Arc<ApiKey>>> {
+    /// The cached entry for key `id`, fresh or not (see [`Caches::is_fresh`]).
+    pub async fn key(&self, id: &str) -> Option<Arc<KeyEntry>> {
         self.keys.get(id).await
+    }
+
+    /// Whether `entry` may be used as it is, rather than reloaded.
+    pub fn is_fresh(&self, entry: &KeyEntry) -> bool {
+        !entry.stale.load(Ordering::Acquire)
+            && entry.generation == self.key_generation.load(Ordering::Acquire)
+    }
+
+    /// The generation to give a [`KeyEntry`] about to be loaded.
+    pub fn key_generation(&self) -> u64 {
+        self.key_generation.load(Ordering::Acquire)
     }
 
     pub async fn deployment(&self, name: &str) -> Option<Option<Arc<Deployment>>> {
@@ -126,10 +233,11 @@ impl Caches {
         self.epoch.load(Ordering::Acquire)
     }
 
-    pub async fn insert_key(&self, id: &str, key: Option<Arc<ApiKey>>, loaded_at: u64) {
-        self.keys.insert(id.to_owned(), key).await;
+    /// Caches `entry` for key `id`; stale at once when a change was applied since `loaded_at`.
+    pub async fn insert_key(&self, id: &str, entry: Arc<KeyEntry>, loaded_at: u64) {
+        self.keys.insert(id.to_owned(), entry.clone()).await;
         if self.epoch() != loaded_at {
-            self.keys.invalidate(id).await;
+            entry.stale.store(true, Ordering::Release);
         }
     }
 
@@ -155,11 +263,15 @@ impl Caches {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.applied.fetch_add(1, Ordering::AcqRel);
         match change {
-            Change::Key(id) => self.keys.invalidate(id.as_str()).await,
+            Change::Key(id) => {
+                if let Some(entry) = self.keys.get(id.as_str()).await {
+                    entry.stale.store(true, Ordering::Release);
+                }
+            }
             Change::Deployment(name) => self.deployments.invalidate(&name.to_string()).await,
             // A principal's kind or membership is part of every key it bears.
             Change::Principal(_) => {
-                self.keys.invalidate_all();
+                self.key_generation.fetch_add(1, Ordering::AcqRel);
                 self.grants.invalidate_all();
             }
             Change::Project(_) => {
@@ -171,15 +283,110 @@ impl Caches {
         }
     }
 
-    /// Forgets every key, deployment, grant and workload: after a gap in change notifications none of them can
-    /// be trusted. Verdicts stay: each applies only to the exact hash it was computed against,
-    /// and the reloaded key decides whether that hash still counts, so no argon2 stampede
-    /// follows a reconnect.
+    /// Forgets every deployment, grant and workload and makes every key stale: after a gap in
+    /// change notifications none of them can be trusted. Proofs and verdicts stay: each applies
+    /// only to the exact hash it was computed against, and the reloaded key decides whether that
+    /// hash still counts, so no argon2 stampede follows a reconnect.
     pub fn flush(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.keys.invalidate_all();
+        self.key_generation.fetch_add(1, Ordering::AcqRel);
         self.deployments.invalidate_all();
         self.grants.invalidate_all();
         self.workloads.invalidate_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{KeyScope, PreviousSecret, Principal, PrincipalKind};
+
+    fn key(hash: &str, previous: Option<&str>) -> Option<Arc<ApiKey>> {
+        Some(Arc::new(ApiKey {
+            id: "AAAAAAAAAAAA".into(),
+            principal: Principal {
+                id: 1,
+                kind: PrincipalKind::Owner,
+                name: "owner@example.com".into(),
+            },
+            scope: KeyScope::ControlOrganization,
+            secret_hash: hash.into(),
+            previous_secret: previous.map(|hash| PreviousSecret {
+                hash: hash.into(),
+                valid_until: 100,
+            }),
+            expires_at: None,
+            revoked_at: None,
+            details: None,
+        }))
+    }
+
+    const TOKEN: [u8; 32] = [7; 32];
+    const OTHER: [u8; 32] = [8; 32];
+
+    #[test]
+    fn a_proof_concerns_one_hash_and_follows_it_across_reloads() {
+        let first = KeyEntry::new(key("$h1", None), 0, None);
+        assert_eq!(first.proven(&TOKEN), None);
+        first.record(&TOKEN, "$not-this-key's");
+        assert_eq!(first.proven(&TOKEN), None, "a hash the key does not have");
+        first.record(&TOKEN, "$h1");
+        assert_eq!(first.proven(&TOKEN), Some(Proven::Current));
+        assert_eq!(first.proven(&OTHER), None);
+
+        let edited = KeyEntry::new(key("$h1", None), 1, Some(&first));
+        assert_eq!(edited.proven(&TOKEN), Some(Proven::Current), "same hash");
+
+        let rotated = KeyEntry::new(key("$h2", Some("$h1")), 2, Some(&edited));
+        assert_eq!(
+            rotated.proven(&TOKEN),
+            Some(Proven::Previous { valid_until: 100 }),
+            "the replaced hash, inside its grace"
+        );
+
+        let cut = KeyEntry::new(key("$h3", None), 3, Some(&rotated));
+        assert_eq!(cut.proven(&TOKEN), None, "rotated without a grace");
+
+        let gone = KeyEntry::new(None, 4, Some(&first));
+        assert_eq!(gone.proven(&TOKEN), None, "deleted");
+        let back = KeyEntry::new(key("$h1", None), 5, Some(&gone));
+        assert_eq!(
+            back.proven(&TOKEN),
+            None,
+            "nothing carries through an absence"
+        );
+    }
+
+    #[tokio::test]
+    async fn changes_make_entries_stale_and_loads_racing_them_are_stale_at_once() {
+        let caches = Caches::new(100, Duration::from_secs(60), Duration::from_secs(5));
+        let fresh = |entry: &KeyEntry| caches.is_fresh(entry);
+        let load = |caches: &Caches| (caches.epoch(), caches.key_generation());
+
+        let (epoch, generation) = load(&caches);
+        let a = Arc::new(KeyEntry::new(key("$h1", None), generation, None));
+        caches.insert_key("a", a.clone(), epoch).await;
+        assert!(fresh(&a));
+        caches.apply(&Change::Key("a".into())).await;
+        assert!(!fresh(&a), "its own change");
+
+        let (epoch, generation) = load(&caches);
+        let b = Arc::new(KeyEntry::new(key("$h1", None), generation, None));
+        caches.insert_key("b", b.clone(), epoch).await;
+        caches.apply(&Change::Principal(1)).await;
+        assert!(!fresh(&b), "any principal's change");
+
+        let (epoch, generation) = load(&caches);
+        let c = Arc::new(KeyEntry::new(key("$h1", None), generation, None));
+        caches.insert_key("c", c.clone(), epoch).await;
+        caches.flush();
+        assert!(!fresh(&c), "a flush");
+
+        let (epoch, generation) = load(&caches);
+        caches.apply(&Change::Key("d".into())).await;
+        let d = Arc::new(KeyEntry::new(key("$h1", None), generation, None));
+        caches.insert_key("d", d.clone(), epoch).await;
+        assert!(!fresh(&d), "loaded before a change applied while it loaded");
+        assert!(caches.key("d").await.is_some(), "kept, for its proofs");
     }
 }

@@ -10,6 +10,7 @@
 //! - [`cache`]: moka caches and their invalidation.
 //! - [`propagation`]: following other replicas' changes (PostgreSQL LISTEN, SQLite polling).
 //! - [`usage`]: last-use times, batched off the request path.
+//! - [`hashing`]: argon2id hashing and verification of secrets, on reused working memory.
 //! - [`authn`]: credential → verified key, with argon2 on a bounded blocking pool.
 //! - [`authz`]: the Envoy edge: `CheckRequest` → decision → `CheckResponse`.
 //! - [`admin`]: the admin gRPC API used by the CLI.
@@ -27,6 +28,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod declare;
+pub mod hashing;
 pub mod iam;
 pub mod model;
 pub mod policy;

@@ -304,8 +304,6 @@ mod tests {
     fn key(scope: KeyScope, kind: PrincipalKind) -> ApiKey {
         ApiKey {
             id: "AAAAAAAAAAAA".into(),
-            name: "k".into(),
-            description: String::new(),
             principal: Principal {
                 id: 1,
                 kind,
@@ -314,10 +312,9 @@ mod tests {
             scope,
             secret_hash: "".into(),
             previous_secret: None,
-            created_at: NOW - 100,
             expires_at: None,
             revoked_at: None,
-            last_used_at: None,
+            details: None,
         }
     }
 
@@ -665,8 +662,6 @@ mod iam_table {
     fn key(kind: PrincipalKind, scope: KeyScope) -> ApiKey {
         ApiKey {
             id: "KEYID0000001".into(),
-            name: String::new(),
-            description: String::new(),
             principal: Principal {
                 id: 7,
                 kind,
@@ -675,10 +670,9 @@ mod iam_table {
             scope,
             secret_hash: "".into(),
             previous_secret: None,
-            created_at: 0,
             expires_at: None,
             revoked_at: None,
-            last_used_at: None,
+            details: None,
         }
     }
 

@@ -12,7 +12,8 @@ use std::time::Duration;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use keyward::authn::Authenticated;
 use keyward::pb::{self, Plane};
-use keyward::store::{Store, now_unix};
+use keyward::policy::InvalidReason;
+use keyward::store::{Change, Store, now_unix};
 use keyward::token::Token;
 use support::{
     Keyward, PgDatabase, PrivatePostgres, check_request, eventually, http_status, test_config,
@@ -123,7 +124,12 @@ async fn postgres_serves_the_same_key_lifecycle_as_sqlite() {
             .unwrap()
             .unwrap();
         assert!(
-            stored.last_used_at.is_some_and(|at| at >= now_unix() - 60),
+            stored
+                .details
+                .as_ref()
+                .unwrap()
+                .last_used_at
+                .is_some_and(|at| at >= now_unix() - 60),
             "{backend}"
         );
     }
@@ -209,6 +215,102 @@ async fn changes_reach_other_replicas_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_reach_other_processes_on_one_sqlite_file() {
     changes_reach_the_other_replica(Keyward::start().await).await;
+}
+
+/// A secret argon2 has verified once is not verified again while the key keeps its hash: not
+/// after the key is edited, any principal changes, or the caches are flushed after a gap in
+/// change notifications, and not for the old secret inside a rotation grace. A wrong secret is
+/// verified once and then remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_secrets_survive_reloads_without_argon2() {
+    for keyward in [Keyward::start().await, Keyward::start_postgres().await] {
+        let mut admin = seed(&keyward).await;
+        let mut check = check_client(&keyward).await;
+        let verifications = || keyward.authn.verifications_run();
+        let (id, old) = admin.key(Plane::Data, &["acme/bot"]).await;
+        let before = verifications();
+        assert_eq!(status(&mut check, "acme/bot", Some(&old)).await, 200);
+        assert_eq!(verifications(), before + 1, "first use verifies");
+
+        admin
+            .update(pb::UpdateKeyRequest {
+                id: id.clone(),
+                name: Some("renamed".into()),
+                ..Default::default()
+            })
+            .await;
+        keyward.authn.caches().apply(&Change::Principal(1)).await;
+        keyward.authn.caches().flush();
+        assert!(
+            keyward
+                .authn
+                .caches()
+                .key(&id)
+                .await
+                .is_some_and(|entry| !keyward.authn.caches().is_fresh(&entry)),
+            "the cached key is stale and must be reloaded"
+        );
+        assert_eq!(status(&mut check, "acme/bot", Some(&old)).await, 200);
+        assert_eq!(verifications(), before + 1, "reloads keep the proof");
+
+        let new = admin
+            .client
+            .rotate_key(pb::RotateKeyRequest {
+                id: id.clone(),
+                grace_seconds: 600,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .token;
+        assert_eq!(status(&mut check, "acme/bot", Some(&old)).await, 200);
+        assert_eq!(
+            verifications(),
+            before + 1,
+            "the old secret is proven in the grace"
+        );
+        assert_eq!(status(&mut check, "acme/bot", Some(&new)).await, 200);
+        assert_eq!(
+            verifications(),
+            before + 2,
+            "the new secret is verified once"
+        );
+        let until = keyward
+            .authn
+            .store()
+            .get_key(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .previous_secret
+            .unwrap()
+            .valid_until;
+        assert!(matches!(
+            keyward
+                .authn
+                .authenticate(&Token::parse(&old).unwrap(), until)
+                .await
+                .unwrap(),
+            Authenticated::Invalid(InvalidReason::RotatedOut)
+        ));
+
+        let wrong = keyward::token::generate(keyward::model::Plane::Data, &id).token;
+        assert_eq!(status(&mut check, "acme/bot", Some(&wrong)).await, 401);
+        assert_eq!(status(&mut check, "acme/bot", Some(&wrong)).await, 401);
+        assert_eq!(
+            verifications(),
+            before + 3,
+            "a wrong secret is verified once"
+        );
+
+        admin.revoke(&id).await;
+        assert_eq!(status(&mut check, "acme/bot", Some(&new)).await, 401);
+        assert_eq!(
+            verifications(),
+            before + 3,
+            "revocation needs no verification"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
