@@ -351,3 +351,61 @@ async fn per_client_rate_limit_answers_429_before_keyward_and_is_off_by_default(
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+/// `envoy/render.sh` with `CERT_DIR` and `extra`; returns (success, stdout, stderr).
+fn render(extra: &[(&str, &str)]) -> (bool, String, String) {
+    let out = std::process::Command::new("sh")
+        .arg(support::repo().join("envoy/render.sh"))
+        .env("CERT_DIR", "/nonexistent-certs")
+        .env_remove("RATE_LIMIT_PER_CLIENT_RPS")
+        .env_remove("RATE_LIMIT_PER_CLIENT_BURST")
+        .envs(extra.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn the_rate_limit_is_rendered_only_when_asked_for_and_only_with_a_number() {
+    for off in [
+        &[][..],
+        &[("RATE_LIMIT_PER_CLIENT_RPS", "")],
+        &[("RATE_LIMIT_PER_CLIENT_RPS", "0")],
+    ] {
+        let (ok, yaml, stderr) = render(off);
+        assert!(ok, "{stderr}");
+        assert!(!yaml.contains("local_ratelimit"), "{off:?}");
+    }
+    let (ok, yaml, stderr) = render(&[("RATE_LIMIT_PER_CLIENT_RPS", "25")]);
+    assert!(ok, "{stderr}");
+    assert!(yaml.contains("envoy.filters.http.local_ratelimit"));
+    assert!(yaml.contains("max_tokens: 25") && yaml.contains("tokens_per_fill: 25"));
+    // The filter sits before ext_authz, so a limited request never becomes a Check.
+    assert!(
+        yaml.find("- name: envoy.filters.http.local_ratelimit")
+            .unwrap()
+            < yaml.find("- name: envoy.filters.http.ext_authz").unwrap()
+    );
+    let (ok, yaml, stderr) = render(&[
+        ("RATE_LIMIT_PER_CLIENT_RPS", "25"),
+        ("RATE_LIMIT_PER_CLIENT_BURST", "100"),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(yaml.contains("max_tokens: 100") && yaml.contains("tokens_per_fill: 25"));
+
+    for bad in ["ten", "5a", "-1", "1.5"] {
+        let (ok, _, stderr) = render(&[("RATE_LIMIT_PER_CLIENT_RPS", bad)]);
+        assert!(!ok, "{bad} was accepted");
+        assert!(stderr.contains("RATE_LIMIT_PER_CLIENT_RPS"), "{stderr}");
+    }
+    let (ok, _, stderr) = render(&[
+        ("RATE_LIMIT_PER_CLIENT_RPS", "25"),
+        ("RATE_LIMIT_PER_CLIENT_BURST", "0"),
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("RATE_LIMIT_PER_CLIENT_BURST"), "{stderr}");
+}
