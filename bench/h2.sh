@@ -6,10 +6,15 @@
 #
 #   ENVOY_BIN=/path/to/envoy bench/h2.sh          # ~5 minutes on 2 cores
 #   ROUNDS=5 DURATION=10 bench/h2.sh
+#   ONLY="base win64k" ROUNDS=8 bench/h2.sh        # a focused A/B of some scenarios
 #
 # Environment (defaults in brackets): ENVOY_BIN [.tools/venv/bin/envoy], ROUNDS [3],
 # DURATION [5] seconds per run, CONNECTIONS [32] wrk connections, CONCURRENCY [32] in-flight
-# gRPC requests, PORT_BASE [29080] (loopback ports PORT_BASE..PORT_BASE+44 must be free).
+# gRPC requests, PORT_BASE [29080] (loopback ports PORT_BASE..PORT_BASE+44 must be free),
+# ONLY [all] the scenario names to run (base is always run: it is the reference).
+#
+# Noise: on shared cores whole rounds run slower or faster, so besides the medians the table
+# shows the median of per-round ratios (variant / reference measured in the same round).
 #
 # Scenarios (HTTP through Envoy to a direct_response route, ext_authz in front):
 #   base         envoy_grpc -> keyward over TCP, http2_protocol_options {} (envoy/envoy.yaml.tmpl)
@@ -158,8 +163,17 @@ runs=(
 	"load grpc_noop $port_noop"
 	"load grpc_noop_adapt $port_noop_adapt"
 )
+if [ -n "${ONLY:-}" ]; then
+	kept=()
+	for run in "${runs[@]}"; do
+		name=$(echo "$run" | awk '{ print $2 }')
+		case " base $ONLY " in *" $name "*) kept+=("$run") ;; esac
+	done
+	runs=("${kept[@]}")
+	labels=$(printf '%s\n' "${runs[@]}" | awk '{ printf "%s ", $2 }')
+fi
 for round in $(seq "$ROUNDS"); do
-	echo "== round $round/$ROUNDS"
+	echo "== round $round/$ROUNDS" | tee -a "$work/results.txt"
 	# Each round starts one scenario later, so no variant always runs first or after the same one.
 	for i in "${!runs[@]}"; do
 		${runs[$(((i + round - 1) % ${#runs[@]}))]}
@@ -173,13 +187,19 @@ field() { # field LABEL NAME: the median of NAME over LABEL's runs
 		"$work/results.txt" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "nan" }'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "-" }'; }
+paired() { # paired LABEL REF NAME: median over rounds of LABEL's NAME / REF's NAME in that round
+	awk -v label="$1" -v ref="$2" -v name="$3" '/^== round/ { r++ }
+		/^RESULT/ { split($2, l, "="); for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) v[r, l[2]] = kv[2] } }
+		END { for (i = 1; i <= r; i++) if (v[i, ref] > 0 && v[i, label] != "") print v[i, label] / v[i, ref] }' \
+		"$work/results.txt" | sort -g | awk '{ v[NR] = $1 } END { if (NR) printf "%.2f", v[int((NR + 1) / 2)]; else print "-" }'
+}
 
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)"
 echo "envoy: $("$ENVOY_BIN" --version 2>/dev/null | grep -o 'version: [^ ]*' | head -n1)  rounds: $ROUNDS x ${DURATION}s  (medians)"
 echo "upstream connections opened (Envoy 1): base $(upstream_cx "$(p 19)" kw_base) mcs8 $(upstream_cx "$(p 19)" kw_mcs8) mcs1 $(upstream_cx "$(p 19)" kw_mcs1)"
-printf '\n%-16s %9s %8s %8s %7s %11s %9s %11s %8s %9s\n' scenario "req/s" "p50 µs" "p99 µs" non2xx \
-	"envoy µs/rq" "(kernel)" "server µs/rq" "rps/ref" "envoy/ref"
+printf '\n%-16s %9s %8s %8s %7s %11s %9s %11s %8s %9s %13s %15s\n' scenario "req/s" "p50 µs" "p99 µs" non2xx \
+	"envoy µs/rq" "(kernel)" "server µs/rq" "rps/ref" "envoy/ref" "paired rps" "paired envoy"
 for label in $labels; do
 	case $label in
 	noop_adapt) ref=noop ;;
@@ -188,9 +208,11 @@ for label in $labels; do
 	*) ref=base ;;
 	esac
 	case $label in grpc_*) envoy_ratio=- ;; *) envoy_ratio=$(ratio "$(field "$label" envoy_cpu_us)" "$(field "$ref" envoy_cpu_us)") ;; esac
-	printf '%-16s %9s %8s %8s %7s %11s %9s %11s %8s %9s\n' "$label" "$(field "$label" rps)" \
+	case $label in grpc_*) paired_envoy=- ;; *) paired_envoy=$(paired "$label" "$ref" envoy_cpu_us) ;; esac
+	printf '%-16s %9s %8s %8s %7s %11s %9s %11s %8s %9s %13s %15s\n' "$label" "$(field "$label" rps)" \
 		"$(field "$label" p50_us)" "$(field "$label" p99_us)" "$(field "$label" non2xx)" \
 		"$(field "$label" envoy_cpu_us)" "$(field "$label" envoy_sys_us)" "$(field "$label" server_cpu_us)" \
-		"$(ratio "$(field "$label" rps)" "$(field "$ref" rps)")" "$envoy_ratio"
+		"$(ratio "$(field "$label" rps)" "$(field "$ref" rps)")" "$envoy_ratio" \
+		"$(paired "$label" "$ref" rps)" "$paired_envoy"
 done
 echo "(ratios are to base for the keyward variants, to noop / grpc_noop for the adaptive window)"
