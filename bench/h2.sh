@@ -4,7 +4,7 @@
 # only by a runtime flag, measured with the same wrk load in interleaved rounds; prints every
 # run, then medians, Envoy's and the Check server's CPU per request, and ratios to the baseline.
 #
-#   ENVOY_BIN=/path/to/envoy bench/h2.sh          # ~5 minutes on 2 cores
+#   ENVOY_BIN=/path/to/envoy bench/h2.sh          # ~6 minutes on 2 cores
 #   ROUNDS=5 DURATION=10 bench/h2.sh
 #   ONLY="base win64k" ROUNDS=8 bench/h2.sh        # a focused A/B of some scenarios
 #
