@@ -2,6 +2,7 @@
 # Render the keyward Envoy bootstrap template to stdout.
 #
 #   CERT_DIR=/certs [LISTEN_HOST=0.0.0.0 ...] envoy/render.sh > envoy.yaml
+#   CERT_DIR=/certs RATE_LIMIT_PER_CLIENT_RPS=50 envoy/render.sh > envoy.yaml   # + rate limit
 #
 # Every {{NAME}} placeholder in the template is replaced by the environment variable NAME
 # (defaults below; CERT_DIR has none). The template is envoy.yaml.tmpl next to this script,
@@ -58,6 +59,27 @@ for addr in $(printf '%s' "$KEYWARD_ADDRS" | tr ',' ' '); do
 done
 [ -n "$KEYWARD_ENDPOINTS" ] || fail "KEYWARD_ADDRS is empty"
 KEYWARD_ENDPOINTS="[$KEYWARD_ENDPOINTS]"
+# Opt-in per-client rate limit in front of ext_authz (requests per second per client address;
+# empty or 0 = off, the default: behind a load balancer every client shares one address).
+# The burst (bucket size) defaults to one second's worth.
+: "${RATE_LIMIT_PER_CLIENT_RPS:=}"
+case ${RATE_LIMIT_PER_CLIENT_RPS:-0} in
+*[!0-9]*) fail "RATE_LIMIT_PER_CLIENT_RPS must be a whole number of requests per second (empty or 0 = off), got '$RATE_LIMIT_PER_CLIENT_RPS'" ;;
+esac
+# Leading zeros and all: 0, 00 ... mean off.
+if [ "$(printf '%s' "${RATE_LIMIT_PER_CLIENT_RPS:-0}" | sed 's/^0*//')" = "" ]; then
+	RATE_LIMIT_PER_CLIENT_RPS=
+	RATE_LIMIT_PER_CLIENT_BURST=
+	rate_limit_block='/# BEGIN RATE_LIMIT_PER_CLIENT/,/# END RATE_LIMIT_PER_CLIENT/d'
+else
+	RATE_LIMIT_PER_CLIENT_RPS=$(printf '%s' "$RATE_LIMIT_PER_CLIENT_RPS" | sed 's/^0*//')
+	: "${RATE_LIMIT_PER_CLIENT_BURST:=$RATE_LIMIT_PER_CLIENT_RPS}"
+	case $RATE_LIMIT_PER_CLIENT_BURST in
+	'' | *[!0-9]* | 0*) fail "RATE_LIMIT_PER_CLIENT_BURST must be a whole number above 0, got '$RATE_LIMIT_PER_CLIENT_BURST'" ;;
+	esac
+	rate_limit_block=
+fi
+
 # Escape a value for the replacement side of a sed s||| command.
 escape() {
 	printf '%s' "$1" | sed 's/[\\|&]/\\&/g'
@@ -65,7 +87,8 @@ escape() {
 
 script=
 for name in LISTEN_HOST ADMIN_HOST PUBLIC_PORT PRIVATE_PORT ADMIN_PORT \
-	KEYWARD_ENDPOINTS BACKEND_HOST BACKEND_PORT CERT_DIR; do
+	KEYWARD_ENDPOINTS BACKEND_HOST BACKEND_PORT CERT_DIR \
+	RATE_LIMIT_PER_CLIENT_RPS RATE_LIMIT_PER_CLIENT_BURST; do
 	eval "value=\$$name"
 	case $value in
 	*"$newline"*) fail "$name must not contain a newline" ;;
@@ -73,7 +96,7 @@ for name in LISTEN_HOST ADMIN_HOST PUBLIC_PORT PRIVATE_PORT ADMIN_PORT \
 	script="${script}s|{{$name}}|$(escape "$value")|g$newline"
 done
 
-rendered=$(sed -e "$script" "$template") || fail "sed failed on $template"
+rendered=$(sed -e "$rate_limit_block" -e "$script" "$template") || fail "sed failed on $template"
 
 left=$(printf '%s\n' "$rendered" | sed -n 's/.*\({{[^}]*}}\).*/\1/p')
 if [ -n "$left" ]; then

@@ -3,7 +3,7 @@
 //! Same tonic version and server settings as keyward's Check listener (HTTP/2 keepalive 30 s,
 //! TCP_NODELAY on accepted connections), same tokio runtime defaults.
 //!
-//!   cargo run --release --example noop_ext_authz -- --listen 127.0.0.1:19291
+//!   cargo run --release --example noop_ext_authz -- --listen 127.0.0.1:19291 [h2 options]
 
 use std::time::Duration;
 
@@ -34,17 +34,40 @@ impl Authorization for AllowAll {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let listen = match (args.next().as_deref(), args.next()) {
-        (Some("--listen"), Some(addr)) => addr,
-        _ => anyhow::bail!("usage: noop_ext_authz --listen HOST:PORT"),
-    };
+    let mut listen = None;
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .tcp_nodelay(true);
+    // HTTP/2 server options to A/B against the defaults above (bench/h2.sh): the same tonic
+    // builder calls keyward's Check listener would make.
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        builder = match arg.as_str() {
+            "--listen" => {
+                listen = Some(value()?);
+                builder
+            }
+            "--adaptive-window" => builder.http2_adaptive_window(Some(true)),
+            "--stream-window" => builder.initial_stream_window_size(Some(value()?.parse()?)),
+            "--connection-window" => {
+                builder.initial_connection_window_size(Some(value()?.parse()?))
+            }
+            "--max-concurrent-streams" => builder.max_concurrent_streams(Some(value()?.parse()?)),
+            "--max-frame-size" => builder.max_frame_size(Some(value()?.parse()?)),
+            "--no-keepalive" => builder.http2_keepalive_interval(None),
+            other => anyhow::bail!(
+                "unknown argument {other:?}; usage: noop_ext_authz --listen HOST:PORT \
+                 [--adaptive-window] [--stream-window BYTES] [--connection-window BYTES] \
+                 [--max-concurrent-streams N] [--max-frame-size BYTES] [--no-keepalive]"
+            ),
+        };
+    }
+    let listen = listen.context("usage: noop_ext_authz --listen HOST:PORT [options]")?;
     let listener = TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     println!("listening on {}", listener.local_addr()?);
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .tcp_nodelay(true)
+    builder
         .add_service(AuthorizationServer::new(AllowAll))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -280,3 +280,132 @@ async fn auth_toggles_and_fail_closed_outage() {
         "the disabled route does not need keyward"
     );
 }
+
+/// Sends `n` concurrent chat requests with `token` from `client`; returns the statuses.
+async fn burst(client: &reqwest::Client, url: String, token: &str, n: usize) -> Vec<StatusCode> {
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let request = client
+            .post(url.clone())
+            .bearer_auth(token)
+            .json(&chat_body());
+        requests.spawn(async move { request.send().await.unwrap().status() });
+    }
+    requests.join_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_client_rate_limit_answers_429_before_keyward_and_is_off_by_default() {
+    // Off by default: a burst from one client all goes through to keyward.
+    let mut w = world().await;
+    let (_, token) = w.admin.key(Plane::Data, &["demo/chat"]).await;
+    let statuses = burst(&w.http, w.envoy.public_url(CHAT), &token, 40).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        w.envoy
+            .counter("per_client.http_local_rate_limit.rate_limited")
+            .await,
+        0
+    );
+    drop(w);
+
+    // 1 request per second per client address, bucket of 1: 40 concurrent requests from one
+    // address cannot all fit (they would have to be spread over 40 seconds).
+    let mut w = World::start_with(&[("RATE_LIMIT_PER_CLIENT_RPS", "1")]).await;
+    w.admin.project("demo").await;
+    w.admin.deployment("demo/chat").await;
+    let (_, token) = w.admin.key(Plane::Data, &["demo/chat"]).await;
+    let checks = "cluster.keyward_ext_authz.upstream_rq_total";
+    let checks_before = w.envoy.counter(checks).await;
+    let statuses = burst(&w.http, w.envoy.public_url(CHAT), &token, 40).await;
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count() as u64;
+    let allowed = statuses.iter().filter(|s| **s == StatusCode::OK).count() as u64;
+    assert_eq!(limited + allowed, 40, "{statuses:?}");
+    assert!(limited > 0 && allowed > 0, "{statuses:?}");
+    // Every 429 was answered by Envoy's bucket, and only the allowed requests became Checks.
+    assert_eq!(
+        w.envoy
+            .counter("per_client.http_local_rate_limit.rate_limited")
+            .await,
+        limited
+    );
+    assert_eq!(w.envoy.counter(checks).await - checks_before, allowed);
+
+    // The bucket is per client address: another source address still gets through.
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let response = other
+        .post(w.envoy.public_url(CHAT))
+        .bearer_auth(&token)
+        .json(&chat_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// `envoy/render.sh` with `CERT_DIR` and `extra`; returns (success, stdout, stderr).
+fn render(extra: &[(&str, &str)]) -> (bool, String, String) {
+    let out = std::process::Command::new("sh")
+        .arg(support::repo().join("envoy/render.sh"))
+        .env("CERT_DIR", "/nonexistent-certs")
+        .env_remove("RATE_LIMIT_PER_CLIENT_RPS")
+        .env_remove("RATE_LIMIT_PER_CLIENT_BURST")
+        .envs(extra.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn the_rate_limit_is_rendered_only_when_asked_for_and_only_with_a_number() {
+    for off in [
+        &[][..],
+        &[("RATE_LIMIT_PER_CLIENT_RPS", "")],
+        &[("RATE_LIMIT_PER_CLIENT_RPS", "0")],
+    ] {
+        let (ok, yaml, stderr) = render(off);
+        assert!(ok, "{stderr}");
+        assert!(!yaml.contains("local_ratelimit"), "{off:?}");
+    }
+    let (ok, yaml, stderr) = render(&[("RATE_LIMIT_PER_CLIENT_RPS", "25")]);
+    assert!(ok, "{stderr}");
+    assert!(yaml.contains("envoy.filters.http.local_ratelimit"));
+    assert!(yaml.contains("max_tokens: 25") && yaml.contains("tokens_per_fill: 25"));
+    // The filter sits before ext_authz, so a limited request never becomes a Check.
+    assert!(
+        yaml.find("- name: envoy.filters.http.local_ratelimit")
+            .unwrap()
+            < yaml.find("- name: envoy.filters.http.ext_authz").unwrap()
+    );
+    let (ok, yaml, stderr) = render(&[
+        ("RATE_LIMIT_PER_CLIENT_RPS", "25"),
+        ("RATE_LIMIT_PER_CLIENT_BURST", "100"),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(yaml.contains("max_tokens: 100") && yaml.contains("tokens_per_fill: 25"));
+
+    for bad in ["ten", "5a", "-1", "1.5"] {
+        let (ok, _, stderr) = render(&[("RATE_LIMIT_PER_CLIENT_RPS", bad)]);
+        assert!(!ok, "{bad} was accepted");
+        assert!(stderr.contains("RATE_LIMIT_PER_CLIENT_RPS"), "{stderr}");
+    }
+    let (ok, _, stderr) = render(&[
+        ("RATE_LIMIT_PER_CLIENT_RPS", "25"),
+        ("RATE_LIMIT_PER_CLIENT_BURST", "0"),
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("RATE_LIMIT_PER_CLIENT_BURST"), "{stderr}");
+}

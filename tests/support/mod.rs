@@ -444,9 +444,14 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start() -> Gateway {
+        Gateway::start_with(&[]).await
+    }
+
+    /// With extra `envoy/render.sh` variables (e.g. `RATE_LIMIT_PER_CLIENT_RPS`).
+    pub async fn start_with(render_env: &[(&str, &str)]) -> Gateway {
         let keyward = Keyward::start().await;
         let backend = Backend::start().await;
-        let envoy = Envoy::start(keyward.check, backend.addr).await;
+        let envoy = Envoy::start_with(&[keyward.check], backend.addr, render_env).await;
         let admin = keyward.admin().await;
         let http = envoy.client();
         Gateway {
@@ -488,6 +493,15 @@ impl Envoy {
 
     /// Envoy load-balancing its ext_authz calls over several keyward replicas.
     pub async fn start_many(keyward_checks: &[SocketAddr], backend: SocketAddr) -> Envoy {
+        Envoy::start_with(keyward_checks, backend, &[]).await
+    }
+
+    /// As `start_many`, with extra `envoy/render.sh` variables.
+    pub async fn start_with(
+        keyward_checks: &[SocketAddr],
+        backend: SocketAddr,
+        render_env: &[(&str, &str)],
+    ) -> Envoy {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         let gen_certs = std::process::Command::new("bash")
@@ -516,6 +530,7 @@ impl Envoy {
             )
             .env("BACKEND_HOST", backend.ip().to_string())
             .env("BACKEND_PORT", backend.port().to_string())
+            .envs(render_env.iter().copied())
             .output()
             .unwrap();
         assert!(
@@ -618,6 +633,24 @@ impl Envoy {
             )
             .build()
             .unwrap()
+    }
+
+    /// Envoy's counter `name` from its admin endpoint (0 when Envoy has no such stat).
+    pub async fn counter(&self, name: &str) -> u64 {
+        let stats: serde_json::Value =
+            reqwest::get(format!("http://{}/stats?format=json", self.admin))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        stats["stats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["value"].as_u64())
+            .unwrap_or(0)
     }
 
     pub fn log(&self) -> String {
