@@ -198,5 +198,5 @@ echo "  HTTP keyward UDS / TCP                     $(ratio "$(field http_keyward
 echo "  HTTP keyward trimmed / all headers         $(ratio "$(field http_keyward_tcp rps)" "$(field http_keyward_tcp_all_headers rps)")"
 echo "  HTTP api_key_auth / no auth                $(ratio "$(field http_api_key_auth rps)" "$(field http_noauth rps)")"
 echo "  flood p99 with / without                   $(ratio "$(field flood_on p99_us)" "$(field flood_off p99_us)")  [<= 2.00]"
-echo "  memory, 100 000 keys cached                $(field memory rss_mib) MiB  [<= 150]"
+echo "  memory, 100 000 keys cached                $(field memory rss_mb) MB = $(field memory rss_mib) MiB  [<= 150 MB]"
 echo "  keyward log lines about shedding           $shed_logged"

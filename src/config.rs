@@ -75,7 +75,8 @@ pub struct Argon2 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Verify {
-    /// argon2 verifications running at once, on tokio's blocking pool.
+    /// argon2 verifications running at once, on tokio's blocking pool. Each worker keeps one
+    /// buffer of `argon2.memory_kib` working memory once it has verified (19 MiB at the defaults).
     pub workers: usize,
     /// Verifications allowed to wait for a worker; past that keyward sheds with a gRPC
     /// `RESOURCE_EXHAUSTED`, which Envoy turns into its `status_on_error` (503).
