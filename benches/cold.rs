@@ -22,7 +22,7 @@ fn argon2_verify(c: &mut Criterion) {
         None,
     )
     .expect("default params");
-    let hasher = Hasher::new(params);
+    let hasher = Hasher::new(params, 1);
     let phc = hasher.hash(b"correct horse battery staple").expect("hash");
     let mut group = c.benchmark_group("cold");
     group.sample_size(20);

@@ -71,7 +71,7 @@ impl Authenticator {
         Authenticator {
             store,
             caches,
-            hasher: Arc::new(Hasher::new(params(argon))),
+            hasher: Arc::new(Hasher::new(params(argon), verify.workers)),
             waiting: Arc::new(Semaphore::new(verify.workers + verify.queue)),
             running: Arc::new(Semaphore::new(verify.workers)),
             last_used: LastUsed::default(),
@@ -102,7 +102,7 @@ impl Authenticator {
     /// pool like every argon2 call, and counted among the `verify.workers` running: it waits for
     /// a worker (an admin write may wait behind a queue of verifications) but is never shed.
     pub async fn hash_secret(&self, secret: &str) -> Result<String, Undecidable> {
-        let _running = self
+        let running = self
             .running
             .clone()
             .acquire_owned()
@@ -111,6 +111,7 @@ impl Authenticator {
         let hasher = self.hasher.clone();
         let secret = secret.to_owned();
         tokio::task::spawn_blocking(move || {
+            let _running = running;
             hasher
                 .hash(secret.as_bytes())
                 .map_err(|e| Undecidable::Internal(e.to_string()))
@@ -250,12 +251,12 @@ impl Authenticator {
             .filter(|p| now < p.valid_until)
             .map(|p| p.hash.clone());
         let init = async {
-            let _waiting = self
+            let waiting = self
                 .waiting
                 .clone()
                 .try_acquire_owned()
                 .map_err(|_| Undecidable::Overloaded)?;
-            let _running = self
+            let running = self
                 .running
                 .clone()
                 .acquire_owned()
@@ -265,6 +266,9 @@ impl Authenticator {
             let hasher = self.hasher.clone();
             let verifications = self.verifications.clone();
             tokio::task::spawn_blocking(move || {
+                // The permits go with the work, not with the request: when Envoy gives up and
+                // the request is dropped, argon2 keeps running, and so keeps counting.
+                let _permits = (waiting, running);
                 verifications.fetch_add(1, Ordering::Relaxed);
                 for phc in std::iter::once(&current).chain(previous.as_ref()) {
                     if hasher.verify(secret.as_bytes(), phc) {

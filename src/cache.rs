@@ -47,7 +47,6 @@ pub enum Verdict {
 /// hash or, inside a rotation grace, its previous one. A key has one secret per hash, so one
 /// proof of each kind is all there is to keep: 64 bytes in the entry instead of a verdict cache
 /// entry of its own (~450 bytes in moka) for every cached key.
-#[derive(Debug)]
 pub struct KeyEntry {
     /// `None`: no key has this id.
     pub key: Option<Arc<ApiKey>>,
@@ -57,6 +56,20 @@ pub struct KeyEntry {
     stale: AtomicBool,
     current_proof: OnceLock<[u8; 32]>,
     previous_proof: OnceLock<[u8; 32]>,
+}
+
+/// Shows whether proofs are held, never the digests: they are as good as the tokens for
+/// checking a guess.
+impl std::fmt::Debug for KeyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyEntry")
+            .field("key", &self.key)
+            .field("generation", &self.generation)
+            .field("stale", &self.stale)
+            .field("current_proof", &self.current_proof.get().is_some())
+            .field("previous_proof", &self.previous_proof.get().is_some())
+            .finish()
+    }
 }
 
 /// Which of the key's hashes a presented token is proven to match.

@@ -6,7 +6,12 @@
 //! idle, so a server that had verified 32 keys held ~115 MiB it would never use again
 //! (`examples/memory_100k`). Here the memory is a pool of buffers reused from call to call. The
 //! caller bounds how many calls run at once (`verify.workers`), and so how many buffers the pool
-//! ever holds.
+//! ever holds; the pool also keeps at most that many, and none larger than the configured
+//! parameters need (a PHC string from an older, costlier configuration gets a buffer of its own).
+//!
+//! A returned buffer still holds the last computation's blocks. They are not zeroed (19 MiB a
+//! call): they reveal no more than the SHA-256 token digests the key cache keeps anyway, and
+//! keyward's secrets are generated with enough entropy that neither can be searched.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -21,13 +26,17 @@ pub struct Hasher {
     /// What new hashes are computed with; verification uses each PHC string's own parameters.
     params: Params,
     memory: Mutex<Vec<Vec<Block>>>,
+    /// The most buffers kept for reuse: the caller's bound on concurrent calls.
+    max_pooled: usize,
 }
 
 impl Hasher {
-    pub fn new(params: Params) -> Self {
+    /// A hasher creating new hashes at `params`, keeping at most `max_pooled` buffers.
+    pub fn new(params: Params, max_pooled: usize) -> Self {
         Hasher {
             params,
             memory: Mutex::new(Vec::new()),
+            max_pooled,
         }
     }
 
@@ -99,7 +108,7 @@ impl Hasher {
     }
 
     /// Runs `f` on at least `blocks` blocks of working memory taken from the pool, and returns
-    /// them to it. A buffer only grows, to the largest parameters it has served.
+    /// them to it unless the pool is full or they exceed what the configured parameters need.
     fn with_memory<R>(&self, blocks: usize, f: impl FnOnce(&mut [Block]) -> R) -> R {
         let pool = || self.memory.lock().unwrap_or_else(PoisonError::into_inner);
         let mut memory = pool().pop().unwrap_or_default();
@@ -107,7 +116,12 @@ impl Hasher {
             memory.resize(blocks, Block::default());
         }
         let result = f(&mut memory[..blocks]);
-        pool().push(memory);
+        if memory.len() <= self.params.block_count() {
+            let mut pool = pool();
+            if pool.len() < self.max_pooled {
+                pool.push(memory);
+            }
+        }
         result
     }
 
@@ -127,7 +141,7 @@ mod tests {
     use super::*;
 
     fn cheap() -> Hasher {
-        Hasher::new(Params::new(64, 1, 1, None).expect("valid parameters"))
+        Hasher::new(Params::new(64, 1, 1, None).expect("valid parameters"), 2)
     }
 
     #[test]
@@ -170,5 +184,26 @@ mod tests {
             assert!(hasher.verify(b"a", &phc));
         }
         assert_eq!(hasher.pooled_buffers(), 1);
+    }
+
+    #[test]
+    fn keeps_no_more_buffers_than_allowed_and_none_oversized() {
+        let hasher = cheap();
+        let phc = hasher.hash(b"a").expect("hash");
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| assert!(hasher.verify(b"a", &phc)));
+            }
+        });
+        assert!(hasher.pooled_buffers() <= 2, "{}", hasher.pooled_buffers());
+
+        let costly = Hasher::new(Params::new(1024, 1, 1, None).expect("valid parameters"), 2);
+        let costly_phc = costly.hash(b"b").expect("hash");
+        let before = hasher.pooled_buffers();
+        assert!(hasher.verify(b"b", &costly_phc));
+        assert!(
+            hasher.pooled_buffers() < before,
+            "the oversized buffer was dropped"
+        );
     }
 }
