@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
 use crate::authn::{Authenticated, Authenticator, Undecidable};
+use crate::cache::KeyEntry;
 use crate::declare::{self, Op, State};
 use crate::iam::{
     self, Action, Conditions, Evaluation, Facts, Grants, PermissionSet, Place, Policy,
@@ -110,22 +111,22 @@ impl AdminService {
             ));
         }
         let now = now_unix();
-        let key = match self
+        let entry = match self
             .authn
             .authenticate(&token, now)
             .await
             .map_err(undecidable)?
         {
-            Authenticated::Key(key) => key,
+            Authenticated::Key(entry) => entry,
             Authenticated::Invalid(_) => return Err(invalid()),
         };
-        if key.revoked_at.is_some() || key.is_expired(now) {
+        if entry.key.revoked_at.is_some() || entry.key.is_expired(now) {
             return Err(invalid());
         }
-        self.authn.last_used().touch(&key.id, now);
-        let grants = self.authn.grants(&key).await.map_err(undecidable)?;
+        self.authn.last_used().touch(&entry.key.id, now);
+        let grants = self.authn.grants(&entry.key).await.map_err(undecidable)?;
         Ok(Caller {
-            key,
+            entry,
             grants,
             source_ip: request.remote_addr().map(|a| a.ip()),
             user_agent: request
@@ -145,7 +146,7 @@ impl AdminService {
 
 /// An authenticated admin caller.
 struct Caller {
-    key: Arc<ApiKey>,
+    entry: Arc<KeyEntry>,
     grants: Arc<Grants>,
     source_ip: Option<IpAddr>,
     user_agent: Option<String>,
@@ -154,7 +155,7 @@ struct Caller {
 impl std::ops::Deref for Caller {
     type Target = ApiKey;
     fn deref(&self) -> &ApiKey {
-        &self.key
+        &self.entry.key
     }
 }
 
@@ -165,7 +166,7 @@ impl Caller {
             user_agent: self.user_agent.as_deref(),
             now: now_unix(),
         };
-        policy::permits(&self.key, &self.grants, action, place, &facts)
+        policy::permits(&self.entry.key, &self.grants, action, place, &facts)
     }
 
     /// Whether the bearer holds IAM management (the owner does).
@@ -187,7 +188,7 @@ impl Caller {
         if matches!(evaluation, Evaluation::Granted { .. }) || self.is_iam_manager() {
             return Ok(());
         }
-        debug!(key_id = %self.key.id, ?evaluation, action = %action, ?place, "admin call denied");
+        debug!(key_id = %self.entry.key.id, ?evaluation, action = %action, ?place, "admin call denied");
         let on = match place {
             Place::Project(p) => format!("project {p}"),
             Place::Organization => "the organization".to_owned(),
@@ -232,7 +233,7 @@ fn ensure_key_access(caller: &Caller, key: &ApiKey) -> Result<(), Status> {
     if key.principal.id != caller.principal.id && !caller.is_iam_manager() {
         return Err(Status::not_found(format!("key {} not found", key.id)));
     }
-    let within = match (&caller.key.scope, &key.scope) {
+    let within = match (&caller.scope, &key.scope) {
         (KeyScope::ControlOrganization, _) => true,
         (KeyScope::ControlProject(p), KeyScope::Data(targets)) => {
             targets.iter().all(|t| t.project() == p)

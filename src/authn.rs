@@ -42,7 +42,8 @@ impl From<StoreError> for Undecidable {
 /// The result of authenticating a well-formed token.
 #[derive(Debug, Clone)]
 pub enum Authenticated {
-    Key(Arc<ApiKey>),
+    /// The key's cache entry; the key itself is `entry.key`.
+    Key(Arc<KeyEntry>),
     Invalid(InvalidReason),
 }
 
@@ -120,30 +121,31 @@ impl Authenticator {
         .map_err(|e| Undecidable::Internal(e.to_string()))?
     }
 
-    /// The stored key `id` without its details, from the cache or the store.
-    pub async fn key(&self, id: &str) -> Result<Option<Arc<ApiKey>>, Undecidable> {
-        Ok(self.key_entry(id).await?.key.clone())
-    }
-
-    /// The cache entry of key `id`, reloaded from the store when missing or stale.
-    async fn key_entry(&self, id: &str) -> Result<Arc<KeyEntry>, Undecidable> {
+    /// The cache entry of key `id` (`None`: no key has that id), reloaded from the store when
+    /// missing or stale.
+    async fn key_entry(&self, id: &str) -> Result<Option<Arc<KeyEntry>>, Undecidable> {
         let cached = self.caches.key(id).await;
         if let Some(entry) = &cached
             && self.caches.is_fresh(entry)
         {
-            return Ok(entry.clone());
+            return Ok(Some(entry.clone()));
+        }
+        if cached.is_none() && self.caches.is_unknown_key(id).await {
+            return Ok(None);
         }
         let epoch = self.caches.epoch();
         let generation = self.caches.key_generation();
-        let loaded = self.store.get_key(id).await?.map(|key| {
-            Arc::new(ApiKey {
-                details: None,
-                ..key
-            })
-        });
-        let entry = Arc::new(KeyEntry::new(loaded, generation, cached.as_deref()));
+        let Some(key) = self.store.get_key(id).await? else {
+            self.caches.insert_unknown_key(id, generation, epoch).await;
+            return Ok(None);
+        };
+        let key = ApiKey {
+            details: None,
+            ..key
+        };
+        let entry = Arc::new(KeyEntry::new(key, generation, cached.as_deref()));
         self.caches.insert_key(id, entry.clone(), epoch).await;
-        Ok(entry)
+        Ok(Some(entry))
     }
 
     /// The deployment `project/slug`, from the cache or the store.
@@ -201,19 +203,19 @@ impl Authenticator {
         token: &Token<'_>,
         now: i64,
     ) -> Result<Authenticated, Undecidable> {
-        let entry = self.key_entry(token.key_id).await?;
-        let Some(key) = &entry.key else {
+        let Some(entry) = self.key_entry(token.key_id).await? else {
             return Ok(Authenticated::Invalid(InvalidReason::UnknownKey));
         };
+        let key = &entry.key;
         if key.plane() != token.plane {
             return Ok(Authenticated::Invalid(InvalidReason::UnknownKey));
         }
         let cache_key = token.cache_key();
         match entry.proven(&cache_key) {
-            Some(Proven::Current) => return Ok(Authenticated::Key(key.clone())),
+            Some(Proven::Current) => return Ok(Authenticated::Key(entry.clone())),
             Some(Proven::Previous { valid_until }) => {
                 return Ok(if now < valid_until {
-                    Authenticated::Key(key.clone())
+                    Authenticated::Key(entry.clone())
                 } else {
                     Authenticated::Invalid(InvalidReason::RotatedOut)
                 });
@@ -221,7 +223,7 @@ impl Authenticator {
             None => {}
         }
         if let Some(verdict) = self.caches.verdicts.get(&cache_key).await {
-            if let Some(outcome) = judge(&verdict, key, now) {
+            if let Some(outcome) = judge(&verdict, &entry, now) {
                 return Ok(outcome);
             }
             // Computed against a hash the key no longer has: verify again.
@@ -231,7 +233,8 @@ impl Authenticator {
         if let Verdict::Match(phc) = &verdict {
             entry.record(&cache_key, phc);
         }
-        Ok(judge(&verdict, key, now).unwrap_or(Authenticated::Invalid(InvalidReason::WrongSecret)))
+        Ok(judge(&verdict, &entry, now)
+            .unwrap_or(Authenticated::Invalid(InvalidReason::WrongSecret)))
     }
 
     /// Verifies `secret` against the key's current hash and, inside a rotation grace, its
@@ -293,13 +296,14 @@ impl Authenticator {
 
 /// What a verdict means for the key as it is now; `None` when it concerns a hash the key no
 /// longer has.
-fn judge(verdict: &Verdict, key: &Arc<ApiKey>, now: i64) -> Option<Authenticated> {
+fn judge(verdict: &Verdict, entry: &Arc<KeyEntry>, now: i64) -> Option<Authenticated> {
+    let key = &entry.key;
     match verdict {
-        Verdict::Match(phc) if *phc == key.secret_hash => Some(Authenticated::Key(key.clone())),
+        Verdict::Match(phc) if *phc == key.secret_hash => Some(Authenticated::Key(entry.clone())),
         Verdict::Match(phc) => {
             let previous = key.previous_secret.as_ref().filter(|p| *phc == p.hash)?;
             Some(if now < previous.valid_until {
-                Authenticated::Key(key.clone())
+                Authenticated::Key(entry.clone())
             } else {
                 Authenticated::Invalid(InvalidReason::RotatedOut)
             })

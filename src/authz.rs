@@ -265,9 +265,10 @@ impl CheckService {
             Some(Authenticated::Invalid(reason)) => {
                 (Authentication::Invalid(*reason), Default::default())
             }
-            Some(Authenticated::Key(key)) => {
-                (Authentication::Verified(key), self.authn.grants(key).await?)
-            }
+            Some(Authenticated::Key(entry)) => (
+                Authentication::Verified(&entry.key),
+                self.authn.grants(&entry.key).await?,
+            ),
         };
         let decision = policy::decide(route, deployment.as_deref(), authentication, &grants, now);
         Ok(match decision {

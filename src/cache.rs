@@ -1,7 +1,7 @@
 //! In-memory caches in front of the store, and their invalidation.
 //!
-//! - `keys`: key id → a [`KeyEntry`]: the stored key (or its absence) and the tokens proven to
-//!   carry its secret. A change to a key, to any principal, or a gap in change notifications
+//! - `keys`: key id → a [`KeyEntry`]: the stored key and the tokens proven to carry its secret
+//!   (`unknown_keys` remembers ids no key has). A change to a key, to any principal, or a gap in change notifications
 //!   makes entries stale rather than dropping them: the next request reloads the key, and the
 //!   proofs still valid for the reloaded key carry over, so no argon2 stampede follows.
 //! - `verdicts`: SHA-256 of a whole token → the outcome of its argon2 verification, naming the
@@ -48,8 +48,8 @@ pub enum Verdict {
 /// proof of each kind is all there is to keep: 64 bytes in the entry instead of a verdict cache
 /// entry of its own (~450 bytes in moka) for every cached key.
 pub struct KeyEntry {
-    /// `None`: no key has this id.
-    pub key: Option<Arc<ApiKey>>,
+    /// The key as the Check path needs it (no details), held inline: one allocation a key.
+    pub key: ApiKey,
     /// The key generation this entry was loaded in; an older one is reloaded before use.
     generation: u64,
     /// Set when a change to this key was applied after it was loaded.
@@ -85,7 +85,7 @@ pub enum Proven {
 impl KeyEntry {
     /// An entry for `key` as loaded in `generation`, with the proofs of `replacing` (the entry
     /// it supersedes) that concern a hash `key` still has.
-    pub fn new(key: Option<Arc<ApiKey>>, generation: u64, replacing: Option<&KeyEntry>) -> Self {
+    pub fn new(key: ApiKey, generation: u64, replacing: Option<&KeyEntry>) -> Self {
         let entry = KeyEntry {
             key,
             generation,
@@ -93,14 +93,12 @@ impl KeyEntry {
             current_proof: OnceLock::new(),
             previous_proof: OnceLock::new(),
         };
-        if let Some(old) = replacing
-            && let Some(old_key) = &old.key
-        {
+        if let Some(old) = replacing {
             if let Some(proof) = old.current_proof.get() {
-                entry.record(proof, &old_key.secret_hash);
+                entry.record(proof, &old.key.secret_hash);
             }
             if let (Some(proof), Some(previous)) =
-                (old.previous_proof.get(), &old_key.previous_secret)
+                (old.previous_proof.get(), &old.key.previous_secret)
             {
                 entry.record(proof, &previous.hash);
             }
@@ -111,10 +109,10 @@ impl KeyEntry {
     /// Records that the token with SHA-256 `digest` verified against `phc`. Ignored when `phc`
     /// is none of this key's hashes (it changed while the verification ran).
     pub fn record(&self, digest: &[u8; 32], phc: &str) {
-        let Some(key) = &self.key else { return };
-        if *key.secret_hash == *phc {
+        if *self.key.secret_hash == *phc {
             let _ = self.current_proof.set(*digest);
-        } else if key
+        } else if self
+            .key
             .previous_secret
             .as_ref()
             .is_some_and(|p| *p.hash == *phc)
@@ -134,7 +132,7 @@ impl KeyEntry {
         if matches(&self.current_proof) {
             return Some(Proven::Current);
         }
-        let previous = self.key.as_ref()?.previous_secret.as_ref()?;
+        let previous = self.key.previous_secret.as_ref()?;
         matches(&self.previous_proof).then_some(Proven::Previous {
             valid_until: previous.valid_until,
         })
@@ -160,6 +158,8 @@ impl Expiry<[u8; 32], Verdict> for VerdictExpiry {
 pub struct Caches {
     pub verdicts: Cache<[u8; 32], Verdict>,
     keys: Cache<String, Arc<KeyEntry>>,
+    /// Ids no key has → the key generation their absence was loaded in.
+    unknown_keys: Cache<String, u64>,
     key_generation: Arc<AtomicU64>,
     deployments: Cache<String, Option<Arc<Deployment>>>,
     grants: Cache<i64, Arc<Grants>>,
@@ -193,9 +193,28 @@ impl Caches {
                 .max_capacity(capacity)
                 .time_to_live(ttl)
                 .build(),
+            unknown_keys: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
             key_generation: Arc::new(AtomicU64::new(0)),
             epoch: Arc::new(AtomicU64::new(0)),
             applied: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Whether key `id` is known not to exist (a fresh cached absence).
+    pub async fn is_unknown_key(&self, id: &str) -> bool {
+        self.unknown_keys.get(id).await == Some(self.key_generation())
+    }
+
+    /// Caches that no key has id `id`, unless a change was applied since `loaded_at`; drops a
+    /// cached entry for it (the key was deleted).
+    pub async fn insert_unknown_key(&self, id: &str, generation: u64, loaded_at: u64) {
+        self.keys.invalidate(id).await;
+        self.unknown_keys.insert(id.to_owned(), generation).await;
+        if self.epoch() != loaded_at {
+            self.unknown_keys.invalidate(id).await;
         }
     }
 
@@ -277,6 +296,7 @@ impl Caches {
         self.applied.fetch_add(1, Ordering::AcqRel);
         match change {
             Change::Key(id) => {
+                self.unknown_keys.invalidate(id.as_str()).await;
                 if let Some(entry) = self.keys.get(id.as_str()).await {
                     entry.stale.store(true, Ordering::Release);
                 }
@@ -314,8 +334,8 @@ mod tests {
     use super::*;
     use crate::model::{KeyScope, PreviousSecret, Principal, PrincipalKind};
 
-    fn key(hash: &str, previous: Option<&str>) -> Option<Arc<ApiKey>> {
-        Some(Arc::new(ApiKey {
+    fn key(hash: &str, previous: Option<&str>) -> ApiKey {
+        ApiKey {
             id: "AAAAAAAAAAAA".into(),
             principal: Principal {
                 id: 1,
@@ -331,7 +351,7 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             details: None,
-        }))
+        }
     }
 
     const TOKEN: [u8; 32] = [7; 32];
@@ -359,15 +379,6 @@ mod tests {
 
         let cut = KeyEntry::new(key("$h3", None), 3, Some(&rotated));
         assert_eq!(cut.proven(&TOKEN), None, "rotated without a grace");
-
-        let gone = KeyEntry::new(None, 4, Some(&first));
-        assert_eq!(gone.proven(&TOKEN), None, "deleted");
-        let back = KeyEntry::new(key("$h1", None), 5, Some(&gone));
-        assert_eq!(
-            back.proven(&TOKEN),
-            None,
-            "nothing carries through an absence"
-        );
     }
 
     #[tokio::test]
@@ -401,5 +412,41 @@ mod tests {
         caches.insert_key("d", d.clone(), epoch).await;
         assert!(!fresh(&d), "loaded before a change applied while it loaded");
         assert!(caches.key("d").await.is_some(), "kept, for its proofs");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_id_is_remembered_until_a_change_could_have_created_it() {
+        let caches = Caches::new(100, Duration::from_secs(60), Duration::from_secs(5));
+        let unknown = |id: &'static str| caches.is_unknown_key(id);
+
+        caches
+            .insert_unknown_key("x", caches.key_generation(), caches.epoch())
+            .await;
+        assert!(unknown("x").await);
+        caches.apply(&Change::Key("x".into())).await;
+        assert!(!unknown("x").await, "created");
+
+        caches
+            .insert_unknown_key("y", caches.key_generation(), caches.epoch())
+            .await;
+        caches.flush();
+        assert!(!unknown("y").await, "after a gap in change notifications");
+
+        let (epoch, generation) = (caches.epoch(), caches.key_generation());
+        caches.apply(&Change::Key("z".into())).await;
+        caches.insert_unknown_key("z", generation, epoch).await;
+        assert!(
+            !unknown("z").await,
+            "loaded before a change applied while it loaded"
+        );
+
+        let (epoch, generation) = (caches.epoch(), caches.key_generation());
+        let entry = Arc::new(KeyEntry::new(key("$h1", None), generation, None));
+        caches.insert_key("w", entry, epoch).await;
+        caches.insert_unknown_key("w", generation, epoch).await;
+        assert!(
+            caches.key("w").await.is_none(),
+            "a deleted key's entry is dropped"
+        );
     }
 }
