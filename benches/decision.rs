@@ -18,10 +18,13 @@ fn key(kind: PrincipalKind) -> ApiKey {
             kind,
             name: "bench-app".into(),
         },
-        scope: KeyScope::Data(vec![
-            DataTarget::Project("other".into()),
-            DataTarget::Deployment("demo/chat".parse().expect("valid name")),
-        ]),
+        scope: KeyScope::Data(
+            vec![
+                DataTarget::Project("other".into()),
+                DataTarget::Deployment("demo/chat".parse().expect("valid name")),
+            ]
+            .into(),
+        ),
         secret_hash: "".into(),
         previous_secret: None,
         expires_at: Some(4_000_000_000),

@@ -469,7 +469,7 @@ impl Admin for AdminService {
         let own = bearer == caller.principal.id;
         match &scope {
             KeyScope::Data(targets) => {
-                for target in targets {
+                for target in targets.iter() {
                     if own {
                         caller.may(Action::InferenceCall, Place::Project(target.project()))?;
                     } else {

@@ -139,10 +139,10 @@ impl Authenticator {
             self.caches.insert_unknown_key(id, generation, epoch).await;
             return Ok(None);
         };
-        let key = ApiKey {
+        let key = self.caches.share_scope(ApiKey {
             details: None,
             ..key
-        };
+        });
         let entry = Arc::new(KeyEntry::new(key, generation, cached.as_deref()));
         self.caches.insert_key(id, entry.clone(), epoch).await;
         Ok(Some(entry))

@@ -19,8 +19,9 @@
 //! insert with an epoch read and undo it (or mark it stale) when an invalidation happened
 //! meanwhile.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -28,8 +29,9 @@ use moka::future::Cache;
 use subtle::ConstantTimeEq;
 
 use crate::iam::Grants;
-use crate::model::{ApiKey, Deployment};
+use crate::model::{ApiKey, DataTarget, Deployment, KeyScope};
 use crate::store::Change;
+use crate::token::KEY_ID_LEN;
 
 /// The outcome of verifying one presented secret against a key's stored hashes. Each verdict
 /// names the hash it concerns, so it stops applying the moment the key's hash changes.
@@ -56,6 +58,41 @@ pub struct KeyEntry {
     stale: AtomicBool,
     current_proof: OnceLock<[u8; 32]>,
     previous_proof: OnceLock<[u8; 32]>,
+}
+
+/// A key id as the caches' key: held inline, where a `String` would cost an allocation per cached
+/// key. Every key id is [`KEY_ID_LEN`] ASCII characters (tokens cannot carry any other), so an id
+/// of another length is never cached: it is looked up, and it cannot be in a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct CachedId([u8; KEY_ID_LEN]);
+
+impl CachedId {
+    fn of(id: &str) -> Option<CachedId> {
+        id.as_bytes().try_into().ok().map(CachedId)
+    }
+}
+
+/// One copy of each data scope among cached keys. Most keys of a deployment have the same
+/// targets; unshared, each key's would cost ~130 bytes in three allocations.
+#[derive(Default)]
+struct Scopes {
+    shared: HashSet<Arc<[DataTarget]>>,
+    /// When `shared` reaches this size, scopes no cached key holds any more are dropped.
+    prune_at: usize,
+}
+
+impl Scopes {
+    fn share(&mut self, targets: Arc<[DataTarget]>) -> Arc<[DataTarget]> {
+        if let Some(shared) = self.shared.get(&*targets) {
+            return shared.clone();
+        }
+        if self.shared.len() >= self.prune_at {
+            self.shared.retain(|scope| Arc::strong_count(scope) > 1);
+            self.prune_at = (self.shared.len() * 2).max(1024);
+        }
+        self.shared.insert(targets.clone());
+        targets
+    }
 }
 
 /// Shows whether proofs are held, never the digests: they are as good as the tokens for
@@ -157,10 +194,11 @@ impl Expiry<[u8; 32], Verdict> for VerdictExpiry {
 #[derive(Clone)]
 pub struct Caches {
     pub verdicts: Cache<[u8; 32], Verdict>,
-    keys: Cache<String, Arc<KeyEntry>>,
+    keys: Cache<CachedId, Arc<KeyEntry>>,
     /// Ids no key has → the key generation their absence was loaded in.
-    unknown_keys: Cache<String, u64>,
+    unknown_keys: Cache<CachedId, u64>,
     key_generation: Arc<AtomicU64>,
+    scopes: Arc<Mutex<Scopes>>,
     deployments: Cache<String, Option<Arc<Deployment>>>,
     grants: Cache<i64, Arc<Grants>>,
     workloads: Cache<String, Option<Arc<str>>>,
@@ -198,29 +236,43 @@ impl Caches {
                 .time_to_live(ttl)
                 .build(),
             key_generation: Arc::new(AtomicU64::new(0)),
+            scopes: Arc::default(),
             epoch: Arc::new(AtomicU64::new(0)),
             applied: Arc::new(AtomicU64::new(0)),
         }
     }
 
+    /// `key` with its data scope shared with every cached key that has the same targets.
+    pub fn share_scope(&self, mut key: ApiKey) -> ApiKey {
+        if let KeyScope::Data(targets) = key.scope {
+            let mut scopes = self.scopes.lock().unwrap_or_else(PoisonError::into_inner);
+            key.scope = KeyScope::Data(scopes.share(targets));
+        }
+        key
+    }
+
     /// Whether key `id` is known not to exist (a fresh cached absence).
     pub async fn is_unknown_key(&self, id: &str) -> bool {
-        self.unknown_keys.get(id).await == Some(self.key_generation())
+        let Some(id) = CachedId::of(id) else {
+            return false;
+        };
+        self.unknown_keys.get(&id).await == Some(self.key_generation())
     }
 
     /// Caches that no key has id `id`, unless a change was applied since `loaded_at`; drops a
     /// cached entry for it (the key was deleted).
     pub async fn insert_unknown_key(&self, id: &str, generation: u64, loaded_at: u64) {
-        self.keys.invalidate(id).await;
-        self.unknown_keys.insert(id.to_owned(), generation).await;
+        let Some(id) = CachedId::of(id) else { return };
+        self.keys.invalidate(&id).await;
+        self.unknown_keys.insert(id, generation).await;
         if self.epoch() != loaded_at {
-            self.unknown_keys.invalidate(id).await;
+            self.unknown_keys.invalidate(&id).await;
         }
     }
 
     /// The cached entry for key `id`, fresh or not (see [`Caches::is_fresh`]).
     pub async fn key(&self, id: &str) -> Option<Arc<KeyEntry>> {
-        self.keys.get(id).await
+        self.keys.get(&CachedId::of(id)?).await
     }
 
     /// Whether `entry` may be used as it is, rather than reloaded.
@@ -267,7 +319,8 @@ impl Caches {
 
     /// Caches `entry` for key `id`; stale at once when a change was applied since `loaded_at`.
     pub async fn insert_key(&self, id: &str, entry: Arc<KeyEntry>, loaded_at: u64) {
-        self.keys.insert(id.to_owned(), entry.clone()).await;
+        let Some(id) = CachedId::of(id) else { return };
+        self.keys.insert(id, entry.clone()).await;
         if self.epoch() != loaded_at {
             entry.stale.store(true, Ordering::Release);
         }
@@ -296,9 +349,11 @@ impl Caches {
         self.applied.fetch_add(1, Ordering::AcqRel);
         match change {
             Change::Key(id) => {
-                self.unknown_keys.invalidate(id.as_str()).await;
-                if let Some(entry) = self.keys.get(id.as_str()).await {
-                    entry.stale.store(true, Ordering::Release);
+                if let Some(id) = CachedId::of(id) {
+                    self.unknown_keys.invalidate(&id).await;
+                    if let Some(entry) = self.keys.get(&id).await {
+                        entry.stale.store(true, Ordering::Release);
+                    }
                 }
             }
             Change::Deployment(name) => self.deployments.invalidate(&name.to_string()).await,
@@ -389,29 +444,58 @@ mod tests {
 
         let (epoch, generation) = load(&caches);
         let a = Arc::new(KeyEntry::new(key("$h1", None), generation, None));
-        caches.insert_key("a", a.clone(), epoch).await;
+        caches.insert_key("aaaaaaaaaaaa", a.clone(), epoch).await;
         assert!(fresh(&a));
-        caches.apply(&Change::Key("a".into())).await;
+        caches.apply(&Change::Key("aaaaaaaaaaaa".into())).await;
         assert!(!fresh(&a), "its own change");
 
         let (epoch, generation) = load(&caches);
         let b = Arc::new(KeyEntry::new(key("$h1", None), generation, None));
-        caches.insert_key("b", b.clone(), epoch).await;
+        caches.insert_key("bbbbbbbbbbbb", b.clone(), epoch).await;
         caches.apply(&Change::Principal(1)).await;
         assert!(!fresh(&b), "any principal's change");
 
         let (epoch, generation) = load(&caches);
         let c = Arc::new(KeyEntry::new(key("$h1", None), generation, None));
-        caches.insert_key("c", c.clone(), epoch).await;
+        caches.insert_key("cccccccccccc", c.clone(), epoch).await;
         caches.flush();
         assert!(!fresh(&c), "a flush");
 
         let (epoch, generation) = load(&caches);
-        caches.apply(&Change::Key("d".into())).await;
+        caches.apply(&Change::Key("dddddddddddd".into())).await;
         let d = Arc::new(KeyEntry::new(key("$h1", None), generation, None));
-        caches.insert_key("d", d.clone(), epoch).await;
+        caches.insert_key("dddddddddddd", d.clone(), epoch).await;
         assert!(!fresh(&d), "loaded before a change applied while it loaded");
-        assert!(caches.key("d").await.is_some(), "kept, for its proofs");
+        assert!(
+            caches.key("dddddddddddd").await.is_some(),
+            "kept, for its proofs"
+        );
+    }
+
+    #[test]
+    fn equal_scopes_are_one_copy_and_unheld_ones_are_pruned() {
+        let caches = Caches::new(100, Duration::from_secs(60), Duration::from_secs(5));
+        let data = |targets: &[&str]| ApiKey {
+            scope: KeyScope::Data(targets.iter().map(|t| t.parse().unwrap()).collect()),
+            ..key("$h", None)
+        };
+        let targets = |key: &ApiKey| match &key.scope {
+            KeyScope::Data(targets) => targets.clone(),
+            _ => unreachable!("a data key"),
+        };
+        let a = caches.share_scope(data(&["demo/chat"]));
+        let b = caches.share_scope(data(&["demo/chat"]));
+        let c = caches.share_scope(data(&["demo/embed"]));
+        assert!(Arc::ptr_eq(&targets(&a), &targets(&b)));
+        assert!(!Arc::ptr_eq(&targets(&a), &targets(&c)));
+        assert_eq!(targets(&c).len(), 1);
+
+        let mut scopes = Scopes::default();
+        for i in 0..3000 {
+            let scope: Arc<[DataTarget]> = [format!("p{i}/d").parse().unwrap()].into();
+            drop(scopes.share(scope));
+        }
+        assert!(scopes.shared.len() < 2048, "{}", scopes.shared.len());
     }
 
     #[tokio::test]
@@ -420,32 +504,39 @@ mod tests {
         let unknown = |id: &'static str| caches.is_unknown_key(id);
 
         caches
-            .insert_unknown_key("x", caches.key_generation(), caches.epoch())
+            .insert_unknown_key("xxxxxxxxxxxx", caches.key_generation(), caches.epoch())
             .await;
-        assert!(unknown("x").await);
-        caches.apply(&Change::Key("x".into())).await;
-        assert!(!unknown("x").await, "created");
+        assert!(unknown("xxxxxxxxxxxx").await);
+        caches.apply(&Change::Key("xxxxxxxxxxxx".into())).await;
+        assert!(!unknown("xxxxxxxxxxxx").await, "created");
 
         caches
-            .insert_unknown_key("y", caches.key_generation(), caches.epoch())
+            .insert_unknown_key("yyyyyyyyyyyy", caches.key_generation(), caches.epoch())
             .await;
         caches.flush();
-        assert!(!unknown("y").await, "after a gap in change notifications");
+        assert!(
+            !unknown("yyyyyyyyyyyy").await,
+            "after a gap in change notifications"
+        );
 
         let (epoch, generation) = (caches.epoch(), caches.key_generation());
-        caches.apply(&Change::Key("z".into())).await;
-        caches.insert_unknown_key("z", generation, epoch).await;
+        caches.apply(&Change::Key("zzzzzzzzzzzz".into())).await;
+        caches
+            .insert_unknown_key("zzzzzzzzzzzz", generation, epoch)
+            .await;
         assert!(
-            !unknown("z").await,
+            !unknown("zzzzzzzzzzzz").await,
             "loaded before a change applied while it loaded"
         );
 
         let (epoch, generation) = (caches.epoch(), caches.key_generation());
         let entry = Arc::new(KeyEntry::new(key("$h1", None), generation, None));
-        caches.insert_key("w", entry, epoch).await;
-        caches.insert_unknown_key("w", generation, epoch).await;
+        caches.insert_key("wwwwwwwwwwww", entry, epoch).await;
+        caches
+            .insert_unknown_key("wwwwwwwwwwww", generation, epoch)
+            .await;
         assert!(
-            caches.key("w").await.is_none(),
+            caches.key("wwwwwwwwwwww").await.is_none(),
             "a deleted key's entry is dropped"
         );
     }

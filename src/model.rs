@@ -176,8 +176,9 @@ impl DataTarget {
 /// What a key may reach before any policy is consulted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyScope {
-    /// Data keys: attached deployments and whole projects (`acme/*`).
-    Data(Vec<DataTarget>),
+    /// Data keys: attached deployments and whole projects (`acme/*`), sorted. Shared: the key
+    /// cache gives every key with the same targets one copy of them.
+    Data(Arc<[DataTarget]>),
     /// Control keys: one project.
     ControlProject(String),
     /// Control keys minted for the organization (the owner's bootstrap token from `init`):
@@ -208,7 +209,7 @@ impl KeyScope {
                     .collect::<Result<Vec<_>, _>>()?;
                 targets.sort();
                 targets.dedup();
-                Ok(KeyScope::Data(targets))
+                Ok(KeyScope::Data(targets.into()))
             }
             Plane::Control => match scopes {
                 [one] if one == "*" => Ok(KeyScope::ControlOrganization),

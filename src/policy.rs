@@ -574,7 +574,7 @@ mod tests {
     #[test]
     fn principals_other_than_the_owner_need_a_policy() {
         let member = key(
-            KeyScope::Data(vec!["acme/bot".parse().unwrap()]),
+            KeyScope::Data(["acme/bot".parse().unwrap()].into()),
             PrincipalKind::Member,
         );
         let d = bot(true, true);
@@ -679,7 +679,7 @@ mod iam_table {
     fn data_key(kind: PrincipalKind, project: &str) -> ApiKey {
         key(
             kind,
-            KeyScope::Data(vec![DataTarget::Project(project.to_owned())]),
+            KeyScope::Data([DataTarget::Project(project.to_owned())].into()),
         )
     }
 

@@ -462,7 +462,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let (plane, control_project) = match &key.scope {
             KeyScope::Data(targets) => {
-                for target in targets {
+                for target in targets.iter() {
                     ensure_target_exists(&mut tx, target).await?;
                 }
                 (Plane::Data, None)
@@ -489,7 +489,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if let KeyScope::Data(targets) = &key.scope {
-            for target in targets {
+            for target in targets.iter() {
                 insert_target(&mut tx, &key.id, target).await?;
             }
         }
@@ -877,7 +877,7 @@ fn key_from_row(row: &AnyRow, targets: Vec<DataTarget>) -> Result<ApiKey> {
     let plane: String = row.try_get("plane")?;
     let control_project: Option<String> = row.try_get("control_project")?;
     let scope = match (plane.parse::<Plane>().map_err(corrupt)?, control_project) {
-        (Plane::Data, _) => KeyScope::Data(targets),
+        (Plane::Data, _) => KeyScope::Data(targets.into()),
         (Plane::Control, Some(project)) => KeyScope::ControlProject(project),
         (Plane::Control, None) => KeyScope::ControlOrganization,
     };
