@@ -232,6 +232,13 @@ impl Authenticator {
         let verdict = self.verify(cache_key, token.secret(), key, now).await?;
         if let Verdict::Match(phc) = &verdict {
             entry.record(&cache_key, phc);
+            // The entry may have been reloaded while argon2 ran: the proof belongs on the one
+            // cached now too (it is recorded only if that key still has the hash).
+            if let Some(current) = self.caches.key(token.key_id).await
+                && !Arc::ptr_eq(&current, &entry)
+            {
+                current.record(&cache_key, phc);
+            }
         }
         Ok(judge(&verdict, &entry, now)
             .unwrap_or(Authenticated::Invalid(InvalidReason::WrongSecret)))
