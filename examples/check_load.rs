@@ -3,7 +3,9 @@
 //! warm-up, then a fixed measuring window; prints one `RESULT` line with throughput, p50 and
 //! p99. With `--flood F`, F more tasks at full speed send well-formed tokens with the real key
 //! ids and fresh wrong secrets (each one a cache miss that asks for argon2), and the line also
-//! counts their denials and shed (`RESOURCE_EXHAUSTED`) answers. Run by `bench/load.sh`.
+//! counts their denials and shed (`RESOURCE_EXHAUSTED`) answers. `--concurrency 0 --flood F` is
+//! a flood generator alone, to run as its own process beside a measuring one, as an attacker's
+//! flood would be. Run by `bench/load.sh`.
 //!
 //!   cargo run --release --example check_load -- --target http://127.0.0.1:19191 \
 //!       --tokens tokens.txt [--connections 2] [--concurrency 64] [--warmup 2] [--duration 8] \
@@ -63,8 +65,8 @@ fn args() -> anyhow::Result<Args> {
     anyhow::ensure!(!a.target.is_empty(), "--target URL is required");
     anyhow::ensure!(!a.tokens.is_empty(), "--tokens FILE is required");
     anyhow::ensure!(
-        a.connections > 0 && a.concurrency > 0,
-        "need connections, concurrency > 0"
+        a.connections > 0 && (a.concurrency > 0 || a.flood > 0),
+        "need connections > 0, and concurrency or flood > 0"
     );
     Ok(a)
 }

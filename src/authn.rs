@@ -260,6 +260,11 @@ impl Authenticator {
             .as_ref()
             .filter(|p| now < p.valid_until)
             .map(|p| p.hash.clone());
+        // Shed before moka's coalescing machinery (a waiter registered and removed again for
+        // every request of a flood): when the queue is full, the answer is known.
+        if self.waiting.available_permits() == 0 {
+            return Err(Undecidable::Overloaded);
+        }
         let init = async {
             let waiting = self
                 .waiting
