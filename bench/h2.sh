@@ -49,25 +49,7 @@ cargo build --release --quiet --bin keyward --example bench_seed --example noop_
 	--example check_load
 bin=${CARGO_TARGET_DIR:-target}/release
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_for() { # wait_for WHAT COMMAND...: polls COMMAND every 0.1 s for up to 30 s
-	local what=$1 i
-	shift
-	for i in $(seq 300); do
-		if "$@" >/dev/null 2>&1; then return 0; fi
-		sleep 0.1
-	done
-	echo "timed out waiting for $what" >&2
-	exit 1
-}
+source bench/lib.sh # work, pids (stopped on exit), wait_for
 
 echo "== seeding 64 keys (argon2id default parameters)"
 "$bin/examples/bench_seed" --database "$work/kw.db" --keys 64 --tokens-out "$work/tokens.txt"
