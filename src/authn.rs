@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use argon2::Params;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cache::{Caches, KeyEntry, Proven, Verdict};
 use crate::config;
@@ -103,6 +103,20 @@ impl Authenticator {
     /// pool like every argon2 call, and counted among the `verify.workers` running: it waits for
     /// a worker (an admin write may wait behind a queue of verifications) but is never shed.
     pub async fn hash_secret(&self, secret: &str) -> Result<String, Undecidable> {
+        let secret = secret.to_owned();
+        self.on_argon2_worker(None, move |hasher| hasher.hash(secret.as_bytes()))
+            .await?
+            .map_err(|e| Undecidable::Internal(e.to_string()))
+    }
+
+    /// Runs `work` on the blocking pool once one of the `verify.workers` is free. The permits
+    /// go with the work, not with the request: when Envoy gives up and the request is dropped,
+    /// argon2 keeps running, and so keeps counting (as does `waiting`, the caller's queue place).
+    async fn on_argon2_worker<T: Send + 'static>(
+        &self,
+        waiting: Option<OwnedSemaphorePermit>,
+        work: impl FnOnce(&Hasher) -> T + Send + 'static,
+    ) -> Result<T, Undecidable> {
         let running = self
             .running
             .clone()
@@ -110,15 +124,12 @@ impl Authenticator {
             .await
             .map_err(|_| Undecidable::Overloaded)?;
         let hasher = self.hasher.clone();
-        let secret = secret.to_owned();
         tokio::task::spawn_blocking(move || {
-            let _running = running;
-            hasher
-                .hash(secret.as_bytes())
-                .map_err(|e| Undecidable::Internal(e.to_string()))
+            let _permits = (waiting, running);
+            work(&hasher)
         })
         .await
-        .map_err(|e| Undecidable::Internal(e.to_string()))?
+        .map_err(|e| Undecidable::Internal(e.to_string()))
     }
 
     /// The cache entry of key `id` (`None`: no key has that id), reloaded from the store when
@@ -260,30 +271,15 @@ impl Authenticator {
             .as_ref()
             .filter(|p| now < p.valid_until)
             .map(|p| p.hash.clone());
-        // Shed before moka's coalescing machinery (a waiter registered and removed again for
-        // every request of a flood): when the queue is full, the answer is known.
-        if self.waiting.available_permits() == 0 {
-            return Err(Undecidable::Overloaded);
-        }
         let init = async {
             let waiting = self
                 .waiting
                 .clone()
                 .try_acquire_owned()
                 .map_err(|_| Undecidable::Overloaded)?;
-            let running = self
-                .running
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| Undecidable::Overloaded)?;
             let secret = secret.to_owned();
-            let hasher = self.hasher.clone();
             let verifications = self.verifications.clone();
-            tokio::task::spawn_blocking(move || {
-                // The permits go with the work, not with the request: when Envoy gives up and
-                // the request is dropped, argon2 keeps running, and so keeps counting.
-                let _permits = (waiting, running);
+            self.on_argon2_worker(Some(waiting), move |hasher| {
                 verifications.fetch_add(1, Ordering::Relaxed);
                 for phc in std::iter::once(&current).chain(previous.as_ref()) {
                     if hasher.verify(secret.as_bytes(), phc) {
@@ -293,7 +289,6 @@ impl Authenticator {
                 Verdict::NoMatch(current)
             })
             .await
-            .map_err(|e| Undecidable::Internal(e.to_string()))
         };
         self.caches
             .verdicts
