@@ -141,8 +141,7 @@ async fn main() -> anyhow::Result<()> {
     let channel: Channel = loop {
         match endpoint.connect().await {
             Ok(channel) => break channel,
-            Err(e) if started.elapsed() < Duration::from_secs(30) => {
-                let _ = e;
+            Err(_) if started.elapsed() < Duration::from_secs(30) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => return Err(e).context("keyward did not start listening within 30 s"),

@@ -50,6 +50,12 @@ async fn check_client(keyward: &Keyward) -> AuthorizationClient<Channel> {
         .unwrap()
 }
 
+/// When the grace of key `id`'s previous secret ends, as stored.
+async fn grace_end(keyward: &Keyward, id: &str) -> i64 {
+    let stored = keyward.authn.store().get_key(id).await.unwrap().unwrap();
+    stored.previous_secret.unwrap().valid_until
+}
+
 async fn seed(keyward: &Keyward) -> support::Admin {
     let mut admin = keyward.admin().await;
     admin.project("acme").await;
@@ -275,16 +281,7 @@ async fn verified_secrets_survive_reloads_without_argon2() {
             before + 2,
             "the new secret is verified once"
         );
-        let until = keyward
-            .authn
-            .store()
-            .get_key(&id)
-            .await
-            .unwrap()
-            .unwrap()
-            .previous_secret
-            .unwrap()
-            .valid_until;
+        let until = grace_end(&keyward, &id).await;
         assert!(matches!(
             keyward
                 .authn
@@ -343,16 +340,7 @@ async fn rotation_keeps_the_old_secret_for_the_grace_only() {
         // Inside the grace both secrets work; after it only the new one.
         assert_eq!(status(&mut check, "acme/bot", Some(&new)).await, 200);
         assert_eq!(status(&mut check, "acme/bot", Some(&old)).await, 200);
-        let until = keyward
-            .authn
-            .store()
-            .get_key(&id)
-            .await
-            .unwrap()
-            .unwrap()
-            .previous_secret
-            .unwrap()
-            .valid_until;
+        let until = grace_end(&keyward, &id).await;
         assert!((now_unix() + 598..=now_unix() + 600).contains(&until));
         let old_token = Token::parse(&old).unwrap();
         let new_token = Token::parse(&new).unwrap();
@@ -383,8 +371,7 @@ async fn rotation_keeps_the_old_secret_for_the_grace_only() {
             .await
             .unwrap()
             .into_inner();
-        let stored = keyward.authn.store().get_key(&id).await.unwrap().unwrap();
-        assert_eq!(stored.previous_secret.unwrap().valid_until, expires);
+        assert_eq!(grace_end(&keyward, &id).await, expires);
 
         // --grace 0 cuts the old secret at once.
         let cut = admin
