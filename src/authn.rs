@@ -1,9 +1,10 @@
 //! Authentication: from a presented credential to a stored, verified key.
 //!
 //! Junk is rejected by [`Token::parse`] before any lookup. The key row comes from the cache or
-//! the store; the secret is checked against its argon2id hash on tokio's blocking pool, never on
-//! the async workers, with at most `workers` verifications running and `queue` waiting: past
-//! that the request is shed rather than queued without bound. Concurrent verifications of the
+//! the store; the secret is checked against its argon2id hash on argon2's own low-priority
+//! threads ([`crate::workers`]), never on the async workers, with at most `workers`
+//! verifications running and `queue` waiting: past that the request is shed rather than queued
+//! without bound. Concurrent verifications of the
 //! same token are coalesced into one.
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::policy::InvalidReason;
 use crate::store::{Store, StoreError};
 use crate::token::Token;
 use crate::usage::LastUsed;
+use crate::workers::Argon2Workers;
 
 /// Why keyward could not decide; Envoy answers its `status_on_error` (503), never a 401.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,7 @@ pub struct Authenticator {
     store: Store,
     caches: Caches,
     hasher: Arc<Hasher>,
+    workers: Arc<Argon2Workers>,
     waiting: Arc<Semaphore>,
     running: Arc<Semaphore>,
     last_used: LastUsed,
@@ -68,17 +71,18 @@ impl Authenticator {
         caches: Caches,
         argon: &config::Argon2,
         verify: &config::Verify,
-    ) -> Self {
-        Authenticator {
+    ) -> std::io::Result<Self> {
+        Ok(Authenticator {
             store,
             caches,
             hasher: Arc::new(Hasher::new(params(argon), verify.workers)),
+            workers: Arc::new(Argon2Workers::start(verify.workers, verify.nice)?),
             waiting: Arc::new(Semaphore::new(verify.workers + verify.queue)),
             running: Arc::new(Semaphore::new(verify.workers)),
             last_used: LastUsed::default(),
             verifications: Arc::new(AtomicU64::new(0)),
             no_grants: Arc::new(Grants::default()),
-        }
+        })
     }
 
     pub fn caches(&self) -> &Caches {
@@ -99,8 +103,8 @@ impl Authenticator {
         &self.last_used
     }
 
-    /// The argon2id PHC string of `secret`, with a fresh random salt, computed on the blocking
-    /// pool like every argon2 call, and counted among the `verify.workers` running: it waits for
+    /// The argon2id PHC string of `secret`, with a fresh random salt, computed on an argon2
+    /// worker like every argon2 call, and counted among the `verify.workers` running: it waits for
     /// a worker (an admin write may wait behind a queue of verifications) but is never shed.
     pub async fn hash_secret(&self, secret: &str) -> Result<String, Undecidable> {
         let secret = secret.to_owned();
@@ -109,8 +113,8 @@ impl Authenticator {
             .map_err(|e| Undecidable::Internal(e.to_string()))
     }
 
-    /// Runs `work` on the blocking pool once one of the `verify.workers` is free. The permits
-    /// go with the work, not with the request: when Envoy gives up and the request is dropped,
+    /// Runs `work` on an argon2 worker once one of the `verify.workers` is free. The permits go
+    /// with the work, not with the request: when Envoy gives up and the request is dropped,
     /// argon2 keeps running, and so keeps counting (as does `waiting`, the caller's queue place).
     async fn on_argon2_worker<T: Send + 'static>(
         &self,
@@ -124,12 +128,13 @@ impl Authenticator {
             .await
             .map_err(|_| Undecidable::Overloaded)?;
         let hasher = self.hasher.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permits = (waiting, running);
-            work(&hasher)
-        })
-        .await
-        .map_err(|e| Undecidable::Internal(e.to_string()))
+        self.workers
+            .run(move || {
+                let _permits = (waiting, running);
+                work(&hasher)
+            })
+            .await
+            .map_err(|e| Undecidable::Internal(e.to_string()))
     }
 
     /// The cache entry of key `id` (`None`: no key has that id), reloaded from the store when

@@ -75,12 +75,16 @@ pub struct Argon2 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Verify {
-    /// argon2 verifications running at once, on tokio's blocking pool. Each worker keeps one
+    /// argon2 verifications running at once, each on a thread of its own. Each worker keeps one
     /// buffer of `argon2.memory_kib` working memory once it has verified (19 MiB at the defaults).
     pub workers: usize,
     /// Verifications allowed to wait for a worker; past that keyward sheds with a gRPC
     /// `RESOURCE_EXHAUSTED`, which Envoy turns into its `status_on_error` (503).
     pub queue: usize,
+    /// How much lower the workers' CPU priority is than the Check path's, as a nice increment
+    /// (0-19; the result is capped at nice 19). At 19 the kernel serves cached keys first when
+    /// the cores are contended, and argon2 gets what is left, never nothing.
+    pub nice: i32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +184,7 @@ impl Default for Verify {
         Verify {
             workers,
             queue: workers * 16,
+            nice: 19,
         }
     }
 }
@@ -267,6 +272,7 @@ impl Config {
         overlay!("KEYWARD_ARGON2_PARALLELISM" => self.argon2.parallelism);
         overlay!("KEYWARD_VERIFY_WORKERS" => self.verify.workers);
         overlay!("KEYWARD_VERIFY_QUEUE" => self.verify.queue);
+        overlay!("KEYWARD_VERIFY_NICE" => self.verify.nice);
         overlay!("KEYWARD_PROPAGATION_POLL_INTERVAL_MS" => self.propagation.poll_interval_ms);
         overlay!("KEYWARD_PROPAGATION_MAX_BACKOFF_MS" => self.propagation.max_backoff_ms);
         overlay!("KEYWARD_USAGE_FLUSH_INTERVAL_SECS" => self.usage.flush_interval_secs);
@@ -306,6 +312,12 @@ impl Config {
         }
         if self.verify.workers == 0 {
             return bad("verify.workers must be at least 1".into());
+        }
+        if !(0..=19).contains(&self.verify.nice) {
+            return bad(format!(
+                "verify.nice must be between 0 and 19, not {}",
+                self.verify.nice
+            ));
         }
         if self.propagation.poll_interval_ms == 0 || self.propagation.max_backoff_ms == 0 {
             return bad("propagation intervals must be at least 1 ms".into());
@@ -408,5 +420,10 @@ mod tests {
                 .to_string()
                 .contains("credentials.sources")
         );
+        let mut c = Config::from_toml("[verify]\nnice = 20\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("verify.nice") && err.contains("20"), "{err}");
+        let mut c = Config::from_toml("[verify]\nnice = 0\n").unwrap();
+        c.validate().unwrap();
     }
 }

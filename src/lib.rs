@@ -11,7 +11,8 @@
 //! - [`propagation`]: following other replicas' changes (PostgreSQL LISTEN, SQLite polling).
 //! - [`usage`]: last-use times, batched off the request path.
 //! - [`hashing`]: argon2id hashing and verification of secrets, on reused working memory.
-//! - [`authn`]: credential → verified key, with argon2 on a bounded blocking pool.
+//! - [`workers`]: argon2's own threads, below the Check path in CPU priority.
+//! - [`authn`]: credential → verified key, with argon2 on a bounded pool of those workers.
 //! - [`authz`]: the Envoy edge: `CheckRequest` → decision → `CheckResponse`.
 //! - [`admin`]: the admin gRPC API used by the CLI.
 //! - [`config`]: TOML file plus `KEYWARD_*` environment overrides.
@@ -37,6 +38,7 @@ pub mod server;
 pub mod store;
 pub mod token;
 pub mod usage;
+pub mod workers;
 
 /// Generated code for the admin API (`proto/keyward/admin/v1/admin.proto`).
 pub mod pb {

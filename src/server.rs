@@ -95,12 +95,8 @@ pub async fn open(config: &Config) -> anyhow::Result<Authenticator> {
         config.cache_ttl(),
         Duration::from_secs(config.cache.negative_ttl_secs),
     );
-    Ok(Authenticator::new(
-        store,
-        caches,
-        &config.argon2,
-        &config.verify,
-    ))
+    Authenticator::new(store, caches, &config.argon2, &config.verify)
+        .context("cannot start the argon2 workers")
 }
 
 /// Serves until `shutdown` resolves.

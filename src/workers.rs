@@ -1,0 +1,130 @@
+//! argon2's own threads, below the Check path in CPU priority.
+//!
+//! A cold verification costs ~10 ms of CPU; a cache hit costs microseconds. On tokio's blocking
+//! pool argon2 competed for the cores as an equal of the threads answering cached keys, so a
+//! flood of wrong secrets took a whole core from them at the scheduler's pleasure. Here argon2
+//! runs on `verify.workers` threads of its own whose nice value is `verify.nice` above the
+//! process's (19, the lowest priority, by default). The kernel then runs them whenever a core
+//! would otherwise idle, but preempts them for the async workers: when the cores are
+//! contended, cached keys are served first and cold verifications take what is left. The
+//! weight of a nice-19 thread (15 against 1024 at nice 0) still gives it a share under full
+//! load, so verifications slow down but never stop.
+//!
+//! How many verifications may run or wait is bounded by the caller (`authn`), not here.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use tokio::sync::oneshot;
+use tracing::warn;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The worker threads; they exit once this is dropped and the queued work is done.
+pub struct Argon2Workers {
+    jobs: crossbeam_channel::Sender<Job>,
+}
+
+/// A worker ended before answering: the work panicked (a bug), or the workers were stopped.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the argon2 worker ended without an answer")]
+pub struct WorkerLost;
+
+impl Argon2Workers {
+    /// Starts `count` threads, each lowering its own CPU priority by `nice` (0: the same as
+    /// the rest of the process).
+    pub fn start(count: usize, nice: i32) -> std::io::Result<Self> {
+        let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
+        for n in 0..count {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("keyward-argon2-{n}"))
+                .spawn(move || {
+                    lower_priority(nice);
+                    for job in queue {
+                        // The job's answer channel is dropped by the unwind: its caller gets
+                        // `WorkerLost`, and this worker lives on for the next one.
+                        let _ = catch_unwind(AssertUnwindSafe(job));
+                    }
+                })?;
+        }
+        Ok(Argon2Workers { jobs })
+    }
+
+    /// Runs `work` on the next free worker and waits for its result.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, WorkerLost> {
+        let (answer, result) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = answer.send(work());
+            }))
+            .map_err(|_| WorkerLost)?;
+        result.await.map_err(|_| WorkerLost)
+    }
+}
+
+/// Raises the calling thread's nice value by `nice`, up to 19. On Linux the nice value belongs
+/// to the thread, not the process, so this leaves the async workers as they are. Failing to
+/// lower the priority (a sandbox that forbids `setpriority`) is no reason to refuse to verify:
+/// it is logged and argon2 runs at the process's priority.
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    let thread = rustix::thread::gettid();
+    let lowered = rustix::process::getpriority_process(Some(thread)).and_then(|current| {
+        rustix::process::setpriority_process(Some(thread), current.saturating_add(nice).min(19))
+    });
+    if let Err(error) = lowered {
+        warn!(%error, "cannot lower the argon2 workers' CPU priority; they run at the process's");
+    }
+}
+
+/// The nice value of the calling thread (tests read the workers' through this).
+pub fn current_nice() -> std::io::Result<i32> {
+    Ok(rustix::process::getpriority_process(Some(
+        rustix::thread::gettid(),
+    ))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn runs_work_on_threads_of_lower_priority() {
+        let workers = Argon2Workers::start(2, 7).expect("start");
+        let ours = current_nice().expect("nice");
+        let theirs = workers
+            .run(|| {
+                (
+                    current_nice().expect("nice"),
+                    std::thread::current().name().map(str::to_owned),
+                )
+            })
+            .await
+            .expect("answer");
+        assert_eq!(theirs.0, (ours + 7).min(19));
+        assert!(
+            theirs
+                .1
+                .is_some_and(|name| name.starts_with("keyward-argon2-")),
+            "ran on an argon2 worker"
+        );
+        assert_eq!(
+            current_nice().expect("nice"),
+            ours,
+            "the caller's is unchanged"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_loses_its_answer_but_not_the_worker() {
+        let workers = Argon2Workers::start(1, 0).expect("start");
+        let lost = workers.run(|| -> u32 { panic!("a bug in the work") }).await;
+        assert!(matches!(lost, Err(WorkerLost)));
+        assert_eq!(workers.run(|| 41 + 1).await.expect("answer"), 42);
+    }
+}
