@@ -14,6 +14,7 @@
 #   FLOOD [256]    flood tasks sending wrong secrets with real key ids, at full speed
 #   KEYWARD_VERIFY_WORKERS / KEYWARD_VERIFY_QUEUE  passed to keyward when set
 #   PORT_BASE [28080]  fixed loopback ports PORT_BASE..PORT_BASE+20 must be free
+#   SCENARIOS ["grpc http flood memory"]  which groups to run, e.g. SCENARIOS=flood ROUNDS=7
 #
 # Scenarios:
 #   gRPC Check (examples/check_load, HTTP/2, 2 connections): keyward on a cache hit vs the no-op
@@ -34,6 +35,11 @@ CONCURRENCY=${CONCURRENCY:-32}
 FLOOD=${FLOOD:-256}
 PORT_BASE=${PORT_BASE:-28080}
 ENVOY_BIN=${ENVOY_BIN:-.tools/venv/bin/envoy}
+SCENARIOS=${SCENARIOS:-grpc http flood memory}
+for group in $SCENARIOS; do
+	case $group in grpc | http | flood | memory) ;; *) echo "SCENARIOS: unknown group '$group' (grpc http flood memory)" >&2; exit 1 ;; esac
+done
+runs() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 [ -x "$ENVOY_BIN" ] || { echo "Envoy not found at $ENVOY_BIN: set ENVOY_BIN" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
 
@@ -120,14 +126,19 @@ done
 
 for round in $(seq "$ROUNDS"); do
 	echo "== round $round/$ROUNDS"
-	load grpc_keyward "$port_check"
-	load grpc_noop "$port_noop"
-	http http_noauth "$port_noauth"
-	http http_api_key_auth "$port_apikey"
-	http http_keyward_tcp "$port_tcp"
-	http http_keyward_uds "$port_uds"
-	http http_keyward_tcp_all_headers "$port_tcp_all"
-	http http_noop_ext_authz "$port_envoy_noop"
+	if runs grpc; then
+		load grpc_keyward "$port_check"
+		load grpc_noop "$port_noop"
+	fi
+	if runs http; then
+		http http_noauth "$port_noauth"
+		http http_api_key_auth "$port_apikey"
+		http http_keyward_tcp "$port_tcp"
+		http http_keyward_uds "$port_uds"
+		http http_keyward_tcp_all_headers "$port_tcp_all"
+		http http_noop_ext_authz "$port_envoy_noop"
+	fi
+	runs flood || continue
 	load flood_off "$port_check"
 	load flood_on "$port_check" "$FLOOD"
 	# The same flood from a process of its own, as an attacker's would be: in one process the
@@ -144,13 +155,24 @@ shed_logged=$(grep -c "shedding" "$work/keyward.log" || true)
 echo "== stopping the servers; memory with 100 000 keys cached"
 cleanup_servers() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 cleanup_servers
-"$bin/examples/memory_100k" --keys 100000 | tee -a "$work/results.txt"
+if runs memory; then "$bin/examples/memory_100k" --keys 100000 | tee -a "$work/results.txt"; fi
 
 # ---- table --------------------------------------------------------------------------------
 field() { # field LABEL NAME: the median of NAME over LABEL's runs
 	awk -v label="$1" -v name="$2" '$2 == "label=" label {
 		for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) print kv[2] } }' \
 		"$work/results.txt" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "nan" }'
+}
+# paired A B NAME: A's NAME over B's, round by round (the nth run of each), then their median:
+# a round that ran slower on the shared cores slows both, and the per-round ratio cancels that.
+paired() {
+	awk -v a="$1" -v b="$2" -v name="$3" '
+		function get(    i, kv) { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] } }
+		$2 == "label=" a { va[++na] = get() } $2 == "label=" b { vb[++nb] = get() }
+		END { n = (na < nb ? na : nb); for (i = 1; i <= n; i++) { r[i] = (vb[i] > 0 ? va[i] / vb[i] : 0); printf "%s%.2f", (i > 1 ? " " : "rounds "), r[i] }
+		      if (!n) { print "nan"; exit }
+		      for (i = 2; i <= n; i++) for (j = i; j > 1 && r[j - 1] > r[j]; j--) { t = r[j]; r[j] = r[j - 1]; r[j - 1] = t }
+		      printf "; median %.2f\n", r[int((n + 1) / 2)] }' "$work/results.txt"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
 
@@ -191,6 +213,7 @@ echo "  HTTP keyward UDS / TCP                     $(ratio "$(field http_keyward
 echo "  HTTP keyward trimmed / all headers         $(ratio "$(field http_keyward_tcp rps)" "$(field http_keyward_tcp_all_headers rps)")"
 echo "  HTTP api_key_auth / no auth                $(ratio "$(field http_api_key_auth rps)" "$(field http_noauth rps)")"
 echo "  flood p99 with / without, flood apart      $(ratio "$(field flood_apart p99_us)" "$(field flood_off p99_us)")  [<= 2.00]"
+echo "  flood p99 with / without, flood apart, paired  $(paired flood_apart flood_off p99_us)"
 echo "  flood p99 with / without, one process      $(ratio "$(field flood_on p99_us)" "$(field flood_off p99_us)")"
 echo "  memory, 100 000 keys cached                $(field memory rss_mb) MB = $(field memory rss_mib) MiB  [<= 150 MB]"
 echo "  keyward log lines about shedding           $shed_logged"

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The flood benchmark of bench/load.sh, A/B: two keyward builds side by side in one run, their
+# rounds interleaved (A B, then B A, ...), each build's valid cached-key p99 measured with and
+# without a flood of wrong secrets sent from a process of its own. Prints every run, then per
+# build the median of the per-round ratios (flood p99 / no-flood p99, the issue's <= 2x) and the
+# medians themselves.
+#
+#   bench/flood_ab.sh OLD_KEYWARD_BINARY [NEW_KEYWARD_BINARY]   # new: target/release/keyward
+#   ROUNDS=7 DURATION=5 FLOOD=256 CONCURRENCY=32 bench/flood_ab.sh /tmp/keyward-old
+#
+# Extra environment for one side only: A_ENV / B_ENV, e.g. B_ENV="KEYWARD_VERIFY_NICE=0".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+[ $# -ge 1 ] || { echo "usage: bench/flood_ab.sh OLD_BINARY [NEW_BINARY]" >&2; exit 2; }
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-5}
+CONCURRENCY=${CONCURRENCY:-32}
+FLOOD=${FLOOD:-256}
+bin_a=$1
+echo "== building (release)"
+cargo build --release --quiet --bin keyward --example bench_seed --example check_load
+bin=${CARGO_TARGET_DIR:-target}/release
+bin_b=${2:-$bin/keyward}
+for b in "$bin_a" "$bin_b"; do [ -x "$b" ] || { echo "not an executable: $b" >&2; exit 2; }; done
+
+source bench/lib.sh # work, pids (stopped on exit), wait_for
+
+echo "== seeding 64 keys (argon2id default parameters)"
+"$bin/examples/bench_seed" --database "$work/kw.db" --keys 64 --tokens-out "$work/tokens.txt"
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+declare -A check_port
+for side in A B; do
+	binary=bin_${side,,} extra=${side}_ENV
+	check_port[$side]=$(free_port)
+	health=$(free_port)
+	env ${!extra:-} KEYWARD_DATABASE_URL="sqlite://$work/kw.db" \
+		KEYWARD_CHECK_ADDR="127.0.0.1:${check_port[$side]}" KEYWARD_ADMIN_ADDR="127.0.0.1:$(free_port)" \
+		KEYWARD_HEALTH_ADDR="127.0.0.1:$health" KEYWARD_LOG=warn \
+		"${!binary}" serve 2>"$work/keyward_$side.log" &
+	pids+=($!)
+	wait_for "keyward $side" curl -sf "http://127.0.0.1:$health/readyz"
+done
+
+load() { # load LABEL SIDE [FLOOD]
+	"$bin/examples/check_load" --target "http://127.0.0.1:${check_port[$2]}" --tokens "$work/tokens.txt" \
+		--connections 2 --concurrency "$CONCURRENCY" --warmup 2 --duration "$DURATION" \
+		--flood "${3:-0}" --label "$1" | tee -a "$work/results.txt"
+}
+flood_round() { # flood_round SIDE
+	load "off_$1" "$1"
+	"$bin/examples/check_load" --target "http://127.0.0.1:${check_port[$1]}" --tokens "$work/tokens.txt" \
+		--connections 2 --concurrency 0 --warmup 1 --duration $((DURATION + 2)) --flood "$FLOOD" \
+		--label "generator_$1" >>"$work/results.txt" &
+	local flood_pid=$!
+	load "flood_$1" "$1"
+	wait "$flood_pid"
+}
+
+echo "== warming both builds' caches"
+load warmup A >/dev/null
+load warmup B >/dev/null
+for round in $(seq "$ROUNDS"); do
+	echo "== round $round/$ROUNDS"
+	if ((round % 2)); then flood_round A; flood_round B; else flood_round B; flood_round A; fi
+done
+
+summary() { # summary SIDE
+	awk -v side="$1" '
+		function get(name,    i, kv) { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] } }
+		function median(a, n,    i, j, t) { for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t } return a[int((n + 1) / 2)] }
+		$2 == "label=off_" side { off[++n_off] = get("p99_us"); rps_off[n_off] = get("rps") }
+		$2 == "label=flood_" side { on[++n_on] = get("p99_us"); rps_on[n_on] = get("rps") }
+		$2 == "label=generator_" side { fl[++n_fl] = get("flood_rps") }
+		END {
+			n = (n_off < n_on ? n_off : n_on)
+			for (i = 1; i <= n; i++) { r[i] = on[i] / off[i]; rounds = rounds sprintf(" %.2f", r[i]) }
+			printf "%s: p99 no flood %.0f µs, with flood %.0f µs; valid req/s %.0f -> %.0f; flood %.0f req/s\n", side, median(off, n_off), median(on, n_on), median(rps_off, n_off), median(rps_on, n_on), median(fl, n_fl)
+			printf "%s: flood p99 / no-flood p99 per round%s; median %.2f  [<= 2.00]\n", side, rounds, median(r, n)
+		}' "$work/results.txt"
+}
+echo
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)"
+echo "A = $bin_a ${A_ENV:-}"
+echo "B = $bin_b ${B_ENV:-}"
+summary A
+summary B
+for side in A B; do echo "$side: shedding lines logged: $(grep -c shedding "$work/keyward_$side.log" || true)"; done
