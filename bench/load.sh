@@ -21,7 +21,8 @@
 #     ext_authz server (examples/noop_ext_authz), the floor every ext_authz server pays.
 #   HTTP through Envoy (wrk) to a direct_response route: no auth; native api_key_auth with the
 #     same 64 keys; keyward over TCP; keyward over a Unix socket; keyward over TCP with every
-#     request header sent to it (no allowed_headers); the no-op server behind ext_authz.
+#     request header sent to it (no allowed_headers); keyward over TCP with encode_raw_headers
+#     (headers as raw bytes in header_map); the no-op server behind ext_authz.
 #   Flood: valid cached keys' p99 with and without a concurrent flood of wrong secrets, the flood
 #     sent from the measuring process itself and from a process of its own.
 #   Memory: examples/memory_100k, resident memory with 100 000 keys cached.
@@ -45,7 +46,7 @@ command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2;
 
 port_noauth=$PORT_BASE port_apikey=$((PORT_BASE + 1)) port_tcp=$((PORT_BASE + 2))
 port_uds=$((PORT_BASE + 3)) port_tcp_all=$((PORT_BASE + 4)) port_envoy_admin=$((PORT_BASE + 5))
-port_envoy_noop=$((PORT_BASE + 6))
+port_envoy_noop=$((PORT_BASE + 6)) port_tcp_raw=$((PORT_BASE + 7))
 port_check=$((PORT_BASE + 10)) port_admin=$((PORT_BASE + 11)) port_health=$((PORT_BASE + 12))
 port_noop=$((PORT_BASE + 13))
 
@@ -72,7 +73,7 @@ api_keys=$(awk '{printf "%s{key: \"%s\", client: \"k%d\"}", (NR > 1 ? ", " : "["
 sed -e "s|{{ADMIN_PORT}}|$port_envoy_admin|; s|{{PORT_NOAUTH}}|$port_noauth|; s|{{PORT_APIKEY}}|$port_apikey|" \
 	-e "s|{{PORT_TCP}}|$port_tcp|; s|{{PORT_UDS}}|$port_uds|; s|{{PORT_TCP_ALL}}|$port_tcp_all|" \
 	-e "s|{{KEYWARD_PORT}}|$port_check|; s|{{KEYWARD_SOCKET}}|$work/check.sock|" \
-	-e "s|{{PORT_NOOP}}|$port_envoy_noop|; s|{{NOOP_PORT}}|$port_noop|" \
+	-e "s|{{PORT_NOOP}}|$port_envoy_noop|; s|{{NOOP_PORT}}|$port_noop|; s|{{PORT_TCP_RAW}}|$port_tcp_raw|" \
 	-e "s|{{API_KEYS}}|$api_keys|" bench/envoy/bench.yaml.tmpl >"$work/envoy.yaml"
 ! grep -n '{{' "$work/envoy.yaml" || { echo "unrendered placeholder" >&2; exit 1; }
 "$ENVOY_BIN" -c "$work/envoy.yaml" --concurrency 2 --disable-hot-restart --log-level warn \
@@ -116,11 +117,12 @@ http() { # http LABEL PORT
 echo "== warming keyward's caches (every key verified once)"
 load warmup "$port_check" >/dev/null
 curl -sf -o /dev/null -w "envoy->keyward tcp: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_tcp/"
+curl -sf -o /dev/null -w "envoy->keyward tcp, raw headers: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_tcp_raw/"
 curl -sf -o /dev/null -w "envoy->keyward uds: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_uds/"
 curl -sf -o /dev/null -w "envoy api_key_auth: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_apikey/"
 code=$(curl -s -o /dev/null -w "%{http_code}" -H "x-api-key: nope" "http://127.0.0.1:$port_tcp/")
 [ "$code" = 401 ] || { echo "keyward let a bad key through ($code)" >&2; exit 1; }
-for port in $port_noauth $port_apikey $port_tcp $port_uds $port_tcp_all $port_envoy_noop; do
+for port in $port_noauth $port_apikey $port_tcp $port_uds $port_tcp_all $port_envoy_noop $port_tcp_raw; do
 	wrk -t1 -c"$CONNECTIONS" -d1s -H "x-api-key: $token" "http://127.0.0.1:$port/" >/dev/null
 done
 
@@ -136,6 +138,7 @@ for round in $(seq "$ROUNDS"); do
 		http http_keyward_tcp "$port_tcp"
 		http http_keyward_uds "$port_uds"
 		http http_keyward_tcp_all_headers "$port_tcp_all"
+		http http_keyward_tcp_raw_headers "$port_tcp_raw"
 		http http_noop_ext_authz "$port_envoy_noop"
 	fi
 	runs flood || continue
@@ -174,14 +177,14 @@ paired() {
 		      for (i = 2; i <= n; i++) for (j = i; j > 1 && r[j - 1] > r[j]; j--) { t = r[j]; r[j] = r[j - 1]; r[j - 1] = t }
 		      printf "; median %.2f\n", r[int((n + 1) / 2)] }' "$work/results.txt"
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "nan" && b + 0 > 0) printf "%.2f", a / b; else print "nan" }'; }
 
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)"
 echo "envoy: $("$ENVOY_BIN" --version 2>/dev/null | grep -o 'version: [^ ]*' | head -n1)  rounds: $ROUNDS x ${DURATION}s  (medians)"
 printf '\n%-34s %10s %10s %10s  %s\n' scenario "req/s" "p50 µs" "p99 µs" notes
 for label in grpc_noop grpc_keyward http_noauth http_api_key_auth http_keyward_tcp \
-	http_keyward_uds http_keyward_tcp_all_headers http_noop_ext_authz flood_off flood_on \
+	http_keyward_uds http_keyward_tcp_all_headers http_keyward_tcp_raw_headers http_noop_ext_authz flood_off flood_on \
 	flood_apart; do
 	notes=""
 	case $label in
@@ -196,7 +199,8 @@ done
 echo
 echo "CPU per request (µs, medians; the profile behind the HTTP ratios):"
 printf '%-34s %12s %12s %12s\n' scenario envoy keyward no-op
-for label in http_noauth http_api_key_auth http_keyward_tcp http_keyward_uds http_noop_ext_authz; do
+for label in http_noauth http_api_key_auth http_keyward_tcp http_keyward_uds http_keyward_tcp_raw_headers \
+	http_noop_ext_authz; do
 	printf '%-34s %12s %12s %12s\n' "$label" "$(field "$label" envoy_cpu_us)" \
 		"$(field "$label" keyward_cpu_us)" "$(field "$label" noop_cpu_us)"
 done
@@ -211,6 +215,7 @@ echo "  HTTP Envoy+keyward TCP / Envoy+no-op ext_authz $(ratio "$(field http_key
 echo "  HTTP Envoy+no-op ext_authz / Envoy+api_key_auth $(ratio "$(field http_noop_ext_authz rps)" "$(field http_api_key_auth rps)")  (the ext_authz floor)"
 echo "  HTTP keyward UDS / TCP                     $(ratio "$(field http_keyward_uds rps)" "$(field http_keyward_tcp rps)")"
 echo "  HTTP keyward trimmed / all headers         $(ratio "$(field http_keyward_tcp rps)" "$(field http_keyward_tcp_all_headers rps)")"
+echo "  HTTP keyward raw headers / map, paired     $(paired http_keyward_tcp_raw_headers http_keyward_tcp rps)"
 echo "  HTTP api_key_auth / no auth                $(ratio "$(field http_api_key_auth rps)" "$(field http_noauth rps)")"
 echo "  flood p99 with / without, flood apart      $(ratio "$(field flood_apart p99_us)" "$(field flood_off p99_us)")  [<= 2.00]"
 echo "  flood p99 with / without, flood apart, paired  $(paired flood_apart flood_off p99_us)"

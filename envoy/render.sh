@@ -3,6 +3,7 @@
 #
 #   CERT_DIR=/certs [LISTEN_HOST=0.0.0.0 ...] envoy/render.sh > envoy.yaml
 #   CERT_DIR=/certs RATE_LIMIT_PER_CLIENT_RPS=50 envoy/render.sh > envoy.yaml   # + rate limit
+#   CERT_DIR=/certs ENCODE_RAW_HEADERS=true envoy/render.sh > envoy.yaml         # header_map
 #
 # Every {{NAME}} placeholder in the template is replaced by the environment variable NAME
 # (defaults below; CERT_DIR has none). The template is envoy.yaml.tmpl next to this script,
@@ -80,6 +81,13 @@ else
 	rate_limit_block=
 fi
 
+# ext_authz's encode_raw_headers: true or false (the default, as Envoy's).
+: "${ENCODE_RAW_HEADERS:=false}"
+case $ENCODE_RAW_HEADERS in
+true | false) ;;
+*) fail "ENCODE_RAW_HEADERS must be true or false, got '$ENCODE_RAW_HEADERS'" ;;
+esac
+
 # Escape a value for the replacement side of a sed s||| command.
 escape() {
 	printf '%s' "$1" | sed 's/[\\|&]/\\&/g'
@@ -88,7 +96,7 @@ escape() {
 script=
 for name in LISTEN_HOST ADMIN_HOST PUBLIC_PORT PRIVATE_PORT ADMIN_PORT \
 	KEYWARD_ENDPOINTS BACKEND_HOST BACKEND_PORT CERT_DIR \
-	RATE_LIMIT_PER_CLIENT_RPS RATE_LIMIT_PER_CLIENT_BURST; do
+	RATE_LIMIT_PER_CLIENT_RPS RATE_LIMIT_PER_CLIENT_BURST ENCODE_RAW_HEADERS; do
 	eval "value=\$$name"
 	case $value in
 	*"$newline"*) fail "$name must not contain a newline" ;;

@@ -359,6 +359,7 @@ fn render(extra: &[(&str, &str)]) -> (bool, String, String) {
         .env("CERT_DIR", "/nonexistent-certs")
         .env_remove("RATE_LIMIT_PER_CLIENT_RPS")
         .env_remove("RATE_LIMIT_PER_CLIENT_BURST")
+        .env_remove("ENCODE_RAW_HEADERS")
         .envs(extra.iter().copied())
         .output()
         .unwrap();
@@ -408,4 +409,62 @@ fn the_rate_limit_is_rendered_only_when_asked_for_and_only_with_a_number() {
     ]);
     assert!(!ok);
     assert!(stderr.contains("RATE_LIMIT_PER_CLIENT_BURST"), "{stderr}");
+}
+
+#[test]
+fn raw_header_encoding_is_rendered_only_as_true_or_false() {
+    let (ok, yaml, stderr) = render(&[]);
+    assert!(ok, "{stderr}");
+    assert!(yaml.contains("encode_raw_headers: false"));
+    let (ok, yaml, stderr) = render(&[("ENCODE_RAW_HEADERS", "true")]);
+    assert!(ok, "{stderr}");
+    assert!(yaml.contains("encode_raw_headers: true"));
+    let (ok, _, stderr) = render(&[("ENCODE_RAW_HEADERS", "yes")]);
+    assert!(!ok);
+    assert!(stderr.contains("ENCODE_RAW_HEADERS"), "{stderr}");
+}
+
+/// With `encode_raw_headers: true` Envoy sends the headers as raw bytes in `header_map` and
+/// leaves the `headers` map empty: keyward decides from them just the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_encoded_headers_decide_as_the_map_does() {
+    let mut w = World::start_with(&[("ENCODE_RAW_HEADERS", "true")]).await;
+    w.admin.project("demo").await;
+    w.admin.deployment("demo/chat").await;
+    let (id, token) = w.admin.key(Plane::Data, &["demo/chat"]).await;
+
+    let (status, _, body) = w.chat(w.envoy.public_url(CHAT), Some(&token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["keyward_headers"]["x-keyward-key-id"], id.as_str());
+    assert_eq!(
+        body["credential_headers_seen"],
+        serde_json::json!([]),
+        "{body}"
+    );
+    let response = w
+        .http
+        .get(w.envoy.public_url("/demo/chat/v1/models"))
+        .header("x-api-key", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let (status, headers, body) = w.chat(w.envoy.public_url(CHAT), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(headers.contains_key("www-authenticate"));
+    assert_openai_error(&body, "missing_api_key");
+
+    // The same key twice: one header line each in the raw form, and malformed.
+    let response = w
+        .http
+        .get(w.envoy.public_url("/demo/chat/v1/models"))
+        .header("x-api-key", &token)
+        .header("x-api-key", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = response.json().await.unwrap();
+    assert_openai_error(&body, "invalid_api_key");
 }
