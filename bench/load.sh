@@ -18,11 +18,13 @@
 #
 # Scenarios:
 #   gRPC Check (examples/check_load, HTTP/2, 2 connections): keyward on a cache hit vs the no-op
-#     ext_authz server (examples/noop_ext_authz), the floor every ext_authz server pays.
+#     ext_authz server (examples/noop_ext_authz), the floor every ext_authz server pays, and vs
+#     the no-op server giving keyward's answer (the floor for a server that names the caller).
 #   HTTP through Envoy (wrk) to a direct_response route: no auth; native api_key_auth with the
 #     same 64 keys; keyward over TCP; keyward over a Unix socket; keyward over TCP with every
 #     request header sent to it (no allowed_headers); keyward over TCP with encode_raw_headers
-#     (headers as raw bytes in header_map); the no-op server behind ext_authz.
+#     (headers as raw bytes in header_map); the no-op server behind ext_authz, answering nothing
+#     or (--identity-answer) keyward's identity headers, credential removal and metadata.
 #   Flood: valid cached keys' p99 with and without a concurrent flood of wrong secrets, the flood
 #     sent from the measuring process itself and from a process of its own.
 #   Memory: examples/memory_100k, resident memory with 100 000 keys cached.
@@ -46,9 +48,9 @@ command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2;
 
 port_noauth=$PORT_BASE port_apikey=$((PORT_BASE + 1)) port_tcp=$((PORT_BASE + 2))
 port_uds=$((PORT_BASE + 3)) port_tcp_all=$((PORT_BASE + 4)) port_envoy_admin=$((PORT_BASE + 5))
-port_envoy_noop=$((PORT_BASE + 6)) port_tcp_raw=$((PORT_BASE + 7))
+port_envoy_noop=$((PORT_BASE + 6)) port_tcp_raw=$((PORT_BASE + 7)) port_envoy_noop_identity=$((PORT_BASE + 8))
 port_check=$((PORT_BASE + 10)) port_admin=$((PORT_BASE + 11)) port_health=$((PORT_BASE + 12))
-port_noop=$((PORT_BASE + 13))
+port_noop=$((PORT_BASE + 13)) port_noop_identity=$((PORT_BASE + 14))
 
 echo "== building (release)"
 cargo build --release --quiet --bin keyward --example bench_seed --example noop_ext_authz \
@@ -69,19 +71,24 @@ KEYWARD_DATABASE_URL="sqlite://$work/kw.db" KEYWARD_CHECK_ADDR="127.0.0.1:$port_
 pids+=($!)
 "$bin/examples/noop_ext_authz" --listen "127.0.0.1:$port_noop" >"$work/noop.log" 2>&1 &
 pids+=($!)
+"$bin/examples/noop_ext_authz" --listen "127.0.0.1:$port_noop_identity" --identity-answer \
+	>"$work/noop_identity.log" 2>&1 &
+pids+=($!)
 api_keys=$(awk '{printf "%s{key: \"%s\", client: \"k%d\"}", (NR > 1 ? ", " : "["), $1, NR} END {print "]"}' "$work/tokens.txt")
 sed -e "s|{{ADMIN_PORT}}|$port_envoy_admin|; s|{{PORT_NOAUTH}}|$port_noauth|; s|{{PORT_APIKEY}}|$port_apikey|" \
 	-e "s|{{PORT_TCP}}|$port_tcp|; s|{{PORT_UDS}}|$port_uds|; s|{{PORT_TCP_ALL}}|$port_tcp_all|" \
 	-e "s|{{KEYWARD_PORT}}|$port_check|; s|{{KEYWARD_SOCKET}}|$work/check.sock|" \
 	-e "s|{{PORT_NOOP}}|$port_envoy_noop|; s|{{NOOP_PORT}}|$port_noop|; s|{{PORT_TCP_RAW}}|$port_tcp_raw|" \
+	-e "s|{{PORT_NOOP_IDENTITY}}|$port_envoy_noop_identity|; s|{{NOOP_IDENTITY_PORT}}|$port_noop_identity|" \
 	-e "s|{{API_KEYS}}|$api_keys|" bench/envoy/bench.yaml.tmpl >"$work/envoy.yaml"
 ! grep -n '{{' "$work/envoy.yaml" || { echo "unrendered placeholder" >&2; exit 1; }
 "$ENVOY_BIN" -c "$work/envoy.yaml" --concurrency 2 --disable-hot-restart --log-level warn \
 	>"$work/envoy.log" 2>&1 &
 pids+=($!)
-keyward_pid=${pids[0]} noop_pid=${pids[1]} envoy_pid=${pids[2]}
+keyward_pid=${pids[0]} noop_pid=${pids[1]} noop_identity_pid=${pids[2]} envoy_pid=${pids[3]}
 wait_for "keyward" curl -sf "http://127.0.0.1:$port_health/readyz"
 wait_for "the no-op server" grep -q listening "$work/noop.log"
+wait_for "the no-op server (identity answer)" grep -q listening "$work/noop_identity.log"
 wait_for "Envoy" curl -sf "http://127.0.0.1:$port_envoy_admin/ready"
 
 load() { # load LABEL TARGET [FLOOD]
@@ -97,13 +104,15 @@ tick_us=$((1000000 / $(getconf CLK_TCK)))
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 http() { # http LABEL PORT
 	local out e0 k0 n0 e1 k1 n1
-	e0=$(cpu_ticks "$envoy_pid") k0=$(cpu_ticks "$keyward_pid") n0=$(cpu_ticks "$noop_pid")
+	e0=$(cpu_ticks "$envoy_pid") k0=$(cpu_ticks "$keyward_pid")
+	n0=$(($(cpu_ticks "$noop_pid") + $(cpu_ticks "$noop_identity_pid")))
 	out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "x-api-key: $token" \
 		-H "user-agent: openai-python/1.40.0" -H "content-type: application/json" \
 		-H "accept: application/json" -H "x-request-id: 0f8fad5b-d9cb-469f-a165-70867728950e" \
 		-H "x-stainless-lang: python" -H "x-stainless-package-version: 1.40.0" \
 		"http://127.0.0.1:$2/v1/chat/completions")
-	e1=$(cpu_ticks "$envoy_pid") k1=$(cpu_ticks "$keyward_pid") n1=$(cpu_ticks "$noop_pid")
+	e1=$(cpu_ticks "$envoy_pid") k1=$(cpu_ticks "$keyward_pid")
+	n1=$(($(cpu_ticks "$noop_pid") + $(cpu_ticks "$noop_identity_pid")))
 	echo "$out" | awk -v label="$1" -v tick="$tick_us" -v envoy=$((e1 - e0)) \
 		-v keyward=$((k1 - k0)) -v noop=$((n1 - n0)) "$to_us"'
 		/^ +50%/ { p50 = us($2) } /^ +99%/ { p99 = us($2) } /^Requests\/sec/ { rps = $2 }
@@ -122,7 +131,7 @@ curl -sf -o /dev/null -w "envoy->keyward uds: %{http_code}\n" -H "x-api-key: $to
 curl -sf -o /dev/null -w "envoy api_key_auth: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_apikey/"
 code=$(curl -s -o /dev/null -w "%{http_code}" -H "x-api-key: nope" "http://127.0.0.1:$port_tcp/")
 [ "$code" = 401 ] || { echo "keyward let a bad key through ($code)" >&2; exit 1; }
-for port in $port_noauth $port_apikey $port_tcp $port_uds $port_tcp_all $port_envoy_noop $port_tcp_raw; do
+for port in $port_noauth $port_apikey $port_tcp $port_uds $port_tcp_all $port_envoy_noop $port_tcp_raw $port_envoy_noop_identity; do
 	wrk -t1 -c"$CONNECTIONS" -d1s -H "x-api-key: $token" "http://127.0.0.1:$port/" >/dev/null
 done
 
@@ -131,6 +140,7 @@ for round in $(seq "$ROUNDS"); do
 	if runs grpc; then
 		load grpc_keyward "$port_check"
 		load grpc_noop "$port_noop"
+		load grpc_noop_identity "$port_noop_identity"
 	fi
 	if runs http; then
 		http http_noauth "$port_noauth"
@@ -140,6 +150,7 @@ for round in $(seq "$ROUNDS"); do
 		http http_keyward_tcp_all_headers "$port_tcp_all"
 		http http_keyward_tcp_raw_headers "$port_tcp_raw"
 		http http_noop_ext_authz "$port_envoy_noop"
+		http http_noop_identity_ext_authz "$port_envoy_noop_identity"
 	fi
 	runs flood || continue
 	load flood_off "$port_check"
@@ -183,8 +194,8 @@ echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)"
 echo "envoy: $("$ENVOY_BIN" --version 2>/dev/null | grep -o 'version: [^ ]*' | head -n1)  rounds: $ROUNDS x ${DURATION}s  (medians)"
 printf '\n%-34s %10s %10s %10s  %s\n' scenario "req/s" "p50 µs" "p99 µs" notes
-for label in grpc_noop grpc_keyward http_noauth http_api_key_auth http_keyward_tcp \
-	http_keyward_uds http_keyward_tcp_all_headers http_keyward_tcp_raw_headers http_noop_ext_authz flood_off flood_on \
+for label in grpc_noop grpc_noop_identity grpc_keyward http_noauth http_api_key_auth http_keyward_tcp \
+	http_keyward_uds http_keyward_tcp_all_headers http_keyward_tcp_raw_headers http_noop_ext_authz http_noop_identity_ext_authz flood_off flood_on \
 	flood_apart; do
 	notes=""
 	case $label in
@@ -200,18 +211,21 @@ echo
 echo "CPU per request (µs, medians; the profile behind the HTTP ratios):"
 printf '%-34s %12s %12s %12s\n' scenario envoy keyward no-op
 for label in http_noauth http_api_key_auth http_keyward_tcp http_keyward_uds http_keyward_tcp_raw_headers \
-	http_noop_ext_authz; do
+	http_noop_ext_authz http_noop_identity_ext_authz; do
 	printf '%-34s %12s %12s %12s\n' "$label" "$(field "$label" envoy_cpu_us)" \
 		"$(field "$label" keyward_cpu_us)" "$(field "$label" noop_cpu_us)"
 done
 echo
 echo "ratios (targets in brackets):"
 echo "  gRPC throughput keyward / no-op            $(ratio "$(field grpc_keyward rps)" "$(field grpc_noop rps)")  [>= 0.90]"
+echo "  gRPC keyward / no-op giving keyward's answer $(ratio "$(field grpc_keyward rps)" "$(field grpc_noop_identity rps)")  (keyward's own work)"
+echo "  gRPC no-op giving keyward's answer / no-op $(ratio "$(field grpc_noop_identity rps)" "$(field grpc_noop rps)")  (what the answer costs)"
 echo "  gRPC p50 keyward / no-op                   $(ratio "$(field grpc_keyward p50_us)" "$(field grpc_noop p50_us)")"
 echo "  gRPC p99 keyward / no-op                   $(ratio "$(field grpc_keyward p99_us)" "$(field grpc_noop p99_us)")"
 echo "  HTTP Envoy+keyward TCP / Envoy+api_key_auth $(ratio "$(field http_keyward_tcp rps)" "$(field http_api_key_auth rps)")  [>= 0.50]"
 echo "  HTTP Envoy+keyward UDS / Envoy+api_key_auth $(ratio "$(field http_keyward_uds rps)" "$(field http_api_key_auth rps)")  [>= 0.50]"
 echo "  HTTP Envoy+keyward TCP / Envoy+no-op ext_authz $(ratio "$(field http_keyward_tcp rps)" "$(field http_noop_ext_authz rps)")"
+echo "  HTTP Envoy+keyward TCP / Envoy+no-op giving keyward's answer $(ratio "$(field http_keyward_tcp rps)" "$(field http_noop_identity_ext_authz rps)")"
 echo "  HTTP Envoy+no-op ext_authz / Envoy+api_key_auth $(ratio "$(field http_noop_ext_authz rps)" "$(field http_api_key_auth rps)")  (the ext_authz floor)"
 echo "  HTTP keyward UDS / TCP                     $(ratio "$(field http_keyward_uds rps)" "$(field http_keyward_tcp rps)")"
 echo "  HTTP keyward trimmed / all headers         $(ratio "$(field http_keyward_tcp rps)" "$(field http_keyward_tcp_all_headers rps)")"

@@ -3,31 +3,90 @@
 //! Same tonic version and server settings as keyward's Check listener (HTTP/2 keepalive 30 s,
 //! TCP_NODELAY on accepted connections), same tokio runtime defaults.
 //!
-//!   cargo run --release --example noop_ext_authz -- --listen 127.0.0.1:19291 [h2 options]
+//! With `--identity-answer` it answers what keyward answers a data key's allowed request: the
+//! four `x-keyward-*` identity headers, the three credential headers to remove and the dynamic
+//! metadata, with values of the same size, computed once. That is the floor for a server that
+//! tells the upstream who called, and separates what such an answer costs its receiver from
+//! what keyward's own decision costs.
+//!
+//!   cargo run --release --example noop_ext_authz -- --listen 127.0.0.1:19291 \
+//!       [--identity-answer] [h2 options]
 
 use std::time::Duration;
 
 use anyhow::Context;
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
+use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
     Authorization, AuthorizationServer,
 };
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse, OkHttpResponse};
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-struct AllowAll;
+struct AllowAll {
+    answer: CheckResponse,
+}
 
 #[tonic::async_trait]
 impl Authorization for AllowAll {
     async fn check(&self, _: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
-        Ok(Response::new(CheckResponse {
-            status: Some(rpc::Status::default()),
-            http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
-            dynamic_metadata: None,
-        }))
+        Ok(Response::new(self.answer.clone()))
+    }
+}
+
+fn bare_answer() -> CheckResponse {
+    CheckResponse {
+        status: Some(rpc::Status::default()),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
+        dynamic_metadata: None,
+    }
+}
+
+/// keyward's answer to an allowed data-plane request, with values of the usual sizes.
+fn identity_answer() -> CheckResponse {
+    let identity = [
+        ("x-keyward-key-id", "key_id", "r00000000000"),
+        ("x-keyward-principal", "principal", "owner"),
+        ("x-keyward-project", "project", "demo"),
+        ("x-keyward-deployment", "deployment", "demo/chat"),
+    ];
+    #[allow(deprecated)]
+    let headers = identity
+        .iter()
+        .map(|(header, _, value)| HeaderValueOption {
+            header: Some(HeaderValue {
+                key: header.to_string(),
+                value: value.to_string(),
+                raw_value: Vec::new(),
+            }),
+            append: None,
+            append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
+            keep_empty_value: false,
+        })
+        .collect();
+    let string = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.to_owned())),
+    };
+    let mut fields: std::collections::HashMap<String, Value> = identity
+        .iter()
+        .map(|(_, field, value)| (field.to_string(), string(value)))
+        .collect();
+    fields.insert("plane".into(), string("data"));
+    CheckResponse {
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers,
+            headers_to_remove: ["authorization", "x-api-key", "x-auth-token"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        })),
+        dynamic_metadata: Some(Struct { fields }),
+        ..bare_answer()
     }
 }
 
@@ -35,6 +94,7 @@ impl Authorization for AllowAll {
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut listen = None;
+    let mut answer = bare_answer();
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .tcp_nodelay(true);
@@ -47,6 +107,10 @@ async fn main() -> anyhow::Result<()> {
                 listen = Some(value()?);
                 builder
             }
+            "--identity-answer" => {
+                answer = identity_answer();
+                builder
+            }
             "--adaptive-window" => builder.http2_adaptive_window(Some(true)),
             "--stream-window" => builder.initial_stream_window_size(Some(value()?.parse()?)),
             "--connection-window" => {
@@ -57,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
             "--no-keepalive" => builder.http2_keepalive_interval(None),
             other => anyhow::bail!(
                 "unknown argument {other:?}; usage: noop_ext_authz --listen HOST:PORT \
-                 [--adaptive-window] [--stream-window BYTES] [--connection-window BYTES] \
+                 [--identity-answer] [--adaptive-window] [--stream-window BYTES] [--connection-window BYTES] \
                  [--max-concurrent-streams N] [--max-frame-size BYTES] [--no-keepalive]"
             ),
         };
@@ -68,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     println!("listening on {}", listener.local_addr()?);
     builder
-        .add_service(AuthorizationServer::new(AllowAll))
+        .add_service(AuthorizationServer::new(AllowAll { answer }))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             async {
