@@ -3,7 +3,9 @@
 # rounds interleaved (A B, then B A, ...), each build's valid cached-key p99 measured with and
 # without a flood of wrong secrets sent from a process of its own. Prints every run, then per
 # build the median of the per-round ratios (flood p99 / no-flood p99, the issue's <= 2x) and the
-# medians themselves.
+# medians themselves. The no-flood runs also send COLD (16) keys never checked before, one after
+# the other: what a cold verification (lookup and argon2) takes while cached keys keep the
+# cores busy.
 #
 #   bench/flood_ab.sh OLD_KEYWARD_BINARY [NEW_KEYWARD_BINARY]   # new: target/release/keyward
 #   ROUNDS=7 DURATION=5 FLOOD=256 CONCURRENCY=32 bench/flood_ab.sh /tmp/keyward-old
@@ -17,6 +19,7 @@ ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5}
 CONCURRENCY=${CONCURRENCY:-32}
 FLOOD=${FLOOD:-256}
+COLD=${COLD:-16}
 bin_a=$1
 echo "== building (release)"
 cargo build --release --quiet --bin keyward --example bench_seed --example check_load
@@ -26,8 +29,12 @@ for b in "$bin_a" "$bin_b"; do [ -x "$b" ] || { echo "not an executable: $b" >&2
 
 source bench/lib.sh # work, pids (stopped on exit), wait_for
 
-echo "== seeding 64 keys (argon2id default parameters)"
-"$bin/examples/bench_seed" --database "$work/kw.db" --keys 64 --tokens-out "$work/tokens.txt"
+echo "== seeding $((64 + COLD * ROUNDS)) keys (argon2id default parameters)"
+"$bin/examples/bench_seed" --database "$work/kw.db" --keys $((64 + COLD * ROUNDS)) --tokens-out "$work/all.txt"
+head -n 64 "$work/all.txt" >"$work/tokens.txt"
+for round in $(seq "$ROUNDS"); do
+	tail -n +$((65 + COLD * (round - 1))) "$work/all.txt" | head -n "$COLD" >"$work/cold_$round.txt"
+done
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 declare -A check_port
@@ -43,13 +50,13 @@ for side in A B; do
 	wait_for "keyward $side" curl -sf "http://127.0.0.1:$health/readyz"
 done
 
-load() { # load LABEL SIDE [FLOOD]
+load() { # load LABEL SIDE [FLOOD [MORE OPTIONS]]
 	"$bin/examples/check_load" --target "http://127.0.0.1:${check_port[$2]}" --tokens "$work/tokens.txt" \
 		--connections 2 --concurrency "$CONCURRENCY" --warmup 2 --duration "$DURATION" \
-		--flood "${3:-0}" --label "$1" | tee -a "$work/results.txt"
+		--flood "${3:-0}" --label "$1" "${@:4}" | tee -a "$work/results.txt"
 }
-flood_round() { # flood_round SIDE
-	load "off_$1" "$1"
+flood_round() { # flood_round SIDE ROUND
+	load "off_$1" "$1" 0 --cold "$work/cold_$2.txt"
 	"$bin/examples/check_load" --target "http://127.0.0.1:${check_port[$1]}" --tokens "$work/tokens.txt" \
 		--connections 2 --concurrency 0 --warmup 1 --duration $((DURATION + 2)) --flood "$FLOOD" \
 		--label "generator_$1" >>"$work/results.txt" &
@@ -63,7 +70,7 @@ load warmup A >/dev/null
 load warmup B >/dev/null
 for round in $(seq "$ROUNDS"); do
 	echo "== round $round/$ROUNDS"
-	if ((round % 2)); then flood_round A; flood_round B; else flood_round B; flood_round A; fi
+	if ((round % 2)); then flood_round A "$round"; flood_round B "$round"; else flood_round B "$round"; flood_round A "$round"; fi
 done
 
 summary() { # summary SIDE
@@ -73,11 +80,13 @@ summary() { # summary SIDE
 		$2 == "label=off_" side { off[++n_off] = get("p99_us"); rps_off[n_off] = get("rps") }
 		$2 == "label=flood_" side { on[++n_on] = get("p99_us"); rps_on[n_on] = get("rps") }
 		$2 == "label=generator_" side { fl[++n_fl] = get("flood_rps") }
+		$2 == "label=off_" side { c50[++n_c] = get("cold_p50_us"); cmax[n_c] = get("cold_max_us"); cok += get("cold_allowed"); cn += get("cold") }
 		END {
 			n = (n_off < n_on ? n_off : n_on)
 			for (i = 1; i <= n; i++) { r[i] = on[i] / off[i]; rounds = rounds sprintf(" %.2f", r[i]) }
 			printf "%s: p99 no flood %.0f µs, with flood %.0f µs; valid req/s %.0f -> %.0f; flood %.0f req/s\n", side, median(off, n_off), median(on, n_on), median(rps_off, n_off), median(rps_on, n_on), median(fl, n_fl)
 			printf "%s: flood p99 / no-flood p99 per round%s; median %.2f  [<= 2.00]\n", side, rounds, median(r, n)
+			printf "%s: keys never checked before, under the no-flood load: p50 %.0f µs, worst %.0f µs (medians over rounds); %d of %d allowed\n", side, median(c50, n_c), median(cmax, n_c), cok, cn
 		}' "$work/results.txt"
 }
 echo

@@ -7,9 +7,14 @@
 //! a flood generator alone, to run as its own process beside a measuring one, as an attacker's
 //! flood would be. Run by `bench/load.sh`.
 //!
+//! With `--cold FILE`, one more task sends each token of FILE once, one after the other, from
+//! the start of the measuring window: keys not verified yet, each a cold lookup and an argon2
+//! verification while the rest of the load runs; the line then also gives their p50 and worst
+//! latency and how many were allowed.
+//!
 //!   cargo run --release --example check_load -- --target http://127.0.0.1:19191 \
 //!       --tokens tokens.txt [--connections 2] [--concurrency 64] [--warmup 2] [--duration 8] \
-//!       [--flood 0] [--label NAME]
+//!       [--flood 0] [--cold FILE] [--label NAME]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +39,7 @@ struct Args {
     duration: Duration,
     flood: usize,
     label: String,
+    cold: Option<String>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -46,6 +52,7 @@ fn args() -> anyhow::Result<Args> {
         duration: Duration::from_secs(8),
         flood: 0,
         label: "check".into(),
+        cold: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -59,6 +66,7 @@ fn args() -> anyhow::Result<Args> {
             "--duration" => a.duration = Duration::from_secs_f64(value()?.parse()?),
             "--flood" => a.flood = value()?.parse()?,
             "--label" => a.label = value()?,
+            "--cold" => a.cold = Some(value()?),
             other => anyhow::bail!("unknown argument {other:?}"),
         }
     }
@@ -186,6 +194,32 @@ async fn main() -> anyhow::Result<()> {
             }
         }));
     }
+    let cold_task = match &args.cold {
+        Some(path) => {
+            let cold: Vec<CheckRequest> = std::fs::read_to_string(path)
+                .with_context(|| format!("read {path}"))?
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(support::check_request)
+                .collect();
+            let mut client = AuthorizationClient::new(channels[0].clone());
+            Some(tokio::spawn(async move {
+                tokio::time::sleep_until(measure_from.into()).await;
+                let mut timings = Vec::with_capacity(cold.len());
+                let mut allowed = 0;
+                for request in cold {
+                    let sent = Instant::now();
+                    let outcome = client.check(request).await;
+                    timings.push(sent.elapsed().as_nanos() as u64);
+                    allowed += usize::from(matches!(&outcome,
+                        Ok(response) if support::is_allowed(response.get_ref())));
+                }
+                timings.sort_unstable();
+                (timings, allowed)
+            }))
+        }
+        None => None,
+    };
     let mut latencies = Vec::new();
     for task in hot_tasks {
         latencies.extend(task.await?);
@@ -194,11 +228,23 @@ async fn main() -> anyhow::Result<()> {
         task.await?;
     }
     latencies.sort_unstable();
+    let cold = match cold_task {
+        Some(task) => {
+            let (timings, allowed) = task.await?;
+            format!(
+                " cold={} cold_allowed={allowed} cold_p50_us={:.1} cold_max_us={:.1}",
+                timings.len(),
+                percentile(&timings, 50.0),
+                percentile(&timings, 100.0)
+            )
+        }
+        None => String::new(),
+    };
     let seconds = args.duration.as_secs_f64();
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     println!(
         "RESULT label={} rps={:.0} p50_us={:.1} p99_us={:.1} allowed={} denied={} shed={} errors={} \
-         flood_rps={:.0} flood_denied={} flood_shed={} flood_errors={}",
+         flood_rps={:.0} flood_denied={} flood_shed={} flood_errors={}{cold}",
         args.label,
         latencies.len() as f64 / seconds,
         percentile(&latencies, 50.0),

@@ -4,11 +4,13 @@
 //! pool argon2 competed for the cores as an equal of the threads answering cached keys, so a
 //! flood of wrong secrets took a whole core from them at the scheduler's pleasure. Here argon2
 //! runs on `verify.workers` threads of its own whose nice value is `verify.nice` above the
-//! process's (19, the lowest priority, by default). The kernel then runs them whenever a core
+//! process's (10 by default). The kernel then runs them whenever a core
 //! would otherwise idle, but preempts them for the async workers: when the cores are
 //! contended, cached keys are served first and cold verifications take what is left. The
-//! weight of a nice-19 thread (15 against 1024 at nice 0) still gives it a share under full
-//! load, so verifications slow down but never stop.
+//! weight of a nice-10 thread (110 against 1024 at nice 0) still gives it a share under full
+//! load, so verifications slow down but never stop. Measured (`bench/flood_ab.sh`, cores kept
+//! busy by cached keys): a cold verification's worst case went from 81 ms to 290 ms at nice 10
+//! and to 495 ms at nice 19, Envoy's whole 0.5 s timeout, which is why 19 is not the default.
 //!
 //! How many verifications may run or wait is bounded by the caller (`authn`), not here.
 
