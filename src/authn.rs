@@ -4,8 +4,7 @@
 //! the store; the secret is checked against its argon2id hash on argon2's own low-priority
 //! threads ([`crate::workers`]), never on the async workers, with at most `workers`
 //! verifications running and `queue` waiting: past that the request is shed rather than queued
-//! without bound. Concurrent verifications of the
-//! same token are coalesced into one.
+//! without bound. Concurrent verifications of the same token are coalesced into one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

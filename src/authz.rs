@@ -27,7 +27,7 @@ use crate::authn::{Authenticated, Authenticator, Undecidable};
 use crate::model::{Endpoint, Plane};
 use crate::policy::{self, Authentication, Decision, Denial, Grant, InvalidReason, Route, Target};
 use crate::store::now_unix;
-use crate::token::Token;
+use crate::token::{Token, TokenError};
 
 pub const HEADER_KEY_ID: &str = "x-keyward-key-id";
 pub const HEADER_PRINCIPAL: &str = "x-keyward-principal";
@@ -313,13 +313,13 @@ impl CheckService {
         }
         let now = now_unix();
         let token = credential(input.headers, &self.sources).map(|presented| match presented {
-            Presented::Token(token) => Token::parse(token).ok(),
-            Presented::Unreadable => None,
+            Presented::Token(token) => Token::parse(token),
+            Presented::Unreadable => Err(TokenError::Shape),
         });
         let authenticated = match token {
             None => None,
-            Some(None) => Some(Authenticated::Invalid(InvalidReason::Malformed)),
-            Some(Some(token)) => Some(self.authn.authenticate(&token, now).await?),
+            Some(Err(_)) => Some(Authenticated::Invalid(InvalidReason::Malformed)),
+            Some(Ok(token)) => Some(self.authn.authenticate(&token, now).await?),
         };
         let (authentication, grants) = match &authenticated {
             None => (Authentication::Missing, Default::default()),
@@ -341,7 +341,7 @@ impl CheckService {
             }
             Decision::Deny(denial) => {
                 debug!(
-                    key_id = token.flatten().map(|t| t.key_id),
+                    key_id = token.and_then(Result::ok).map(|t| t.key_id),
                     source_ip = ?route.source_ip,
                     user_agent = ?route.user_agent,
                     ?denial,

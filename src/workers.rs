@@ -84,16 +84,16 @@ fn lower_priority(nice: i32) {
     }
 }
 
-/// The nice value of the calling thread (tests read the workers' through this).
-pub fn current_nice() -> std::io::Result<i32> {
-    Ok(rustix::process::getpriority_process(Some(
-        rustix::thread::gettid(),
-    ))?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The nice value of the calling thread.
+    fn current_nice() -> std::io::Result<i32> {
+        Ok(rustix::process::getpriority_process(Some(
+            rustix::thread::gettid(),
+        ))?)
+    }
 
     #[tokio::test]
     async fn runs_work_on_threads_of_lower_priority() {
