@@ -26,7 +26,9 @@
 #     (headers as raw bytes in header_map); the no-op server behind ext_authz, answering nothing
 #     or (--identity-answer) keyward's identity headers, credential removal and metadata.
 #   Flood: valid cached keys' p99 with and without a concurrent flood of wrong secrets, the flood
-#     sent from the measuring process itself and from a process of its own.
+#     sent from the measuring process itself and from a process of its own; and the same load and
+#     flood (from its own process) against the no-op server: what the flood's requests cost any
+#     Check server on these cores, argon2 or not (the flood's floor).
 #   Memory: examples/memory_100k, resident memory with 100 000 keys cached.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -163,6 +165,14 @@ for round in $(seq "$ROUNDS"); do
 	flood_pid=$!
 	load flood_apart "$port_check"
 	wait "$flood_pid"
+	# The floor: the no-op server answers the flood's requests as cheaply as any server can.
+	load flood_floor_off "$port_noop"
+	"$bin/examples/check_load" --target "http://127.0.0.1:$port_noop" --tokens "$work/tokens.txt" \
+		--connections 2 --concurrency 0 --warmup 1 --duration $((DURATION + 2)) --flood "$FLOOD" \
+		--label flood_floor_generator >>"$work/results.txt" &
+	flood_pid=$!
+	load flood_floor_apart "$port_noop"
+	wait "$flood_pid"
 done
 shed_logged=$(grep -c "shedding" "$work/keyward.log" || true)
 
@@ -196,12 +206,14 @@ echo "envoy: $("$ENVOY_BIN" --version 2>/dev/null | grep -o 'version: [^ ]*' | h
 printf '\n%-34s %10s %10s %10s  %s\n' scenario "req/s" "p50 µs" "p99 µs" notes
 for label in grpc_noop grpc_noop_identity grpc_keyward http_noauth http_api_key_auth http_keyward_tcp \
 	http_keyward_uds http_keyward_tcp_all_headers http_keyward_tcp_raw_headers http_noop_ext_authz http_noop_identity_ext_authz flood_off flood_on \
-	flood_apart; do
+	flood_apart flood_floor_off flood_floor_apart; do
 	notes=""
 	case $label in
 	http_*) notes="non-2xx=$(field "$label" non2xx)" ;;
 	flood_on) notes="flood: $(field flood_on flood_rps) req/s, denied=$(field flood_on flood_denied), shed=$(field flood_on flood_shed), errors=$(field flood_on flood_errors); hot errors=$(field flood_on errors)" ;;
 	flood_apart) notes="flood from its own process: $(field flood_generator flood_rps) req/s, shed=$(field flood_generator flood_shed); hot errors=$(field flood_apart errors)" ;;
+	flood_floor_apart) notes="no-op server; flood from its own process: $(field flood_floor_generator flood_rps) req/s" ;;
+	flood_floor_off) notes="no-op server" ;;
 	grpc_keyward | flood_off) notes="allowed=$(field "$label" allowed) errors=$(field "$label" errors)" ;;
 	esac
 	printf '%-34s %10s %10s %10s  %s\n' "$label" "$(field "$label" rps)" "$(field "$label" p50_us)" \
@@ -234,5 +246,7 @@ echo "  HTTP api_key_auth / no auth                $(ratio "$(field http_api_key
 echo "  flood p99 with / without, flood apart      $(ratio "$(field flood_apart p99_us)" "$(field flood_off p99_us)")  [<= 2.00]"
 echo "  flood p99 with / without, flood apart, paired  $(paired flood_apart flood_off p99_us)"
 echo "  flood p99 with / without, one process      $(ratio "$(field flood_on p99_us)" "$(field flood_off p99_us)")"
+echo "  the same flood against the no-op server, p99 with / without, paired  $(paired flood_floor_apart flood_floor_off p99_us)  (the floor)"
+echo "  keyward's flood p99 / the no-op's under the same flood, paired  $(paired flood_apart flood_floor_apart p99_us)"
 echo "  memory, 100 000 keys cached                $(field memory rss_mb) MB = $(field memory rss_mib) MiB  [<= 150 MB]"
 echo "  keyward log lines about shedding           $shed_logged"

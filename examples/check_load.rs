@@ -3,7 +3,9 @@
 //! warm-up, then a fixed measuring window; prints one `RESULT` line with throughput, p50 and
 //! p99. With `--flood F`, F more tasks at full speed send well-formed tokens with the real key
 //! ids and fresh wrong secrets (each one a cache miss that asks for argon2), and the line also
-//! counts their denials and shed (`RESOURCE_EXHAUSTED`) answers. `--concurrency 0 --flood F` is
+//! counts their denials and shed (`RESOURCE_EXHAUSTED`) answers; `--flood-keys K` aims the flood
+//! at the first K key ids only (an attacker who knows one key id: `--flood-keys 1`).
+//! `--concurrency 0 --flood F` is
 //! a flood generator alone, to run as its own process beside a measuring one, as an attacker's
 //! flood would be. Run by `bench/load.sh`.
 //!
@@ -14,7 +16,7 @@
 //!
 //!   cargo run --release --example check_load -- --target http://127.0.0.1:19191 \
 //!       --tokens tokens.txt [--connections 2] [--concurrency 64] [--warmup 2] [--duration 8] \
-//!       [--flood 0] [--cold FILE] [--label NAME]
+//!       [--flood 0] [--flood-keys 0 (all)] [--cold FILE] [--label NAME]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +40,7 @@ struct Args {
     warmup: Duration,
     duration: Duration,
     flood: usize,
+    flood_keys: usize,
     label: String,
     cold: Option<String>,
 }
@@ -51,6 +54,7 @@ fn args() -> anyhow::Result<Args> {
         warmup: Duration::from_secs(2),
         duration: Duration::from_secs(8),
         flood: 0,
+        flood_keys: 0,
         label: "check".into(),
         cold: None,
     };
@@ -65,6 +69,7 @@ fn args() -> anyhow::Result<Args> {
             "--warmup" => a.warmup = Duration::from_secs_f64(value()?.parse()?),
             "--duration" => a.duration = Duration::from_secs_f64(value()?.parse()?),
             "--flood" => a.flood = value()?.parse()?,
+            "--flood-keys" => a.flood_keys = value()?.parse()?,
             "--label" => a.label = value()?,
             "--cold" => a.cold = Some(value()?),
             other => anyhow::bail!("unknown argument {other:?}"),
@@ -123,13 +128,15 @@ async fn main() -> anyhow::Result<()> {
         .map(str::to_owned)
         .collect();
     anyhow::ensure!(!tokens.is_empty(), "no tokens in {}", args.tokens);
-    let key_ids: Arc<Vec<String>> = Arc::new(
-        tokens
-            .iter()
-            .map(|t| Token::parse(t).map(|t| t.key_id.to_owned()))
-            .collect::<Result<_, _>>()
-            .context("a token in the file does not parse")?,
-    );
+    let mut key_ids: Vec<String> = tokens
+        .iter()
+        .map(|t| Token::parse(t).map(|t| t.key_id.to_owned()))
+        .collect::<Result<_, _>>()
+        .context("a token in the file does not parse")?;
+    if args.flood_keys > 0 {
+        key_ids.truncate(args.flood_keys);
+    }
+    let flood_ids = Arc::new(key_ids);
     let requests: Arc<Vec<CheckRequest>> =
         Arc::new(tokens.iter().map(|t| support::check_request(t)).collect());
 
@@ -175,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
     let mut flood_tasks = Vec::new();
     for i in 0..args.flood {
         let mut client = AuthorizationClient::new(channels[i % channels.len()].clone());
-        let (key_ids, flood) = (key_ids.clone(), flood.clone());
+        let (key_ids, flood) = (flood_ids.clone(), flood.clone());
         flood_tasks.push(tokio::spawn(async move {
             let mut n = i;
             loop {

@@ -251,7 +251,9 @@ fn ensure_key_access(caller: &Caller, key: &ApiKey) -> Result<(), Status> {
 fn undecidable(e: Undecidable) -> Status {
     warn!(error = %e, "admin request could not be authenticated");
     match e {
-        Undecidable::Overloaded => Status::resource_exhausted("keyward is overloaded"),
+        Undecidable::Overloaded | Undecidable::KeyOverloaded(_) => {
+            Status::resource_exhausted("keyward is overloaded")
+        }
         _ => Status::unavailable("storage unavailable"),
     }
 }

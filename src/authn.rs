@@ -4,13 +4,17 @@
 //! the store; the secret is checked against its argon2id hash on argon2's own low-priority
 //! threads ([`crate::workers`]), never on the async workers, with at most `workers`
 //! verifications running and `queue` waiting: past that the request is shed rather than queued
-//! without bound. Concurrent verifications of the same token are coalesced into one.
+//! without bound. One key id may hold at most `per_key` of those places, and keys a wrong secret
+//! was seen for lately (a minute) at most half of them, waiting behind every other key's: a flood
+//! of wrong secrets cannot take the queue from other keys' first verifications. Concurrent
+//! verifications of the same token are coalesced into one.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use argon2::Params;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::cache::{Caches, KeyEntry, Proven, Verdict};
 use crate::config;
@@ -21,7 +25,16 @@ use crate::policy::InvalidReason;
 use crate::store::{Store, StoreError};
 use crate::token::Token;
 use crate::usage::LastUsed;
-use crate::workers::Argon2Workers;
+use crate::workers::{Argon2Workers, Lane};
+
+/// A verification is suspect when its key is: the key's current secret is proven already (a key
+/// has one valid token, and it was not this one), or argon2 found a wrong secret for it in the
+/// last `SUSPECT_FOR_SECS`. Suspect verifications wait in the later lane and share the suspects'
+/// half of the queue. Every unproven token presented for a suspect key extends it, shed or not,
+/// so a flood keeps its keys suspect for as long as it lasts, even when argon2 has no time left
+/// for it; a key whose traffic is all proven tokens stops being suspect a minute after the last
+/// wrong one. A rotation's new secret is not suspect: the reloaded key has no proof for it.
+const SUSPECT_FOR_SECS: i64 = 60;
 
 /// Why keyward could not decide; Envoy answers its `status_on_error` (503), never a 401.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +43,10 @@ pub enum Undecidable {
     Storage(String),
     #[error("too many verifications in flight")]
     Overloaded,
+    /// This key id already holds `verify.per_key` verifications; other keys are still served.
+    /// The key id is public (it is in every token and log line), never the secret.
+    #[error("too many verifications in flight for key {0}")]
+    KeyOverloaded(String),
     #[error("verification failed: {0}")]
     Internal(String),
 }
@@ -55,7 +72,10 @@ pub struct Authenticator {
     hasher: Arc<Hasher>,
     workers: Arc<Argon2Workers>,
     waiting: Arc<Semaphore>,
-    running: Arc<Semaphore>,
+    /// Places in `waiting` that verifications of suspect keys may hold: half of them, so the
+    /// other half is always left to keys with no recent wrong secret.
+    suspect_places: Arc<Semaphore>,
+    per_key: Arc<PerKeyBudget>,
     last_used: LastUsed,
     /// argon2 verifications run since start (each checks a secret against a key's hashes).
     verifications: Arc<AtomicU64>,
@@ -77,7 +97,8 @@ impl Authenticator {
             hasher: Arc::new(Hasher::new(params(argon), verify.workers)),
             workers: Arc::new(Argon2Workers::start(verify.workers, verify.nice)?),
             waiting: Arc::new(Semaphore::new(verify.workers + verify.queue)),
-            running: Arc::new(Semaphore::new(verify.workers)),
+            suspect_places: Arc::new(Semaphore::new(((verify.workers + verify.queue) / 2).max(1))),
+            per_key: Arc::new(PerKeyBudget::new(verify.per_key)),
             last_used: LastUsed::default(),
             verifications: Arc::new(AtomicU64::new(0)),
             no_grants: Arc::new(Grants::default()),
@@ -103,33 +124,30 @@ impl Authenticator {
     }
 
     /// The argon2id PHC string of `secret`, with a fresh random salt, computed on an argon2
-    /// worker like every argon2 call, and counted among the `verify.workers` running: it waits for
-    /// a worker (an admin write may wait behind a queue of verifications) but is never shed.
+    /// worker like every argon2 call: it waits for a worker in the urgent lane (an admin write may
+    /// wait behind queued verifications) but is never shed.
     pub async fn hash_secret(&self, secret: &str) -> Result<String, Undecidable> {
         let secret = secret.to_owned();
-        self.on_argon2_worker(None, move |hasher| hasher.hash(secret.as_bytes()))
-            .await?
-            .map_err(|e| Undecidable::Internal(e.to_string()))
+        self.on_argon2_worker(Lane::Urgent, (), move |hasher| {
+            hasher.hash(secret.as_bytes())
+        })
+        .await?
+        .map_err(|e| Undecidable::Internal(e.to_string()))
     }
 
-    /// Runs `work` on an argon2 worker once one of the `verify.workers` is free. The permits go
-    /// with the work, not with the request: when Envoy gives up and the request is dropped,
-    /// argon2 keeps running, and so keeps counting (as does `waiting`, the caller's queue place).
-    async fn on_argon2_worker<T: Send + 'static>(
+    /// Runs `work` on an argon2 worker in `lane`. The places go with the work, not with the
+    /// request: they are given back when the work has run, or when it is dropped unrun because
+    /// its caller (Envoy's Check) has gone.
+    async fn on_argon2_worker<T: Send + 'static, P: Send + 'static>(
         &self,
-        waiting: Option<OwnedSemaphorePermit>,
+        lane: Lane,
+        places: P,
         work: impl FnOnce(&Hasher) -> T + Send + 'static,
     ) -> Result<T, Undecidable> {
-        let running = self
-            .running
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Undecidable::Overloaded)?;
         let hasher = self.hasher.clone();
         self.workers
-            .run(move || {
-                let _permits = (waiting, running);
+            .run(lane, move || {
+                let _places = places;
                 work(&hasher)
             })
             .await
@@ -244,7 +262,17 @@ impl Authenticator {
             // Computed against a hash the key no longer has: verify again.
             self.caches.verdicts.invalidate(&cache_key).await;
         }
-        let verdict = self.verify(cache_key, token.secret(), key, now).await?;
+        // A key whose current secret is proven has one valid token, and this is not it.
+        let suspect = entry.has_current_proof() || entry.suspect_since(now - SUSPECT_FOR_SECS);
+        if suspect {
+            entry.mark_suspect(now);
+        }
+        let verdict = self
+            .verify(cache_key, token.key_id, token.secret(), key, suspect, now)
+            .await?;
+        if matches!(&verdict, Verdict::NoMatch(phc) if *phc == key.secret_hash) {
+            entry.mark_suspect(now);
+        }
         if let Verdict::Match(phc) = &verdict {
             entry.record(&cache_key, phc);
             // The entry may have been reloaded while argon2 ran: the proof belongs on the one
@@ -260,12 +288,16 @@ impl Authenticator {
     }
 
     /// Verifies `secret` against the key's current hash and, inside a rotation grace, its
-    /// previous one. Concurrent calls for the same token share one verification.
+    /// previous one. Concurrent calls for the same token share one verification, and so one
+    /// place in the queue: callers presenting the same token never shed each other. A `suspect`
+    /// key's verification also needs one of the suspects' places and waits in the later lane.
     async fn verify(
         &self,
         cache_key: [u8; 32],
+        key_id: &str,
         secret: &str,
         key: &ApiKey,
+        suspect: bool,
         now: i64,
     ) -> Result<Verdict, Undecidable> {
         // A verdict shares the key's PHC string rather than copying ~100 bytes of it.
@@ -276,6 +308,17 @@ impl Authenticator {
             .filter(|p| now < p.valid_until)
             .map(|p| p.hash.clone());
         let init = async {
+            let share = PerKeyBudget::claim(&self.per_key, key_id)
+                .ok_or_else(|| Undecidable::KeyOverloaded(key_id.to_owned()))?;
+            let (lane, suspect_place) = if suspect {
+                let place = self.suspect_places.clone().try_acquire_owned();
+                (
+                    Lane::Later,
+                    Some(place.map_err(|_| Undecidable::Overloaded)?),
+                )
+            } else {
+                (Lane::Urgent, None)
+            };
             let waiting = self
                 .waiting
                 .clone()
@@ -283,7 +326,8 @@ impl Authenticator {
                 .map_err(|_| Undecidable::Overloaded)?;
             let secret = secret.to_owned();
             let verifications = self.verifications.clone();
-            self.on_argon2_worker(Some(waiting), move |hasher| {
+            let places = (waiting, suspect_place, share);
+            self.on_argon2_worker(lane, places, move |hasher| {
                 verifications.fetch_add(1, Ordering::Relaxed);
                 for phc in std::iter::once(&current).chain(previous.as_ref()) {
                     if hasher.verify(secret.as_bytes(), phc) {
@@ -300,8 +344,69 @@ impl Authenticator {
             .await
             .map_err(|e| match e.as_ref() {
                 Undecidable::Overloaded => Undecidable::Overloaded,
+                Undecidable::KeyOverloaded(id) => Undecidable::KeyOverloaded(id.clone()),
                 other => Undecidable::Internal(other.to_string()),
             })
+    }
+}
+
+/// How many verifications each key id has running or waiting, bounded by `verify.per_key`.
+///
+/// The queue is shared by every key, so without a bound per key id one attacker who knows a
+/// single key id (it is public: it is in the token and in logs) can keep the whole queue full
+/// with wrong secrets, and every other key's first verification after a restart, a new
+/// replica or a cache expiry is shed with it. Legitimate traffic needs few places per key:
+/// callers presenting the same token share one verification, and a key has at most two valid
+/// secrets (current and, during a rotation grace, previous). Cached keys never come here.
+struct PerKeyBudget {
+    limit: usize,
+    held: Mutex<HashMap<Box<str>, usize>>,
+}
+
+/// One verification's place in its key's budget, given back when dropped.
+struct KeyShare {
+    budget: Arc<PerKeyBudget>,
+    key_id: Box<str>,
+}
+
+impl PerKeyBudget {
+    fn new(limit: usize) -> Self {
+        PerKeyBudget {
+            limit,
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A place for one more verification of `key_id`, or `None` when it holds `limit` already.
+    fn claim(budget: &Arc<PerKeyBudget>, key_id: &str) -> Option<KeyShare> {
+        let mut held = budget.held.lock().unwrap_or_else(|e| e.into_inner());
+        let count = held.entry(key_id.into()).or_insert(0);
+        if *count >= budget.limit {
+            return None;
+        }
+        *count += 1;
+        Some(KeyShare {
+            budget: budget.clone(),
+            key_id: key_id.into(),
+        })
+    }
+
+    #[cfg(test)]
+    fn held_by(&self, key_id: &str) -> usize {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.get(key_id).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for KeyShare {
+    fn drop(&mut self) {
+        let mut held = self.budget.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = held.get_mut(&self.key_id) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.key_id);
+            }
+        }
     }
 }
 
@@ -328,4 +433,182 @@ fn judge(verdict: &Verdict, entry: &Arc<KeyEntry>, now: i64) -> Option<Authentic
 
 fn params(argon: &config::Argon2) -> Params {
     Params::new(argon.memory_kib, argon.iterations, argon.parallelism, None).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::model::{KeyScope, Plane};
+    use crate::store::{NewKey, now_unix};
+    use crate::token;
+
+    /// Yields until `done` holds: the spawned checks have reached the queue. Fails, rather than
+    /// hangs, if they never do.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let wait = async {
+            while !done() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .unwrap_or_else(|_| panic!("never happened: {what}"));
+    }
+
+    fn check(
+        authn: &Authenticator,
+        token: String,
+    ) -> impl Future<Output = Result<Authenticated, Undecidable>> + Send + 'static {
+        let authn = authn.clone();
+        async move {
+            let token = Token::parse(&token).expect("well-formed");
+            authn.authenticate(&token, now_unix()).await
+        }
+    }
+
+    fn wrong_secret(key_id: &str) -> String {
+        token::generate(Plane::Data, key_id).token
+    }
+
+    fn is_wrong_secret(outcome: &Result<Authenticated, Undecidable>) -> bool {
+        matches!(
+            outcome,
+            Ok(Authenticated::Invalid(InvalidReason::WrongSecret))
+        )
+    }
+
+    #[tokio::test]
+    async fn a_flood_on_some_keys_cannot_take_the_verification_queue_from_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.database.url = format!("sqlite://{}", dir.path().join("k.db").display());
+        config.argon2.memory_kib = 8;
+        config.argon2.iterations = 1;
+        config.verify.workers = 1;
+        config.verify.queue = 4;
+        config.verify.per_key = 2;
+        config.verify.nice = 0;
+        let authn = crate::server::open(&config).await.unwrap();
+        let owner = authn.store().init_organization("owner").await.unwrap();
+        let mut keys = Vec::new();
+        for _ in 0..5 {
+            let id = token::generate_key_id();
+            let minted = token::generate(Plane::Data, &id);
+            let secret_hash = authn.hash_secret(&minted.secret).await.unwrap();
+            let new = NewKey {
+                id: id.clone(),
+                principal_id: owner.id,
+                scope: KeyScope::Data(Arc::from(Vec::new())),
+                name: "k".into(),
+                description: String::new(),
+                secret_hash,
+                expires_at: None,
+            };
+            authn.store().create_key(new).await.unwrap();
+            keys.push((id, minted.token));
+        }
+        // Key 2 was just sent a wrong secret and key 3's real token is proven: any other token
+        // for either is suspect.
+        assert!(is_wrong_secret(
+            &check(&authn, wrong_secret(&keys[2].0)).await
+        ));
+        let proven = check(&authn, keys[3].1.clone()).await;
+        assert!(matches!(proven, Ok(Authenticated::Key(_))), "{proven:?}");
+
+        // Hold the only worker, so every verification below waits in the queue (1 + 4 places,
+        // 2 of them open to suspects).
+        let (started, holding) = tokio::sync::oneshot::channel();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let authn = authn.clone();
+            tokio::spawn(async move {
+                authn
+                    .on_argon2_worker(Lane::Urgent, (), move |_| {
+                        let _ = started.send(());
+                        let _ = held.recv();
+                    })
+                    .await
+            })
+        };
+        holding.await.expect("the worker is held");
+
+        // Two wrong secrets for key 0 take its two places; a third is shed at once, but a caller
+        // presenting one of the two again joins its verification instead.
+        let repeated = wrong_secret(&keys[0].0);
+        let mut refused = vec![
+            tokio::spawn(check(&authn, repeated.clone())),
+            tokio::spawn(check(&authn, wrong_secret(&keys[0].0))),
+        ];
+        until("key 0 holds two places", || {
+            authn.per_key.held_by(&keys[0].0) == 2
+        })
+        .await;
+        refused.push(tokio::spawn(check(&authn, repeated)));
+        let third = check(&authn, wrong_secret(&keys[0].0)).await;
+        assert!(
+            matches!(&third, Err(Undecidable::KeyOverloaded(id)) if *id == keys[0].0),
+            "{third:?}"
+        );
+
+        // Suspects share two places: key 2 takes them, and key 3 is shed with room left.
+        refused.push(tokio::spawn(check(&authn, wrong_secret(&keys[2].0))));
+        refused.push(tokio::spawn(check(&authn, wrong_secret(&keys[2].0))));
+        until("the suspects' places are taken", || {
+            authn.suspect_places.available_permits() == 0
+        })
+        .await;
+        let suspect = check(&authn, wrong_secret(&keys[3].0)).await;
+        assert!(
+            matches!(suspect, Err(Undecidable::Overloaded)),
+            "{suspect:?}"
+        );
+        assert_eq!(authn.waiting.available_permits(), 1);
+
+        // The last place goes to key 1's first verification, which the worker takes next, before
+        // key 2's; then the queue as a whole is full and key 4's is shed.
+        let valid = tokio::spawn(check(&authn, keys[1].1.clone()));
+        until("the queue is full", || {
+            authn.waiting.available_permits() == 0
+        })
+        .await;
+        let shed = check(&authn, keys[4].1.clone()).await;
+        assert!(matches!(shed, Err(Undecidable::Overloaded)), "{shed:?}");
+
+        release.send(()).unwrap();
+        holder.await.unwrap().unwrap();
+        let valid = valid.await.unwrap();
+        assert!(matches!(valid, Ok(Authenticated::Key(_))), "{valid:?}");
+        for outcome in refused {
+            let outcome = outcome.await.unwrap();
+            assert!(is_wrong_secret(&outcome), "{outcome:?}");
+        }
+
+        // Every place is given back: key 0 may be verified again, key 4 is allowed.
+        assert_eq!(authn.per_key.held_by(&keys[0].0), 0);
+        assert_eq!(authn.waiting.available_permits(), 5);
+        assert_eq!(authn.suspect_places.available_permits(), 2);
+        assert!(is_wrong_secret(
+            &check(&authn, wrong_secret(&keys[0].0)).await
+        ));
+        let later = check(&authn, keys[4].1.clone()).await;
+        assert!(matches!(later, Ok(Authenticated::Key(_))), "{later:?}");
+    }
+
+    #[test]
+    fn a_key_gives_its_places_back() {
+        let budget = Arc::new(PerKeyBudget::new(1));
+        let first = PerKeyBudget::claim(&budget, "AAAA").expect("a place");
+        assert!(PerKeyBudget::claim(&budget, "AAAA").is_none());
+        assert!(PerKeyBudget::claim(&budget, "BBBB").is_some());
+        drop(first);
+        assert_eq!(budget.held_by("AAAA"), 0);
+        assert!(
+            budget.held.lock().unwrap().is_empty(),
+            "no entry is left behind"
+        );
+    }
 }

@@ -238,7 +238,9 @@ pub struct CheckService {
 }
 
 /// Shed requests are counted and reported at most once a second: a flood of bad tokens must
-/// not turn into a flood of log lines on the very path it is already loading.
+/// not turn into a flood of log lines on the very path it is already loading. The report names
+/// the key id of the request that triggered it when that key's own budget was the limit, so an
+/// SRE sees which key is being flooded.
 #[derive(Default)]
 struct ShedLog {
     since_report: AtomicU64,
@@ -246,7 +248,7 @@ struct ShedLog {
 }
 
 impl ShedLog {
-    fn note(&self) {
+    fn note(&self, flooded_key: Option<&str>) {
         self.since_report.fetch_add(1, Ordering::Relaxed);
         let now = now_unix();
         let last = self.reported_at.load(Ordering::Relaxed);
@@ -257,10 +259,18 @@ impl ShedLog {
                 .is_ok()
         {
             let shed = self.since_report.swap(0, Ordering::Relaxed);
-            warn!(
-                shed,
-                "shedding: too many argon2 verifications in flight; Envoy answers its status_on_error"
-            );
+            match flooded_key {
+                Some(key_id) => warn!(
+                    shed,
+                    key_id,
+                    "shedding: this key id holds verify.per_key argon2 verifications already \
+                     (wrong secrets for it?); Envoy answers its status_on_error"
+                ),
+                None => warn!(
+                    shed,
+                    "shedding: too many argon2 verifications in flight; Envoy answers its status_on_error"
+                ),
+            }
         }
     }
 }
@@ -362,13 +372,19 @@ impl Authorization for CheckService {
         match self.check_request(request.get_ref()).await {
             Ok(response) => Ok(Response::new(response)),
             Err(Undecidable::Overloaded) => {
-                self.shed.note();
+                self.shed.note(None);
+                Err(Status::resource_exhausted("keyward is overloaded"))
+            }
+            Err(Undecidable::KeyOverloaded(key_id)) => {
+                self.shed.note(Some(&key_id));
                 Err(Status::resource_exhausted("keyward is overloaded"))
             }
             Err(error) => {
                 warn!(%error, "cannot decide; Envoy will answer its status_on_error");
                 Err(match error {
-                    Undecidable::Overloaded => Status::resource_exhausted("keyward is overloaded"),
+                    Undecidable::Overloaded | Undecidable::KeyOverloaded(_) => {
+                        Status::resource_exhausted("keyward is overloaded")
+                    }
                     Undecidable::Storage(_) => Status::unavailable("storage unavailable"),
                     Undecidable::Internal(_) => Status::internal("internal error"),
                 })

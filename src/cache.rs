@@ -20,7 +20,7 @@
 //! meanwhile.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,9 @@ pub struct KeyEntry {
     stale: AtomicBool,
     current_proof: OnceLock<[u8; 32]>,
     previous_proof: OnceLock<[u8; 32]>,
+    /// The Unix second this key was last seen under attack (0: never): a wrong secret found by
+    /// argon2, or an unproven token presented while it was suspect already.
+    suspect_at: AtomicI64,
 }
 
 /// A key id as the caches' key: held inline, where a `String` would cost an allocation per cached
@@ -129,8 +132,12 @@ impl KeyEntry {
             stale: AtomicBool::new(false),
             current_proof: OnceLock::new(),
             previous_proof: OnceLock::new(),
+            suspect_at: AtomicI64::new(0),
         };
         if let Some(old) = replacing {
+            entry
+                .suspect_at
+                .store(old.suspect_at.load(Ordering::Relaxed), Ordering::Relaxed);
             if let Some(proof) = old.current_proof.get() {
                 entry.record(proof, &old.key.secret_hash);
             }
@@ -156,6 +163,22 @@ impl KeyEntry {
         {
             let _ = self.previous_proof.set(*digest);
         }
+    }
+
+    /// Whether a token was proven to carry this key's current secret: any other token presented
+    /// for it is then most likely a wrong one.
+    pub fn has_current_proof(&self) -> bool {
+        self.current_proof.get().is_some()
+    }
+
+    /// Notes that this key was seen under attack at `now` (Unix seconds).
+    pub fn mark_suspect(&self, now: i64) {
+        self.suspect_at.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Whether this key was seen under attack at or after `since` (Unix seconds).
+    pub fn suspect_since(&self, since: i64) -> bool {
+        self.suspect_at.load(Ordering::Relaxed) >= since.max(1)
     }
 
     /// Whether the token with SHA-256 `digest` is proven to carry this key's secret, compared

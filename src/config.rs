@@ -81,6 +81,11 @@ pub struct Verify {
     /// Verifications allowed to wait for a worker; past that keyward sheds with a gRPC
     /// `RESOURCE_EXHAUSTED`, which Envoy turns into its `status_on_error` (503).
     pub queue: usize,
+    /// Of the `workers + queue` places, how many one key id may hold at once; past that its
+    /// verifications are shed (`RESOURCE_EXHAUSTED`, Envoy: 503) while other keys' still run.
+    /// Requests presenting the same token share one place, and a key has at most two valid
+    /// secrets (during a rotation grace), so 2 costs legitimate traffic nothing.
+    pub per_key: usize,
     /// How much lower the workers' CPU priority is than the Check path's, as a nice increment
     /// (0-19; the result is capped at nice 19). The default, 10, gives a verification about a tenth
     /// of a core's share against each busy async worker: the kernel serves cached keys first when
@@ -185,6 +190,7 @@ impl Default for Verify {
         Verify {
             workers,
             queue: workers * 16,
+            per_key: 2,
             nice: 10,
         }
     }
@@ -273,6 +279,7 @@ impl Config {
         overlay!("KEYWARD_ARGON2_PARALLELISM" => self.argon2.parallelism);
         overlay!("KEYWARD_VERIFY_WORKERS" => self.verify.workers);
         overlay!("KEYWARD_VERIFY_QUEUE" => self.verify.queue);
+        overlay!("KEYWARD_VERIFY_PER_KEY" => self.verify.per_key);
         overlay!("KEYWARD_VERIFY_NICE" => self.verify.nice);
         overlay!("KEYWARD_PROPAGATION_POLL_INTERVAL_MS" => self.propagation.poll_interval_ms);
         overlay!("KEYWARD_PROPAGATION_MAX_BACKOFF_MS" => self.propagation.max_backoff_ms);
@@ -313,6 +320,9 @@ impl Config {
         }
         if self.verify.workers == 0 {
             return bad("verify.workers must be at least 1".into());
+        }
+        if self.verify.per_key == 0 {
+            return bad("verify.per_key must be at least 1".into());
         }
         if !(0..=19).contains(&self.verify.nice) {
             return bad(format!(
@@ -426,5 +436,8 @@ mod tests {
         assert!(err.contains("verify.nice") && err.contains("20"), "{err}");
         let mut c = Config::from_toml("[verify]\nnice = 0\n").unwrap();
         c.validate().unwrap();
+        let mut c = Config::from_toml("[verify]\nper_key = 0\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("verify.per_key"), "{err}");
     }
 }

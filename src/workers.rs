@@ -12,7 +12,10 @@
 //! busy by cached keys): a cold verification's worst case went from 81 ms to 290 ms at nice 10
 //! and to 495 ms at nice 19, Envoy's whole 0.5 s timeout, which is why 19 is not the default.
 //!
-//! How many verifications may run or wait is bounded by the caller (`authn`), not here.
+//! Work waits in one of two lanes, and a free worker always takes the urgent lane's first: the
+//! caller (`authn`) puts there the verifications of keys no wrong secret was seen for lately, so
+//! a key's first verification is not queued behind a flood of wrong secrets for other keys. How
+//! many verifications may wait in all is bounded by the caller, not here.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -23,7 +26,15 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// The worker threads; they exit once this is dropped and the queued work is done.
 pub struct Argon2Workers {
-    jobs: crossbeam_channel::Sender<Job>,
+    urgent: crossbeam_channel::Sender<Job>,
+    later: crossbeam_channel::Sender<Job>,
+}
+
+/// Which queue a job waits in: a free worker takes `Urgent` work before any `Later` work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Urgent,
+    Later,
 }
 
 /// A worker ended before answering: the work panicked (a bug), or the workers were stopped.
@@ -35,34 +46,51 @@ impl Argon2Workers {
     /// Starts `count` threads, each lowering its own CPU priority by `nice` (0: the same as
     /// the rest of the process).
     pub fn start(count: usize, nice: i32) -> std::io::Result<Self> {
-        let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
+        let (urgent, urgent_queue) = crossbeam_channel::unbounded::<Job>();
+        let (later, later_queue) = crossbeam_channel::unbounded::<Job>();
         for n in 0..count {
-            let queue = queue.clone();
+            let (urgent_queue, later_queue) = (urgent_queue.clone(), later_queue.clone());
             std::thread::Builder::new()
                 .name(format!("keyward-argon2-{n}"))
                 .spawn(move || {
                     lower_priority(nice);
-                    for job in queue {
+                    loop {
+                        // Both senders go together; once one lane is closed, the other's
+                        // queued work is still done.
+                        let job = crossbeam_channel::select_biased! {
+                            recv(urgent_queue) -> job => job.or_else(|_| later_queue.recv()),
+                            recv(later_queue) -> job => job.or_else(|_| urgent_queue.recv()),
+                        };
+                        let Ok(job) = job else { break };
                         // The job's answer channel is dropped by the unwind: its caller gets
                         // `WorkerLost`, and this worker lives on for the next one.
                         let _ = catch_unwind(AssertUnwindSafe(job));
                     }
                 })?;
         }
-        Ok(Argon2Workers { jobs })
+        Ok(Argon2Workers { urgent, later })
     }
 
-    /// Runs `work` on the next free worker and waits for its result.
+    /// Runs `work` on the next free worker, after the work queued before it in `lane` (and,
+    /// for `Later`, all of `Urgent`'s), and waits for its result. Work whose caller has gone
+    /// (Envoy gave up on the Check) is dropped unrun when its turn comes: argon2 is not spent
+    /// on an answer nobody will read.
     pub async fn run<T: Send + 'static>(
         &self,
+        lane: Lane,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, WorkerLost> {
         let (answer, result) = oneshot::channel();
-        self.jobs
-            .send(Box::new(move || {
+        let job: Job = Box::new(move || {
+            if !answer.is_closed() {
                 let _ = answer.send(work());
-            }))
-            .map_err(|_| WorkerLost)?;
+            }
+        });
+        match lane {
+            Lane::Urgent => self.urgent.send(job),
+            Lane::Later => self.later.send(job),
+        }
+        .map_err(|_| WorkerLost)?;
         result.await.map_err(|_| WorkerLost)
     }
 }
@@ -86,6 +114,10 @@ fn lower_priority(nice: i32) {
 
 #[cfg(test)]
 mod tests {
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::Poll;
+
     use super::*;
 
     /// The nice value of the calling thread.
@@ -100,7 +132,7 @@ mod tests {
         let workers = Argon2Workers::start(2, 7).expect("start");
         let ours = current_nice().expect("nice");
         let theirs = workers
-            .run(|| {
+            .run(Lane::Urgent, || {
                 (
                     current_nice().expect("nice"),
                     std::thread::current().name().map(str::to_owned),
@@ -125,8 +157,56 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_job_loses_its_answer_but_not_the_worker() {
         let workers = Argon2Workers::start(1, 0).expect("start");
-        let lost = workers.run(|| -> u32 { panic!("a bug in the work") }).await;
+        let lost = workers
+            .run(Lane::Urgent, || -> u32 { panic!("a bug in the work") })
+            .await;
         assert!(matches!(lost, Err(WorkerLost)));
-        assert_eq!(workers.run(|| 41 + 1).await.expect("answer"), 42);
+        assert_eq!(
+            workers.run(Lane::Later, || 41 + 1).await.expect("answer"),
+            42
+        );
+    }
+
+    async fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *future).poll(cx))).await
+    }
+
+    #[tokio::test]
+    async fn urgent_work_goes_first_and_abandoned_work_never_runs() {
+        let workers = Arc::new(Argon2Workers::start(1, 0).expect("start"));
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let (started, holding) = oneshot::channel();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let holder = tokio::spawn({
+            let workers = workers.clone();
+            async move {
+                workers
+                    .run(Lane::Urgent, move || {
+                        let _ = started.send(());
+                        let _ = held.recv();
+                    })
+                    .await
+            }
+        });
+        holding.await.expect("the worker is held");
+
+        let job = |lane: Lane, name: &'static str| {
+            let ran = ran.clone();
+            Box::pin(workers.run(lane, move || ran.lock().unwrap().push(name)))
+        };
+        // One poll queues a job; the held worker cannot take any of them yet.
+        let mut later = job(Lane::Later, "later");
+        let mut abandoned = job(Lane::Urgent, "abandoned");
+        let mut urgent = job(Lane::Urgent, "urgent");
+        assert!(poll_once(&mut later).await.is_pending());
+        assert!(poll_once(&mut abandoned).await.is_pending());
+        assert!(poll_once(&mut urgent).await.is_pending());
+        drop(abandoned);
+
+        release.send(()).expect("the holder waits");
+        holder.await.unwrap().expect("held");
+        urgent.await.expect("ran");
+        later.await.expect("ran");
+        assert_eq!(*ran.lock().unwrap(), ["urgent", "later"]);
     }
 }
