@@ -125,6 +125,15 @@ http() { # http LABEL PORT
 		tee -a "$work/results.txt"
 }
 
+flood_apart() { # flood_apart PREFIX PORT: PREFIX_apart measured while PREFIX_generator floods
+	"$bin/examples/check_load" --target "http://127.0.0.1:$2" --tokens "$work/tokens.txt" \
+		--connections 2 --concurrency 0 --warmup 1 --duration $((DURATION + 2)) --flood "$FLOOD" \
+		--label "$1_generator" >>"$work/results.txt" &
+	local flood_pid=$!
+	load "$1_apart" "$2"
+	wait "$flood_pid"
+}
+
 echo "== warming keyward's caches (every key verified once)"
 load warmup "$port_check" >/dev/null
 curl -sf -o /dev/null -w "envoy->keyward tcp: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_tcp/"
@@ -159,20 +168,10 @@ for round in $(seq "$ROUNDS"); do
 	load flood_on "$port_check" "$FLOOD"
 	# The same flood from a process of its own, as an attacker's would be: in one process the
 	# valid requests also queue behind the flood tasks in the load generator's own runtime.
-	"$bin/examples/check_load" --target "http://127.0.0.1:$port_check" --tokens "$work/tokens.txt" \
-		--connections 2 --concurrency 0 --warmup 1 --duration $((DURATION + 2)) --flood "$FLOOD" \
-		--label flood_generator >>"$work/results.txt" &
-	flood_pid=$!
-	load flood_apart "$port_check"
-	wait "$flood_pid"
+	flood_apart flood "$port_check"
 	# The floor: the no-op server answers the flood's requests as cheaply as any server can.
 	load flood_floor_off "$port_noop"
-	"$bin/examples/check_load" --target "http://127.0.0.1:$port_noop" --tokens "$work/tokens.txt" \
-		--connections 2 --concurrency 0 --warmup 1 --duration $((DURATION + 2)) --flood "$FLOOD" \
-		--label flood_floor_generator >>"$work/results.txt" &
-	flood_pid=$!
-	load flood_floor_apart "$port_noop"
-	wait "$flood_pid"
+	flood_apart flood_floor "$port_noop"
 done
 shed_logged=$(grep -c "shedding" "$work/keyward.log" || true)
 

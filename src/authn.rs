@@ -43,8 +43,9 @@ pub enum Undecidable {
     Storage(String),
     #[error("too many verifications in flight")]
     Overloaded,
-    /// This key id already holds `verify.per_key` verifications; other keys are still served.
-    /// The key id is public (it is in every token and log line), never the secret.
+    /// This key id already holds `verify.per_key` verifications, or it is suspect and the
+    /// suspects' places are taken; other keys are still served. The key id is public (it is in
+    /// every token and log line), never the secret.
     #[error("too many verifications in flight for key {0}")]
     KeyOverloaded(String),
     #[error("verification failed: {0}")]

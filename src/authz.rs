@@ -263,8 +263,9 @@ impl ShedLog {
                 Some(key_id) => warn!(
                     shed,
                     key_id,
-                    "shedding: this key id holds verify.per_key argon2 verifications already \
-                     (wrong secrets for it?); Envoy answers its status_on_error"
+                    "shedding: this key id has all the argon2 verifications it may hold \
+                     (verify.per_key, or it is under attack: wrong secrets for it); Envoy \
+                     answers its status_on_error"
                 ),
                 None => warn!(
                     shed,
