@@ -313,10 +313,8 @@ impl Authenticator {
                 .ok_or_else(|| Undecidable::KeyOverloaded(key_id.to_owned()))?;
             let (lane, suspect_place) = if suspect {
                 let place = self.suspect_places.clone().try_acquire_owned();
-                (
-                    Lane::Later,
-                    Some(place.map_err(|_| Undecidable::Overloaded)?),
-                )
+                let place = place.map_err(|_| Undecidable::KeyOverloaded(key_id.to_owned()))?;
+                (Lane::Later, Some(place))
             } else {
                 (Lane::Urgent, None)
             };
@@ -564,7 +562,7 @@ mod tests {
         .await;
         let suspect = check(&authn, wrong_secret(&keys[3].0)).await;
         assert!(
-            matches!(suspect, Err(Undecidable::Overloaded)),
+            matches!(&suspect, Err(Undecidable::KeyOverloaded(id)) if *id == keys[3].0),
             "{suspect:?}"
         );
         assert_eq!(authn.waiting.available_permits(), 1);
