@@ -61,18 +61,12 @@ load() { # load LABEL SIDE [FLOOD [MORE OPTIONS]]
 		--connections 2 --concurrency "$CONCURRENCY" --warmup 2 --duration "$DURATION" \
 		--flood "${3:-0}" --label "$1" "${@:4}" | tee -a "$work/results.txt"
 }
-flood_apart() { # flood_apart SIDE LABEL [MORE OPTIONS]: the flood from a process of its own
-	"$bin/examples/check_load" --target "http://127.0.0.1:${check_port[$1]}" --tokens "$work/tokens.txt" \
-		--connections 2 --concurrency 0 --warmup 1 --duration $((DURATION + 2)) --flood "$FLOOD" \
-		--label "$2" "${@:3}" >>"$work/results.txt" &
-	flood_pid=$!
-}
 flood_round() { # flood_round SIDE ROUND
 	load "off_$1" "$1" 0 --cold "$work/cold_$2.txt"
-	flood_apart "$1" "generator_$1"
+	flood_generator "http://127.0.0.1:${check_port[$1]}" "generator_$1"
 	load "flood_$1" "$1" 0 --cold "$work/cold2_$2.txt"
 	wait "$flood_pid"
-	flood_apart "$1" "onekey_generator_$1" --flood-keys 1
+	flood_generator "http://127.0.0.1:${check_port[$1]}" "onekey_generator_$1" --flood-keys 1
 	load "onekey_$1" "$1" 0 --cold "$work/cold1_$2.txt"
 	wait "$flood_pid"
 }

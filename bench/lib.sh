@@ -4,6 +4,9 @@
 #   work     a fresh temporary directory, removed on exit
 #   pids     background processes started with `cmd & pids+=($!)`, killed and reaped on exit
 #   wait_for WHAT COMMAND...   polls COMMAND every 0.1 s for up to 30 s, or exits naming WHAT
+#   flood_generator URL LABEL [OPTIONS...]   starts examples/check_load flooding URL with FLOOD
+#            streams of wrong secrets from a process of its own for DURATION + 2 s (the caller
+#            sets bin, FLOOD and DURATION and has written $work/tokens.txt); its pid is flood_pid
 
 work=$(mktemp -d)
 pids=()
@@ -23,4 +26,11 @@ wait_for() {
 	done
 	echo "timed out waiting for $what" >&2
 	exit 1
+}
+
+flood_generator() {
+	"$bin/examples/check_load" --target "$1" --tokens "$work/tokens.txt" --connections 2 \
+		--concurrency 0 --warmup 1 --duration $((DURATION + 2)) --flood "$FLOOD" --label "$2" \
+		"${@:3}" >>"$work/results.txt" &
+	flood_pid=$!
 }

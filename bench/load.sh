@@ -126,10 +126,7 @@ http() { # http LABEL PORT
 }
 
 flood_apart() { # flood_apart PREFIX PORT: PREFIX_apart measured while PREFIX_generator floods
-	"$bin/examples/check_load" --target "http://127.0.0.1:$2" --tokens "$work/tokens.txt" \
-		--connections 2 --concurrency 0 --warmup 1 --duration $((DURATION + 2)) --flood "$FLOOD" \
-		--label "$1_generator" >>"$work/results.txt" &
-	local flood_pid=$!
+	flood_generator "http://127.0.0.1:$2" "$1_generator"
 	load "$1_apart" "$2"
 	wait "$flood_pid"
 }

@@ -567,8 +567,9 @@ mod tests {
         );
         assert_eq!(authn.waiting.available_permits(), 1);
 
-        // The last place goes to key 1's first verification, which the worker takes next, before
-        // key 2's; then the queue as a whole is full and key 4's is shed.
+        // The last place goes to key 1's first verification (in the urgent lane, ahead of key 2's:
+        // `workers::tests` checks that order); then the queue as a whole is full and key 4's is
+        // shed.
         let valid = tokio::spawn(check(&authn, keys[1].1.clone()));
         until("the queue is full", || {
             authn.waiting.available_permits() == 0
