@@ -15,6 +15,11 @@
 #   KEYWARD_VERIFY_WORKERS / KEYWARD_VERIFY_QUEUE  passed to keyward when set
 #   PORT_BASE [28080]  fixed loopback ports PORT_BASE..PORT_BASE+20 must be free
 #   SCENARIOS ["grpc http flood memory"]  which groups to run, e.g. SCENARIOS=flood ROUNDS=7
+#   PROFILE        set (PROFILE=1): each HTTP run is also recorded by `perf record -a` (cpu-clock,
+#                  one sample per 100 µs of CPU) and `perf stat` (syscalls, context switches), and a
+#                  PROFILE line per run says where the two cores went per request: Envoy's user and
+#                  kernel time, the Check server's, wrk's, idle, and Envoy's top kernel functions.
+#                  perf's own cost lowers throughput a little: read ratios from runs without it.
 #
 # Scenarios:
 #   gRPC Check (examples/check_load, HTTP/2, 2 connections): keyward on a cache hit vs the no-op
@@ -47,15 +52,22 @@ done
 runs() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 [ -x "$ENVOY_BIN" ] || { echo "Envoy not found at $ENVOY_BIN: set ENVOY_BIN" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
+if [ -n "${PROFILE:-}" ]; then
+	command -v perf >/dev/null || { echo "PROFILE needs perf: apt-get install -y linux-perf" >&2; exit 1; }
+	perf stat -e raw_syscalls:sys_enter true >/dev/null 2>&1 ||
+		{ echo "PROFILE: perf cannot count syscalls here (needs root or perf_event_paranoid <= 1)" >&2; exit 1; }
+fi
 
 port_noauth=$PORT_BASE port_apikey=$((PORT_BASE + 1)) port_tcp=$((PORT_BASE + 2))
 port_uds=$((PORT_BASE + 3)) port_tcp_all=$((PORT_BASE + 4)) port_envoy_admin=$((PORT_BASE + 5))
 port_envoy_noop=$((PORT_BASE + 6)) port_tcp_raw=$((PORT_BASE + 7)) port_envoy_noop_identity=$((PORT_BASE + 8))
 port_check=$((PORT_BASE + 10)) port_admin=$((PORT_BASE + 11)) port_health=$((PORT_BASE + 12))
 port_noop=$((PORT_BASE + 13)) port_noop_identity=$((PORT_BASE + 14))
+port_noauth_upstream=$((PORT_BASE + 15)) port_apikey_upstream=$((PORT_BASE + 16))
+port_tcp_upstream=$((PORT_BASE + 17)) port_backend=$((PORT_BASE + 18))
 
 echo "== building (release)"
-cargo build --release --quiet --bin keyward --example bench_seed --example noop_ext_authz \
+cargo build --release --quiet --bin keyward --bin keyward-standin-backend --example bench_seed --example noop_ext_authz \
 	--example check_load --example memory_100k
 bin=${CARGO_TARGET_DIR:-target}/release
 
@@ -76,21 +88,26 @@ pids+=($!)
 "$bin/examples/noop_ext_authz" --listen "127.0.0.1:$port_noop_identity" --identity-answer \
 	>"$work/noop_identity.log" 2>&1 &
 pids+=($!)
+"$bin/keyward-standin-backend" --listen "127.0.0.1:$port_backend" >"$work/backend.log" 2>&1 &
+pids+=($!)
 api_keys=$(awk '{printf "%s{key: \"%s\", client: \"k%d\"}", (NR > 1 ? ", " : "["), $1, NR} END {print "]"}' "$work/tokens.txt")
 sed -e "s|{{ADMIN_PORT}}|$port_envoy_admin|; s|{{PORT_NOAUTH}}|$port_noauth|; s|{{PORT_APIKEY}}|$port_apikey|" \
 	-e "s|{{PORT_TCP}}|$port_tcp|; s|{{PORT_UDS}}|$port_uds|; s|{{PORT_TCP_ALL}}|$port_tcp_all|" \
 	-e "s|{{KEYWARD_PORT}}|$port_check|; s|{{KEYWARD_SOCKET}}|$work/check.sock|" \
 	-e "s|{{PORT_NOOP}}|$port_envoy_noop|; s|{{NOOP_PORT}}|$port_noop|; s|{{PORT_TCP_RAW}}|$port_tcp_raw|" \
 	-e "s|{{PORT_NOOP_IDENTITY}}|$port_envoy_noop_identity|; s|{{NOOP_IDENTITY_PORT}}|$port_noop_identity|" \
-	-e "s|{{API_KEYS}}|$api_keys|" bench/envoy/bench.yaml.tmpl >"$work/envoy.yaml"
+	-e "s|{{PORT_NOAUTH_UPSTREAM}}|$port_noauth_upstream|; s|{{PORT_APIKEY_UPSTREAM}}|$port_apikey_upstream|" \
+	-e "s|{{PORT_TCP_UPSTREAM}}|$port_tcp_upstream|; s|{{BACKEND_PORT}}|$port_backend|" \
+	-e "s|{{API_KEYS}}|$api_keys|g" bench/envoy/bench.yaml.tmpl >"$work/envoy.yaml"
 ! grep -n '{{' "$work/envoy.yaml" || { echo "unrendered placeholder" >&2; exit 1; }
 "$ENVOY_BIN" -c "$work/envoy.yaml" --concurrency 2 --disable-hot-restart --log-level warn \
 	>"$work/envoy.log" 2>&1 &
 pids+=($!)
-keyward_pid=${pids[0]} noop_pid=${pids[1]} noop_identity_pid=${pids[2]} envoy_pid=${pids[3]}
+keyward_pid=${pids[0]} noop_pid=${pids[1]} noop_identity_pid=${pids[2]} backend_pid=${pids[3]} envoy_pid=${pids[4]}
 wait_for "keyward" curl -sf "http://127.0.0.1:$port_health/readyz"
 wait_for "the no-op server" grep -q listening "$work/noop.log"
 wait_for "the no-op server (identity answer)" grep -q listening "$work/noop_identity.log"
+wait_for "the stand-in backend" grep -q listening "$work/backend.log"
 wait_for "Envoy" curl -sf "http://127.0.0.1:$port_envoy_admin/ready"
 
 load() { # load LABEL TARGET [FLOOD]
@@ -104,25 +121,63 @@ to_us='function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1
 # from /proc, in clock ticks), so the cost of Envoy's ext_authz hop is seen apart from keyward's.
 tick_us=$((1000000 / $(getconf CLK_TCK)))
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-http() { # http LABEL PORT
-	local out e0 k0 n0 e1 k1 n1
-	e0=$(cpu_ticks "$envoy_pid") k0=$(cpu_ticks "$keyward_pid")
+http() { # http LABEL PORT [CHECK_SERVER_PID]
+	local out e0 k0 n0 b0 e1 k1 n1 b1 run=(wrk)
+	e0=$(cpu_ticks "$envoy_pid") k0=$(cpu_ticks "$keyward_pid") b0=$(cpu_ticks "$backend_pid")
 	n0=$(($(cpu_ticks "$noop_pid") + $(cpu_ticks "$noop_identity_pid")))
-	out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "x-api-key: $token" \
+	if [ -n "${PROFILE:-}" ]; then # perf counts and samples exactly while wrk runs
+		run=(perf stat -x, -o "$work/$1.envoy.stat" -e raw_syscalls:sys_enter,context-switches -p "$envoy_pid" --)
+		[ -z "${3:-}" ] || run+=(perf stat -x, -o "$work/$1.server.stat" -e raw_syscalls:sys_enter,context-switches -p "$3" --)
+		run+=(perf record -a -q -e cpu-clock -c 100000 -o "$work/$1.perf" -- wrk)
+	fi
+	out=$("${run[@]}" -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "x-api-key: $token" \
 		-H "user-agent: openai-python/1.40.0" -H "content-type: application/json" \
 		-H "accept: application/json" -H "x-request-id: 0f8fad5b-d9cb-469f-a165-70867728950e" \
 		-H "x-stainless-lang: python" -H "x-stainless-package-version: 1.40.0" \
 		"http://127.0.0.1:$2/v1/chat/completions")
-	e1=$(cpu_ticks "$envoy_pid") k1=$(cpu_ticks "$keyward_pid")
+	e1=$(cpu_ticks "$envoy_pid") k1=$(cpu_ticks "$keyward_pid") b1=$(cpu_ticks "$backend_pid")
 	n1=$(($(cpu_ticks "$noop_pid") + $(cpu_ticks "$noop_identity_pid")))
 	echo "$out" | awk -v label="$1" -v tick="$tick_us" -v envoy=$((e1 - e0)) \
-		-v keyward=$((k1 - k0)) -v noop=$((n1 - n0)) "$to_us"'
+		-v keyward=$((k1 - k0)) -v noop=$((n1 - n0)) -v backend=$((b1 - b0)) "$to_us"'
 		/^ +50%/ { p50 = us($2) } /^ +99%/ { p99 = us($2) } /^Requests\/sec/ { rps = $2 }
 		/requests in/ { n = $1 } /Non-2xx/ { bad = $NF }
 		END { if (n < 1) n = 1
-		      printf "RESULT label=%s rps=%.0f p50_us=%.1f p99_us=%.1f non2xx=%d envoy_cpu_us=%.1f keyward_cpu_us=%.1f noop_cpu_us=%.1f\n",
-		             label, rps, p50, p99, bad, envoy * tick / n, keyward * tick / n, noop * tick / n }' |
+		      printf "RESULT label=%s rps=%.0f p50_us=%.1f p99_us=%.1f non2xx=%d envoy_cpu_us=%.1f keyward_cpu_us=%.1f noop_cpu_us=%.1f backend_cpu_us=%.1f\n",
+		             label, rps, p50, p99, bad, envoy * tick / n, keyward * tick / n, noop * tick / n, backend * tick / n }' |
 		tee -a "$work/results.txt"
+	[ -z "${PROFILE:-}" ] || profile_summary "$1" "$(echo "$out" | awk '/requests in/ { print $1 }')" "${3:-}"
+}
+
+# profile_summary LABEL REQUESTS [CHECK_SERVER_PID]: per request, the microseconds of CPU each
+# part of the machine spent while LABEL's wrk ran (perf samples x 100 µs), split into user and
+# kernel; syscalls and context switches of Envoy and of the Check server; and the functions
+# Envoy spent most in (its binary is stripped: only kernel, libc and tcmalloc functions have
+# names, the rest of Envoy's own code is one "[unknown]").
+profile_summary() {
+	local counts
+	counts=$(awk -F, -v who="$1" 'FNR == 1 { part = (FILENAME ~ /envoy.stat$/ ? "envoy" : "server") }
+		$3 ~ /sys_enter/ { printf " %s_syscalls=%s", part, $1 } $3 ~ /context-switches/ { printf " %s_cswitches=%s", part, $1 }' \
+		"$work/$1".*.stat)
+	perf script -i "$work/$1.perf" -F pid,ip,sym,dso 2>/dev/null | awk -v label="$1" -v n="$2" \
+		-v envoy="$envoy_pid" -v server="${3:--1}" -v counts="$counts" '
+		{ kernel = ($NF == "([kernel.kallsyms])")
+		  part = ($1 == envoy ? "envoy" : $1 == server ? "server" : $1 == 0 ? "idle" : "other")
+		  samples[part "_" (kernel ? "kernel" : "user")]++
+		  if (part == "envoy") { sym = $3; for (i = 4; i < NF; i++) sym = sym "_" $i; top[(kernel ? "k:" : "u:") sym]++ } }
+		END { if (n < 1) n = 1
+		      printf "PROFILE label=%s requests=%d", label, n
+		      split("envoy_user envoy_kernel server_user server_kernel other_user other_kernel idle_kernel", keys, " ")
+		      for (i = 1; i in keys; i++) printf " %s_us=%.2f", keys[i], samples[keys[i]] * 100 / n
+		      # counts are totals over the run: divide by the requests
+		      m = split(counts, c, " ")
+		      for (i = 1; i <= m; i++) { split(c[i], kv, "="); printf " %s=%.2f", kv[1], kv[2] / n }
+		      printf "\n"
+		      printf "PROFILE_TOP label=%s envoy:", label
+		      for (shown = 0; shown < 8; shown++) {
+		          best = ""; for (s in top) if (best == "" || top[s] > top[best]) best = s
+		          if (best == "") break
+		          printf " %s=%.2fus", best, top[best] * 100 / n; delete top[best] }
+		      printf "\n" }' | tee -a "$work/profile.txt"
 }
 
 flood_apart() { # flood_apart PREFIX PORT: PREFIX_apart measured while PREFIX_generator floods
@@ -137,9 +192,12 @@ curl -sf -o /dev/null -w "envoy->keyward tcp: %{http_code}\n" -H "x-api-key: $to
 curl -sf -o /dev/null -w "envoy->keyward tcp, raw headers: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_tcp_raw/"
 curl -sf -o /dev/null -w "envoy->keyward uds: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_uds/"
 curl -sf -o /dev/null -w "envoy api_key_auth: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_apikey/"
+curl -sf -o /dev/null -w "envoy->keyward tcp->backend: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_tcp_upstream/v1/chat/completions"
+curl -sf -o /dev/null -w "envoy api_key_auth->backend: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_apikey_upstream/v1/chat/completions"
 code=$(curl -s -o /dev/null -w "%{http_code}" -H "x-api-key: nope" "http://127.0.0.1:$port_tcp/")
 [ "$code" = 401 ] || { echo "keyward let a bad key through ($code)" >&2; exit 1; }
-for port in $port_noauth $port_apikey $port_tcp $port_uds $port_tcp_all $port_envoy_noop $port_tcp_raw $port_envoy_noop_identity; do
+for port in $port_noauth $port_apikey $port_tcp $port_uds $port_tcp_all $port_envoy_noop $port_tcp_raw $port_envoy_noop_identity \
+	$port_noauth_upstream $port_apikey_upstream $port_tcp_upstream; do
 	wrk -t1 -c"$CONNECTIONS" -d1s -H "x-api-key: $token" "http://127.0.0.1:$port/" >/dev/null
 done
 
@@ -153,12 +211,16 @@ for round in $(seq "$ROUNDS"); do
 	if runs http; then
 		http http_noauth "$port_noauth"
 		http http_api_key_auth "$port_apikey"
-		http http_keyward_tcp "$port_tcp"
-		http http_keyward_uds "$port_uds"
-		http http_keyward_tcp_all_headers "$port_tcp_all"
-		http http_keyward_tcp_raw_headers "$port_tcp_raw"
-		http http_noop_ext_authz "$port_envoy_noop"
-		http http_noop_identity_ext_authz "$port_envoy_noop_identity"
+		http http_keyward_tcp "$port_tcp" "$keyward_pid"
+		http http_keyward_uds "$port_uds" "$keyward_pid"
+		http http_keyward_tcp_all_headers "$port_tcp_all" "$keyward_pid"
+		http http_keyward_tcp_raw_headers "$port_tcp_raw" "$keyward_pid"
+		http http_noop_ext_authz "$port_envoy_noop" "$noop_pid"
+		http http_noop_identity_ext_authz "$port_envoy_noop_identity" "$noop_identity_pid"
+		# The same three with one upstream exchange each, as every proxied inference request has.
+		http http_noauth_upstream "$port_noauth_upstream"
+		http http_api_key_auth_upstream "$port_apikey_upstream"
+		http http_keyward_tcp_upstream "$port_tcp_upstream" "$keyward_pid"
 	fi
 	runs flood || continue
 	load flood_off "$port_check"
@@ -178,10 +240,10 @@ cleanup_servers
 if runs memory; then "$bin/examples/memory_100k" --keys 100000 | tee -a "$work/results.txt"; fi
 
 # ---- table --------------------------------------------------------------------------------
-field() { # field LABEL NAME: the median of NAME over LABEL's runs
+field() { # field LABEL NAME [FILE]: the median of NAME over LABEL's runs [in results.txt]
 	awk -v label="$1" -v name="$2" '$2 == "label=" label {
 		for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) print kv[2] } }' \
-		"$work/results.txt" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "nan" }'
+		"${3:-$work/results.txt}" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "nan" }'
 }
 # paired A B NAME: A's NAME over B's, round by round (the nth run of each), then their median:
 # a round that ran slower on the shared cores slows both, and the per-round ratio cancels that.
@@ -201,7 +263,8 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "envoy: $("$ENVOY_BIN" --version 2>/dev/null | grep -o 'version: [^ ]*' | head -n1)  rounds: $ROUNDS x ${DURATION}s  (medians)"
 printf '\n%-34s %10s %10s %10s  %s\n' scenario "req/s" "p50 µs" "p99 µs" notes
 for label in grpc_noop grpc_noop_identity grpc_keyward http_noauth http_api_key_auth http_keyward_tcp \
-	http_keyward_uds http_keyward_tcp_all_headers http_keyward_tcp_raw_headers http_noop_ext_authz http_noop_identity_ext_authz flood_off flood_on \
+	http_keyward_uds http_keyward_tcp_all_headers http_keyward_tcp_raw_headers http_noop_ext_authz http_noop_identity_ext_authz \
+	http_noauth_upstream http_api_key_auth_upstream http_keyward_tcp_upstream flood_off flood_on \
 	flood_apart flood_floor_off flood_floor_apart; do
 	notes=""
 	case $label in
@@ -217,12 +280,30 @@ for label in grpc_noop grpc_noop_identity grpc_keyward http_noauth http_api_key_
 done
 echo
 echo "CPU per request (µs, medians; the profile behind the HTTP ratios):"
-printf '%-34s %12s %12s %12s\n' scenario envoy keyward no-op
+printf '%-34s %12s %12s %12s %12s\n' scenario envoy keyward no-op backend
 for label in http_noauth http_api_key_auth http_keyward_tcp http_keyward_uds http_keyward_tcp_raw_headers \
-	http_noop_ext_authz http_noop_identity_ext_authz; do
-	printf '%-34s %12s %12s %12s\n' "$label" "$(field "$label" envoy_cpu_us)" \
-		"$(field "$label" keyward_cpu_us)" "$(field "$label" noop_cpu_us)"
+	http_noop_ext_authz http_noop_identity_ext_authz http_noauth_upstream http_api_key_auth_upstream \
+	http_keyward_tcp_upstream; do
+	printf '%-34s %12s %12s %12s %12s\n' "$label" "$(field "$label" envoy_cpu_us)" \
+		"$(field "$label" keyward_cpu_us)" "$(field "$label" noop_cpu_us)" "$(field "$label" backend_cpu_us)"
 done
+if [ -n "${PROFILE:-}" ]; then
+	echo
+	echo "perf, per request (µs of CPU from samples; Envoy's and the Check server's syscalls and context switches):"
+	printf '%-30s %8s %8s %8s %8s %8s %6s %8s %8s %8s %8s\n' scenario envoy-usr envoy-sys server-usr server-sys \
+		wrk+rest idle e-sysc e-cswch s-sysc s-cswch
+	pf() { field "$1" "$2" "$work/profile.txt"; }
+	for label in http_noauth http_api_key_auth http_keyward_tcp http_keyward_uds http_noop_ext_authz \
+		http_noop_identity_ext_authz http_noauth_upstream http_api_key_auth_upstream http_keyward_tcp_upstream; do
+		printf '%-30s %8s %8s %8s %8s %8s %6s %8s %8s %8s %8s\n' "$label" "$(pf "$label" envoy_user_us)" \
+			"$(pf "$label" envoy_kernel_us)" "$(pf "$label" server_user_us)" "$(pf "$label" server_kernel_us)" \
+			"$(awk -v a="$(pf "$label" other_user_us)" -v b="$(pf "$label" other_kernel_us)" 'BEGIN { printf "%.2f", a + b }')" \
+			"$(pf "$label" idle_kernel_us)" "$(pf "$label" envoy_syscalls)" "$(pf "$label" envoy_cswitches)" \
+			"$(pf "$label" server_syscalls)" "$(pf "$label" server_cswitches)"
+	done
+	echo "Envoy's top functions per request (last round; k: kernel, u: user):"
+	grep '^PROFILE_TOP' "$work/profile.txt" | awk '{ last[$2] = $0 } END { for (l in last) print "  " last[l] }' | sort
+fi
 echo
 echo "ratios (targets in brackets):"
 echo "  gRPC throughput keyward / no-op            $(ratio "$(field grpc_keyward rps)" "$(field grpc_noop rps)")  [>= 0.90]"
@@ -235,6 +316,8 @@ echo "  HTTP Envoy+keyward UDS / Envoy+api_key_auth $(ratio "$(field http_keywar
 echo "  HTTP Envoy+keyward TCP / Envoy+no-op ext_authz $(ratio "$(field http_keyward_tcp rps)" "$(field http_noop_ext_authz rps)")"
 echo "  HTTP Envoy+keyward TCP / Envoy+no-op giving keyward's answer $(ratio "$(field http_keyward_tcp rps)" "$(field http_noop_identity_ext_authz rps)")"
 echo "  HTTP Envoy+no-op ext_authz / Envoy+api_key_auth $(ratio "$(field http_noop_ext_authz rps)" "$(field http_api_key_auth rps)")  (the ext_authz floor)"
+echo "  HTTP with an upstream exchange: Envoy+keyward / Envoy+api_key_auth $(ratio "$(field http_keyward_tcp_upstream rps)" "$(field http_api_key_auth_upstream rps)")  (as deployed: proxied to a backend)"
+echo "  Envoy CPU per request: the ext_authz hop (no-op) / one upstream exchange $(ratio "$(awk -v a="$(field http_noop_ext_authz envoy_cpu_us)" -v b="$(field http_noauth envoy_cpu_us)" 'BEGIN { print a - b }')" "$(awk -v a="$(field http_noauth_upstream envoy_cpu_us)" -v b="$(field http_noauth envoy_cpu_us)" 'BEGIN { print a - b }')")"
 echo "  HTTP keyward UDS / TCP                     $(ratio "$(field http_keyward_uds rps)" "$(field http_keyward_tcp rps)")"
 echo "  HTTP keyward trimmed / all headers         $(ratio "$(field http_keyward_tcp rps)" "$(field http_keyward_tcp_all_headers rps)")"
 echo "  HTTP keyward raw headers / map, paired     $(paired http_keyward_tcp_raw_headers http_keyward_tcp rps)"
