@@ -3,7 +3,7 @@
 # protocol. Prints every run as it goes, then a table of medians and the ratios the targets are
 # about (docs/performance.md explains them).
 #
-#   bench/load.sh                 # ~4-5 minutes on 2 cores
+#   bench/load.sh                 # ~8-10 minutes on 2 cores
 #   ROUNDS=5 DURATION=10 bench/load.sh
 #
 # Environment (defaults in brackets):
@@ -18,7 +18,7 @@
 #   PROFILE        set (PROFILE=1): each HTTP run is also recorded by `perf record -a` (cpu-clock,
 #                  one sample per 100 µs of CPU) and `perf stat` (syscalls, context switches), and a
 #                  PROFILE line per run says where the two cores went per request: Envoy's user and
-#                  kernel time, the Check server's, wrk's, idle, and Envoy's top kernel functions.
+#                  kernel time, the Check server's, wrk's, idle, and Envoy's top functions.
 #                  perf's own cost lowers throughput a little: read ratios from runs without it.
 #
 # Scenarios:
@@ -30,6 +30,9 @@
 #     request header sent to it (no allowed_headers); keyward over TCP with encode_raw_headers
 #     (headers as raw bytes in header_map); the no-op server behind ext_authz, answering nothing
 #     or (--identity-answer) keyward's identity headers, credential removal and metadata.
+#     Then no auth, api_key_auth and keyward over TCP once more, each proxied to the stand-in
+#     backend (keyward-standin-backend, HTTP/1.1): what one upstream exchange costs Envoy, and
+#     the ratio as deployed, where every request reaches a backend.
 #   Flood: valid cached keys' p99 with and without a concurrent flood of wrong secrets, the flood
 #     sent from the measuring process itself and from a process of its own; and the same load and
 #     flood (from its own process) against the no-op server: what the flood's requests cost any
