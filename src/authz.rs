@@ -380,15 +380,13 @@ impl Authorization for CheckService {
                 self.shed.note(Some(&key_id));
                 Err(Status::resource_exhausted("keyward is overloaded"))
             }
-            Err(error) => {
+            Err(error @ Undecidable::Storage(_)) => {
                 warn!(%error, "cannot decide; Envoy will answer its status_on_error");
-                Err(match error {
-                    Undecidable::Overloaded | Undecidable::KeyOverloaded(_) => {
-                        Status::resource_exhausted("keyward is overloaded")
-                    }
-                    Undecidable::Storage(_) => Status::unavailable("storage unavailable"),
-                    Undecidable::Internal(_) => Status::internal("internal error"),
-                })
+                Err(Status::unavailable("storage unavailable"))
+            }
+            Err(error @ Undecidable::Internal(_)) => {
+                warn!(%error, "cannot decide; Envoy will answer its status_on_error");
+                Err(Status::internal("internal error"))
             }
         }
     }
