@@ -154,11 +154,11 @@ http() { # http LABEL PORT [CHECK_SERVER_PID]
 # profile_summary LABEL REQUESTS [CHECK_SERVER_PID]: per request, the microseconds of CPU each
 # part of the machine spent while LABEL's wrk ran (perf samples x 100 µs), split into user and
 # kernel; syscalls and context switches of Envoy and of the Check server; and the functions
-# Envoy spent most in (its binary is stripped: only kernel, libc and tcmalloc functions have
-# names, the rest of Envoy's own code is one "[unknown]").
+# Envoy spent most in (its binary is stripped: only kernel and libc functions have names, the
+# rest of Envoy's own code is one "[unknown]").
 profile_summary() {
 	local counts
-	counts=$(awk -F, -v who="$1" 'FNR == 1 { part = (FILENAME ~ /envoy.stat$/ ? "envoy" : "server") }
+	counts=$(awk -F, 'FNR == 1 { part = (FILENAME ~ /envoy.stat$/ ? "envoy" : "server") }
 		$3 ~ /sys_enter/ { printf " %s_syscalls=%s", part, $1 } $3 ~ /context-switches/ { printf " %s_cswitches=%s", part, $1 }' \
 		"$work/$1".*.stat)
 	perf script -i "$work/$1.perf" -F pid,ip,sym,dso 2>/dev/null | awk -v label="$1" -v n="$2" \
