@@ -35,3 +35,21 @@ ensure_tools() {
 	python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
 	ensure_envoy
 }
+
+# The offline validators for deploy/ (tests/manifests.rs): kubernetes-validate (Kubernetes
+# schemas, PyPI) beside Envoy in the venv, and Istio's CRD schemas (npm) in deploy/tools.
+KUBERNETES_VALIDATE_VERSION=1.37.0
+ensure_manifest_validators() {
+	local venv="$TOOLS_DIR/venv"
+	if ! "$venv/bin/pip" show kubernetes-validate 2>/dev/null | grep -q "^Version: $KUBERNETES_VALIDATE_VERSION$"; then
+		echo "setup: installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION from PyPI into $venv" >&2
+		"$venv/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+	fi
+	command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+	local tools=deploy/tools
+	if ! cmp -s "$tools/package-lock.json" "$tools/node_modules/.installed-lock.json" 2>/dev/null; then
+		echo "setup: installing the Istio schema validator (npm ci in $tools)" >&2
+		npm ci --silent --no-audit --no-fund --prefix "$tools" >/dev/null
+		cp "$tools/package-lock.json" "$tools/node_modules/.installed-lock.json"
+	fi
+}
