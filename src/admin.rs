@@ -24,6 +24,9 @@ use tracing::{debug, info, warn};
 use crate::authn::{Authenticated, Authenticator, Undecidable};
 use crate::cache::KeyEntry;
 use crate::declare::{self, Op, State};
+use crate::errors::{
+    bad_input, conflict, not_found, permission_denied, precondition, unauthenticated,
+};
 use crate::iam::{
     self, Action, Conditions, Evaluation, Facts, Grants, PermissionSet, Place, Policy,
     PrincipalRef, Rule, RuleScope, UserAgentMatch,
@@ -34,7 +37,7 @@ use crate::model::{Principal, PrincipalKind};
 use crate::pb::admin_server::Admin;
 use crate::pb::{self, expiry};
 use crate::policy;
-use crate::store::{Change, KeyUpdate, NewKey, StoreError, now_unix};
+use crate::store::{Change, KeyUpdate, NewKey, now_unix};
 use crate::token::{self, Token};
 
 /// What `keyward init` creates: the owner and an organization-wide control token, shown once.
@@ -101,12 +104,12 @@ impl AdminService {
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             })
             .ok_or_else(|| {
-                Status::unauthenticated("missing control token (authorization: Bearer ik_sdk_…)")
+                unauthenticated("missing control token (authorization: Bearer ik_sdk_…)")
             })?;
-        let invalid = || Status::unauthenticated("invalid control token");
+        let invalid = || unauthenticated("invalid control token");
         let token = Token::parse(presented).map_err(|_| invalid())?;
         if token.plane != Plane::Control {
-            return Err(Status::permission_denied(
+            return Err(permission_denied(
                 "the admin API needs a control-plane token (ik_sdk_…), not a data-plane key",
             ));
         }
@@ -193,7 +196,7 @@ impl Caller {
             Place::Project(p) => format!("project {p}"),
             Place::Organization => "the organization".to_owned(),
         };
-        Err(Status::permission_denied(match evaluation {
+        Err(permission_denied(match evaluation {
             Evaluation::ConditionsFailed(_) => {
                 "request did not satisfy the policy conditions".to_owned()
             }
@@ -212,7 +215,7 @@ fn ensure_project_access(caller: &ApiKey, project: &str) -> Result<(), Status> {
     match &caller.scope {
         KeyScope::ControlOrganization => Ok(()),
         KeyScope::ControlProject(p) if p == project => Ok(()),
-        _ => Err(Status::permission_denied(format!(
+        _ => Err(permission_denied(format!(
             "this control key is not scoped to project {project}"
         ))),
     }
@@ -221,7 +224,7 @@ fn ensure_project_access(caller: &ApiKey, project: &str) -> Result<(), Status> {
 fn ensure_organization_access(caller: &ApiKey) -> Result<(), Status> {
     match caller.scope {
         KeyScope::ControlOrganization => Ok(()),
-        _ => Err(Status::permission_denied(
+        _ => Err(permission_denied(
             "this control key is scoped to one project; organization-wide changes need an organization key",
         )),
     }
@@ -231,7 +234,7 @@ fn ensure_organization_access(caller: &ApiKey) -> Result<(), Status> {
 /// caller's key, and it is the caller's own bearer's key or the caller manages IAM.
 fn ensure_key_access(caller: &Caller, key: &ApiKey) -> Result<(), Status> {
     if key.principal.id != caller.principal.id && !caller.is_iam_manager() {
-        return Err(Status::not_found(format!("key {} not found", key.id)));
+        return Err(not_found(format_args!("key {}", key.id)));
     }
     let within = match (&caller.scope, &key.scope) {
         (KeyScope::ControlOrganization, _) => true,
@@ -244,44 +247,26 @@ fn ensure_key_access(caller: &Caller, key: &ApiKey) -> Result<(), Status> {
     if within {
         Ok(())
     } else {
-        Err(Status::not_found(format!("key {} not found", key.id)))
+        Err(not_found(format_args!("key {}", key.id)))
     }
 }
 
+/// Logged here: the caller sees only the class of failure.
 fn undecidable(e: Undecidable) -> Status {
     warn!(error = %e, "admin request could not be authenticated");
-    match e {
-        Undecidable::Overloaded | Undecidable::KeyOverloaded(_) => {
-            Status::resource_exhausted("keyward is overloaded")
-        }
-        _ => Status::unavailable("storage unavailable"),
-    }
-}
-
-fn store_error(e: StoreError) -> Status {
-    match e {
-        StoreError::NotFound(what) => Status::not_found(format!("{what} not found")),
-        StoreError::Conflict(what) => Status::already_exists(format!("{what} already exists")),
-        StoreError::Invalid(message) => Status::invalid_argument(message),
-        StoreError::Unavailable(detail) => {
-            warn!(%detail, "storage error in the admin API");
-            Status::unavailable("storage unavailable")
-        }
-    }
+    Status::from(e)
 }
 
 fn parse_plane(plane: i32) -> Result<Plane, Status> {
     match pb::Plane::try_from(plane) {
         Ok(pb::Plane::Data) => Ok(Plane::Data),
         Ok(pb::Plane::Control) => Ok(Plane::Control),
-        _ => Err(Status::invalid_argument("plane must be data or control")),
+        _ => Err(bad_input("plane must be data or control")),
     }
 }
 
 fn parse_deployment(project: &str, slug: &str) -> Result<DeploymentName, Status> {
-    format!("{project}/{slug}")
-        .parse()
-        .map_err(Status::invalid_argument)
+    format!("{project}/{slug}").parse().map_err(bad_input)
 }
 
 /// `None`: no change requested; `Some(None)`: never expires.
@@ -348,13 +333,8 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         caller.may(Action::ProjectsWrite, Place::Organization)?;
         let slug = &request.get_ref().slug;
-        validate_slug("project", slug).map_err(Status::invalid_argument)?;
-        let (slug, created_at, changes) = self
-            .authn
-            .store()
-            .create_project(slug)
-            .await
-            .map_err(store_error)?;
+        validate_slug("project", slug).map_err(bad_input)?;
+        let (slug, created_at, changes) = self.authn.store().create_project(slug).await?;
         self.invalidate(&changes).await;
         info!(project = %slug, by = %caller.id, "project created");
         Ok(Response::new(pb::Project { slug, created_at }))
@@ -369,8 +349,7 @@ impl Admin for AdminService {
             .authn
             .store()
             .list_projects()
-            .await
-            .map_err(store_error)?
+            .await?
             .into_iter()
             .filter(|(slug, _)| ensure_project_access(&caller, slug).is_ok())
             .map(|(slug, created_at)| pb::Project { slug, created_at })
@@ -388,7 +367,7 @@ impl Admin for AdminService {
         caller.may(Action::DeploymentsWrite, Place::Project(&name.project))?;
         let model = r.model.trim();
         if model.is_empty() || model.len() > 255 {
-            return Err(Status::invalid_argument("model must be 1-255 characters"));
+            return Err(bad_input("model must be 1-255 characters"));
         }
         let (deployment, changes) = self
             .authn
@@ -399,8 +378,7 @@ impl Admin for AdminService {
                 r.public_auth.unwrap_or(true),
                 r.private_auth.unwrap_or(true),
             )
-            .await
-            .map_err(store_error)?;
+            .await?;
         self.invalidate(&changes).await;
         info!(deployment = %name, by = %caller.id, "deployment created");
         Ok(Response::new(deployment_pb(&deployment)))
@@ -419,8 +397,7 @@ impl Admin for AdminService {
             .authn
             .store()
             .list_deployments((!project.is_empty()).then_some(project))
-            .await
-            .map_err(store_error)?
+            .await?
             .iter()
             .filter(|d| {
                 caller
@@ -441,16 +418,13 @@ impl Admin for AdminService {
         let name = parse_deployment(&r.project, &r.slug)?;
         caller.may(Action::DeploymentsWrite, Place::Project(&name.project))?;
         if r.public_auth.is_none() && r.private_auth.is_none() {
-            return Err(Status::invalid_argument(
-                "nothing to change: give public and/or private",
-            ));
+            return Err(bad_input("nothing to change: give public and/or private"));
         }
         let (deployment, changes) = self
             .authn
             .store()
             .set_deployment_auth(&name, r.public_auth, r.private_auth)
-            .await
-            .map_err(store_error)?;
+            .await?;
         self.invalidate(&changes).await;
         info!(deployment = %name, public_auth = deployment.public_auth,
               private_auth = deployment.private_auth, by = %caller.id, "deployment auth changed");
@@ -464,7 +438,7 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
         let plane = parse_plane(r.plane)?;
-        let scope = KeyScope::parse(plane, &r.scope).map_err(Status::invalid_argument)?;
+        let scope = KeyScope::parse(plane, &r.scope).map_err(bad_input)?;
         let bearer = self.bearer(&caller, &r.bearer).await?;
         // A key for oneself reaches no further than one's own policies; a key for another
         // principal needs IAM management (and its decisions still follow that bearer's policies).
@@ -490,15 +464,11 @@ impl Admin for AdminService {
         }
         let expires_at = parse_expiry(r.expiry).flatten();
         if expires_at.is_some_and(|at| at <= now_unix()) {
-            return Err(Status::invalid_argument("the expiry is in the past"));
+            return Err(bad_input("the expiry is in the past"));
         }
         let id = token::generate_key_id();
         let minted = token::generate(plane, &id);
-        let secret_hash = self
-            .authn
-            .hash_secret(&minted.secret)
-            .await
-            .map_err(|_| Status::internal("hashing failed"))?;
+        let secret_hash = self.authn.hash_secret(&minted.secret).await?;
         let (key, changes) = self
             .authn
             .store()
@@ -511,8 +481,7 @@ impl Admin for AdminService {
                 secret_hash,
                 expires_at,
             })
-            .await
-            .map_err(store_error)?;
+            .await?;
         self.invalidate(&changes).await;
         info!(key_id = %key.id, plane = %plane, by = %caller.id, "key created");
         Ok(Response::new(pb::CreateKeyResponse {
@@ -528,14 +497,13 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let project = request.get_ref().project.as_str();
         if !project.is_empty() {
-            validate_slug("project", project).map_err(Status::invalid_argument)?;
+            validate_slug("project", project).map_err(bad_input)?;
         }
         let keys = self
             .authn
             .store()
             .list_keys((!project.is_empty()).then_some(project))
-            .await
-            .map_err(store_error)?
+            .await?
             .iter()
             .filter(|k| ensure_key_access(&caller, k).is_ok())
             .map(|k| self.key_pb(k))
@@ -561,7 +529,7 @@ impl Admin for AdminService {
         self.visible_key(&caller, &r.id).await?;
         let targets = |list: &[String]| -> Result<Vec<DataTarget>, Status> {
             list.iter()
-                .map(|s| s.parse::<DataTarget>().map_err(Status::invalid_argument))
+                .map(|s| s.parse::<DataTarget>().map_err(bad_input))
                 .collect()
         };
         let update = KeyUpdate {
@@ -574,12 +542,7 @@ impl Admin for AdminService {
         for target in update.attach.iter().chain(&update.detach) {
             ensure_project_access(&caller, target.project())?;
         }
-        let (key, changes) = self
-            .authn
-            .store()
-            .update_key(&r.id, update)
-            .await
-            .map_err(store_error)?;
+        let (key, changes) = self.authn.store().update_key(&r.id, update).await?;
         self.invalidate(&changes).await;
         info!(key_id = %key.id, by = %caller.id, "key updated");
         Ok(Response::new(self.key_pb(&key)))
@@ -592,12 +555,7 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let id = &request.get_ref().id;
         self.visible_key(&caller, id).await?;
-        let (key, changes) = self
-            .authn
-            .store()
-            .revoke_key(id)
-            .await
-            .map_err(store_error)?;
+        let (key, changes) = self.authn.store().revoke_key(id).await?;
         self.invalidate(&changes).await;
         info!(key_id = %key.id, by = %caller.id, "key revoked");
         Ok(Response::new(self.key_pb(&key)))
@@ -612,32 +570,25 @@ impl Admin for AdminService {
         let key = self.visible_key(&caller, &r.id).await?;
         let now = now_unix();
         if key.revoked_at.is_some() || key.is_expired(now) {
-            return Err(Status::failed_precondition(format!(
+            return Err(precondition(format!(
                 "key {} is revoked or expired; create a new key instead",
                 key.id
             )));
         }
         if r.grace_seconds > MAX_GRACE_SECONDS {
-            return Err(Status::invalid_argument(
-                "the grace period is at most 30 days",
-            ));
+            return Err(bad_input("the grace period is at most 30 days"));
         }
         let grace_until = (r.grace_seconds > 0).then(|| {
             let until = now + r.grace_seconds as i64;
             key.expires_at.map_or(until, |expiry| until.min(expiry))
         });
         let minted = token::generate(key.plane(), &key.id);
-        let secret_hash = self
-            .authn
-            .hash_secret(&minted.secret)
-            .await
-            .map_err(|_| Status::internal("hashing failed"))?;
+        let secret_hash = self.authn.hash_secret(&minted.secret).await?;
         let (key, changes) = self
             .authn
             .store()
             .rotate_key(&key.id, &secret_hash, grace_until)
-            .await
-            .map_err(store_error)?;
+            .await?;
         self.invalidate(&changes).await;
         info!(key_id = %key.id, grace_seconds = r.grace_seconds, by = %caller.id, "key rotated");
         Ok(Response::new(pb::CreateKeyResponse {
@@ -653,12 +604,7 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let id = &request.get_ref().id;
         self.visible_key(&caller, id).await?;
-        let changes = self
-            .authn
-            .store()
-            .delete_key(id)
-            .await
-            .map_err(store_error)?;
+        let changes = self.authn.store().delete_key(id).await?;
         self.invalidate(&changes).await;
         info!(key_id = %id, by = %caller.id, "key deleted");
         Ok(Response::new(pb::DeleteKeyResponse {}))
@@ -670,7 +616,7 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         caller.manage_iam()?;
         let email = request.get_ref().email.trim().to_owned();
-        iam::validate_email(&email).map_err(Status::invalid_argument)?;
+        iam::validate_email(&email).map_err(bad_input)?;
         self.add_principal(&caller, PrincipalRef::User(email)).await
     }
 
@@ -681,7 +627,7 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         caller.manage_iam()?;
         let name = request.get_ref().name.trim().to_owned();
-        iam::validate_app_name(&name).map_err(Status::invalid_argument)?;
+        iam::validate_app_name(&name).map_err(bad_input)?;
         self.add_principal(&caller, PrincipalRef::App(name)).await
     }
 
@@ -693,11 +639,10 @@ impl Admin for AdminService {
         caller.manage_iam()?;
         let kind = request.get_ref().kind.as_str();
         let store = self.authn.store();
-        let counts = store.key_counts().await.map_err(store_error)?;
+        let counts = store.key_counts().await?;
         let principals = store
             .list_principals()
-            .await
-            .map_err(store_error)?
+            .await?
             .into_iter()
             .filter(|p| kind.is_empty() || p.kind.as_str() == kind)
             .map(|p| principal_to_pb(&p, counts.get(&p.id).copied().unwrap_or(0)))
@@ -711,17 +656,12 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::RemovePrincipalResponse>, Status> {
         let caller = self.caller(&request).await?;
         caller.manage_iam()?;
-        let target: PrincipalRef = request
-            .get_ref()
-            .principal
-            .parse()
-            .map_err(Status::invalid_argument)?;
+        let target: PrincipalRef = request.get_ref().principal.parse().map_err(bad_input)?;
         let changes = self
             .authn
             .store()
             .apply_ops(&[Op::RemovePrincipal(target.clone())])
-            .await
-            .map_err(store_error)?;
+            .await?;
         self.invalidate(&changes).await;
         let keys_deleted = changes
             .iter()
@@ -752,7 +692,7 @@ impl Admin for AdminService {
         request: Request<pb::ListPermissionSetsRequest>,
     ) -> Result<Response<pb::ListPermissionSetsResponse>, Status> {
         self.caller(&request).await?;
-        let state = self.authn.store().load_state().await.map_err(store_error)?;
+        let state = self.authn.store().load_state().await?;
         let mut permission_sets: Vec<pb::PermissionSet> = iam::BUILTIN_SETS
             .iter()
             .map(|name| {
@@ -790,7 +730,7 @@ impl Admin for AdminService {
             state
                 .permission_sets
                 .remove(&name)
-                .ok_or_else(|| Status::not_found(format!("permission set {name} not found")))?;
+                .ok_or_else(|| not_found(format_args!("permission set {name}")))?;
             let users: Vec<&str> = state
                 .policies
                 .values()
@@ -798,7 +738,7 @@ impl Admin for AdminService {
                 .map(|p| p.name.as_str())
                 .collect();
             if !users.is_empty() {
-                return Err(Status::failed_precondition(format!(
+                return Err(precondition(format!(
                     "permission set {name} is used by policies {}",
                     users.join(", ")
                 )));
@@ -832,7 +772,7 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         caller.manage_iam()?;
         let principal = request.get_ref().principal.as_str();
-        let state = self.authn.store().load_state().await.map_err(store_error)?;
+        let state = self.authn.store().load_state().await?;
         let policies = state
             .policies
             .values()
@@ -857,7 +797,7 @@ impl Admin for AdminService {
                 .policies
                 .remove(&name)
                 .map(|_| ())
-                .ok_or_else(|| Status::not_found(format!("policy {name} not found")))
+                .ok_or_else(|| not_found(format_args!("policy {name}")))
         })
         .await?;
         Ok(Response::new(pb::DeletePolicyResponse {}))
@@ -869,18 +809,16 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Workload>, Status> {
         let caller = self.caller(&request).await?;
         let w = request.get_ref().clone();
-        validate_slug("workload", &w.id).map_err(Status::invalid_argument)?;
-        validate_slug("project", &w.project).map_err(Status::invalid_argument)?;
+        validate_slug("workload", &w.id).map_err(bad_input)?;
+        validate_slug("project", &w.project).map_err(bad_input)?;
         caller.may(Action::DeploymentsWrite, Place::Project(&w.project))?;
         let (id, project) = (w.id.clone(), w.project.clone());
         self.mutate(&caller, move |state| {
             if state.workloads.contains_key(&id) {
-                return Err(Status::already_exists(format!(
-                    "workload {id} already exists"
-                )));
+                return Err(conflict(format_args!("workload {id}")));
             }
             if !state.projects.contains(&project) {
-                return Err(Status::not_found(format!("project {project} not found")));
+                return Err(not_found(format_args!("project {project}")));
             }
             state.workloads.insert(id, project);
             Ok(())
@@ -895,7 +833,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
         let caller = self.caller(&request).await?;
         let project = request.get_ref().project.as_str();
-        let state = self.authn.store().load_state().await.map_err(store_error)?;
+        let state = self.authn.store().load_state().await?;
         let workloads = state
             .workloads
             .into_iter()
@@ -916,13 +854,12 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::DeleteWorkloadResponse>, Status> {
         let caller = self.caller(&request).await?;
         let id = request.get_ref().id.clone();
-        let not_found = || Status::not_found(format!("workload {id} not found"));
+        let not_found = || not_found(format_args!("workload {id}"));
         let project = self
             .authn
             .store()
             .workload_project(&id)
-            .await
-            .map_err(store_error)?
+            .await?
             .ok_or_else(not_found)?;
         // Another project's workload reads as absent.
         ensure_project_access(&caller, &project).map_err(|_| not_found())?;
@@ -942,18 +879,17 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         caller.manage_iam()?;
         let r = request.get_ref();
-        let file =
-            declare::parse(&r.document).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let file = declare::parse(&r.document).map_err(|e| bad_input(e.to_string()))?;
         let store = self.authn.store();
-        let current = store.load_state().await.map_err(store_error)?;
+        let current = store.load_state().await?;
         let desired = file
             .resolve(&current, r.prune)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(|e| bad_input(e.to_string()))?;
         let ops = declare::diff(&current, &desired);
         let changes: Vec<String> = ops.iter().map(Op::describe).collect();
         let applied = !r.dry_run && !ops.is_empty();
         if applied {
-            let written = store.apply_ops(&ops).await.map_err(store_error)?;
+            let written = store.apply_ops(&ops).await?;
             self.invalidate(&written).await;
             info!(changes = ops.len(), by = %caller.id, "state applied");
         }
@@ -966,7 +902,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ExportResponse>, Status> {
         let caller = self.caller(&request).await?;
         caller.manage_iam()?;
-        let state = self.authn.store().load_state().await.map_err(store_error)?;
+        let state = self.authn.store().load_state().await?;
         Ok(Response::new(pb::ExportResponse {
             document: declare::render(&state),
         }))
@@ -982,12 +918,12 @@ impl AdminService {
         change: impl FnOnce(&mut State) -> Result<(), Status>,
     ) -> Result<Vec<Change>, Status> {
         let store = self.authn.store();
-        let current = store.load_state().await.map_err(store_error)?;
+        let current = store.load_state().await?;
         let mut desired = current.clone();
         change(&mut desired)?;
-        declare::validate(&desired).map_err(|(_, message)| Status::invalid_argument(message))?;
+        declare::validate(&desired).map_err(|(_, message)| bad_input(message))?;
         let ops = declare::diff(&current, &desired);
-        let changes = store.apply_ops(&ops).await.map_err(store_error)?;
+        let changes = store.apply_ops(&ops).await?;
         self.invalidate(&changes).await;
         for op in &ops {
             info!(change = %op.describe(), by = %caller.id, "iam change");
@@ -1000,16 +936,15 @@ impl AdminService {
         if bearer.is_empty() {
             return Ok(caller.principal.id);
         }
-        let r: PrincipalRef = bearer.parse().map_err(Status::invalid_argument)?;
+        let r: PrincipalRef = bearer.parse().map_err(bad_input)?;
         let principal = self
             .authn
             .store()
             .principal_by_ref(&r)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| Status::not_found(format!("principal {r} not found")))?;
+            .await?
+            .ok_or_else(|| not_found(format_args!("principal {r}")))?;
         if principal.id != caller.principal.id && !caller.is_iam_manager() {
-            return Err(Status::permission_denied(
+            return Err(permission_denied(
                 "missing permission iam.manage on the organization",
             ));
         }
@@ -1027,15 +962,11 @@ impl AdminService {
                 PrincipalRef::User(email) => (&mut state.members, email, "member"),
                 PrincipalRef::App(name) => (&mut state.applications, name, "application"),
                 _ => {
-                    return Err(Status::invalid_argument(
-                        "only members and applications are added",
-                    ));
+                    return Err(bad_input("only members and applications are added"));
                 }
             };
             if !set.insert(name.clone()) {
-                return Err(Status::already_exists(format!(
-                    "{what} {name} already exists"
-                )));
+                return Err(conflict(format_args!("{what} {name}")));
             }
             Ok(())
         })
@@ -1048,9 +979,8 @@ impl AdminService {
             .authn
             .store()
             .principal_by_ref(r)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| Status::not_found(format!("principal {r} not found")))?;
+            .await?
+            .ok_or_else(|| not_found(format_args!("principal {r}")))?;
         Ok(principal_to_pb(&p, 0))
     }
 }
@@ -1070,20 +1000,20 @@ fn principal_to_pb(p: &Principal, keys: i64) -> pb::Principal {
 }
 
 fn permission_set_from_pb(s: &pb::PermissionSet) -> Result<PermissionSet, Status> {
-    iam::validate_set_name(&s.name).map_err(Status::invalid_argument)?;
+    iam::validate_set_name(&s.name).map_err(bad_input)?;
     let mut actions = s
         .actions
         .iter()
         .map(|a| a.parse::<Action>())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(Status::invalid_argument)?;
+        .map_err(bad_input)?;
     actions.sort();
     actions.dedup();
     let mut includes = s.includes.clone();
     includes.sort();
     includes.dedup();
     if actions.is_empty() && includes.is_empty() {
-        return Err(Status::invalid_argument(
+        return Err(bad_input(
             "a permission set needs at least one action or include",
         ));
     }
@@ -1107,7 +1037,7 @@ fn permission_set_pb(s: &PermissionSet, builtin: bool) -> pb::PermissionSet {
 
 /// Protobuf stops here: a rule is checked exactly like one from an `apply` file.
 fn rule_from_pb(r: &pb::Rule) -> Result<Rule, Status> {
-    let bad = |m: String| Status::invalid_argument(m);
+    let bad = |m: String| bad_input(m);
     let scope = match (r.projects.is_empty(), r.all_projects, r.organization) {
         (false, false, false) => {
             let mut p = r.projects.clone();
@@ -1167,17 +1097,14 @@ fn rule_from_pb(r: &pb::Rule) -> Result<Rule, Status> {
 }
 
 fn policy_from_pb(p: &pb::Policy) -> Result<Policy, Status> {
-    iam::validate_policy_name(&p.name).map_err(Status::invalid_argument)?;
+    iam::validate_policy_name(&p.name).map_err(bad_input)?;
     let principal = if p.principal.is_empty() {
         None
     } else {
-        Some(p.principal.parse().map_err(Status::invalid_argument)?)
+        Some(p.principal.parse().map_err(bad_input)?)
     };
     if p.rules.is_empty() {
-        return Err(Status::invalid_argument(format!(
-            "policy {} has no rules",
-            p.name
-        )));
+        return Err(bad_input(format!("policy {} has no rules", p.name)));
     }
     Ok(Policy {
         name: p.name.clone(),
@@ -1250,9 +1177,8 @@ impl AdminService {
             .authn
             .store()
             .get_key(id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| Status::not_found(format!("key {id} not found")))?;
+            .await?
+            .ok_or_else(|| not_found(format_args!("key {id}")))?;
         ensure_key_access(caller, &key)?;
         Ok(key)
     }

@@ -33,11 +33,6 @@ pub const HEADER_KEY_ID: &str = "x-keyward-key-id";
 pub const HEADER_PRINCIPAL: &str = "x-keyward-principal";
 pub const HEADER_PROJECT: &str = "x-keyward-project";
 pub const HEADER_DEPLOYMENT: &str = "x-keyward-deployment";
-/// The dynamic metadata namespace is the filter's own; Envoy's access log reads it as
-/// `%DYNAMIC_METADATA(envoy.filters.http.ext_authz)%`.
-const GRPC_OK: i32 = 0;
-const GRPC_PERMISSION_DENIED: i32 = 7;
-const GRPC_UNAUTHENTICATED: i32 = 16;
 
 /// Why the route itself cannot be decided on: the Envoy configuration is wrong, not the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -372,21 +367,15 @@ impl Authorization for CheckService {
     ) -> Result<Response<CheckResponse>, Status> {
         match self.check_request(request.get_ref()).await {
             Ok(response) => Ok(Response::new(response)),
-            Err(Undecidable::Overloaded) => {
-                self.shed.note(None);
-                Err(Status::resource_exhausted("keyward is overloaded"))
-            }
-            Err(Undecidable::KeyOverloaded(key_id)) => {
-                self.shed.note(Some(&key_id));
-                Err(Status::resource_exhausted("keyward is overloaded"))
-            }
-            Err(error @ Undecidable::Storage(_)) => {
-                warn!(%error, "cannot decide; Envoy will answer its status_on_error");
-                Err(Status::unavailable("storage unavailable"))
-            }
-            Err(error @ Undecidable::Internal(_)) => {
-                warn!(%error, "cannot decide; Envoy will answer its status_on_error");
-                Err(Status::internal("internal error"))
+            Err(error) => {
+                match &error {
+                    Undecidable::Overloaded => self.shed.note(None),
+                    Undecidable::KeyOverloaded(key_id) => self.shed.note(Some(key_id)),
+                    Undecidable::Storage(_) | Undecidable::Internal(_) => {
+                        warn!(%error, "cannot decide; Envoy will answer its status_on_error")
+                    }
+                }
+                Err(Status::from(error))
             }
         }
     }
@@ -441,7 +430,7 @@ fn allowed(route: &Route<'_>, grant: Grant<'_>, sources: &[String]) -> CheckResp
     }
     CheckResponse {
         status: Some(rpc::Status {
-            code: GRPC_OK,
+            code: crate::errors::check_code(true, false),
             ..Default::default()
         }),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
@@ -523,11 +512,7 @@ pub fn error_body(message: &str, kind: &str, code: &str) -> String {
 }
 
 fn deny_response(status: u16, headers: Vec<HeaderValueOption>, body: String) -> CheckResponse {
-    let grpc_code = if status == 401 {
-        GRPC_UNAUTHENTICATED
-    } else {
-        GRPC_PERMISSION_DENIED
-    };
+    let grpc_code = crate::errors::check_code(false, status == 401);
     let http_code = match status {
         401 => HttpStatusCode::Unauthorized,
         _ => HttpStatusCode::Forbidden,

@@ -29,6 +29,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod declare;
+pub mod errors;
 pub mod hashing;
 pub mod iam;
 pub mod model;
