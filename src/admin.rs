@@ -28,15 +28,15 @@ use crate::errors::{
     bad_input, conflict, not_found, permission_denied, precondition, unauthenticated,
 };
 use crate::iam::{
-    self, Action, Conditions, Evaluation, Facts, Grants, PermissionSet, Place, Policy,
-    PrincipalRef, Rule, RuleScope, UserAgentMatch,
+    self, Action, Conditions, Facts, Grants, PermissionSet, Place, Policy, PrincipalRef, Rule,
+    RuleScope, UserAgentMatch,
 };
 use crate::model::validate_slug;
 use crate::model::{ApiKey, DataTarget, Deployment, DeploymentName, KeyDetails, KeyScope, Plane};
 use crate::model::{Principal, PrincipalKind};
 use crate::pb::admin_server::Admin;
 use crate::pb::{self, expiry};
-use crate::policy;
+use crate::policy::{self, Bearer};
 use crate::store::{Change, KeyUpdate, NewKey, now_unix};
 use crate::token::{self, Token};
 
@@ -123,7 +123,7 @@ impl AdminService {
             Authenticated::Key(entry) => entry,
             Authenticated::Invalid(_) => return Err(invalid()),
         };
-        if entry.key.revoked_at.is_some() || entry.key.is_expired(now) {
+        if policy::validity(entry.key.revoked_at, entry.key.expires_at, now).is_err() {
             return Err(invalid());
         }
         self.authn.last_used().touch(&entry.key.id, now);
@@ -137,6 +137,7 @@ impl AdminService {
                 .get("user-agent")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
+            now,
         })
     }
 
@@ -147,12 +148,13 @@ impl AdminService {
     }
 }
 
-/// An authenticated admin caller.
+/// An authenticated admin caller: what [`policy::Bearer`] is made of, owned.
 struct Caller {
     entry: Arc<KeyEntry>,
     grants: Arc<Grants>,
     source_ip: Option<IpAddr>,
     user_agent: Option<String>,
+    now: i64,
 }
 
 impl std::ops::Deref for Caller {
@@ -163,91 +165,29 @@ impl std::ops::Deref for Caller {
 }
 
 impl Caller {
-    fn evaluate(&self, action: Action, place: Place<'_>) -> Evaluation {
-        let facts = Facts {
-            source_ip: self.source_ip,
-            user_agent: self.user_agent.as_deref(),
-            now: now_unix(),
-        };
-        policy::permits(&self.entry.key, &self.grants, action, place, &facts)
+    fn bearer(&self) -> Bearer<'_> {
+        Bearer {
+            key: &self.entry.key,
+            grants: &self.grants,
+            facts: Facts {
+                source_ip: self.source_ip,
+                user_agent: self.user_agent.as_deref(),
+                now: self.now,
+            },
+        }
     }
 
-    /// Whether the bearer holds IAM management (the owner does).
-    fn is_iam_manager(&self) -> bool {
-        matches!(
-            self.evaluate(Action::IamManage, Place::Organization),
-            Evaluation::Granted { .. }
-        )
-    }
-
-    /// The key's own scope first, then the bearer's policies; IAM managers may do everything
-    /// their key's scope reaches.
+    /// [`Bearer::may`], logged when denied.
     fn may(&self, action: Action, place: Place<'_>) -> Result<(), Status> {
-        match place {
-            Place::Project(p) => ensure_project_access(self, p)?,
-            Place::Organization => ensure_organization_access(self)?,
-        }
-        let evaluation = self.evaluate(action, place);
-        if matches!(evaluation, Evaluation::Granted { .. }) || self.is_iam_manager() {
-            return Ok(());
-        }
-        debug!(key_id = %self.entry.key.id, ?evaluation, action = %action, ?place, "admin call denied");
-        let on = match place {
-            Place::Project(p) => format!("project {p}"),
-            Place::Organization => "the organization".to_owned(),
-        };
-        Err(permission_denied(match evaluation {
-            Evaluation::ConditionsFailed(_) => {
-                "request did not satisfy the policy conditions".to_owned()
-            }
-            _ => format!("missing permission {action} on {on}"),
-        }))
+        self.bearer().may(action, place).map_err(|denied| {
+            debug!(key_id = %self.entry.key.id, ?denied, action = %action, ?place, "admin call denied");
+            Status::from(denied)
+        })
     }
 
     /// IAM management needs an organization-wide key and `iam.manage`.
     fn manage_iam(&self) -> Result<(), Status> {
         self.may(Action::IamManage, Place::Organization)
-    }
-}
-
-/// A control key scoped to one project may act only inside it.
-fn ensure_project_access(caller: &ApiKey, project: &str) -> Result<(), Status> {
-    match &caller.scope {
-        KeyScope::ControlOrganization => Ok(()),
-        KeyScope::ControlProject(p) if p == project => Ok(()),
-        _ => Err(permission_denied(format!(
-            "this control key is not scoped to project {project}"
-        ))),
-    }
-}
-
-fn ensure_organization_access(caller: &ApiKey) -> Result<(), Status> {
-    match caller.scope {
-        KeyScope::ControlOrganization => Ok(()),
-        _ => Err(permission_denied(
-            "this control key is scoped to one project; organization-wide changes need an organization key",
-        )),
-    }
-}
-
-/// A key is manageable by the caller when every project its scope reaches is within the
-/// caller's key, and it is the caller's own bearer's key or the caller manages IAM.
-fn ensure_key_access(caller: &Caller, key: &ApiKey) -> Result<(), Status> {
-    if key.principal.id != caller.principal.id && !caller.is_iam_manager() {
-        return Err(not_found(format_args!("key {}", key.id)));
-    }
-    let within = match (&caller.scope, &key.scope) {
-        (KeyScope::ControlOrganization, _) => true,
-        (KeyScope::ControlProject(p), KeyScope::Data(targets)) => {
-            targets.iter().all(|t| t.project() == p)
-        }
-        (KeyScope::ControlProject(p), KeyScope::ControlProject(q)) => p == q,
-        _ => false,
-    };
-    if within {
-        Ok(())
-    } else {
-        Err(not_found(format_args!("key {}", key.id)))
     }
 }
 
@@ -351,7 +291,7 @@ impl Admin for AdminService {
             .list_projects()
             .await?
             .into_iter()
-            .filter(|(slug, _)| ensure_project_access(&caller, slug).is_ok())
+            .filter(|(slug, _)| policy::reaches(&caller, Place::Project(slug)).is_ok())
             .map(|(slug, created_at)| pb::Project { slug, created_at })
             .collect();
         Ok(Response::new(pb::ListProjectsResponse { projects }))
@@ -440,28 +380,9 @@ impl Admin for AdminService {
         let plane = parse_plane(r.plane)?;
         let scope = KeyScope::parse(plane, &r.scope).map_err(bad_input)?;
         let bearer = self.bearer(&caller, &r.bearer).await?;
-        // A key for oneself reaches no further than one's own policies; a key for another
-        // principal needs IAM management (and its decisions still follow that bearer's policies).
-        let own = bearer == caller.principal.id;
-        match &scope {
-            KeyScope::Data(targets) => {
-                for target in targets.iter() {
-                    if own {
-                        caller.may(Action::InferenceCall, Place::Project(target.project()))?;
-                    } else {
-                        ensure_project_access(&caller, target.project())?;
-                    }
-                }
-            }
-            KeyScope::ControlProject(project) => {
-                if own {
-                    caller.may(Action::DeploymentsRead, Place::Project(project))?;
-                } else {
-                    ensure_project_access(&caller, project)?;
-                }
-            }
-            KeyScope::ControlOrganization => ensure_organization_access(&caller)?,
-        }
+        caller
+            .bearer()
+            .may_mint(bearer == caller.principal.id, &scope)?;
         let expires_at = parse_expiry(r.expiry).flatten();
         if expires_at.is_some_and(|at| at <= now_unix()) {
             return Err(bad_input("the expiry is in the past"));
@@ -505,7 +426,7 @@ impl Admin for AdminService {
             .list_keys((!project.is_empty()).then_some(project))
             .await?
             .iter()
-            .filter(|k| ensure_key_access(&caller, k).is_ok())
+            .filter(|k| caller.bearer().may_manage_key(k).is_ok())
             .map(|k| self.key_pb(k))
             .collect();
         Ok(Response::new(pb::ListKeysResponse { keys }))
@@ -539,9 +460,9 @@ impl Admin for AdminService {
             detach: targets(&r.detach)?,
             expires_at: parse_expiry(r.expiry),
         };
-        for target in update.attach.iter().chain(&update.detach) {
-            ensure_project_access(&caller, target.project())?;
-        }
+        caller
+            .bearer()
+            .may_retarget(update.attach.iter().chain(&update.detach))?;
         let (key, changes) = self.authn.store().update_key(&r.id, update).await?;
         self.invalidate(&changes).await;
         info!(key_id = %key.id, by = %caller.id, "key updated");
@@ -569,7 +490,7 @@ impl Admin for AdminService {
         let r = request.get_ref();
         let key = self.visible_key(&caller, &r.id).await?;
         let now = now_unix();
-        if key.revoked_at.is_some() || key.is_expired(now) {
+        if policy::validity(key.revoked_at, key.expires_at, now).is_err() {
             return Err(precondition(format!(
                 "key {} is revoked or expired; create a new key instead",
                 key.id
@@ -578,10 +499,7 @@ impl Admin for AdminService {
         if r.grace_seconds > MAX_GRACE_SECONDS {
             return Err(bad_input("the grace period is at most 30 days"));
         }
-        let grace_until = (r.grace_seconds > 0).then(|| {
-            let until = now + r.grace_seconds as i64;
-            key.expires_at.map_or(until, |expiry| until.min(expiry))
-        });
+        let grace_until = policy::grace_until(now, r.grace_seconds, key.expires_at);
         let minted = token::generate(key.plane(), &key.id);
         let secret_hash = self.authn.hash_secret(&minted.secret).await?;
         let (key, changes) = self
@@ -861,8 +779,7 @@ impl Admin for AdminService {
             .workload_project(&id)
             .await?
             .ok_or_else(not_found)?;
-        // Another project's workload reads as absent.
-        ensure_project_access(&caller, &project).map_err(|_| not_found())?;
+        caller.bearer().may_see_workload(&id, &project)?;
         caller.may(Action::DeploymentsWrite, Place::Project(&project))?;
         self.mutate(&caller, |state| {
             state.workloads.remove(&id);
@@ -943,11 +860,7 @@ impl AdminService {
             .principal_by_ref(&r)
             .await?
             .ok_or_else(|| not_found(format_args!("principal {r}")))?;
-        if principal.id != caller.principal.id && !caller.is_iam_manager() {
-            return Err(permission_denied(
-                "missing permission iam.manage on the organization",
-            ));
-        }
+        caller.bearer().may_bear(&principal)?;
         Ok(principal.id)
     }
 
@@ -1179,7 +1092,7 @@ impl AdminService {
             .get_key(id)
             .await?
             .ok_or_else(|| not_found(format_args!("key {id}")))?;
-        ensure_key_access(caller, &key)?;
+        caller.bearer().may_manage_key(&key)?;
         Ok(key)
     }
 }

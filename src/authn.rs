@@ -21,7 +21,7 @@ use crate::config;
 use crate::hashing::Hasher;
 use crate::iam::Grants;
 use crate::model::{ApiKey, Deployment, PrincipalKind};
-use crate::policy::InvalidReason;
+use crate::policy::{self, InvalidReason};
 use crate::store::{Store, StoreError};
 use crate::token::Token;
 use crate::usage::LastUsed;
@@ -248,7 +248,7 @@ impl Authenticator {
         match entry.proven(&cache_key) {
             Some(Proven::Current) => return Ok(Authenticated::Key(entry.clone())),
             Some(Proven::Previous { valid_until }) => {
-                return Ok(if now < valid_until {
+                return Ok(if policy::within_grace(valid_until, now) {
                     Authenticated::Key(entry.clone())
                 } else {
                     Authenticated::Invalid(InvalidReason::RotatedOut)
@@ -306,7 +306,7 @@ impl Authenticator {
         let previous: Option<Arc<str>> = key
             .previous_secret
             .as_ref()
-            .filter(|p| now < p.valid_until)
+            .filter(|p| policy::within_grace(p.valid_until, now))
             .map(|p| p.hash.clone());
         let init = async {
             let share = PerKeyBudget::claim(&self.per_key, key_id)
@@ -417,7 +417,7 @@ fn judge(verdict: &Verdict, entry: &Arc<KeyEntry>, now: i64) -> Option<Authentic
         Verdict::Match(phc) if *phc == key.secret_hash => Some(Authenticated::Key(entry.clone())),
         Verdict::Match(phc) => {
             let previous = key.previous_secret.as_ref().filter(|p| *phc == p.hash)?;
-            Some(if now < previous.valid_until {
+            Some(if policy::within_grace(previous.valid_until, now) {
                 Authenticated::Key(entry.clone())
             } else {
                 Authenticated::Invalid(InvalidReason::RotatedOut)

@@ -8,6 +8,7 @@
 use tonic::{Code, Status};
 
 use crate::authn::Undecidable;
+use crate::policy::AccessDenied;
 use crate::store::StoreError;
 
 /// Why keyward could not decide. Envoy answers its `status_on_error` for any of these.
@@ -39,6 +40,16 @@ impl From<StoreError> for Status {
                 tracing::warn!(%detail, "storage error");
                 storage_unavailable()
             }
+        }
+    }
+}
+
+/// A refused admin call. What the caller may not know exists reads as absent.
+impl From<AccessDenied> for Status {
+    fn from(denied: AccessDenied) -> Self {
+        match denied {
+            AccessDenied::Hidden { .. } => Status::new(Code::NotFound, denied.to_string()),
+            _ => permission_denied(denied.to_string()),
         }
     }
 }
