@@ -23,7 +23,9 @@ use tracing::{debug, info, warn};
 
 use crate::authn::{Authenticated, Authenticator, Undecidable};
 use crate::cache::KeyEntry;
+use crate::config;
 use crate::declare::{self, Op, State};
+use crate::directory::Directory;
 use crate::errors::{
     bad_input, conflict, not_found, permission_denied, precondition, unauthenticated,
 };
@@ -37,8 +39,10 @@ use crate::model::{Principal, PrincipalKind};
 use crate::pb::admin_server::Admin;
 use crate::pb::{self, expiry};
 use crate::policy::{self, Bearer};
-use crate::store::{Change, KeyUpdate, NewKey, now_unix};
+use crate::services::Services;
+use crate::store::{Change, KeyUpdate, NewKey, Store, now_unix};
 use crate::token::{self, Token};
+use crate::usage::LastUsed;
 
 /// What `keyward init` creates: the owner and an organization-wide control token, shown once.
 pub struct Bootstrap {
@@ -49,16 +53,20 @@ pub struct Bootstrap {
 
 /// Creates the default organization, its owner and the owner's organization-wide control key.
 /// Refuses when the organization exists, so the bootstrap token is minted once.
-pub async fn bootstrap(authn: &Authenticator, owner: &str) -> anyhow::Result<Bootstrap> {
-    let store = authn.store();
+///
+/// Opens no argon2 workers: the one hash it needs runs on one blocking thread.
+pub async fn bootstrap(
+    store: &Store,
+    argon: &config::Argon2,
+    owner: &str,
+) -> anyhow::Result<Bootstrap> {
     let principal = store
         .init_organization(owner)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let key_id = token::generate_key_id();
     let minted = token::generate(Plane::Control, &key_id);
-    let secret_hash = authn
-        .hash_secret(&minted.secret)
+    let secret_hash = crate::authn::hash_once(argon, &minted.secret)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     store
@@ -85,12 +93,21 @@ const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 
 #[derive(Clone)]
 pub struct AdminService {
+    store: Store,
+    directory: Directory,
+    /// Verifies callers' control tokens and hashes new secrets.
     authn: Authenticator,
+    last_used: LastUsed,
 }
 
 impl AdminService {
-    pub fn new(authn: Authenticator) -> Self {
-        AdminService { authn }
+    pub fn new(services: &Services) -> Self {
+        AdminService {
+            store: services.store.clone(),
+            directory: services.directory.clone(),
+            authn: services.authn.clone(),
+            last_used: services.last_used.clone(),
+        }
     }
 
     /// The caller's verified, live control key, its bearer's grants and the request's facts.
@@ -126,8 +143,8 @@ impl AdminService {
         if policy::validity(entry.key.revoked_at, entry.key.expires_at, now).is_err() {
             return Err(invalid());
         }
-        self.authn.last_used().touch(&entry.key.id, now);
-        let grants = self.authn.grants(&entry.key).await.map_err(undecidable)?;
+        self.last_used.touch(&entry.key.id, now);
+        let grants = self.directory.grants(&entry.key).await?;
         Ok(Caller {
             entry,
             grants,
@@ -142,9 +159,7 @@ impl AdminService {
     }
 
     async fn invalidate(&self, changes: &[Change]) {
-        for change in changes {
-            self.authn.caches().apply(change).await;
-        }
+        self.directory.invalidate(changes).await;
     }
 }
 
@@ -274,7 +289,7 @@ impl Admin for AdminService {
         caller.may(Action::ProjectsWrite, Place::Organization)?;
         let slug = &request.get_ref().slug;
         validate_slug("project", slug).map_err(bad_input)?;
-        let (slug, created_at, changes) = self.authn.store().create_project(slug).await?;
+        let (slug, created_at, changes) = self.store.create_project(slug).await?;
         self.invalidate(&changes).await;
         info!(project = %slug, by = %caller.id, "project created");
         Ok(Response::new(pb::Project { slug, created_at }))
@@ -286,8 +301,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ListProjectsResponse>, Status> {
         let caller = self.caller(&request).await?;
         let projects = self
-            .authn
-            .store()
+            .store
             .list_projects()
             .await?
             .into_iter()
@@ -310,8 +324,7 @@ impl Admin for AdminService {
             return Err(bad_input("model must be 1-255 characters"));
         }
         let (deployment, changes) = self
-            .authn
-            .store()
+            .store
             .create_deployment(
                 &name,
                 model,
@@ -334,8 +347,7 @@ impl Admin for AdminService {
             caller.may(Action::DeploymentsRead, Place::Project(project))?;
         }
         let deployments = self
-            .authn
-            .store()
+            .store
             .list_deployments((!project.is_empty()).then_some(project))
             .await?
             .iter()
@@ -361,8 +373,7 @@ impl Admin for AdminService {
             return Err(bad_input("nothing to change: give public and/or private"));
         }
         let (deployment, changes) = self
-            .authn
-            .store()
+            .store
             .set_deployment_auth(&name, r.public_auth, r.private_auth)
             .await?;
         self.invalidate(&changes).await;
@@ -391,8 +402,7 @@ impl Admin for AdminService {
         let minted = token::generate(plane, &id);
         let secret_hash = self.authn.hash_secret(&minted.secret).await?;
         let (key, changes) = self
-            .authn
-            .store()
+            .store
             .create_key(NewKey {
                 id,
                 principal_id: bearer,
@@ -421,8 +431,7 @@ impl Admin for AdminService {
             validate_slug("project", project).map_err(bad_input)?;
         }
         let keys = self
-            .authn
-            .store()
+            .store
             .list_keys((!project.is_empty()).then_some(project))
             .await?
             .iter()
@@ -463,7 +472,7 @@ impl Admin for AdminService {
         caller
             .bearer()
             .may_retarget(update.attach.iter().chain(&update.detach))?;
-        let (key, changes) = self.authn.store().update_key(&r.id, update).await?;
+        let (key, changes) = self.store.update_key(&r.id, update).await?;
         self.invalidate(&changes).await;
         info!(key_id = %key.id, by = %caller.id, "key updated");
         Ok(Response::new(self.key_pb(&key)))
@@ -476,7 +485,7 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let id = &request.get_ref().id;
         self.visible_key(&caller, id).await?;
-        let (key, changes) = self.authn.store().revoke_key(id).await?;
+        let (key, changes) = self.store.revoke_key(id).await?;
         self.invalidate(&changes).await;
         info!(key_id = %key.id, by = %caller.id, "key revoked");
         Ok(Response::new(self.key_pb(&key)))
@@ -503,8 +512,7 @@ impl Admin for AdminService {
         let minted = token::generate(key.plane(), &key.id);
         let secret_hash = self.authn.hash_secret(&minted.secret).await?;
         let (key, changes) = self
-            .authn
-            .store()
+            .store
             .rotate_key(&key.id, &secret_hash, grace_until)
             .await?;
         self.invalidate(&changes).await;
@@ -522,7 +530,7 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let id = &request.get_ref().id;
         self.visible_key(&caller, id).await?;
-        let changes = self.authn.store().delete_key(id).await?;
+        let changes = self.store.delete_key(id).await?;
         self.invalidate(&changes).await;
         info!(key_id = %id, by = %caller.id, "key deleted");
         Ok(Response::new(pb::DeleteKeyResponse {}))
@@ -556,7 +564,7 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         caller.manage_iam()?;
         let kind = request.get_ref().kind.as_str();
-        let store = self.authn.store();
+        let store = &self.store;
         let counts = store.key_counts().await?;
         let principals = store
             .list_principals()
@@ -576,8 +584,7 @@ impl Admin for AdminService {
         caller.manage_iam()?;
         let target: PrincipalRef = request.get_ref().principal.parse().map_err(bad_input)?;
         let changes = self
-            .authn
-            .store()
+            .store
             .apply_ops(&[Op::RemovePrincipal(target.clone())])
             .await?;
         self.invalidate(&changes).await;
@@ -610,7 +617,7 @@ impl Admin for AdminService {
         request: Request<pb::ListPermissionSetsRequest>,
     ) -> Result<Response<pb::ListPermissionSetsResponse>, Status> {
         self.caller(&request).await?;
-        let state = self.authn.store().load_state().await?;
+        let state = self.store.load_state().await?;
         let mut permission_sets: Vec<pb::PermissionSet> = iam::BUILTIN_SETS
             .iter()
             .map(|name| {
@@ -690,7 +697,7 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         caller.manage_iam()?;
         let principal = request.get_ref().principal.as_str();
-        let state = self.authn.store().load_state().await?;
+        let state = self.store.load_state().await?;
         let policies = state
             .policies
             .values()
@@ -751,7 +758,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
         let caller = self.caller(&request).await?;
         let project = request.get_ref().project.as_str();
-        let state = self.authn.store().load_state().await?;
+        let state = self.store.load_state().await?;
         let workloads = state
             .workloads
             .into_iter()
@@ -774,8 +781,7 @@ impl Admin for AdminService {
         let id = request.get_ref().id.clone();
         let not_found = || not_found(format_args!("workload {id}"));
         let project = self
-            .authn
-            .store()
+            .store
             .workload_project(&id)
             .await?
             .ok_or_else(not_found)?;
@@ -797,7 +803,7 @@ impl Admin for AdminService {
         caller.manage_iam()?;
         let r = request.get_ref();
         let file = declare::parse(&r.document).map_err(|e| bad_input(e.to_string()))?;
-        let store = self.authn.store();
+        let store = &self.store;
         let current = store.load_state().await?;
         let desired = file
             .resolve(&current, r.prune)
@@ -819,7 +825,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ExportResponse>, Status> {
         let caller = self.caller(&request).await?;
         caller.manage_iam()?;
-        let state = self.authn.store().load_state().await?;
+        let state = self.store.load_state().await?;
         Ok(Response::new(pb::ExportResponse {
             document: declare::render(&state),
         }))
@@ -834,7 +840,7 @@ impl AdminService {
         caller: &Caller,
         change: impl FnOnce(&mut State) -> Result<(), Status>,
     ) -> Result<Vec<Change>, Status> {
-        let store = self.authn.store();
+        let store = &self.store;
         let current = store.load_state().await?;
         let mut desired = current.clone();
         change(&mut desired)?;
@@ -855,8 +861,7 @@ impl AdminService {
         }
         let r: PrincipalRef = bearer.parse().map_err(bad_input)?;
         let principal = self
-            .authn
-            .store()
+            .store
             .principal_by_ref(&r)
             .await?
             .ok_or_else(|| not_found(format_args!("principal {r}")))?;
@@ -889,8 +894,7 @@ impl AdminService {
 
     async fn principal_pb(&self, r: &PrincipalRef) -> Result<pb::Principal, Status> {
         let p = self
-            .authn
-            .store()
+            .store
             .principal_by_ref(r)
             .await?
             .ok_or_else(|| not_found(format_args!("principal {r}")))?;
@@ -1080,15 +1084,14 @@ pub fn policy_pb(p: &Policy) -> pb::Policy {
 impl AdminService {
     /// The key as stored, with this replica's not yet written last use folded in.
     fn key_pb(&self, key: &ApiKey) -> pb::Key {
-        key_pb(key, self.authn.last_used().pending(&key.id))
+        key_pb(key, self.last_used.pending(&key.id))
     }
 
     /// The key `id` if the caller may manage it; otherwise "not found", so a project-scoped
     /// caller learns nothing about other projects' keys.
     async fn visible_key(&self, caller: &Caller, id: &str) -> Result<ApiKey, Status> {
         let key = self
-            .authn
-            .store()
+            .store
             .get_key(id)
             .await?
             .ok_or_else(|| not_found(format_args!("key {id}")))?;

@@ -24,10 +24,13 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
 use crate::authn::{Authenticated, Authenticator, Undecidable};
+use crate::directory::Directory;
 use crate::model::{Endpoint, Plane};
 use crate::policy::{self, Authentication, Decision, Denial, Grant, InvalidReason, Route, Target};
+use crate::services::Services;
 use crate::store::now_unix;
 use crate::token::{Token, TokenError};
+use crate::usage::LastUsed;
 
 pub const HEADER_KEY_ID: &str = "x-keyward-key-id";
 pub const HEADER_PRINCIPAL: &str = "x-keyward-principal";
@@ -227,7 +230,9 @@ pub fn credential<'a>(headers: RequestHeaders<'a>, sources: &[String]) -> Option
 /// The gRPC `Authorization` service.
 #[derive(Clone)]
 pub struct CheckService {
+    directory: Directory,
     authn: Authenticator,
+    last_used: LastUsed,
     sources: Arc<[String]>,
     shed: Arc<ShedLog>,
 }
@@ -272,9 +277,11 @@ impl ShedLog {
 }
 
 impl CheckService {
-    pub fn new(authn: Authenticator, sources: Vec<String>) -> Self {
+    pub fn new(services: &Services, sources: Vec<String>) -> Self {
         CheckService {
-            authn,
+            directory: services.directory.clone(),
+            authn: services.authn.clone(),
+            last_used: services.last_used.clone(),
             sources: sources.into(),
             shed: Arc::default(),
         }
@@ -295,7 +302,7 @@ impl CheckService {
         let workload_project;
         let route = &match input.route.target {
             Target::Workload { id, .. } => {
-                workload_project = self.authn.workload_project(id).await?;
+                workload_project = self.directory.workload_project(id).await?;
                 Route {
                     target: Target::Workload {
                         id,
@@ -311,7 +318,7 @@ impl CheckService {
                 name,
                 project,
                 slug,
-            } => self.authn.deployment(name, project, slug).await?,
+            } => self.directory.deployment(name, project, slug).await?,
             Target::Project(_) | Target::Workload { .. } => None,
         };
         if !policy::auth_required(route, deployment.as_deref()) {
@@ -334,14 +341,14 @@ impl CheckService {
             }
             Some(Authenticated::Key(entry)) => (
                 Authentication::Verified(&entry.key),
-                self.authn.grants(&entry.key).await?,
+                self.directory.grants(&entry.key).await?,
             ),
         };
         let decision = policy::decide(route, deployment.as_deref(), authentication, &grants, now);
         Ok(match decision {
             Decision::Allow(grant) => {
                 if let Grant::Key(key) = grant {
-                    self.authn.last_used().touch(&key.id, now);
+                    self.last_used.touch(&key.id, now);
                 }
                 allowed(route, grant, &self.sources)
             }

@@ -507,9 +507,9 @@ async fn init(
     if let Some(url) = database {
         config.database.url = url;
     }
-    let authn = crate::server::open(&config).await?;
-    let bootstrap = crate::admin::bootstrap(&authn, owner).await;
-    authn.store().close().await;
+    let store = crate::services::open_store(&config).await?;
+    let bootstrap = crate::admin::bootstrap(&store, &config.argon2, owner).await;
+    store.close().await;
     let crate::admin::Bootstrap {
         principal,
         key_id: id,
