@@ -18,11 +18,11 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = support::config(&dir.path().join("keyward.db"));
     let (service, allowed, denied) = runtime.block_on(async {
-        let (authn, owner) = support::open_seeded(&config).await.expect("seed");
+        let (services, owner) = support::open_seeded(&config).await.expect("seed");
         let tokens = support::real_keys(&config, owner, 0, 1, support::Hashing::DEFAULT)
             .await
             .expect("keys");
-        let service = CheckService::new(authn, config.credentials.sources.clone());
+        let service = CheckService::new(&services, config.credentials.sources.clone());
         let allowed = support::check_request(&tokens[0]);
         // A well-formed token for the same key with a wrong secret: denied, verdict cached.
         let wrong = keyward::token::generate(keyward::model::Plane::Data, "r00000000000").token;

@@ -43,14 +43,14 @@ fn lookup(c: &mut Criterion) {
     for stored in [1_000usize, 1_000_000] {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = support::config(&dir.path().join("keyward.db"));
-        let authn = runtime.block_on(async {
-            let (authn, owner) = support::open_seeded(&config).await.expect("seed");
+        let services = runtime.block_on(async {
+            let (services, owner) = support::open_seeded(&config).await.expect("seed");
             support::filler_keys(&config, owner, stored)
                 .await
                 .expect("filler keys");
-            authn
+            services
         });
-        let store = authn.store().clone();
+        let store = services.store.clone();
         // Spread lookups over the whole id range so the measurement is not one hot page.
         let ids: Vec<String> = (0..1024)
             .map(|i| support::filler_id(i * (stored / 1024)))
@@ -70,7 +70,7 @@ fn lookup(c: &mut Criterion) {
                 }
             })
         });
-        runtime.block_on(authn.store().close());
+        runtime.block_on(services.store.close());
     }
     group.finish();
 }

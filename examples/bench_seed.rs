@@ -31,9 +31,9 @@ async fn main() -> anyhow::Result<()> {
     let database = database.context("--database PATH is required")?;
     let out = out.context("--tokens-out FILE is required")?;
     let config = support::config(std::path::Path::new(&database));
-    let (authn, owner) = support::open_seeded(&config).await?;
+    let (services, owner) = support::open_seeded(&config).await?;
     let tokens = support::real_keys(&config, owner, 0, keys, support::Hashing::DEFAULT).await?;
-    authn.store().close().await;
+    services.store.close().await;
     std::fs::write(&out, tokens.join("\n") + "\n").with_context(|| format!("write {out}"))?;
     if let Some(wrong_out) = wrong_out {
         let key_ids: Vec<String> = tokens

@@ -105,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("keyward.db");
     let config = support::config(&db);
-    let (authn, owner) = support::open_seeded(&config).await?;
+    let (services, owner) = support::open_seeded(&config).await?;
     let cheap = args.keys - args.default_cost;
     let mut tokens = support::real_keys(&config, owner, 0, cheap, support::Hashing::CHEAP).await?;
     tokens.extend(
@@ -118,8 +118,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?,
     );
-    authn.store().close().await;
-    drop(authn);
+    services.store.close().await;
+    drop(services);
 
     let check_port = free_port()?;
     let server = Server(

@@ -80,7 +80,7 @@ async fn replica(
 ) -> anyhow::Result<(
     std::net::SocketAddr,
     std::net::SocketAddr,
-    keyward::authn::Authenticator,
+    keyward::services::Services,
 )> {
     let mut config = Config::default();
     config.database.url = database.to_owned();
@@ -89,14 +89,14 @@ async fn replica(
     config.listen.health = "127.0.0.1:0".parse()?;
     let listeners = Listeners::bind(&config).await?;
     let (check, admin, _) = listeners.local_addrs()?;
-    let authn = server::open(&config).await?;
+    let services = server::open(&config).await?;
     tokio::spawn(server::serve(
         config,
-        authn.clone(),
+        services.clone(),
         listeners,
         std::future::pending(),
     ));
-    Ok((check, admin, authn))
+    Ok((check, admin, services))
 }
 
 fn check_request(token: &str) -> CheckRequest {
@@ -143,9 +143,14 @@ async fn main() -> anyhow::Result<()> {
         Some(url) => url,
         None => fresh_postgres_database().await?,
     };
-    let (check_a, admin_a, authn) = replica(&database).await?;
-    let (check_b, _, authn_b) = replica(&database).await?;
-    let owner = keyward::admin::bootstrap(&authn, "bench-owner").await?;
+    let (check_a, admin_a, services) = replica(&database).await?;
+    let (check_b, _, services_b) = replica(&database).await?;
+    let owner = keyward::admin::bootstrap(
+        &services.store,
+        &keyward::config::Config::default().argon2,
+        "bench-owner",
+    )
+    .await?;
 
     let channel = Channel::from_shared(format!("http://{admin_a}"))?
         .connect()
@@ -175,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
     let mut after_call = Vec::with_capacity(args.revocations);
     let mut polls = 0u64;
     for _ in 0..args.revocations {
-        let seen_by_b = authn_b.caches().applied();
+        let seen_by_b = services_b.directory.caches().applied();
         let created = admin
             .create_key(pb::CreateKeyRequest {
                 plane: pb::Plane::Data as i32,
@@ -186,13 +191,13 @@ async fn main() -> anyhow::Result<()> {
             .into_inner();
         let id = created.key.context("no key")?.id;
         // Warm B only once it has heard of the creation, so the revocation is what evicts it.
-        while authn_b.caches().applied() == seen_by_b {
+        while services_b.directory.caches().applied() == seen_by_b {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         if !allowed(&mut a, &created.token).await? || !allowed(&mut b, &created.token).await? {
             bail!("a fresh key was not allowed");
         }
-        if authn_b.caches().key(&id).await.is_none() {
+        if services_b.directory.caches().key(&id).await.is_none() {
             bail!("replica B does not have the key cached");
         }
         let called = Instant::now();

@@ -23,19 +23,26 @@ use tracing::{debug, info, warn};
 
 use crate::authn::{Authenticated, Authenticator, Undecidable};
 use crate::cache::KeyEntry;
+use crate::config;
 use crate::declare::{self, Op, State};
+use crate::directory::Directory;
+use crate::errors::{
+    bad_input, conflict, not_found, permission_denied, precondition, unauthenticated,
+};
 use crate::iam::{
-    self, Action, Conditions, Evaluation, Facts, Grants, PermissionSet, Place, Policy,
-    PrincipalRef, Rule, RuleScope, UserAgentMatch,
+    self, Action, Conditions, Facts, Grants, PermissionSet, Place, Policy, PrincipalRef, Rule,
+    RuleScope, UserAgentMatch,
 };
 use crate::model::validate_slug;
 use crate::model::{ApiKey, DataTarget, Deployment, DeploymentName, KeyDetails, KeyScope, Plane};
 use crate::model::{Principal, PrincipalKind};
 use crate::pb::admin_server::Admin;
 use crate::pb::{self, expiry};
-use crate::policy;
-use crate::store::{Change, KeyUpdate, NewKey, StoreError, now_unix};
+use crate::policy::{self, Bearer};
+use crate::services::Services;
+use crate::store::{Change, KeyUpdate, NewKey, Store, now_unix};
 use crate::token::{self, Token};
+use crate::usage::LastUsed;
 
 /// What `keyward init` creates: the owner and an organization-wide control token, shown once.
 pub struct Bootstrap {
@@ -46,16 +53,20 @@ pub struct Bootstrap {
 
 /// Creates the default organization, its owner and the owner's organization-wide control key.
 /// Refuses when the organization exists, so the bootstrap token is minted once.
-pub async fn bootstrap(authn: &Authenticator, owner: &str) -> anyhow::Result<Bootstrap> {
-    let store = authn.store();
+///
+/// Opens no argon2 workers: the one hash it needs runs on one blocking thread.
+pub async fn bootstrap(
+    store: &Store,
+    argon: &config::Argon2,
+    owner: &str,
+) -> anyhow::Result<Bootstrap> {
     let principal = store
         .init_organization(owner)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let key_id = token::generate_key_id();
     let minted = token::generate(Plane::Control, &key_id);
-    let secret_hash = authn
-        .hash_secret(&minted.secret)
+    let secret_hash = crate::authn::hash_once(argon, &minted.secret)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     store
@@ -82,12 +93,21 @@ const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 
 #[derive(Clone)]
 pub struct AdminService {
+    store: Store,
+    directory: Directory,
+    /// Verifies callers' control tokens and hashes new secrets.
     authn: Authenticator,
+    last_used: LastUsed,
 }
 
 impl AdminService {
-    pub fn new(authn: Authenticator) -> Self {
-        AdminService { authn }
+    pub fn new(services: &Services) -> Self {
+        AdminService {
+            store: services.store.clone(),
+            directory: services.directory.clone(),
+            authn: services.authn.clone(),
+            last_used: services.last_used.clone(),
+        }
     }
 
     /// The caller's verified, live control key, its bearer's grants and the request's facts.
@@ -101,12 +121,12 @@ impl AdminService {
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             })
             .ok_or_else(|| {
-                Status::unauthenticated("missing control token (authorization: Bearer ik_sdk_…)")
+                unauthenticated("missing control token (authorization: Bearer ik_sdk_…)")
             })?;
-        let invalid = || Status::unauthenticated("invalid control token");
+        let invalid = || unauthenticated("invalid control token");
         let token = Token::parse(presented).map_err(|_| invalid())?;
         if token.plane != Plane::Control {
-            return Err(Status::permission_denied(
+            return Err(permission_denied(
                 "the admin API needs a control-plane token (ik_sdk_…), not a data-plane key",
             ));
         }
@@ -120,11 +140,11 @@ impl AdminService {
             Authenticated::Key(entry) => entry,
             Authenticated::Invalid(_) => return Err(invalid()),
         };
-        if entry.key.revoked_at.is_some() || entry.key.is_expired(now) {
+        if policy::validity(entry.key.revoked_at, entry.key.expires_at, now).is_err() {
             return Err(invalid());
         }
-        self.authn.last_used().touch(&entry.key.id, now);
-        let grants = self.authn.grants(&entry.key).await.map_err(undecidable)?;
+        self.last_used.touch(&entry.key.id, now);
+        let grants = self.directory.grants(&entry.key).await?;
         Ok(Caller {
             entry,
             grants,
@@ -134,22 +154,22 @@ impl AdminService {
                 .get("user-agent")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
+            now,
         })
     }
 
     async fn invalidate(&self, changes: &[Change]) {
-        for change in changes {
-            self.authn.caches().apply(change).await;
-        }
+        self.directory.invalidate(changes).await;
     }
 }
 
-/// An authenticated admin caller.
+/// An authenticated admin caller: what [`policy::Bearer`] is made of, owned.
 struct Caller {
     entry: Arc<KeyEntry>,
     grants: Arc<Grants>,
     source_ip: Option<IpAddr>,
     user_agent: Option<String>,
+    now: i64,
 }
 
 impl std::ops::Deref for Caller {
@@ -160,45 +180,24 @@ impl std::ops::Deref for Caller {
 }
 
 impl Caller {
-    fn evaluate(&self, action: Action, place: Place<'_>) -> Evaluation {
-        let facts = Facts {
-            source_ip: self.source_ip,
-            user_agent: self.user_agent.as_deref(),
-            now: now_unix(),
-        };
-        policy::permits(&self.entry.key, &self.grants, action, place, &facts)
+    fn bearer(&self) -> Bearer<'_> {
+        Bearer {
+            key: &self.entry.key,
+            grants: &self.grants,
+            facts: Facts {
+                source_ip: self.source_ip,
+                user_agent: self.user_agent.as_deref(),
+                now: self.now,
+            },
+        }
     }
 
-    /// Whether the bearer holds IAM management (the owner does).
-    fn is_iam_manager(&self) -> bool {
-        matches!(
-            self.evaluate(Action::IamManage, Place::Organization),
-            Evaluation::Granted { .. }
-        )
-    }
-
-    /// The key's own scope first, then the bearer's policies; IAM managers may do everything
-    /// their key's scope reaches.
+    /// [`Bearer::may`], logged when denied.
     fn may(&self, action: Action, place: Place<'_>) -> Result<(), Status> {
-        match place {
-            Place::Project(p) => ensure_project_access(self, p)?,
-            Place::Organization => ensure_organization_access(self)?,
-        }
-        let evaluation = self.evaluate(action, place);
-        if matches!(evaluation, Evaluation::Granted { .. }) || self.is_iam_manager() {
-            return Ok(());
-        }
-        debug!(key_id = %self.entry.key.id, ?evaluation, action = %action, ?place, "admin call denied");
-        let on = match place {
-            Place::Project(p) => format!("project {p}"),
-            Place::Organization => "the organization".to_owned(),
-        };
-        Err(Status::permission_denied(match evaluation {
-            Evaluation::ConditionsFailed(_) => {
-                "request did not satisfy the policy conditions".to_owned()
-            }
-            _ => format!("missing permission {action} on {on}"),
-        }))
+        self.bearer().may(action, place).map_err(|denied| {
+            debug!(key_id = %self.entry.key.id, ?denied, action = %action, ?place, "admin call denied");
+            Status::from(denied)
+        })
     }
 
     /// IAM management needs an organization-wide key and `iam.manage`.
@@ -207,81 +206,22 @@ impl Caller {
     }
 }
 
-/// A control key scoped to one project may act only inside it.
-fn ensure_project_access(caller: &ApiKey, project: &str) -> Result<(), Status> {
-    match &caller.scope {
-        KeyScope::ControlOrganization => Ok(()),
-        KeyScope::ControlProject(p) if p == project => Ok(()),
-        _ => Err(Status::permission_denied(format!(
-            "this control key is not scoped to project {project}"
-        ))),
-    }
-}
-
-fn ensure_organization_access(caller: &ApiKey) -> Result<(), Status> {
-    match caller.scope {
-        KeyScope::ControlOrganization => Ok(()),
-        _ => Err(Status::permission_denied(
-            "this control key is scoped to one project; organization-wide changes need an organization key",
-        )),
-    }
-}
-
-/// A key is manageable by the caller when every project its scope reaches is within the
-/// caller's key, and it is the caller's own bearer's key or the caller manages IAM.
-fn ensure_key_access(caller: &Caller, key: &ApiKey) -> Result<(), Status> {
-    if key.principal.id != caller.principal.id && !caller.is_iam_manager() {
-        return Err(Status::not_found(format!("key {} not found", key.id)));
-    }
-    let within = match (&caller.scope, &key.scope) {
-        (KeyScope::ControlOrganization, _) => true,
-        (KeyScope::ControlProject(p), KeyScope::Data(targets)) => {
-            targets.iter().all(|t| t.project() == p)
-        }
-        (KeyScope::ControlProject(p), KeyScope::ControlProject(q)) => p == q,
-        _ => false,
-    };
-    if within {
-        Ok(())
-    } else {
-        Err(Status::not_found(format!("key {} not found", key.id)))
-    }
-}
-
+/// Logged here: the caller sees only the class of failure.
 fn undecidable(e: Undecidable) -> Status {
     warn!(error = %e, "admin request could not be authenticated");
-    match e {
-        Undecidable::Overloaded | Undecidable::KeyOverloaded(_) => {
-            Status::resource_exhausted("keyward is overloaded")
-        }
-        _ => Status::unavailable("storage unavailable"),
-    }
-}
-
-fn store_error(e: StoreError) -> Status {
-    match e {
-        StoreError::NotFound(what) => Status::not_found(format!("{what} not found")),
-        StoreError::Conflict(what) => Status::already_exists(format!("{what} already exists")),
-        StoreError::Invalid(message) => Status::invalid_argument(message),
-        StoreError::Unavailable(detail) => {
-            warn!(%detail, "storage error in the admin API");
-            Status::unavailable("storage unavailable")
-        }
-    }
+    Status::from(e)
 }
 
 fn parse_plane(plane: i32) -> Result<Plane, Status> {
     match pb::Plane::try_from(plane) {
         Ok(pb::Plane::Data) => Ok(Plane::Data),
         Ok(pb::Plane::Control) => Ok(Plane::Control),
-        _ => Err(Status::invalid_argument("plane must be data or control")),
+        _ => Err(bad_input("plane must be data or control")),
     }
 }
 
 fn parse_deployment(project: &str, slug: &str) -> Result<DeploymentName, Status> {
-    format!("{project}/{slug}")
-        .parse()
-        .map_err(Status::invalid_argument)
+    format!("{project}/{slug}").parse().map_err(bad_input)
 }
 
 /// `None`: no change requested; `Some(None)`: never expires.
@@ -348,13 +288,8 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         caller.may(Action::ProjectsWrite, Place::Organization)?;
         let slug = &request.get_ref().slug;
-        validate_slug("project", slug).map_err(Status::invalid_argument)?;
-        let (slug, created_at, changes) = self
-            .authn
-            .store()
-            .create_project(slug)
-            .await
-            .map_err(store_error)?;
+        validate_slug("project", slug).map_err(bad_input)?;
+        let (slug, created_at, changes) = self.store.create_project(slug).await?;
         self.invalidate(&changes).await;
         info!(project = %slug, by = %caller.id, "project created");
         Ok(Response::new(pb::Project { slug, created_at }))
@@ -366,13 +301,11 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ListProjectsResponse>, Status> {
         let caller = self.caller(&request).await?;
         let projects = self
-            .authn
-            .store()
+            .store
             .list_projects()
-            .await
-            .map_err(store_error)?
+            .await?
             .into_iter()
-            .filter(|(slug, _)| ensure_project_access(&caller, slug).is_ok())
+            .filter(|(slug, _)| policy::reaches(&caller, Place::Project(slug)).is_ok())
             .map(|(slug, created_at)| pb::Project { slug, created_at })
             .collect();
         Ok(Response::new(pb::ListProjectsResponse { projects }))
@@ -388,19 +321,17 @@ impl Admin for AdminService {
         caller.may(Action::DeploymentsWrite, Place::Project(&name.project))?;
         let model = r.model.trim();
         if model.is_empty() || model.len() > 255 {
-            return Err(Status::invalid_argument("model must be 1-255 characters"));
+            return Err(bad_input("model must be 1-255 characters"));
         }
         let (deployment, changes) = self
-            .authn
-            .store()
+            .store
             .create_deployment(
                 &name,
                 model,
                 r.public_auth.unwrap_or(true),
                 r.private_auth.unwrap_or(true),
             )
-            .await
-            .map_err(store_error)?;
+            .await?;
         self.invalidate(&changes).await;
         info!(deployment = %name, by = %caller.id, "deployment created");
         Ok(Response::new(deployment_pb(&deployment)))
@@ -416,11 +347,9 @@ impl Admin for AdminService {
             caller.may(Action::DeploymentsRead, Place::Project(project))?;
         }
         let deployments = self
-            .authn
-            .store()
+            .store
             .list_deployments((!project.is_empty()).then_some(project))
-            .await
-            .map_err(store_error)?
+            .await?
             .iter()
             .filter(|d| {
                 caller
@@ -441,16 +370,12 @@ impl Admin for AdminService {
         let name = parse_deployment(&r.project, &r.slug)?;
         caller.may(Action::DeploymentsWrite, Place::Project(&name.project))?;
         if r.public_auth.is_none() && r.private_auth.is_none() {
-            return Err(Status::invalid_argument(
-                "nothing to change: give public and/or private",
-            ));
+            return Err(bad_input("nothing to change: give public and/or private"));
         }
         let (deployment, changes) = self
-            .authn
-            .store()
+            .store
             .set_deployment_auth(&name, r.public_auth, r.private_auth)
-            .await
-            .map_err(store_error)?;
+            .await?;
         self.invalidate(&changes).await;
         info!(deployment = %name, public_auth = deployment.public_auth,
               private_auth = deployment.private_auth, by = %caller.id, "deployment auth changed");
@@ -464,44 +389,20 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
         let plane = parse_plane(r.plane)?;
-        let scope = KeyScope::parse(plane, &r.scope).map_err(Status::invalid_argument)?;
+        let scope = KeyScope::parse(plane, &r.scope).map_err(bad_input)?;
         let bearer = self.bearer(&caller, &r.bearer).await?;
-        // A key for oneself reaches no further than one's own policies; a key for another
-        // principal needs IAM management (and its decisions still follow that bearer's policies).
-        let own = bearer == caller.principal.id;
-        match &scope {
-            KeyScope::Data(targets) => {
-                for target in targets.iter() {
-                    if own {
-                        caller.may(Action::InferenceCall, Place::Project(target.project()))?;
-                    } else {
-                        ensure_project_access(&caller, target.project())?;
-                    }
-                }
-            }
-            KeyScope::ControlProject(project) => {
-                if own {
-                    caller.may(Action::DeploymentsRead, Place::Project(project))?;
-                } else {
-                    ensure_project_access(&caller, project)?;
-                }
-            }
-            KeyScope::ControlOrganization => ensure_organization_access(&caller)?,
-        }
+        caller
+            .bearer()
+            .may_mint(bearer == caller.principal.id, &scope)?;
         let expires_at = parse_expiry(r.expiry).flatten();
         if expires_at.is_some_and(|at| at <= now_unix()) {
-            return Err(Status::invalid_argument("the expiry is in the past"));
+            return Err(bad_input("the expiry is in the past"));
         }
         let id = token::generate_key_id();
         let minted = token::generate(plane, &id);
-        let secret_hash = self
-            .authn
-            .hash_secret(&minted.secret)
-            .await
-            .map_err(|_| Status::internal("hashing failed"))?;
+        let secret_hash = self.authn.hash_secret(&minted.secret).await?;
         let (key, changes) = self
-            .authn
-            .store()
+            .store
             .create_key(NewKey {
                 id,
                 principal_id: bearer,
@@ -511,8 +412,7 @@ impl Admin for AdminService {
                 secret_hash,
                 expires_at,
             })
-            .await
-            .map_err(store_error)?;
+            .await?;
         self.invalidate(&changes).await;
         info!(key_id = %key.id, plane = %plane, by = %caller.id, "key created");
         Ok(Response::new(pb::CreateKeyResponse {
@@ -528,16 +428,14 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let project = request.get_ref().project.as_str();
         if !project.is_empty() {
-            validate_slug("project", project).map_err(Status::invalid_argument)?;
+            validate_slug("project", project).map_err(bad_input)?;
         }
         let keys = self
-            .authn
-            .store()
+            .store
             .list_keys((!project.is_empty()).then_some(project))
-            .await
-            .map_err(store_error)?
+            .await?
             .iter()
-            .filter(|k| ensure_key_access(&caller, k).is_ok())
+            .filter(|k| caller.bearer().may_manage_key(k).is_ok())
             .map(|k| self.key_pb(k))
             .collect();
         Ok(Response::new(pb::ListKeysResponse { keys }))
@@ -561,7 +459,7 @@ impl Admin for AdminService {
         self.visible_key(&caller, &r.id).await?;
         let targets = |list: &[String]| -> Result<Vec<DataTarget>, Status> {
             list.iter()
-                .map(|s| s.parse::<DataTarget>().map_err(Status::invalid_argument))
+                .map(|s| s.parse::<DataTarget>().map_err(bad_input))
                 .collect()
         };
         let update = KeyUpdate {
@@ -571,15 +469,10 @@ impl Admin for AdminService {
             detach: targets(&r.detach)?,
             expires_at: parse_expiry(r.expiry),
         };
-        for target in update.attach.iter().chain(&update.detach) {
-            ensure_project_access(&caller, target.project())?;
-        }
-        let (key, changes) = self
-            .authn
-            .store()
-            .update_key(&r.id, update)
-            .await
-            .map_err(store_error)?;
+        caller
+            .bearer()
+            .may_retarget(update.attach.iter().chain(&update.detach))?;
+        let (key, changes) = self.store.update_key(&r.id, update).await?;
         self.invalidate(&changes).await;
         info!(key_id = %key.id, by = %caller.id, "key updated");
         Ok(Response::new(self.key_pb(&key)))
@@ -592,12 +485,7 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let id = &request.get_ref().id;
         self.visible_key(&caller, id).await?;
-        let (key, changes) = self
-            .authn
-            .store()
-            .revoke_key(id)
-            .await
-            .map_err(store_error)?;
+        let (key, changes) = self.store.revoke_key(id).await?;
         self.invalidate(&changes).await;
         info!(key_id = %key.id, by = %caller.id, "key revoked");
         Ok(Response::new(self.key_pb(&key)))
@@ -611,33 +499,22 @@ impl Admin for AdminService {
         let r = request.get_ref();
         let key = self.visible_key(&caller, &r.id).await?;
         let now = now_unix();
-        if key.revoked_at.is_some() || key.is_expired(now) {
-            return Err(Status::failed_precondition(format!(
+        if policy::validity(key.revoked_at, key.expires_at, now).is_err() {
+            return Err(precondition(format!(
                 "key {} is revoked or expired; create a new key instead",
                 key.id
             )));
         }
         if r.grace_seconds > MAX_GRACE_SECONDS {
-            return Err(Status::invalid_argument(
-                "the grace period is at most 30 days",
-            ));
+            return Err(bad_input("the grace period is at most 30 days"));
         }
-        let grace_until = (r.grace_seconds > 0).then(|| {
-            let until = now + r.grace_seconds as i64;
-            key.expires_at.map_or(until, |expiry| until.min(expiry))
-        });
+        let grace_until = policy::grace_until(now, r.grace_seconds, key.expires_at);
         let minted = token::generate(key.plane(), &key.id);
-        let secret_hash = self
-            .authn
-            .hash_secret(&minted.secret)
-            .await
-            .map_err(|_| Status::internal("hashing failed"))?;
+        let secret_hash = self.authn.hash_secret(&minted.secret).await?;
         let (key, changes) = self
-            .authn
-            .store()
+            .store
             .rotate_key(&key.id, &secret_hash, grace_until)
-            .await
-            .map_err(store_error)?;
+            .await?;
         self.invalidate(&changes).await;
         info!(key_id = %key.id, grace_seconds = r.grace_seconds, by = %caller.id, "key rotated");
         Ok(Response::new(pb::CreateKeyResponse {
@@ -653,12 +530,7 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let id = &request.get_ref().id;
         self.visible_key(&caller, id).await?;
-        let changes = self
-            .authn
-            .store()
-            .delete_key(id)
-            .await
-            .map_err(store_error)?;
+        let changes = self.store.delete_key(id).await?;
         self.invalidate(&changes).await;
         info!(key_id = %id, by = %caller.id, "key deleted");
         Ok(Response::new(pb::DeleteKeyResponse {}))
@@ -670,7 +542,7 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         caller.manage_iam()?;
         let email = request.get_ref().email.trim().to_owned();
-        iam::validate_email(&email).map_err(Status::invalid_argument)?;
+        iam::validate_email(&email).map_err(bad_input)?;
         self.add_principal(&caller, PrincipalRef::User(email)).await
     }
 
@@ -681,7 +553,7 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         caller.manage_iam()?;
         let name = request.get_ref().name.trim().to_owned();
-        iam::validate_app_name(&name).map_err(Status::invalid_argument)?;
+        iam::validate_app_name(&name).map_err(bad_input)?;
         self.add_principal(&caller, PrincipalRef::App(name)).await
     }
 
@@ -692,12 +564,11 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         caller.manage_iam()?;
         let kind = request.get_ref().kind.as_str();
-        let store = self.authn.store();
-        let counts = store.key_counts().await.map_err(store_error)?;
+        let store = &self.store;
+        let counts = store.key_counts().await?;
         let principals = store
             .list_principals()
-            .await
-            .map_err(store_error)?
+            .await?
             .into_iter()
             .filter(|p| kind.is_empty() || p.kind.as_str() == kind)
             .map(|p| principal_to_pb(&p, counts.get(&p.id).copied().unwrap_or(0)))
@@ -711,17 +582,11 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::RemovePrincipalResponse>, Status> {
         let caller = self.caller(&request).await?;
         caller.manage_iam()?;
-        let target: PrincipalRef = request
-            .get_ref()
-            .principal
-            .parse()
-            .map_err(Status::invalid_argument)?;
+        let target: PrincipalRef = request.get_ref().principal.parse().map_err(bad_input)?;
         let changes = self
-            .authn
-            .store()
+            .store
             .apply_ops(&[Op::RemovePrincipal(target.clone())])
-            .await
-            .map_err(store_error)?;
+            .await?;
         self.invalidate(&changes).await;
         let keys_deleted = changes
             .iter()
@@ -752,7 +617,7 @@ impl Admin for AdminService {
         request: Request<pb::ListPermissionSetsRequest>,
     ) -> Result<Response<pb::ListPermissionSetsResponse>, Status> {
         self.caller(&request).await?;
-        let state = self.authn.store().load_state().await.map_err(store_error)?;
+        let state = self.store.load_state().await?;
         let mut permission_sets: Vec<pb::PermissionSet> = iam::BUILTIN_SETS
             .iter()
             .map(|name| {
@@ -790,7 +655,7 @@ impl Admin for AdminService {
             state
                 .permission_sets
                 .remove(&name)
-                .ok_or_else(|| Status::not_found(format!("permission set {name} not found")))?;
+                .ok_or_else(|| not_found(format_args!("permission set {name}")))?;
             let users: Vec<&str> = state
                 .policies
                 .values()
@@ -798,7 +663,7 @@ impl Admin for AdminService {
                 .map(|p| p.name.as_str())
                 .collect();
             if !users.is_empty() {
-                return Err(Status::failed_precondition(format!(
+                return Err(precondition(format!(
                     "permission set {name} is used by policies {}",
                     users.join(", ")
                 )));
@@ -832,7 +697,7 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         caller.manage_iam()?;
         let principal = request.get_ref().principal.as_str();
-        let state = self.authn.store().load_state().await.map_err(store_error)?;
+        let state = self.store.load_state().await?;
         let policies = state
             .policies
             .values()
@@ -857,7 +722,7 @@ impl Admin for AdminService {
                 .policies
                 .remove(&name)
                 .map(|_| ())
-                .ok_or_else(|| Status::not_found(format!("policy {name} not found")))
+                .ok_or_else(|| not_found(format_args!("policy {name}")))
         })
         .await?;
         Ok(Response::new(pb::DeletePolicyResponse {}))
@@ -869,18 +734,16 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Workload>, Status> {
         let caller = self.caller(&request).await?;
         let w = request.get_ref().clone();
-        validate_slug("workload", &w.id).map_err(Status::invalid_argument)?;
-        validate_slug("project", &w.project).map_err(Status::invalid_argument)?;
+        validate_slug("workload", &w.id).map_err(bad_input)?;
+        validate_slug("project", &w.project).map_err(bad_input)?;
         caller.may(Action::DeploymentsWrite, Place::Project(&w.project))?;
         let (id, project) = (w.id.clone(), w.project.clone());
         self.mutate(&caller, move |state| {
             if state.workloads.contains_key(&id) {
-                return Err(Status::already_exists(format!(
-                    "workload {id} already exists"
-                )));
+                return Err(conflict(format_args!("workload {id}")));
             }
             if !state.projects.contains(&project) {
-                return Err(Status::not_found(format!("project {project} not found")));
+                return Err(not_found(format_args!("project {project}")));
             }
             state.workloads.insert(id, project);
             Ok(())
@@ -895,7 +758,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
         let caller = self.caller(&request).await?;
         let project = request.get_ref().project.as_str();
-        let state = self.authn.store().load_state().await.map_err(store_error)?;
+        let state = self.store.load_state().await?;
         let workloads = state
             .workloads
             .into_iter()
@@ -916,16 +779,13 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::DeleteWorkloadResponse>, Status> {
         let caller = self.caller(&request).await?;
         let id = request.get_ref().id.clone();
-        let not_found = || Status::not_found(format!("workload {id} not found"));
+        let not_found = || not_found(format_args!("workload {id}"));
         let project = self
-            .authn
-            .store()
+            .store
             .workload_project(&id)
-            .await
-            .map_err(store_error)?
+            .await?
             .ok_or_else(not_found)?;
-        // Another project's workload reads as absent.
-        ensure_project_access(&caller, &project).map_err(|_| not_found())?;
+        caller.bearer().may_see_workload(&id, &project)?;
         caller.may(Action::DeploymentsWrite, Place::Project(&project))?;
         self.mutate(&caller, |state| {
             state.workloads.remove(&id);
@@ -942,18 +802,17 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         caller.manage_iam()?;
         let r = request.get_ref();
-        let file =
-            declare::parse(&r.document).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let store = self.authn.store();
-        let current = store.load_state().await.map_err(store_error)?;
+        let file = declare::parse(&r.document).map_err(|e| bad_input(e.to_string()))?;
+        let store = &self.store;
+        let current = store.load_state().await?;
         let desired = file
             .resolve(&current, r.prune)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(|e| bad_input(e.to_string()))?;
         let ops = declare::diff(&current, &desired);
         let changes: Vec<String> = ops.iter().map(Op::describe).collect();
         let applied = !r.dry_run && !ops.is_empty();
         if applied {
-            let written = store.apply_ops(&ops).await.map_err(store_error)?;
+            let written = store.apply_ops(&ops).await?;
             self.invalidate(&written).await;
             info!(changes = ops.len(), by = %caller.id, "state applied");
         }
@@ -966,7 +825,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ExportResponse>, Status> {
         let caller = self.caller(&request).await?;
         caller.manage_iam()?;
-        let state = self.authn.store().load_state().await.map_err(store_error)?;
+        let state = self.store.load_state().await?;
         Ok(Response::new(pb::ExportResponse {
             document: declare::render(&state),
         }))
@@ -981,13 +840,13 @@ impl AdminService {
         caller: &Caller,
         change: impl FnOnce(&mut State) -> Result<(), Status>,
     ) -> Result<Vec<Change>, Status> {
-        let store = self.authn.store();
-        let current = store.load_state().await.map_err(store_error)?;
+        let store = &self.store;
+        let current = store.load_state().await?;
         let mut desired = current.clone();
         change(&mut desired)?;
-        declare::validate(&desired).map_err(|(_, message)| Status::invalid_argument(message))?;
+        declare::validate(&desired).map_err(|(_, message)| bad_input(message))?;
         let ops = declare::diff(&current, &desired);
-        let changes = store.apply_ops(&ops).await.map_err(store_error)?;
+        let changes = store.apply_ops(&ops).await?;
         self.invalidate(&changes).await;
         for op in &ops {
             info!(change = %op.describe(), by = %caller.id, "iam change");
@@ -1000,19 +859,13 @@ impl AdminService {
         if bearer.is_empty() {
             return Ok(caller.principal.id);
         }
-        let r: PrincipalRef = bearer.parse().map_err(Status::invalid_argument)?;
+        let r: PrincipalRef = bearer.parse().map_err(bad_input)?;
         let principal = self
-            .authn
-            .store()
+            .store
             .principal_by_ref(&r)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| Status::not_found(format!("principal {r} not found")))?;
-        if principal.id != caller.principal.id && !caller.is_iam_manager() {
-            return Err(Status::permission_denied(
-                "missing permission iam.manage on the organization",
-            ));
-        }
+            .await?
+            .ok_or_else(|| not_found(format_args!("principal {r}")))?;
+        caller.bearer().may_bear(&principal)?;
         Ok(principal.id)
     }
 
@@ -1027,15 +880,11 @@ impl AdminService {
                 PrincipalRef::User(email) => (&mut state.members, email, "member"),
                 PrincipalRef::App(name) => (&mut state.applications, name, "application"),
                 _ => {
-                    return Err(Status::invalid_argument(
-                        "only members and applications are added",
-                    ));
+                    return Err(bad_input("only members and applications are added"));
                 }
             };
             if !set.insert(name.clone()) {
-                return Err(Status::already_exists(format!(
-                    "{what} {name} already exists"
-                )));
+                return Err(conflict(format_args!("{what} {name}")));
             }
             Ok(())
         })
@@ -1045,12 +894,10 @@ impl AdminService {
 
     async fn principal_pb(&self, r: &PrincipalRef) -> Result<pb::Principal, Status> {
         let p = self
-            .authn
-            .store()
+            .store
             .principal_by_ref(r)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| Status::not_found(format!("principal {r} not found")))?;
+            .await?
+            .ok_or_else(|| not_found(format_args!("principal {r}")))?;
         Ok(principal_to_pb(&p, 0))
     }
 }
@@ -1070,20 +917,20 @@ fn principal_to_pb(p: &Principal, keys: i64) -> pb::Principal {
 }
 
 fn permission_set_from_pb(s: &pb::PermissionSet) -> Result<PermissionSet, Status> {
-    iam::validate_set_name(&s.name).map_err(Status::invalid_argument)?;
+    iam::validate_set_name(&s.name).map_err(bad_input)?;
     let mut actions = s
         .actions
         .iter()
         .map(|a| a.parse::<Action>())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(Status::invalid_argument)?;
+        .map_err(bad_input)?;
     actions.sort();
     actions.dedup();
     let mut includes = s.includes.clone();
     includes.sort();
     includes.dedup();
     if actions.is_empty() && includes.is_empty() {
-        return Err(Status::invalid_argument(
+        return Err(bad_input(
             "a permission set needs at least one action or include",
         ));
     }
@@ -1107,7 +954,7 @@ fn permission_set_pb(s: &PermissionSet, builtin: bool) -> pb::PermissionSet {
 
 /// Protobuf stops here: a rule is checked exactly like one from an `apply` file.
 fn rule_from_pb(r: &pb::Rule) -> Result<Rule, Status> {
-    let bad = |m: String| Status::invalid_argument(m);
+    let bad = |m: String| bad_input(m);
     let scope = match (r.projects.is_empty(), r.all_projects, r.organization) {
         (false, false, false) => {
             let mut p = r.projects.clone();
@@ -1167,17 +1014,14 @@ fn rule_from_pb(r: &pb::Rule) -> Result<Rule, Status> {
 }
 
 fn policy_from_pb(p: &pb::Policy) -> Result<Policy, Status> {
-    iam::validate_policy_name(&p.name).map_err(Status::invalid_argument)?;
+    iam::validate_policy_name(&p.name).map_err(bad_input)?;
     let principal = if p.principal.is_empty() {
         None
     } else {
-        Some(p.principal.parse().map_err(Status::invalid_argument)?)
+        Some(p.principal.parse().map_err(bad_input)?)
     };
     if p.rules.is_empty() {
-        return Err(Status::invalid_argument(format!(
-            "policy {} has no rules",
-            p.name
-        )));
+        return Err(bad_input(format!("policy {} has no rules", p.name)));
     }
     Ok(Policy {
         name: p.name.clone(),
@@ -1240,20 +1084,18 @@ pub fn policy_pb(p: &Policy) -> pb::Policy {
 impl AdminService {
     /// The key as stored, with this replica's not yet written last use folded in.
     fn key_pb(&self, key: &ApiKey) -> pb::Key {
-        key_pb(key, self.authn.last_used().pending(&key.id))
+        key_pb(key, self.last_used.pending(&key.id))
     }
 
     /// The key `id` if the caller may manage it; otherwise "not found", so a project-scoped
     /// caller learns nothing about other projects' keys.
     async fn visible_key(&self, caller: &Caller, id: &str) -> Result<ApiKey, Status> {
         let key = self
-            .authn
-            .store()
+            .store
             .get_key(id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| Status::not_found(format!("key {id} not found")))?;
-        ensure_key_access(caller, &key)?;
+            .await?
+            .ok_or_else(|| not_found(format_args!("key {id}")))?;
+        caller.bearer().may_manage_key(&key)?;
         Ok(key)
     }
 }

@@ -16,15 +16,14 @@ use std::sync::{Arc, Mutex};
 use argon2::Params;
 use tokio::sync::Semaphore;
 
-use crate::cache::{Caches, KeyEntry, Proven, Verdict};
+use crate::cache::{KeyEntry, Proven, Verdict};
 use crate::config;
+use crate::directory::Directory;
 use crate::hashing::Hasher;
-use crate::iam::Grants;
-use crate::model::{ApiKey, Deployment, PrincipalKind};
-use crate::policy::InvalidReason;
-use crate::store::{Store, StoreError};
+use crate::model::ApiKey;
+use crate::policy::{self, InvalidReason};
+use crate::store::StoreError;
 use crate::token::Token;
-use crate::usage::LastUsed;
 use crate::workers::{Argon2Workers, Lane};
 
 /// A verification is suspect when its key is: the key's current secret is proven already (a key
@@ -68,8 +67,8 @@ pub enum Authenticated {
 
 #[derive(Clone)]
 pub struct Authenticator {
-    store: Store,
-    caches: Caches,
+    /// Where key rows (and their proofs and verdicts) come from.
+    directory: Directory,
     hasher: Arc<Hasher>,
     workers: Arc<Argon2Workers>,
     waiting: Arc<Semaphore>,
@@ -77,51 +76,30 @@ pub struct Authenticator {
     /// other half is always left to keys with no recent wrong secret.
     suspect_places: Arc<Semaphore>,
     per_key: Arc<PerKeyBudget>,
-    last_used: LastUsed,
     /// argon2 verifications run since start (each checks a secret against a key's hashes).
     verifications: Arc<AtomicU64>,
-    /// What the owner's keys are given: no policies (the owner may do everything). Shared, so
-    /// the owner's requests allocate nothing for it.
-    no_grants: Arc<Grants>,
 }
 
 impl Authenticator {
     pub fn new(
-        store: Store,
-        caches: Caches,
+        directory: Directory,
         argon: &config::Argon2,
         verify: &config::Verify,
     ) -> std::io::Result<Self> {
         Ok(Authenticator {
-            store,
-            caches,
+            directory,
             hasher: Arc::new(Hasher::new(params(argon), verify.workers)),
             workers: Arc::new(Argon2Workers::start(verify.workers, verify.nice)?),
             waiting: Arc::new(Semaphore::new(verify.workers + verify.queue)),
             suspect_places: Arc::new(Semaphore::new(((verify.workers + verify.queue) / 2).max(1))),
             per_key: Arc::new(PerKeyBudget::new(verify.per_key)),
-            last_used: LastUsed::default(),
             verifications: Arc::new(AtomicU64::new(0)),
-            no_grants: Arc::new(Grants::default()),
         })
-    }
-
-    pub fn caches(&self) -> &Caches {
-        &self.caches
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
     }
 
     /// How many argon2 verifications have run since start: what the caches exist to avoid.
     pub fn verifications_run(&self) -> u64 {
         self.verifications.load(Ordering::Relaxed)
-    }
-
-    /// Last-use times waiting to be written.
-    pub fn last_used(&self) -> &LastUsed {
-        &self.last_used
     }
 
     /// The argon2id PHC string of `secret`, with a fresh random salt, computed on an argon2
@@ -155,89 +133,13 @@ impl Authenticator {
             .map_err(|e| Undecidable::Internal(e.to_string()))
     }
 
-    /// The cache entry of key `id` (`None`: no key has that id), reloaded from the store when
-    /// missing or stale.
-    async fn key_entry(&self, id: &str) -> Result<Option<Arc<KeyEntry>>, Undecidable> {
-        let cached = self.caches.key(id).await;
-        if let Some(entry) = &cached
-            && self.caches.is_fresh(entry)
-        {
-            return Ok(Some(entry.clone()));
-        }
-        if cached.is_none() && self.caches.is_unknown_key(id).await {
-            return Ok(None);
-        }
-        let epoch = self.caches.epoch();
-        let generation = self.caches.key_generation();
-        let Some(key) = self.store.get_key(id).await? else {
-            self.caches.insert_unknown_key(id, generation, epoch).await;
-            return Ok(None);
-        };
-        let key = self.caches.share_scope(ApiKey {
-            details: None,
-            ..key
-        });
-        let entry = Arc::new(KeyEntry::new(key, generation, cached.as_deref()));
-        self.caches.insert_key(id, entry.clone(), epoch).await;
-        Ok(Some(entry))
-    }
-
-    /// The deployment `project/slug`, from the cache or the store.
-    pub async fn deployment(
-        &self,
-        name: &str,
-        project: &str,
-        slug: &str,
-    ) -> Result<Option<Arc<Deployment>>, Undecidable> {
-        if let Some(cached) = self.caches.deployment(name).await {
-            return Ok(cached);
-        }
-        let epoch = self.caches.epoch();
-        let loaded = self
-            .store
-            .get_deployment(project, slug)
-            .await?
-            .map(Arc::new);
-        self.caches
-            .insert_deployment(name, loaded.clone(), epoch)
-            .await;
-        Ok(loaded)
-    }
-
-    /// What `key`'s bearer may do: its resolved policies, from the cache or the store. The
-    /// owner needs none (it may do everything), so no lookup is made for it.
-    pub async fn grants(&self, key: &ApiKey) -> Result<Arc<Grants>, Undecidable> {
-        if key.principal.kind == PrincipalKind::Owner {
-            return Ok(self.no_grants.clone());
-        }
-        let id = key.principal.id;
-        if let Some(cached) = self.caches.grants(id).await {
-            return Ok(cached);
-        }
-        let epoch = self.caches.epoch();
-        let loaded = Arc::new(self.store.grants_of(id).await?);
-        self.caches.insert_grants(id, loaded.clone(), epoch).await;
-        Ok(loaded)
-    }
-
-    /// The project of workload `id`, from the cache or the store.
-    pub async fn workload_project(&self, id: &str) -> Result<Option<Arc<str>>, Undecidable> {
-        if let Some(cached) = self.caches.workload(id).await {
-            return Ok(cached);
-        }
-        let epoch = self.caches.epoch();
-        let loaded: Option<Arc<str>> = self.store.workload_project(id).await?.map(Arc::from);
-        self.caches.insert_workload(id, loaded.clone(), epoch).await;
-        Ok(loaded)
-    }
-
     /// Authenticates a well-formed token at `now` (Unix seconds).
     pub async fn authenticate(
         &self,
         token: &Token<'_>,
         now: i64,
     ) -> Result<Authenticated, Undecidable> {
-        let Some(entry) = self.key_entry(token.key_id).await? else {
+        let Some(entry) = self.directory.key_entry(token.key_id).await? else {
             return Ok(Authenticated::Invalid(InvalidReason::UnknownKey));
         };
         let key = &entry.key;
@@ -248,7 +150,7 @@ impl Authenticator {
         match entry.proven(&cache_key) {
             Some(Proven::Current) => return Ok(Authenticated::Key(entry.clone())),
             Some(Proven::Previous { valid_until }) => {
-                return Ok(if now < valid_until {
+                return Ok(if policy::within_grace(valid_until, now) {
                     Authenticated::Key(entry.clone())
                 } else {
                     Authenticated::Invalid(InvalidReason::RotatedOut)
@@ -256,12 +158,16 @@ impl Authenticator {
             }
             None => {}
         }
-        if let Some(verdict) = self.caches.verdicts.get(&cache_key).await {
+        if let Some(verdict) = self.directory.caches().verdicts.get(&cache_key).await {
             if let Some(outcome) = judge(&verdict, &entry, now) {
                 return Ok(outcome);
             }
             // Computed against a hash the key no longer has: verify again.
-            self.caches.verdicts.invalidate(&cache_key).await;
+            self.directory
+                .caches()
+                .verdicts
+                .invalidate(&cache_key)
+                .await;
         }
         // A key whose current secret is proven has one valid token, and this is not it.
         let suspect = entry.has_current_proof() || entry.suspect_since(now - SUSPECT_FOR_SECS);
@@ -278,7 +184,7 @@ impl Authenticator {
             entry.record(&cache_key, phc);
             // The entry may have been reloaded while argon2 ran: the proof belongs on the one
             // cached now too (it is recorded only if that key still has the hash).
-            if let Some(current) = self.caches.key(token.key_id).await
+            if let Some(current) = self.directory.caches().key(token.key_id).await
                 && !Arc::ptr_eq(&current, &entry)
             {
                 current.record(&cache_key, phc);
@@ -306,7 +212,7 @@ impl Authenticator {
         let previous: Option<Arc<str>> = key
             .previous_secret
             .as_ref()
-            .filter(|p| now < p.valid_until)
+            .filter(|p| policy::within_grace(p.valid_until, now))
             .map(|p| p.hash.clone());
         let init = async {
             let share = PerKeyBudget::claim(&self.per_key, key_id)
@@ -337,7 +243,8 @@ impl Authenticator {
             })
             .await
         };
-        self.caches
+        self.directory
+            .caches()
             .verdicts
             .try_get_with(cache_key, init)
             .await
@@ -417,7 +324,7 @@ fn judge(verdict: &Verdict, entry: &Arc<KeyEntry>, now: i64) -> Option<Authentic
         Verdict::Match(phc) if *phc == key.secret_hash => Some(Authenticated::Key(entry.clone())),
         Verdict::Match(phc) => {
             let previous = key.previous_secret.as_ref().filter(|p| *phc == p.hash)?;
-            Some(if now < previous.valid_until {
+            Some(if policy::within_grace(previous.valid_until, now) {
                 Authenticated::Key(entry.clone())
             } else {
                 Authenticated::Invalid(InvalidReason::RotatedOut)
@@ -428,6 +335,16 @@ fn judge(verdict: &Verdict, entry: &Arc<KeyEntry>, now: i64) -> Option<Authentic
         }
         Verdict::NoMatch(_) => None,
     }
+}
+
+/// The argon2id PHC string of `secret` with a fresh salt, on one blocking thread: for the CLI's
+/// `init`, which hashes one secret and needs no worker pool.
+pub async fn hash_once(argon: &config::Argon2, secret: &str) -> Result<String, Undecidable> {
+    let (params, secret) = (params(argon), secret.to_owned());
+    tokio::task::spawn_blocking(move || Hasher::new(params, 1).hash(secret.as_bytes()))
+        .await
+        .map_err(|e| Undecidable::Internal(e.to_string()))?
+        .map_err(|e| Undecidable::Internal(e.to_string()))
 }
 
 fn params(argon: &config::Argon2) -> Params {
@@ -491,8 +408,9 @@ mod tests {
         config.verify.queue = 4;
         config.verify.per_key = 2;
         config.verify.nice = 0;
-        let authn = crate::server::open(&config).await.unwrap();
-        let owner = authn.store().init_organization("owner").await.unwrap();
+        let services = crate::services::Services::open(&config).await.unwrap();
+        let authn = services.authn.clone();
+        let owner = services.store.init_organization("owner").await.unwrap();
         let mut keys = Vec::new();
         for _ in 0..5 {
             let id = token::generate_key_id();
@@ -507,7 +425,7 @@ mod tests {
                 secret_hash,
                 expires_at: None,
             };
-            authn.store().create_key(new).await.unwrap();
+            services.store.create_key(new).await.unwrap();
             keys.push((id, minted.token));
         }
         // Key 2 was just sent a wrong secret and key 3's real token is proven: any other token

@@ -24,20 +24,18 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
 use crate::authn::{Authenticated, Authenticator, Undecidable};
+use crate::directory::Directory;
 use crate::model::{Endpoint, Plane};
 use crate::policy::{self, Authentication, Decision, Denial, Grant, InvalidReason, Route, Target};
+use crate::services::Services;
 use crate::store::now_unix;
 use crate::token::{Token, TokenError};
+use crate::usage::LastUsed;
 
 pub const HEADER_KEY_ID: &str = "x-keyward-key-id";
 pub const HEADER_PRINCIPAL: &str = "x-keyward-principal";
 pub const HEADER_PROJECT: &str = "x-keyward-project";
 pub const HEADER_DEPLOYMENT: &str = "x-keyward-deployment";
-/// The dynamic metadata namespace is the filter's own; Envoy's access log reads it as
-/// `%DYNAMIC_METADATA(envoy.filters.http.ext_authz)%`.
-const GRPC_OK: i32 = 0;
-const GRPC_PERMISSION_DENIED: i32 = 7;
-const GRPC_UNAUTHENTICATED: i32 = 16;
 
 /// Why the route itself cannot be decided on: the Envoy configuration is wrong, not the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -232,7 +230,9 @@ pub fn credential<'a>(headers: RequestHeaders<'a>, sources: &[String]) -> Option
 /// The gRPC `Authorization` service.
 #[derive(Clone)]
 pub struct CheckService {
+    directory: Directory,
     authn: Authenticator,
+    last_used: LastUsed,
     sources: Arc<[String]>,
     shed: Arc<ShedLog>,
 }
@@ -277,9 +277,11 @@ impl ShedLog {
 }
 
 impl CheckService {
-    pub fn new(authn: Authenticator, sources: Vec<String>) -> Self {
+    pub fn new(services: &Services, sources: Vec<String>) -> Self {
         CheckService {
-            authn,
+            directory: services.directory.clone(),
+            authn: services.authn.clone(),
+            last_used: services.last_used.clone(),
             sources: sources.into(),
             shed: Arc::default(),
         }
@@ -300,7 +302,7 @@ impl CheckService {
         let workload_project;
         let route = &match input.route.target {
             Target::Workload { id, .. } => {
-                workload_project = self.authn.workload_project(id).await?;
+                workload_project = self.directory.workload_project(id).await?;
                 Route {
                     target: Target::Workload {
                         id,
@@ -316,7 +318,7 @@ impl CheckService {
                 name,
                 project,
                 slug,
-            } => self.authn.deployment(name, project, slug).await?,
+            } => self.directory.deployment(name, project, slug).await?,
             Target::Project(_) | Target::Workload { .. } => None,
         };
         if !policy::auth_required(route, deployment.as_deref()) {
@@ -339,14 +341,14 @@ impl CheckService {
             }
             Some(Authenticated::Key(entry)) => (
                 Authentication::Verified(&entry.key),
-                self.authn.grants(&entry.key).await?,
+                self.directory.grants(&entry.key).await?,
             ),
         };
         let decision = policy::decide(route, deployment.as_deref(), authentication, &grants, now);
         Ok(match decision {
             Decision::Allow(grant) => {
                 if let Grant::Key(key) = grant {
-                    self.authn.last_used().touch(&key.id, now);
+                    self.last_used.touch(&key.id, now);
                 }
                 allowed(route, grant, &self.sources)
             }
@@ -372,21 +374,15 @@ impl Authorization for CheckService {
     ) -> Result<Response<CheckResponse>, Status> {
         match self.check_request(request.get_ref()).await {
             Ok(response) => Ok(Response::new(response)),
-            Err(Undecidable::Overloaded) => {
-                self.shed.note(None);
-                Err(Status::resource_exhausted("keyward is overloaded"))
-            }
-            Err(Undecidable::KeyOverloaded(key_id)) => {
-                self.shed.note(Some(&key_id));
-                Err(Status::resource_exhausted("keyward is overloaded"))
-            }
-            Err(error @ Undecidable::Storage(_)) => {
-                warn!(%error, "cannot decide; Envoy will answer its status_on_error");
-                Err(Status::unavailable("storage unavailable"))
-            }
-            Err(error @ Undecidable::Internal(_)) => {
-                warn!(%error, "cannot decide; Envoy will answer its status_on_error");
-                Err(Status::internal("internal error"))
+            Err(error) => {
+                match &error {
+                    Undecidable::Overloaded => self.shed.note(None),
+                    Undecidable::KeyOverloaded(key_id) => self.shed.note(Some(key_id)),
+                    Undecidable::Storage(_) | Undecidable::Internal(_) => {
+                        warn!(%error, "cannot decide; Envoy will answer its status_on_error")
+                    }
+                }
+                Err(Status::from(error))
             }
         }
     }
@@ -441,7 +437,7 @@ fn allowed(route: &Route<'_>, grant: Grant<'_>, sources: &[String]) -> CheckResp
     }
     CheckResponse {
         status: Some(rpc::Status {
-            code: GRPC_OK,
+            code: crate::errors::check_code(true, false),
             ..Default::default()
         }),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
@@ -523,11 +519,7 @@ pub fn error_body(message: &str, kind: &str, code: &str) -> String {
 }
 
 fn deny_response(status: u16, headers: Vec<HeaderValueOption>, body: String) -> CheckResponse {
-    let grpc_code = if status == 401 {
-        GRPC_UNAUTHENTICATED
-    } else {
-        GRPC_PERMISSION_DENIED
-    };
+    let grpc_code = crate::errors::check_code(false, status == 401);
     let http_code = match status {
         401 => HttpStatusCode::Unauthorized,
         _ => HttpStatusCode::Forbidden,

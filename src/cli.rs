@@ -507,9 +507,9 @@ async fn init(
     if let Some(url) = database {
         config.database.url = url;
     }
-    let authn = crate::server::open(&config).await?;
-    let bootstrap = crate::admin::bootstrap(&authn, owner).await;
-    authn.store().close().await;
+    let store = crate::services::open_store(&config).await?;
+    let bootstrap = crate::admin::bootstrap(&store, &config.argon2, owner).await;
+    store.close().await;
     let crate::admin::Bootstrap {
         principal,
         key_id: id,
@@ -1195,12 +1195,10 @@ fn key_json(k: &pb::Key) -> serde_json::Value {
         Ok(pb::Plane::Control) => "control",
         _ => "unknown",
     };
-    let status = if k.revoked_at.is_some() {
-        "revoked"
-    } else if k.expires_at.is_some_and(|at| at <= now_unix()) {
-        "expired"
-    } else {
-        "active"
+    let status = match crate::policy::validity(k.revoked_at, k.expires_at, now_unix()) {
+        Ok(()) => "active",
+        Err(crate::policy::InvalidReason::Revoked) => "revoked",
+        Err(_) => "expired",
     };
     json!({
         "id": k.id,

@@ -324,7 +324,7 @@ impl ApiKey {
     }
 
     pub fn is_expired(&self, now: i64) -> bool {
-        self.expires_at.is_some_and(|at| now >= at)
+        crate::policy::validity(None, self.expires_at, now).is_err()
     }
 }
 

@@ -20,11 +20,10 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 use crate::admin::AdminService;
-use crate::authn::Authenticator;
 use crate::authz::CheckService;
-use crate::cache::Caches;
 use crate::config::Config;
 use crate::pb::admin_server::AdminServer;
+use crate::services::Services;
 use crate::store::{Store, redact_url};
 
 /// How long in-flight requests may finish after a shutdown signal.
@@ -85,18 +84,9 @@ fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
         .with_context(|| format!("cannot listen on {} (listen.check_unix)", path.display()))
 }
 
-/// Opens the store named by the configuration and builds the shared authenticator.
-pub async fn open(config: &Config) -> anyhow::Result<Authenticator> {
-    let store = Store::open(&config.database.url, config.database.max_connections)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let caches = Caches::new(
-        config.cache.capacity,
-        config.cache_ttl(),
-        Duration::from_secs(config.cache.negative_ttl_secs),
-    );
-    Authenticator::new(store, caches, &config.argon2, &config.verify)
-        .context("cannot start the argon2 workers")
+/// Opens the store named by the configuration and everything serving runs on.
+pub async fn open(config: &Config) -> anyhow::Result<Services> {
+    Services::open(config).await
 }
 
 /// Serves until `shutdown` resolves.
@@ -105,14 +95,14 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let authn = open(&config).await?;
-    serve(config, authn, listeners, shutdown).await
+    let services = open(&config).await?;
+    serve(config, services, listeners, shutdown).await
 }
 
-/// Serves with an already opened authenticator (tests share one with their assertions).
+/// Serves with already opened services (tests share them with their assertions).
 pub async fn serve(
     config: Config,
-    authn: Authenticator,
+    services: Services,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -127,7 +117,7 @@ pub async fn serve(
     };
 
     let check_service = AuthorizationServer::new(CheckService::new(
-        authn.clone(),
+        &services,
         config.credentials.sources.clone(),
     ));
     // grpc.health.v1 beside Check, for gRPC health probes of each replica (Kubernetes, Envoy
@@ -164,7 +154,7 @@ pub async fn serve(
         None => (None, None),
     };
     let admin = tonic::transport::Server::builder()
-        .add_service(AdminServer::new(AdminService::new(authn.clone())))
+        .add_service(AdminServer::new(AdminService::new(&services)))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.admin).with_nodelay(Some(true)),
             stopped(),
@@ -172,17 +162,17 @@ pub async fn serve(
     let health_app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(authn.clone());
+        .with_state(services.store.clone());
     let health = axum::serve(listeners.health, health_app).with_graceful_shutdown(stopped());
 
     let propagation = tokio::spawn(crate::propagation::follow(
-        authn.store().clone(),
-        authn.caches().clone(),
+        services.store.clone(),
+        services.directory.caches().clone(),
         config.propagation.clone(),
         stop_rx_background.clone(),
     ));
-    let usage = tokio::spawn(authn.last_used().clone().run(
-        authn.store().clone(),
+    let usage = tokio::spawn(services.last_used.clone().run(
+        services.store.clone(),
         Duration::from_secs(config.usage.flush_interval_secs),
         stop_rx_background,
     ));
@@ -222,7 +212,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let _ = propagation.await;
     let _ = usage.await;
-    authn.store().close().await;
+    services.store.close().await;
     if let Some(path) = unix_path {
         let _ = std::fs::remove_file(path);
     }
@@ -230,8 +220,8 @@ pub async fn serve(
 }
 
 /// Ready once the store answers; the store was migrated before serving began.
-async fn readyz(State(authn): State<Authenticator>) -> (StatusCode, &'static str) {
-    match tokio::time::timeout(Duration::from_secs(2), authn.store().ping()).await {
+async fn readyz(State(store): State<Store>) -> (StatusCode, &'static str) {
+    match tokio::time::timeout(Duration::from_secs(2), store.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n"),
     }

@@ -199,7 +199,7 @@ async fn a_store_outage_is_a_grpc_error_never_a_401() {
         .into_inner();
     assert_eq!(http_status(&warm), 200);
 
-    keyward.authn.store().close().await;
+    keyward.services.store.close().await;
 
     // A key verified before the outage keeps working from cache.
     let cached = check
@@ -248,7 +248,7 @@ async fn health_and_readiness() {
         .await
         .unwrap();
     assert_eq!(readyz.status(), 200);
-    keyward.authn.store().close().await;
+    keyward.services.store.close().await;
     let readyz = http
         .get(format!("http://{}/readyz", keyward.health))
         .send()

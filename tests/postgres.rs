@@ -52,7 +52,7 @@ async fn check_client(keyward: &Keyward) -> AuthorizationClient<Channel> {
 
 /// When the grace of key `id`'s previous secret ends, as stored.
 async fn grace_end(keyward: &Keyward, id: &str) -> i64 {
-    let stored = keyward.authn.store().get_key(id).await.unwrap().unwrap();
+    let stored = keyward.services.store.get_key(id).await.unwrap().unwrap();
     stored.previous_secret.unwrap().valid_until
 }
 
@@ -121,10 +121,14 @@ async fn postgres_serves_the_same_key_lifecycle_as_sqlite() {
             shown.last_used_at.is_some(),
             "{backend}: pending use is shown at once"
         );
-        keyward.authn.last_used().flush(keyward.authn.store()).await;
+        keyward
+            .services
+            .last_used
+            .flush(&keyward.services.store)
+            .await;
         let stored = keyward
-            .authn
-            .store()
+            .services
+            .store
             .get_key(&used_id)
             .await
             .unwrap()
@@ -232,7 +236,7 @@ async fn verified_secrets_survive_reloads_without_argon2() {
     for keyward in [Keyward::start().await, Keyward::start_postgres().await] {
         let mut admin = seed(&keyward).await;
         let mut check = check_client(&keyward).await;
-        let verifications = || keyward.authn.verifications_run();
+        let verifications = || keyward.services.authn.verifications_run();
         let (id, old) = admin.key(Plane::Data, &["acme/bot"]).await;
         let before = verifications();
         assert_eq!(status(&mut check, "acme/bot", Some(&old)).await, 200);
@@ -245,15 +249,21 @@ async fn verified_secrets_survive_reloads_without_argon2() {
                 ..Default::default()
             })
             .await;
-        keyward.authn.caches().apply(&Change::Principal(1)).await;
-        keyward.authn.caches().flush();
+        keyward
+            .services
+            .directory
+            .caches()
+            .apply(&Change::Principal(1))
+            .await;
+        keyward.services.directory.caches().flush();
         assert!(
             keyward
-                .authn
+                .services
+                .directory
                 .caches()
                 .key(&id)
                 .await
-                .is_some_and(|entry| !keyward.authn.caches().is_fresh(&entry)),
+                .is_some_and(|entry| !keyward.services.directory.caches().is_fresh(&entry)),
             "the cached key is stale and must be reloaded"
         );
         assert_eq!(status(&mut check, "acme/bot", Some(&old)).await, 200);
@@ -284,6 +294,7 @@ async fn verified_secrets_survive_reloads_without_argon2() {
         let until = grace_end(&keyward, &id).await;
         assert!(matches!(
             keyward
+                .services
                 .authn
                 .authenticate(&Token::parse(&old).unwrap(), until)
                 .await
@@ -346,6 +357,7 @@ async fn rotation_keeps_the_old_secret_for_the_grace_only() {
         let new_token = Token::parse(&new).unwrap();
         assert!(matches!(
             keyward
+                .services
                 .authn
                 .authenticate(&old_token, until - 1)
                 .await
@@ -353,11 +365,21 @@ async fn rotation_keeps_the_old_secret_for_the_grace_only() {
             Authenticated::Key(_)
         ));
         assert!(matches!(
-            keyward.authn.authenticate(&old_token, until).await.unwrap(),
+            keyward
+                .services
+                .authn
+                .authenticate(&old_token, until)
+                .await
+                .unwrap(),
             Authenticated::Invalid(_)
         ));
         assert!(matches!(
-            keyward.authn.authenticate(&new_token, until).await.unwrap(),
+            keyward
+                .services
+                .authn
+                .authenticate(&new_token, until)
+                .await
+                .unwrap(),
             Authenticated::Key(_)
         ));
 
@@ -426,7 +448,7 @@ async fn a_database_restart_under_load_never_becomes_a_401() {
     assert_eq!(status(&mut check, "acme/bot", Some(&revoked)).await, 200);
     admin.revoke(&revoked_id).await;
     assert_eq!(status(&mut check, "acme/bot", Some(&revoked)).await, 401);
-    let before = keyward.authn.store().list_keys(None).await.unwrap();
+    let before = keyward.services.store.list_keys(None).await.unwrap();
 
     // Load: one task per token, bounded in count, recording every status seen.
     let outage = Arc::new(AtomicBool::new(false));
@@ -508,7 +530,7 @@ async fn a_database_restart_under_load_never_becomes_a_401() {
         "revoked key saw {revoked_seen:?}"
     );
 
-    let after = keyward.authn.store().list_keys(None).await.unwrap();
+    let after = keyward.services.store.list_keys(None).await.unwrap();
     assert_eq!(before.len(), after.len());
     for (b, a) in before.iter().zip(&after) {
         assert_eq!(

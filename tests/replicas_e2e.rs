@@ -69,7 +69,12 @@ async fn a_change_through_one_replica_holds_on_every_request_through_envoy() {
         }
     }
     assert!(
-        b.authn.caches().key(&revoked_id).await.is_some(),
+        b.services
+            .directory
+            .caches()
+            .key(&revoked_id)
+            .await
+            .is_some(),
         "replica B has the key cached"
     );
 

@@ -19,9 +19,9 @@ use envoy_types::pb::envoy::config::core::v3::address::Address;
 use envoy_types::pb::envoy::config::core::v3::{self as core, SocketAddress};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
-use keyward::authn::Authenticator;
 use keyward::config::Config;
 use keyward::model::Plane;
+use keyward::services::Services;
 use sqlx::Connection;
 
 pub const DEPLOYMENT: &str = "demo/chat";
@@ -60,10 +60,10 @@ pub fn config(db: &Path) -> Config {
 }
 
 /// Opens the store (migrating it), creates the organization, project `demo` and deployment
-/// `demo/chat`; returns the authenticator and the owner's principal id.
-pub async fn open_seeded(config: &Config) -> anyhow::Result<(Authenticator, i64)> {
-    let authn = keyward::server::open(config).await?;
-    let store = authn.store();
+/// `demo/chat`; returns the services and the owner's principal id.
+pub async fn open_seeded(config: &Config) -> anyhow::Result<(Services, i64)> {
+    let services = keyward::server::open(config).await?;
+    let store = &services.store;
     let owner = store.init_organization("owner@example.com").await?;
     store.create_project("demo").await?;
     store
@@ -74,7 +74,7 @@ pub async fn open_seeded(config: &Config) -> anyhow::Result<(Authenticator, i64)
             true,
         )
         .await?;
-    Ok((authn, owner.id))
+    Ok((services, owner.id))
 }
 
 async fn raw(config: &Config) -> anyhow::Result<sqlx::SqliteConnection> {

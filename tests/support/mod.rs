@@ -16,11 +16,11 @@ use envoy_types::pb::envoy::config::core::v3::{Address as EnvoyAddress, SocketAd
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
-use keyward::authn::Authenticator;
 use keyward::config::Config;
 use keyward::pb::admin_client::AdminClient;
 use keyward::pb::{self, expiry};
 use keyward::server::{self, Listeners};
+use keyward::services::Services;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -106,7 +106,7 @@ pub struct Keyward {
     pub health: SocketAddr,
     pub database_url: String,
     pub owner_token: String,
-    pub authn: Authenticator,
+    pub services: Services,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     _dir: Option<TempDir>,
@@ -252,9 +252,9 @@ impl Keyward {
         let database_url = config.database.url.clone();
         let listeners = Listeners::bind(&config).await.unwrap();
         let (check, admin, health) = listeners.local_addrs().unwrap();
-        let authn = server::open(&config).await.unwrap();
+        let services = server::open(&config).await.unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve(config, authn.clone(), listeners, async {
+        let task = tokio::spawn(server::serve(config, services.clone(), listeners, async {
             let _ = stopped.await;
         }));
         Keyward {
@@ -263,7 +263,7 @@ impl Keyward {
             health,
             database_url,
             owner_token,
-            authn,
+            services,
             stop: Some(stop),
             task: Some(task),
             _dir: dir,

@@ -1,0 +1,96 @@
+//! The one map from keyward's failures to gRPC statuses, used by the Check service and the
+//! admin API alike: a store failure, an undecidable request, an access denial and bad input each
+//! become the same [`tonic::Code`] wherever they happen.
+//!
+//! Messages never carry a secret or a storage detail: the detail of an outage goes to the log
+//! at the call site, the caller sees "storage unavailable".
+
+use tonic::{Code, Status};
+
+use crate::authn::Undecidable;
+use crate::policy::AccessDenied;
+use crate::store::StoreError;
+
+/// Why keyward could not decide. Envoy answers its `status_on_error` for any of these.
+impl From<&Undecidable> for Status {
+    fn from(e: &Undecidable) -> Self {
+        match e {
+            Undecidable::Overloaded | Undecidable::KeyOverloaded(_) => {
+                Status::new(Code::ResourceExhausted, "keyward is overloaded")
+            }
+            Undecidable::Storage(_) => storage_unavailable(),
+            Undecidable::Internal(_) => Status::new(Code::Internal, "internal error"),
+        }
+    }
+}
+
+impl From<Undecidable> for Status {
+    fn from(e: Undecidable) -> Self {
+        Status::from(&e)
+    }
+}
+
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => not_found(what),
+            StoreError::Conflict(what) => conflict(what),
+            StoreError::Invalid(message) => bad_input(message),
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "storage error");
+                storage_unavailable()
+            }
+        }
+    }
+}
+
+/// A refused admin call. What the caller may not know exists reads as absent.
+impl From<AccessDenied> for Status {
+    fn from(denied: AccessDenied) -> Self {
+        match denied {
+            AccessDenied::Hidden { .. } => Status::new(Code::NotFound, denied.to_string()),
+            _ => permission_denied(denied.to_string()),
+        }
+    }
+}
+
+fn storage_unavailable() -> Status {
+    Status::new(Code::Unavailable, "storage unavailable")
+}
+
+/// `what` (e.g. "key AAAA") does not exist, or the caller may not know that it does.
+pub fn not_found(what: impl std::fmt::Display) -> Status {
+    Status::new(Code::NotFound, format!("{what} not found"))
+}
+
+pub fn conflict(what: impl std::fmt::Display) -> Status {
+    Status::new(Code::AlreadyExists, format!("{what} already exists"))
+}
+
+/// A request field is malformed or out of range; `message` names it.
+pub fn bad_input(message: impl Into<String>) -> Status {
+    Status::new(Code::InvalidArgument, message)
+}
+
+/// The request is well formed but the state it acts on does not allow it.
+pub fn precondition(message: impl Into<String>) -> Status {
+    Status::new(Code::FailedPrecondition, message)
+}
+
+pub fn unauthenticated(message: impl Into<String>) -> Status {
+    Status::new(Code::Unauthenticated, message)
+}
+
+pub fn permission_denied(message: impl Into<String>) -> Status {
+    Status::new(Code::PermissionDenied, message)
+}
+
+/// The `google.rpc.Status` code of a Check answer: OK for an allow, the denial's class
+/// otherwise (Envoy reads the HTTP status from the response itself).
+pub fn check_code(allowed: bool, unauthenticated: bool) -> i32 {
+    match (allowed, unauthenticated) {
+        (true, _) => Code::Ok as i32,
+        (false, true) => Code::Unauthenticated as i32,
+        (false, false) => Code::PermissionDenied as i32,
+    }
+}
