@@ -196,6 +196,21 @@ impl Default for Verify {
     }
 }
 
+/// Upper bounds of the ranges [`Config::validate`] enforces. Each is far above any sensible
+/// setting and far below what would overflow or panic further in (moka refuses TTLs beyond
+/// 1000 years, tokio's semaphores `usize::MAX >> 3` permits, argon2 allocates `memory_kib` per
+/// worker up front).
+pub const MAX_TTL_SECS: u64 = 30 * 86_400;
+pub const MAX_CACHE_CAPACITY: u64 = 100_000_000;
+pub const MAX_VERIFY_WORKERS: usize = 1_024;
+pub const MAX_VERIFY_QUEUE: usize = 1_000_000;
+/// 4 GiB: argon2's working memory for one verification, held by each worker.
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+pub const MAX_ARGON2_ITERATIONS: u32 = 1_000;
+pub const MAX_ARGON2_PARALLELISM: u32 = 64;
+pub const MAX_DATABASE_CONNECTIONS: u32 = 10_000;
+pub const MAX_INTERVAL_MS: u64 = 3_600_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -312,33 +327,78 @@ impl Config {
                 ));
             }
         }
-        if self.cache.capacity == 0 {
-            return bad("cache.capacity must be at least 1".into());
+        fn within<T: PartialOrd + std::fmt::Display>(
+            field: &str,
+            value: T,
+            min: T,
+            max: T,
+        ) -> Result<(), ConfigError> {
+            if value < min || value > max {
+                return Err(ConfigError::Invalid(format!(
+                    "{field} must be between {min} and {max}, not {value}"
+                )));
+            }
+            Ok(())
         }
-        if self.cache.ttl_secs == 0 {
-            return bad("cache.ttl_secs must be at least 1".into());
-        }
-        if self.verify.workers == 0 {
-            return bad("verify.workers must be at least 1".into());
-        }
-        if self.verify.per_key == 0 {
-            return bad("verify.per_key must be at least 1".into());
-        }
+        within("cache.capacity", self.cache.capacity, 1, MAX_CACHE_CAPACITY)?;
+        within("cache.ttl_secs", self.cache.ttl_secs, 1, MAX_TTL_SECS)?;
+        within(
+            "cache.negative_ttl_secs",
+            self.cache.negative_ttl_secs,
+            0,
+            MAX_TTL_SECS,
+        )?;
+        within("verify.workers", self.verify.workers, 1, MAX_VERIFY_WORKERS)?;
+        within("verify.queue", self.verify.queue, 0, MAX_VERIFY_QUEUE)?;
+        within("verify.per_key", self.verify.per_key, 1, MAX_VERIFY_QUEUE)?;
         if !(0..=19).contains(&self.verify.nice) {
             return bad(format!(
                 "verify.nice must be between 0 and 19, not {}",
                 self.verify.nice
             ));
         }
-        if self.propagation.poll_interval_ms == 0 || self.propagation.max_backoff_ms == 0 {
-            return bad("propagation intervals must be at least 1 ms".into());
-        }
-        if self.usage.flush_interval_secs == 0 {
-            return bad("usage.flush_interval_secs must be at least 1".into());
-        }
-        if self.database.max_connections == 0 {
-            return bad("database.max_connections must be at least 1".into());
-        }
+        within(
+            "propagation.poll_interval_ms",
+            self.propagation.poll_interval_ms,
+            1,
+            MAX_INTERVAL_MS,
+        )?;
+        within(
+            "propagation.max_backoff_ms",
+            self.propagation.max_backoff_ms,
+            1,
+            MAX_INTERVAL_MS,
+        )?;
+        within(
+            "usage.flush_interval_secs",
+            self.usage.flush_interval_secs,
+            1,
+            MAX_INTERVAL_MS / 1000,
+        )?;
+        within(
+            "database.max_connections",
+            self.database.max_connections,
+            1,
+            MAX_DATABASE_CONNECTIONS,
+        )?;
+        within(
+            "argon2.parallelism",
+            self.argon2.parallelism,
+            1,
+            MAX_ARGON2_PARALLELISM,
+        )?;
+        within(
+            "argon2.memory_kib",
+            self.argon2.memory_kib,
+            8 * self.argon2.parallelism.max(1),
+            MAX_ARGON2_MEMORY_KIB,
+        )?;
+        within(
+            "argon2.iterations",
+            self.argon2.iterations,
+            1,
+            MAX_ARGON2_ITERATIONS,
+        )?;
         if let Err(e) = argon2::Params::new(
             self.argon2.memory_kib,
             self.argon2.iterations,
@@ -439,5 +499,81 @@ mod tests {
         let mut c = Config::from_toml("[verify]\nper_key = 0\n").unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("verify.per_key"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    /// Every numeric field, set to an absurd value, is refused by name rather than panicking
+    /// later (moka, the semaphores, argon2's allocation).
+    #[test]
+    fn absurd_values_are_refused_by_name() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[cache]\nttl_secs = 18446744073709551615\n",
+                "cache.ttl_secs",
+            ),
+            (
+                "[cache]\nnegative_ttl_secs = 18446744073709551615\n",
+                "cache.negative_ttl_secs",
+            ),
+            (
+                "[cache]\ncapacity = 18446744073709551615\n",
+                "cache.capacity",
+            ),
+            ("[verify]\nqueue = 18446744073709551615\n", "verify.queue"),
+            ("[verify]\nworkers = 100000\n", "verify.workers"),
+            (
+                "[verify]\nper_key = 18446744073709551615\n",
+                "verify.per_key",
+            ),
+            ("[argon2]\nmemory_kib = 4294967295\n", "argon2.memory_kib"),
+            ("[argon2]\niterations = 4294967295\n", "argon2.iterations"),
+            ("[argon2]\nparallelism = 0\n", "argon2.parallelism"),
+            ("[argon2]\nparallelism = 16777215\n", "argon2.parallelism"),
+            (
+                "[database]\nmax_connections = 4294967295\n",
+                "database.max_connections",
+            ),
+            (
+                "[propagation]\npoll_interval_ms = 18446744073709551615\n",
+                "propagation.poll_interval_ms",
+            ),
+            (
+                "[propagation]\nmax_backoff_ms = 0\n",
+                "propagation.max_backoff_ms",
+            ),
+            (
+                "[usage]\nflush_interval_secs = 18446744073709551615\n",
+                "usage.flush_interval_secs",
+            ),
+        ];
+        for (toml, field) in cases {
+            let mut c = Config::from_toml(toml).unwrap_or_else(|e| panic!("{toml}: {e}"));
+            let err = c
+                .validate()
+                .err()
+                .unwrap_or_else(|| panic!("{field}: an absurd value was accepted"))
+                .to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_largest_accepted_values_start_without_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::default();
+        c.database.url = format!("sqlite://{}", dir.path().join("k.db").display());
+        c.cache.ttl_secs = MAX_TTL_SECS;
+        c.cache.negative_ttl_secs = MAX_TTL_SECS;
+        c.cache.capacity = MAX_CACHE_CAPACITY;
+        c.verify.workers = 2;
+        c.verify.queue = MAX_VERIFY_QUEUE;
+        c.verify.per_key = MAX_VERIFY_QUEUE;
+        c.validate().unwrap();
+        let authn = crate::server::open(&c).await.expect("opens");
+        assert_eq!(authn.verifications_run(), 0);
     }
 }
