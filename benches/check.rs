@@ -10,6 +10,8 @@ use keyward::authz::CheckService;
 mod support;
 
 fn bench(c: &mut Criterion) {
+    // As `keyward serve` does: the Check path records into a real Prometheus recorder.
+    keyward::metrics::install();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::address::Address;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
@@ -25,6 +26,7 @@ use tracing::{debug, warn};
 
 use crate::authn::{Authenticated, Authenticator, Undecidable};
 use crate::directory::Directory;
+use crate::metrics::{CheckMetrics, Outcome};
 use crate::model::{Endpoint, Plane};
 use crate::policy::{self, Authentication, Decision, Denial, Grant, InvalidReason, Route, Target};
 use crate::services::Services;
@@ -235,6 +237,7 @@ pub struct CheckService {
     last_used: LastUsed,
     sources: Arc<[String]>,
     shed: Arc<ShedLog>,
+    metrics: CheckMetrics,
 }
 
 /// Shed requests are counted and reported at most once a second: a flood of bad tokens must
@@ -284,6 +287,7 @@ impl CheckService {
             last_used: services.last_used.clone(),
             sources: sources.into(),
             shed: Arc::default(),
+            metrics: CheckMetrics::new(),
         }
     }
 
@@ -292,13 +296,31 @@ impl CheckService {
         &self,
         request: &CheckRequest,
     ) -> Result<CheckResponse, Undecidable> {
+        let started = Instant::now();
+        let mut plane = None;
+        let answer = self.decide_request(request, &mut plane).await;
+        let outcome = match &answer {
+            Ok((_, outcome)) => *outcome,
+            Err(error) => Outcome::Error(error_code(error)),
+        };
+        self.metrics.record(outcome, plane, started.elapsed());
+        answer.map(|(response, _)| response)
+    }
+
+    /// [`Self::check_request`] without the metrics; `plane` learns the route's plane once known.
+    async fn decide_request(
+        &self,
+        request: &CheckRequest,
+        plane: &mut Option<Plane>,
+    ) -> Result<(CheckResponse, Outcome), Undecidable> {
         let input = match input_of(request) {
             Ok(input) => input,
             Err(error) => {
                 warn!(%error, "denying a request whose Envoy route is not configured for keyward");
-                return Ok(misrouted(error));
+                return Ok((misrouted(error), Outcome::Deny("route_not_configured")));
             }
         };
+        *plane = Some(input.route.plane);
         let workload_project;
         let route = &match input.route.target {
             Target::Workload { id, .. } => {
@@ -322,7 +344,10 @@ impl CheckService {
             Target::Project(_) | Target::Workload { .. } => None,
         };
         if !policy::auth_required(route, deployment.as_deref()) {
-            return Ok(allowed(route, Grant::Anonymous, &self.sources));
+            return Ok((
+                allowed(route, Grant::Anonymous, &self.sources),
+                Outcome::Allow,
+            ));
         }
         let now = now_unix();
         let token = credential(input.headers, &self.sources).map(|presented| match presented {
@@ -350,7 +375,7 @@ impl CheckService {
                 if let Grant::Key(key) = grant {
                     self.last_used.touch(&key.id, now);
                 }
-                allowed(route, grant, &self.sources)
+                (allowed(route, grant, &self.sources), Outcome::Allow)
             }
             Decision::Deny(denial) => {
                 debug!(
@@ -360,9 +385,18 @@ impl CheckService {
                     ?denial,
                     "denied"
                 );
-                denied(&denial)
+                (denied(&denial), Outcome::Deny(status_of(&denial).2))
             }
         })
+    }
+}
+
+/// The `code` label of a Check that could not be decided.
+fn error_code(error: &Undecidable) -> &'static str {
+    match error {
+        Undecidable::Overloaded | Undecidable::KeyOverloaded(_) => "overloaded",
+        Undecidable::Storage(_) => "storage_unavailable",
+        Undecidable::Internal(_) => "internal",
     }
 }
 

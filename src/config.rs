@@ -573,7 +573,7 @@ mod range_tests {
         c.verify.queue = MAX_VERIFY_QUEUE;
         c.verify.per_key = MAX_VERIFY_QUEUE;
         c.validate().unwrap();
-        let authn = crate::server::open(&c).await.expect("opens");
-        assert_eq!(authn.verifications_run(), 0);
+        let services = crate::server::open(&c).await.expect("opens");
+        assert_eq!(services.authn.verifications_run(), 0);
     }
 }

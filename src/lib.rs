@@ -15,6 +15,7 @@
 //! - [`authn`]: credential → verified key, with argon2 on a bounded pool of those workers.
 //! - [`authz`]: the Envoy edge: `CheckRequest` → decision → `CheckResponse`.
 //! - [`admin`]: the admin gRPC API used by the CLI.
+//! - [`metrics`]: Prometheus metrics (`/metrics` on the health port), bounded label sets.
 //! - [`config`]: TOML file plus `KEYWARD_*` environment overrides.
 //! - [`server`]: listeners, serving, health and graceful shutdown.
 //! - [`cli`]: the `keyward` command line.
@@ -33,6 +34,7 @@ pub mod directory;
 pub mod errors;
 pub mod hashing;
 pub mod iam;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod propagation;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::routing::get;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use tokio::net::{TcpListener, UnixListener};
@@ -116,6 +116,7 @@ pub async fn serve(
         }
     };
 
+    crate::metrics::install();
     let check_service = AuthorizationServer::new(CheckService::new(
         &services,
         config.credentials.sources.clone(),
@@ -162,6 +163,7 @@ pub async fn serve(
     let health_app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(services.store.clone());
     let health = axum::serve(listeners.health, health_app).with_graceful_shutdown(stopped());
 
@@ -171,6 +173,18 @@ pub async fn serve(
         config.propagation.clone(),
         stop_rx_background.clone(),
     ));
+    // Histogram samples wait in lock-free buckets until drained: drain them even when nothing
+    // scrapes /metrics, so memory stays flat under load.
+    let mut upkeep_stop = stop_rx_background.clone();
+    let metrics_upkeep = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = every.tick() => crate::metrics::upkeep(),
+                _ = upkeep_stop.wait_for(|stop| *stop) => break,
+            }
+        }
+    });
     let usage = tokio::spawn(services.last_used.clone().run(
         services.store.clone(),
         Duration::from_secs(config.usage.flush_interval_secs),
@@ -212,6 +226,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let _ = propagation.await;
     let _ = usage.await;
+    let _ = metrics_upkeep.await;
     services.store.close().await;
     if let Some(path) = unix_path {
         let _ = std::fs::remove_file(path);
@@ -225,6 +240,18 @@ async fn readyz(State(store): State<Store>) -> (StatusCode, &'static str) {
         Ok(Ok(())) => (StatusCode::OK, "ready\n"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n"),
     }
+}
+
+/// Prometheus text exposition of [`crate::metrics`].
+async fn metrics() -> ([(header::HeaderName, &'static str); 1], String) {
+    crate::metrics::upkeep();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(),
+    )
 }
 
 /// Resolves on SIGINT or SIGTERM.
