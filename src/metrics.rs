@@ -2,16 +2,14 @@
 //! `metrics-exporter-prometheus` behind the `metrics` facade.
 //!
 //! Cardinality is bounded by construction: every label takes its values from a closed set
-//! written in this module (decision results, denial codes, planes, cache names, admin write
-//! kinds, store operations), never a key id, a principal, a project or a deployment. The
-//! Check path uses handles resolved once ([`CheckMetrics`], [`CacheMetrics`]), so recording is
-//! an atomic add, never a registry lookup.
+//! written in this module (decision results, denial and error codes, planes), never a key id,
+//! a principal, a project or a deployment. The Check path uses handles resolved once
+//! ([`CheckMetrics`]), so recording is an atomic add, never a registry lookup.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, counter, describe_counter, describe_gauge};
-use metrics::{describe_histogram, gauge, histogram};
+use metrics::{Counter, Histogram, counter, describe_counter, describe_histogram, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::model::Plane;
@@ -58,53 +56,6 @@ fn describe() {
         "keyward_check_duration_seconds",
         metrics::Unit::Seconds,
         "Time keyward took to answer a Check, from request to response"
-    );
-    describe_counter!(
-        "keyward_cache_lookups_total",
-        "Cache lookups on the Check path by cache and result (hit, miss)"
-    );
-    describe_counter!(
-        "keyward_cache_evictions_total",
-        "Entries removed from a cache by capacity or expiry (not by invalidation)"
-    );
-    describe_gauge!(
-        "keyward_verify_queue_depth",
-        "argon2 verifications waiting for a worker or running"
-    );
-    describe_histogram!(
-        "keyward_verify_wait_seconds",
-        metrics::Unit::Seconds,
-        "Time an argon2 verification waited for a worker"
-    );
-    describe_counter!(
-        "keyward_verify_shed_total",
-        "Verifications refused because the argon2 queue (or one key id's share) was full"
-    );
-    describe_counter!(
-        "keyward_store_errors_total",
-        "Store operations that failed, by operation"
-    );
-    describe_histogram!(
-        "keyward_store_duration_seconds",
-        metrics::Unit::Seconds,
-        "Store round trips made on a Check cache miss, by operation"
-    );
-    describe_counter!(
-        "keyward_propagation_reconnects_total",
-        "Times the change feed (PostgreSQL LISTEN) was lost and re-established"
-    );
-    describe_gauge!(
-        "keyward_propagation_connected",
-        "1 while the change feed from other replicas is known good, else 0"
-    );
-    describe_histogram!(
-        "keyward_propagation_lag_seconds",
-        metrics::Unit::Seconds,
-        "Time from a change event's commit to its application on this replica"
-    );
-    describe_counter!(
-        "keyward_admin_writes_total",
-        "Admin writes committed, by the kind of thing changed"
     );
 }
 
@@ -194,83 +145,6 @@ impl CheckMetrics {
         self.decisions[result][code][plane].increment(1);
         self.duration.record(took.as_secs_f64());
     }
-}
-
-/// Hit and miss counters of one cache.
-#[derive(Clone)]
-pub struct CacheMetrics {
-    hits: Counter,
-    misses: Counter,
-}
-
-impl CacheMetrics {
-    /// `cache` is one of the names the caches module gives its caches.
-    pub fn new(cache: &'static str) -> Self {
-        CacheMetrics {
-            hits: counter!("keyward_cache_lookups_total", "cache" => cache, "result" => "hit"),
-            misses: counter!("keyward_cache_lookups_total", "cache" => cache, "result" => "miss"),
-        }
-    }
-
-    pub fn lookup<T>(&self, found: Option<T>) -> Option<T> {
-        match &found {
-            Some(_) => self.hits.increment(1),
-            None => self.misses.increment(1),
-        }
-        found
-    }
-}
-
-/// A moka eviction listener counting evictions of `cache` by size or expiry.
-pub fn eviction_counter(cache: &'static str) -> Counter {
-    counter!("keyward_cache_evictions_total", "cache" => cache)
-}
-
-/// The argon2 queue's instruments.
-#[derive(Clone)]
-pub struct VerifyMetrics {
-    pub depth: Gauge,
-    pub wait: Histogram,
-    pub shed: Counter,
-}
-
-impl Default for VerifyMetrics {
-    fn default() -> Self {
-        VerifyMetrics {
-            depth: gauge!("keyward_verify_queue_depth"),
-            wait: histogram!("keyward_verify_wait_seconds"),
-            shed: counter!("keyward_verify_shed_total"),
-        }
-    }
-}
-
-/// A store round trip on the Check path: its duration, and an error count when it failed.
-pub fn store_call<T, E>(operation: &'static str, took: Duration, result: &Result<T, E>) {
-    histogram!("keyward_store_duration_seconds", "operation" => operation)
-        .record(took.as_secs_f64());
-    if result.is_err() {
-        counter!("keyward_store_errors_total", "operation" => operation).increment(1);
-    }
-}
-
-/// The change feed came back after being lost.
-pub fn propagation_reconnected() {
-    counter!("keyward_propagation_reconnects_total").increment(1);
-}
-
-/// Whether the change feed is known good now.
-pub fn propagation_connected(connected: bool) {
-    gauge!("keyward_propagation_connected").set(if connected { 1.0 } else { 0.0 });
-}
-
-/// A change event from another replica was applied `lag` after it was committed.
-pub fn propagation_lag(lag: Duration) {
-    histogram!("keyward_propagation_lag_seconds").record(lag.as_secs_f64());
-}
-
-/// An admin write committed; `kind` is the change event's kind (key, deployment, …).
-pub fn admin_write(kind: &'static str) {
-    counter!("keyward_admin_writes_total", "kind" => kind).increment(1);
 }
 
 #[cfg(test)]
