@@ -137,9 +137,6 @@ pub fn input_with<'a>(
     request: &'a CheckRequest,
     table: Option<&'a RouteTable>,
 ) -> Result<Input<'a>, RouteError> {
-    if let Some(table) = table.filter(|_| needs_route_table(request)) {
-        return routed(request, table);
-    }
     let attributes = request
         .attributes
         .as_ref()
@@ -150,6 +147,9 @@ pub fn input_with<'a>(
         .and_then(|r| r.http.as_ref())
         .ok_or(RouteError::NoHttpAttributes)?;
     let ext = &attributes.context_extensions;
+    if let Some(table) = table.filter(|_| needs_route_table(request)) {
+        return routed(attributes, http, table);
+    }
     let plane: Plane = ext
         .get("plane")
         .and_then(|p| p.parse().ok())
@@ -185,16 +185,11 @@ pub fn input_with<'a>(
 }
 
 /// The route of a request from the route table entry matching its host and path.
-fn routed<'a>(request: &'a CheckRequest, table: &'a RouteTable) -> Result<Input<'a>, RouteError> {
-    let attributes = request
-        .attributes
-        .as_ref()
-        .ok_or(RouteError::NoHttpAttributes)?;
-    let http = attributes
-        .request
-        .as_ref()
-        .and_then(|r| r.http.as_ref())
-        .ok_or(RouteError::NoHttpAttributes)?;
+fn routed<'a>(
+    attributes: &'a AttributeContext,
+    http: &'a HttpRequest,
+    table: &'a RouteTable,
+) -> Result<Input<'a>, RouteError> {
     let entry = table
         .lookup(&http.host, &http.path)
         .ok_or(RouteError::NoRoute)?;
