@@ -13,10 +13,11 @@ use std::time::Instant;
 use envoy_types::pb::envoy::config::core::v3::address::Address;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{
-    CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
+    AttributeContext, CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
 };
 use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode as HttpStatusCode};
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
@@ -29,6 +30,7 @@ use crate::directory::Directory;
 use crate::metrics::{CheckMetrics, Outcome};
 use crate::model::{Endpoint, Plane};
 use crate::policy::{self, Authentication, Decision, Denial, Grant, InvalidReason, Route, Target};
+use crate::routes::{RouteTable, RouteTarget};
 use crate::services::Services;
 use crate::store::now_unix;
 use crate::token::{Token, TokenError};
@@ -54,6 +56,11 @@ pub enum RouteError {
         "context extension `project` is missing or not a project slug, and the path is not a control route"
     )]
     Project,
+    /// Envoy sent none of keyward's context extensions and no route table entry matches.
+    #[error(
+        "Envoy sent no keyward context extensions and no route table entry matches this host and path"
+    )]
+    NoRoute,
 }
 
 /// The request, as the decision needs it.
@@ -108,6 +115,28 @@ impl<'a> RequestHeaders<'a> {
 
 /// Reads the route contract (context extensions) and the HTTP attributes.
 pub fn input_of(request: &CheckRequest) -> Result<Input<'_>, RouteError> {
+    input_with(request, None)
+}
+
+/// The context extensions keyward reads: when Envoy sends any of them they decide the route,
+/// and the route table is not consulted.
+const KEYWARD_EXTENSIONS: [&str; 4] = ["plane", "endpoint", "deployment", "project"];
+
+/// Whether `request` must be routed by the route table: it carries none of keyward's context
+/// extensions.
+pub fn needs_route_table(request: &CheckRequest) -> bool {
+    request.attributes.as_ref().is_some_and(|a| {
+        !KEYWARD_EXTENSIONS
+            .iter()
+            .any(|k| a.context_extensions.contains_key(*k))
+    })
+}
+
+/// As [`input_of`]; a request with none of keyward's context extensions is routed by `table`.
+pub fn input_with<'a>(
+    request: &'a CheckRequest,
+    table: Option<&'a RouteTable>,
+) -> Result<Input<'a>, RouteError> {
     let attributes = request
         .attributes
         .as_ref()
@@ -118,6 +147,9 @@ pub fn input_of(request: &CheckRequest) -> Result<Input<'_>, RouteError> {
         .and_then(|r| r.http.as_ref())
         .ok_or(RouteError::NoHttpAttributes)?;
     let ext = &attributes.context_extensions;
+    if let Some(table) = table.filter(|_| needs_route_table(request)) {
+        return routed(attributes, http, table);
+    }
     let plane: Plane = ext
         .get("plane")
         .and_then(|p| p.parse().ok())
@@ -149,6 +181,44 @@ pub fn input_of(request: &CheckRequest) -> Result<Input<'_>, RouteError> {
             None => control_target(&http.path)?,
         },
     };
+    Ok(input_from(attributes, http, plane, endpoint, target))
+}
+
+/// The route of a request from the route table entry matching its host and path.
+fn routed<'a>(
+    attributes: &'a AttributeContext,
+    http: &'a HttpRequest,
+    table: &'a RouteTable,
+) -> Result<Input<'a>, RouteError> {
+    let entry = table
+        .lookup(&http.host, &http.path)
+        .ok_or(RouteError::NoRoute)?;
+    let target = match (&entry.spec.target, entry.deployment()) {
+        (RouteTarget::Deployment(_), Some((name, project, slug))) => Target::Deployment {
+            name,
+            project,
+            slug,
+        },
+        (RouteTarget::Deployment(_), None) => return Err(RouteError::Deployment),
+        (RouteTarget::Control(Some(project)), _) => Target::Project(project),
+        (RouteTarget::Control(None), _) => control_target(&http.path)?,
+    };
+    Ok(input_from(
+        attributes,
+        http,
+        entry.spec.plane(),
+        entry.spec.endpoint,
+        target,
+    ))
+}
+
+fn input_from<'a>(
+    attributes: &'a AttributeContext,
+    http: &'a HttpRequest,
+    plane: Plane,
+    endpoint: Endpoint,
+    target: Target<'a>,
+) -> Input<'a> {
     let source_ip = attributes
         .source
         .as_ref()
@@ -165,7 +235,7 @@ pub fn input_of(request: &CheckRequest) -> Result<Input<'_>, RouteError> {
         HeaderRead::Value(ua) if !ua.is_empty() => Some(ua),
         _ => None,
     };
-    Ok(Input {
+    Input {
         route: Route {
             plane,
             endpoint,
@@ -175,7 +245,7 @@ pub fn input_of(request: &CheckRequest) -> Result<Input<'_>, RouteError> {
             user_agent,
         },
         headers,
-    })
+    }
 }
 
 /// The target of a control route without an explicit `project` extension, from the
@@ -313,7 +383,12 @@ impl CheckService {
         request: &CheckRequest,
         plane: &mut Option<Plane>,
     ) -> Result<(CheckResponse, Outcome), Undecidable> {
-        let input = match input_of(request) {
+        let table = if needs_route_table(request) {
+            Some(self.directory.route_table().await?)
+        } else {
+            None
+        };
+        let input = match input_with(request, table.as_deref()) {
             Ok(input) => input,
             Err(error) => {
                 warn!(%error, "denying a request whose Envoy route is not configured for keyward");

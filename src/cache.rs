@@ -30,6 +30,7 @@ use subtle::ConstantTimeEq;
 
 use crate::iam::Grants;
 use crate::model::{ApiKey, DataTarget, Deployment, KeyScope};
+use crate::routes::RouteSlot;
 use crate::store::Change;
 use crate::token::KEY_ID_LEN;
 
@@ -225,6 +226,8 @@ pub struct Caches {
     deployments: Cache<String, Option<Arc<Deployment>>>,
     grants: Cache<i64, Arc<Grants>>,
     workloads: Cache<String, Option<Arc<str>>>,
+    /// The route table ([`crate::routes`]): dropped on any route change, reloaded on use.
+    routes: Arc<RouteSlot>,
     epoch: Arc<AtomicU64>,
     applied: Arc<AtomicU64>,
 }
@@ -258,6 +261,7 @@ impl Caches {
                 .max_capacity(capacity)
                 .time_to_live(ttl)
                 .build(),
+            routes: Arc::default(),
             key_generation: Arc::new(AtomicU64::new(0)),
             scopes: Arc::default(),
             epoch: Arc::new(AtomicU64::new(0)),
@@ -315,6 +319,10 @@ impl Caches {
 
     pub async fn grants(&self, principal: i64) -> Option<Arc<Grants>> {
         self.grants.get(&principal).await
+    }
+
+    pub fn routes(&self) -> &RouteSlot {
+        &self.routes
     }
 
     pub async fn workload(&self, id: &str) -> Option<Option<Arc<str>>> {
@@ -391,6 +399,7 @@ impl Caches {
             }
             Change::Policy(_) | Change::PermissionSet(_) => self.grants.invalidate_all(),
             Change::Workload(id) => self.workloads.invalidate(id.as_str()).await,
+            Change::Route(_) => self.routes.invalidate(),
         }
     }
 
@@ -404,6 +413,7 @@ impl Caches {
         self.deployments.invalidate_all();
         self.grants.invalidate_all();
         self.workloads.invalidate_all();
+        self.routes.invalidate();
     }
 }
 

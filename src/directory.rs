@@ -67,6 +67,16 @@ impl Directory {
     }
 
     /// The deployment `project/slug`, from the cache or the store.
+    /// keyward's own route table, for requests that carry none of keyward's context
+    /// extensions: cached, loaded again after a route change.
+    pub async fn route_table(&self) -> Result<Arc<crate::routes::RouteTable>, StoreError> {
+        let store = &self.store;
+        self.caches
+            .routes()
+            .get_or_load(|| store.route_table())
+            .await
+    }
+
     pub async fn deployment(
         &self,
         name: &str,

@@ -6,6 +6,8 @@
 //! - [`iam`]: actions, permission sets, policies, rules, conditions and resolved grants.
 //! - [`policy`]: the pure decision, with no I/O.
 //! - [`declare`]: the `apply` / `export` file format, its validation and state diffs.
+//! - [`routes`]: the route table (host + path prefix → target) for Envoys sending no context
+//!   extensions.
 //! - [`store`]: persistence (SQLite by default, PostgreSQL), migrations, change events.
 //! - [`cache`]: moka caches and their invalidation.
 //! - [`propagation`]: following other replicas' changes (PostgreSQL LISTEN, SQLite polling).
@@ -38,6 +40,7 @@ pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod propagation;
+pub mod routes;
 pub mod server;
 pub mod services;
 pub mod store;

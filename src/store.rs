@@ -10,6 +10,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 mod iam;
+mod routes;
 
 use crate::model::{
     ApiKey, DataTarget, Deployment, DeploymentName, KeyDetails, KeyScope, Plane, PreviousSecret,
@@ -27,6 +28,8 @@ pub enum Change {
     Policy(String),
     PermissionSet(String),
     Workload(String),
+    /// A route table entry was added, changed or removed (subject: its host and prefix).
+    Route(String),
 }
 
 /// The PostgreSQL channel change events are announced on.
@@ -43,6 +46,7 @@ impl Change {
             "policy" => Change::Policy(subject.to_owned()),
             "permission_set" => Change::PermissionSet(subject.to_owned()),
             "workload" => Change::Workload(subject.to_owned()),
+            "route" => Change::Route(subject.to_owned()),
             _ => return None,
         })
     }
@@ -64,6 +68,7 @@ impl Change {
             Change::Policy(name) => ("policy", name.clone()),
             Change::PermissionSet(name) => ("permission_set", name.clone()),
             Change::Workload(id) => ("workload", id.clone()),
+            Change::Route(key) => ("route", key.clone()),
         }
     }
 }
@@ -926,6 +931,7 @@ mod tests {
             Change::Policy("readers".into()),
             Change::PermissionSet("Custom".into()),
             Change::Workload("w-1".into()),
+            Change::Route("*.example.com/acme/chat".into()),
         ];
         for change in changes {
             let (kind, subject) = change.kind_and_subject();
