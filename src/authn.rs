@@ -20,6 +20,7 @@ use crate::cache::{KeyEntry, Proven, Verdict};
 use crate::config;
 use crate::directory::Directory;
 use crate::hashing::Hasher;
+use crate::metrics::Argon2Metrics;
 use crate::model::ApiKey;
 use crate::policy::{self, InvalidReason};
 use crate::store::StoreError;
@@ -78,6 +79,7 @@ pub struct Authenticator {
     per_key: Arc<PerKeyBudget>,
     /// argon2 verifications run since start (each checks a secret against a key's hashes).
     verifications: Arc<AtomicU64>,
+    metrics: Argon2Metrics,
 }
 
 impl Authenticator {
@@ -94,7 +96,13 @@ impl Authenticator {
             suspect_places: Arc::new(Semaphore::new(((verify.workers + verify.queue) / 2).max(1))),
             per_key: Arc::new(PerKeyBudget::new(verify.per_key)),
             verifications: Arc::new(AtomicU64::new(0)),
+            metrics: Argon2Metrics::default(),
         })
+    }
+
+    /// The argon2 queue's metrics (sheds are counted by the Check service, which sees them).
+    pub fn metrics(&self) -> &Argon2Metrics {
+        &self.metrics
     }
 
     /// How many argon2 verifications have run since start: what the caches exist to avoid.
@@ -158,7 +166,13 @@ impl Authenticator {
             }
             None => {}
         }
-        if let Some(verdict) = self.directory.caches().verdicts.get(&cache_key).await {
+        let verdict = self.directory.caches().verdicts.get(&cache_key).await;
+        let lookups = &self.directory.lookups().verdicts;
+        match verdict {
+            Some(_) => lookups.hit(),
+            None => lookups.miss(),
+        }
+        if let Some(verdict) = verdict {
             if let Some(outcome) = judge(&verdict, &entry, now) {
                 return Ok(outcome);
             }
@@ -231,8 +245,10 @@ impl Authenticator {
                 .map_err(|_| Undecidable::Overloaded)?;
             let secret = secret.to_owned();
             let verifications = self.verifications.clone();
-            let places = (waiting, suspect_place, share);
+            let (metrics, queued_at) = (self.metrics.clone(), std::time::Instant::now());
+            let places = (waiting, suspect_place, share, self.metrics.queued());
             self.on_argon2_worker(lane, places, move |hasher| {
+                metrics.started(queued_at.elapsed());
                 verifications.fetch_add(1, Ordering::Relaxed);
                 for phc in std::iter::once(&current).chain(previous.as_ref()) {
                     if hasher.verify(secret.as_bytes(), phc) {

@@ -314,14 +314,15 @@ pub struct CheckService {
 /// not turn into a flood of log lines on the very path it is already loading. The report names
 /// the key id of the request that triggered it when that key's own budget was the limit, so an
 /// SRE sees which key is being flooded.
-#[derive(Default)]
 struct ShedLog {
     since_report: AtomicU64,
     reported_at: AtomicI64,
+    metrics: crate::metrics::Argon2Metrics,
 }
 
 impl ShedLog {
     fn note(&self, flooded_key: Option<&str>) {
+        self.metrics.shed(flooded_key.is_some());
         self.since_report.fetch_add(1, Ordering::Relaxed);
         let now = now_unix();
         let last = self.reported_at.load(Ordering::Relaxed);
@@ -356,7 +357,11 @@ impl CheckService {
             authn: services.authn.clone(),
             last_used: services.last_used.clone(),
             sources: sources.into(),
-            shed: Arc::default(),
+            shed: Arc::new(ShedLog {
+                since_report: AtomicU64::new(0),
+                reported_at: AtomicI64::new(0),
+                metrics: services.authn.metrics().clone(),
+            }),
             metrics: CheckMetrics::new(),
         }
     }

@@ -5,6 +5,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,9 +24,10 @@ use tracing::{info, warn};
 use crate::admin::AdminService;
 use crate::authz::CheckService;
 use crate::config::Config;
+use crate::directory::Directory;
 use crate::pb::admin_server::AdminServer;
 use crate::services::Services;
-use crate::store::{Store, redact_url};
+use crate::store::redact_url;
 
 /// How long in-flight requests may finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -160,11 +163,16 @@ pub async fn serve(
             TcpIncoming::from(listeners.admin).with_nodelay(Some(true)),
             stopped(),
         );
+    let probes = Probes {
+        directory: services.directory.clone(),
+        draining: Arc::new(AtomicBool::new(false)),
+    };
     let health_app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/storez", get(storez))
         .route("/metrics", get(metrics))
-        .with_state(services.store.clone());
+        .with_state(probes.clone());
     let health = axum::serve(listeners.health, health_app).with_graceful_shutdown(stopped());
 
     let propagation = tokio::spawn(crate::propagation::follow(
@@ -213,6 +221,7 @@ pub async fn serve(
         result = &mut servers => result.map(|_| ()),
         () = shutdown => {
             info!("shutting down: draining in-flight requests");
+            probes.draining.store(true, Ordering::Release);
             health_reporter
                 .set_service_status("", tonic_health::ServingStatus::NotServing)
                 .await;
@@ -234,11 +243,52 @@ pub async fn serve(
     served
 }
 
-/// Ready once the store answers; the store was migrated before serving began.
-async fn readyz(State(store): State<Store>) -> (StatusCode, &'static str) {
-    match tokio::time::timeout(Duration::from_secs(2), store.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready\n"),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n"),
+/// What the health port's probes read.
+#[derive(Clone)]
+struct Probes {
+    directory: Directory,
+    /// Set when shutdown begins: readiness fails first, so Kubernetes stops sending new work.
+    draining: Arc<AtomicBool>,
+}
+
+/// How long a probe waits for the store: under the kubelet's default 1 s probe timeout.
+const STORE_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+
+impl Probes {
+    async fn store_answers(&self) -> bool {
+        let ping = self.directory.ping_store();
+        matches!(
+            tokio::time::timeout(STORE_PROBE_TIMEOUT, ping).await,
+            Ok(Ok(()))
+        )
+    }
+}
+
+/// Readiness (`/readyz`): whether this replica should get Checks. Not while shutting down; and
+/// yes while it can decide anything: keys are cached (so it keeps deciding for them through a
+/// store outage, which is when pulling every replica out of the Service would hurt most), or the
+/// store answers. The store is not asked while keys are cached, so probes add no database load.
+/// Until the store is open and migrated the port answers nothing, so a starting replica is not
+/// ready either.
+async fn readyz(State(probes): State<Probes>) -> (StatusCode, &'static str) {
+    if probes.draining.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    if probes.directory.caches().holds_keys().await || probes.store_answers().await {
+        return (StatusCode::OK, "ready\n");
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "cannot decide: storage unavailable and no key cached\n",
+    )
+}
+
+/// Store health (`/storez`): whether the store answers now. For alerts and dashboards, not for
+/// a Kubernetes probe: an outage is no reason to restart keyward or to stop its cached answers.
+async fn storez(State(probes): State<Probes>) -> (StatusCode, &'static str) {
+    match probes.store_answers().await {
+        true => (StatusCode::OK, "store ok\n"),
+        false => (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n"),
     }
 }
 
