@@ -7,7 +7,7 @@
 //! | metric | labels (every value) |
 //! |---|---|
 //! | `keyward_check_decisions_total` | `result` × `code` ([`RESULTS`]) × `plane` ([`PLANES`]) |
-//! | `keyward_check_duration_seconds` | none |
+//! | `keyward_check_duration_seconds`, `keyward_ready` | none |
 //! | `keyward_cache_requests_total` | `cache` ([`CACHES`]) × `result` (`hit`, `miss`) |
 //! | `keyward_cache_evictions_total` | `cache` ([`CACHES`]) × `reason` (`size`, `expired`) |
 //! | `keyward_argon2_queue_depth`, `keyward_argon2_verifications_total`, `keyward_argon2_wait_seconds` | none |
@@ -75,6 +75,10 @@ fn describe() {
         "keyward_check_duration_seconds",
         metrics::Unit::Seconds,
         "Time keyward took to answer a Check, from request to response"
+    );
+    describe_gauge!(
+        "keyward_ready",
+        "1 while this replica is ready for Checks (as /readyz and grpc.health.v1 say), else 0"
     );
     describe_counter!(
         "keyward_cache_requests_total",
@@ -219,6 +223,11 @@ impl CheckMetrics {
         self.decisions[result][code][plane].increment(1);
         self.duration.record(took.as_secs_f64());
     }
+}
+
+/// Readiness as a gauge (1 ready, 0 not), kept current by the server's probe loop.
+pub fn readiness() -> Gauge {
+    gauge!("keyward_ready")
 }
 
 /// The `cache` label's whole set.

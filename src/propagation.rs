@@ -53,6 +53,9 @@ async fn listen(
     loop {
         let connected = async {
             let mut listener = PgListener::connect(store.url()).await?;
+            // A lost connection is reported at once (and reconnected below, with backoff),
+            // rather than retried inside `try_recv` for up to its pool's 30 s acquire timeout.
+            listener.eager_reconnect(false);
             listener.listen(NOTIFY_CHANNEL).await?;
             Ok::<_, sqlx::Error>(listener)
         };

@@ -125,8 +125,9 @@ pub async fn serve(
         config.credentials.sources.clone(),
     ));
     // grpc.health.v1 beside Check, for gRPC health probes of each replica (Kubernetes, Envoy
-    // active health checks). It stays SERVING through a database outage (cached keys still
-    // decide) and turns NOT_SERVING when shutdown begins.
+    // active health checks). It follows readiness (`/readyz`): SERVING through a database outage
+    // while keys are cached, NOT_SERVING when this replica can decide nothing, and from the
+    // moment shutdown begins.
     let (health_reporter, grpc_health) = tonic_health::server::health_reporter();
     // HTTP/2 options otherwise at tonic's defaults on purpose: `http2_adaptive_window` measured
     // 0.96x (through Envoy) and 1.03x (gRPC direct) of the defaults, within noise; a Check is
@@ -193,6 +194,37 @@ pub async fn serve(
             }
         }
     });
+    let mut health_stop = stop_rx_background.clone();
+    let (health_probes, reporter) = (probes.clone(), health_reporter.clone());
+    let grpc_health_follows = tokio::spawn(async move {
+        let mut every = tokio::time::interval(GRPC_HEALTH_INTERVAL);
+        let mut serving = true;
+        let ready_gauge = crate::metrics::readiness();
+        loop {
+            let stopping = tokio::select! {
+                _ = every.tick() => false,
+                _ = health_stop.wait_for(|stop| *stop) => true,
+            };
+            if stopping {
+                ready_gauge.set(0.0);
+                // Again, after any update racing the shutdown's own.
+                reporter
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                break;
+            }
+            let ready = health_probes.ready().await.is_ok();
+            ready_gauge.set(if ready { 1.0 } else { 0.0 });
+            if ready != serving {
+                serving = ready;
+                let status = match ready {
+                    true => tonic_health::ServingStatus::Serving,
+                    false => tonic_health::ServingStatus::NotServing,
+                };
+                reporter.set_service_status("", status).await;
+            }
+        }
+    });
     let usage = tokio::spawn(services.last_used.clone().run(
         services.store.clone(),
         Duration::from_secs(config.usage.flush_interval_secs),
@@ -236,6 +268,7 @@ pub async fn serve(
     let _ = propagation.await;
     let _ = usage.await;
     let _ = metrics_upkeep.await;
+    let _ = grpc_health_follows.await;
     services.store.close().await;
     if let Some(path) = unix_path {
         let _ = std::fs::remove_file(path);
@@ -251,6 +284,9 @@ struct Probes {
     draining: Arc<AtomicBool>,
 }
 
+/// How often grpc.health.v1's status is brought in line with readiness.
+const GRPC_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How long a probe waits for the store: under the kubelet's default 1 s probe timeout.
 const STORE_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 
@@ -264,23 +300,29 @@ impl Probes {
     }
 }
 
-/// Readiness (`/readyz`): whether this replica should get Checks. Not while shutting down; and
-/// yes while it can decide anything: keys are cached (so it keeps deciding for them through a
-/// store outage, which is when pulling every replica out of the Service would hurt most), or the
-/// store answers. The store is not asked while keys are cached, so probes add no database load.
-/// Until the store is open and migrated the port answers nothing, so a starting replica is not
-/// ready either.
+/// Readiness (`/readyz`, and grpc.health.v1 on the Check port): whether this replica should
+/// get Checks. Not while shutting down; and yes while it can decide anything: keys are cached (so
+/// it keeps deciding for them through a store outage, which is when pulling every replica out of
+/// the Service would hurt most), or the store answers. The store is not asked while keys are
+/// cached, so probes add no database load. Until the store is open and migrated the port
+/// answers nothing, so a starting replica is not ready either.
 async fn readyz(State(probes): State<Probes>) -> (StatusCode, &'static str) {
-    if probes.draining.load(Ordering::Acquire) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    match probes.ready().await {
+        Ok(()) => (StatusCode::OK, "ready\n"),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
-    if probes.directory.caches().holds_keys().await || probes.store_answers().await {
-        return (StatusCode::OK, "ready\n");
+}
+
+impl Probes {
+    async fn ready(&self) -> Result<(), &'static str> {
+        if self.draining.load(Ordering::Acquire) {
+            return Err("shutting down\n");
+        }
+        if self.directory.caches().holds_keys().await || self.store_answers().await {
+            return Ok(());
+        }
+        Err("cannot decide: storage unavailable and no key cached\n")
     }
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        "cannot decide: storage unavailable and no key cached\n",
-    )
 }
 
 /// Store health (`/storez`): whether the store answers now. For alerts and dashboards, not for

@@ -218,3 +218,72 @@ async fn sheds_are_counted_by_reason() {
         shed
     );
 }
+
+/// A keys cache of two entries and five keys checked: the cache drops some on its own, and
+/// each drop is counted as a size eviction.
+#[tokio::test]
+async fn a_full_cache_counts_its_evictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("keyward.db").display());
+    let owner = support::init(&url).await;
+    let mut config = support::test_config(&url);
+    config.cache.capacity = 2;
+    let keyward = Keyward::on(config, owner).await;
+    let mut admin = keyward.admin().await;
+    admin.project("demo").await;
+    admin.deployment("demo/chat").await;
+    let mut check = AuthorizationClient::connect(format!("http://{}", keyward.check))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let (_, token) = admin.key(Plane::Data, &["demo/chat"]).await;
+        let bearer = format!("Bearer {token}");
+        let request = support::check_request(&ROUTE, &[("authorization", bearer.as_str())]);
+        check.check(request).await.unwrap();
+    }
+    support::eventually(
+        "size evictions from the keys cache",
+        std::time::Duration::from_secs(10),
+        || async {
+            // Readiness asks the keys cache for its size, which runs its pending evictions.
+            reqwest::get(format!("http://{}/readyz", keyward.health))
+                .await
+                .unwrap();
+            let text = scrape(keyward.health).await;
+            let series = r#"keyward_cache_evictions_total{cache="keys",reason="size"}"#;
+            (value(&text, series) >= 1.0).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Every keyward metric the shipped alert rules (deploy/prometheus/alerts.yml) use is one a
+/// freshly started keyward exports: an alert on a renamed metric would never fire.
+#[tokio::test]
+async fn the_alert_rules_use_only_metrics_keyward_exports() {
+    let keyward = Keyward::start().await;
+    let rules =
+        std::fs::read_to_string(support::repo().join("deploy/prometheus/alerts.yml")).unwrap();
+    let used: std::collections::BTreeSet<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("keyward_") && word.len() > "keyward_".len())
+        .collect();
+    assert!(used.len() >= 5, "{used:?}");
+    let text = support::eventually(
+        "readiness exported",
+        std::time::Duration::from_secs(10),
+        || async {
+            let text = scrape(keyward.health).await;
+            (value(&text, "keyward_ready") == 1.0).then_some(text)
+        },
+    )
+    .await;
+    for metric in used {
+        assert!(
+            text.lines()
+                .any(|line| line.starts_with(&format!("{metric}{{"))
+                    || line.starts_with(&format!("{metric} "))),
+            "{metric} (used in alerts.yml) is not exported:\n{text}"
+        );
+    }
+}

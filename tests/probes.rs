@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use keyward::pb::Plane;
-use support::{Keyward, PrivatePostgres, eventually, test_config};
+use support::{Backend, Envoy, Keyward, PrivatePostgres, eventually, test_config};
+use tonic_health::ServingStatus;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 const ROUTE: [(&str, &str); 3] = [
     ("plane", "data"),
@@ -46,6 +49,27 @@ fn value(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .map_or(0.0, |v| v.parse().unwrap())
+}
+
+/// What grpc.health.v1 on the Check port says of the whole server (service "").
+async fn grpc_health(keyward: &Keyward) -> ServingStatus {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", keyward.check))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let response = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    match response.into_inner().status {
+        1 => ServingStatus::Serving,
+        2 => ServingStatus::NotServing,
+        _ => ServingStatus::Unknown,
+    }
 }
 
 async fn metric(health: SocketAddr, series: &str) -> f64 {
@@ -120,6 +144,14 @@ async fn readiness_holds_through_a_store_outage_while_keys_are_cached() {
         ),
         "nothing to decide from"
     );
+    // Envoy's active health checks and Kubernetes' gRPC probes see the same.
+    eventually(
+        "grpc.health.v1 follows readiness",
+        Duration::from_secs(10),
+        || async { (grpc_health(&idle).await == ServingStatus::NotServing).then_some(()) },
+    )
+    .await;
+    assert_eq!(grpc_health(&b).await, ServingStatus::Serving);
     let errors_before = metric(b.health, r#"keyward_store_errors_total{op="key"}"#).await;
     assert_eq!(
         check(&b, &cold).await,
@@ -161,4 +193,36 @@ async fn readiness_holds_through_a_store_outage_while_keys_are_cached() {
         Ok(200),
         "recovered without a restart"
     );
+}
+
+/// Envoy's ext_authz cluster health-checks each replica over grpc.health.v1: a serving replica
+/// passes, and one that stopped fails.
+#[tokio::test]
+async fn envoy_health_checks_keyward_over_grpc_health() {
+    let mut keyward = Keyward::start().await;
+    let backend = Backend::start().await;
+    let envoy = Envoy::start(keyward.check, backend.addr).await;
+    eventually("a passed health check", Duration::from_secs(20), || async {
+        (envoy
+            .counter("cluster.keyward_ext_authz.health_check.success")
+            .await
+            >= 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        envoy
+            .counter("cluster.keyward_ext_authz.health_check.failure")
+            .await,
+        0
+    );
+    keyward.stop().await;
+    eventually("a failed health check", Duration::from_secs(20), || async {
+        (envoy
+            .counter("cluster.keyward_ext_authz.health_check.failure")
+            .await
+            >= 1)
+            .then_some(())
+    })
+    .await;
 }
