@@ -458,14 +458,15 @@ impl CheckService {
                 (allowed(route, grant, &self.sources), Outcome::Allow)
             }
             Decision::Deny(denial) => {
+                let key_id = token.and_then(Result::ok).map(|t| t.key_id);
                 debug!(
-                    key_id = token.and_then(Result::ok).map(|t| t.key_id),
+                    key_id,
                     source_ip = ?route.source_ip,
                     user_agent = ?route.user_agent,
                     ?denial,
                     "denied"
                 );
-                (denied(&denial), Outcome::Deny(status_of(&denial).2))
+                (denied(&denial, key_id), Outcome::Deny(status_of(&denial).2))
             }
         })
     }
@@ -589,7 +590,9 @@ fn status_of(denial: &Denial) -> (u16, &'static str, &'static str) {
     }
 }
 
-fn denied(denial: &Denial) -> CheckResponse {
+/// A denial; `key_id` is the presented token's key id when it parsed (public: it is in every
+/// token, never the secret), for the access log.
+fn denied(denial: &Denial, key_id: Option<&str>) -> CheckResponse {
     let (status, kind, code) = status_of(denial);
     let mut headers = vec![header(
         "content-type",
@@ -607,7 +610,19 @@ fn denied(denial: &Denial) -> CheckResponse {
             HeaderAppendAction::OverwriteIfExistsOrAdd,
         ));
     }
-    deny_response(status, headers, error_body(&denial.to_string(), kind, code))
+    let body = error_body(&denial.to_string(), kind, code);
+    deny_response(status, headers, body, denial_metadata(code, key_id))
+}
+
+/// What a denial tells Envoy's access log (`%DYNAMIC_METADATA(envoy.filters.http.ext_authz)%`),
+/// beside Envoy's request id: why, and for which key id when a token was presented.
+fn denial_metadata(code: &str, key_id: Option<&str>) -> Struct {
+    let mut fields = HashMap::with_capacity(2);
+    fields.insert("denial_code".to_owned(), string_value(code));
+    if let Some(id) = key_id {
+        fields.insert("key_id".to_owned(), string_value(id));
+    }
+    Struct { fields }
 }
 
 fn misrouted(error: RouteError) -> CheckResponse {
@@ -621,6 +636,7 @@ fn misrouted(error: RouteError) -> CheckResponse {
         403,
         headers,
         error_body(&message, "permission_error", "route_not_configured"),
+        denial_metadata("route_not_configured", None),
     )
 }
 
@@ -632,7 +648,12 @@ pub fn error_body(message: &str, kind: &str, code: &str) -> String {
     .to_string()
 }
 
-fn deny_response(status: u16, headers: Vec<HeaderValueOption>, body: String) -> CheckResponse {
+fn deny_response(
+    status: u16,
+    headers: Vec<HeaderValueOption>,
+    body: String,
+    metadata: Struct,
+) -> CheckResponse {
     let grpc_code = crate::errors::check_code(false, status == 401);
     let http_code = match status {
         401 => HttpStatusCode::Unauthorized,
@@ -650,7 +671,7 @@ fn deny_response(status: u16, headers: Vec<HeaderValueOption>, body: String) -> 
             headers,
             body,
         })),
-        dynamic_metadata: None,
+        dynamic_metadata: Some(metadata),
     }
 }
 
@@ -800,7 +821,7 @@ mod tests {
             ),
         ];
         for (denial, status) in cases {
-            let response = denied(&denial);
+            let response = denied(&denial, None);
             let Some(HttpResponse::DeniedResponse(d)) = response.http_response else {
                 panic!("denied response expected")
             };

@@ -553,6 +553,9 @@ impl Envoy {
                 "1",
                 "-l",
                 "warning",
+                // Access log lines reach envoy.log within 0.1 s (the default is 10 s).
+                "--file-flush-interval-msec",
+                "100",
             ])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
