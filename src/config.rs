@@ -31,7 +31,7 @@ pub struct Listen {
     pub check_unix: Option<PathBuf>,
     /// The admin gRPC API used by the CLI.
     pub admin: SocketAddr,
-    /// HTTP `/healthz` and `/readyz`.
+    /// HTTP `/healthz` (liveness), `/readyz` (readiness), `/storez` (the store) and `/metrics`.
     pub health: SocketAddr,
 }
 

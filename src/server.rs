@@ -284,7 +284,7 @@ struct Probes {
     draining: Arc<AtomicBool>,
 }
 
-/// How often grpc.health.v1's status is brought in line with readiness.
+/// How often grpc.health.v1's status and `keyward_ready` are brought in line with readiness.
 const GRPC_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a probe waits for the store: under the kubelet's default 1 s probe timeout.
