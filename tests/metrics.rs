@@ -63,12 +63,7 @@ async fn check_decisions_and_latency_are_exported_without_key_ids() {
     assert!(!text.contains("demo/chat"), "no deployment in any label");
 }
 
-/// The value of the series `series` (name and labels exactly as exported), 0 when absent.
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.parse().unwrap())
-}
+use support::metric_value as value;
 
 async fn scrape(health: std::net::SocketAddr) -> String {
     let response = reqwest::get(format!("http://{health}/metrics"))
@@ -78,7 +73,7 @@ async fn scrape(health: std::net::SocketAddr) -> String {
     response.text().await.unwrap()
 }
 
-/// Every series that differs between two scrapes, with how much it moved.
+/// How much `series` moved between two scrapes.
 fn delta(before: &str, after: &str, series: &str) -> f64 {
     value(after, series) - value(before, series)
 }
@@ -165,13 +160,11 @@ async fn caches_argon2_store_reads_and_admin_writes_are_counted() {
 /// one are shed, and each shed is counted by reason and as an `overloaded` Check error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sheds_are_counted_by_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("keyward.db").display());
-    let owner = support::init(&url).await;
-    let mut config = support::test_config(&url);
-    config.verify.workers = 1;
-    config.verify.queue = 0;
-    let keyward = Keyward::on(config, owner).await;
+    let keyward = Keyward::start_with(|config| {
+        config.verify.workers = 1;
+        config.verify.queue = 0;
+    })
+    .await;
     let mut admin = keyward.admin().await;
     admin.project("demo").await;
     admin.deployment("demo/chat").await;
@@ -223,12 +216,7 @@ async fn sheds_are_counted_by_reason() {
 /// each drop is counted as a size eviction.
 #[tokio::test]
 async fn a_full_cache_counts_its_evictions() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("keyward.db").display());
-    let owner = support::init(&url).await;
-    let mut config = support::test_config(&url);
-    config.cache.capacity = 2;
-    let keyward = Keyward::on(config, owner).await;
+    let keyward = Keyward::start_with(|config| config.cache.capacity = 2).await;
     let mut admin = keyward.admin().await;
     admin.project("demo").await;
     admin.deployment("demo/chat").await;

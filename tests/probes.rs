@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use keyward::pb::Plane;
+use support::metric_value as value;
 use support::{Backend, Envoy, Keyward, PrivatePostgres, eventually, test_config};
 use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
@@ -43,12 +44,6 @@ async fn check(keyward: &Keyward, token: &str) -> Result<u16, tonic::Code> {
         Ok(response) => Ok(support::http_status(&response.into_inner())),
         Err(status) => Err(status.code()),
     }
-}
-
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.parse().unwrap())
 }
 
 /// What grpc.health.v1 on the Check port says of the whole server (service "").
