@@ -52,8 +52,9 @@ impl Change {
     }
 
     /// The `origin@sent_ms:kind:subject` payload of a notification: the change and the replica
-    /// that made it (`@sent_ms`, the commit's Unix milliseconds, is optional: replicas before it
-    /// sent `origin:kind:subject`, and read a newer payload's origin as another replica's).
+    /// that made it (`@sent_ms`, Unix milliseconds when the write recorded it, just before its
+    /// commit, is optional: replicas before it sent `origin:kind:subject`, and read a newer
+    /// payload's origin as another replica's, so they apply it as they should).
     pub fn from_payload(payload: &str) -> Option<(&str, Change)> {
         let mut parts = payload.splitn(3, ':');
         let (origin, kind, subject) = (parts.next()?, parts.next()?, parts.next()?);
