@@ -121,6 +121,60 @@ async fn the_cli_reaches_a_tls_admin_api_with_its_ca_and_refuses_anything_less()
     keyward.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_api_asking_for_client_certificates_answers_only_the_cli_that_has_one() {
+    let dir = TempDir::new().unwrap();
+    let certs = gen_certs(dir.path());
+    let (mut config, owner) = database(dir.path()).await;
+    config.tls.admin = files(&certs, "keyward", true);
+    let mut keyward = Keyward::on(config, owner.clone()).await;
+    let https = format!("https://127.0.0.1:{}", keyward.admin.port());
+    let path = |name: &str| certs.join(name).to_str().unwrap().to_owned();
+    let (ca, cert, key) = (
+        path("ca.pem"),
+        path("cli-client.pem"),
+        path("cli-client.key"),
+    );
+
+    let without = cli(&[
+        "projects", "list", "--server", &https, "--ca", &ca, "--token", &owner,
+    ])
+    .await;
+    assert!(!without.status.success());
+    let with = cli(&[
+        "projects",
+        "list",
+        "--server",
+        &https,
+        "--ca",
+        &ca,
+        "--client-cert",
+        &cert,
+        "--client-key",
+        &key,
+        "--token",
+        &owner,
+    ])
+    .await;
+    assert!(with.status.success(), "{}", stderr(&with));
+    let half = cli(&[
+        "projects",
+        "list",
+        "--server",
+        &https,
+        "--ca",
+        &ca,
+        "--client-cert",
+        &cert,
+        "--token",
+        &owner,
+    ])
+    .await;
+    assert!(!half.status.success());
+    assert!(stderr(&half).contains("--client-key"), "{}", stderr(&half));
+    keyward.stop().await;
+}
+
 /// `https://` to something that does not speak TLS: the first bytes on the wire are a TLS
 /// ClientHello, never the HTTP/2 request carrying the bearer token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
