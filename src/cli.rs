@@ -450,7 +450,8 @@ pub fn parse_grace(s: &str) -> Result<u64, String> {
     if s == "0" {
         return Ok(0);
     }
-    let split = s.len().checked_sub(1).ok_or_else(bad)?;
+    // The unit is the last character, which may be more than one byte.
+    let split = s.char_indices().last().ok_or_else(bad)?.0;
     let (number, unit) = s.split_at(split);
     let number: u64 = number.parse().map_err(|_| bad())?;
     let scale = match unit {
