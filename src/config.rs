@@ -92,6 +92,10 @@ pub struct Verify {
     /// of a core's share against each busy async worker: the kernel serves cached keys first when
     /// the cores are contended, and argon2 gets what is left, never nothing.
     pub nice: i32,
+    /// New secrets one principal may have queued or hashing at once for admin writes (create,
+    /// rotate); further writes are refused until one finishes. Admin hashing always waits
+    /// behind Check verifications.
+    pub admin_per_principal: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -237,6 +241,7 @@ impl Default for Verify {
             queue: workers * 16,
             per_key: 2,
             nice: 10,
+            admin_per_principal: 2,
         }
     }
 }
@@ -341,6 +346,7 @@ impl Config {
         overlay!("KEYWARD_VERIFY_QUEUE" => self.verify.queue);
         overlay!("KEYWARD_VERIFY_PER_KEY" => self.verify.per_key);
         overlay!("KEYWARD_VERIFY_NICE" => self.verify.nice);
+        overlay!("KEYWARD_VERIFY_ADMIN_PER_PRINCIPAL" => self.verify.admin_per_principal);
         overlay!("KEYWARD_PROPAGATION_POLL_INTERVAL_MS" => self.propagation.poll_interval_ms);
         overlay!("KEYWARD_PROPAGATION_MAX_BACKOFF_MS" => self.propagation.max_backoff_ms);
         overlay!("KEYWARD_USAGE_FLUSH_INTERVAL_SECS" => self.usage.flush_interval_secs);
@@ -411,6 +417,12 @@ impl Config {
         within("verify.workers", self.verify.workers, 1, MAX_VERIFY_WORKERS)?;
         within("verify.queue", self.verify.queue, 0, MAX_VERIFY_QUEUE)?;
         within("verify.per_key", self.verify.per_key, 1, MAX_VERIFY_QUEUE)?;
+        within(
+            "verify.admin_per_principal",
+            self.verify.admin_per_principal,
+            1,
+            MAX_VERIFY_QUEUE,
+        )?;
         if !(0..=19).contains(&self.verify.nice) {
             return bad(format!(
                 "verify.nice must be between 0 and 19, not {}",
