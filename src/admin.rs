@@ -400,7 +400,10 @@ impl Admin for AdminService {
         }
         let id = token::generate_key_id();
         let minted = token::generate(plane, &id);
-        let secret_hash = self.authn.hash_secret(&minted.secret).await?;
+        let secret_hash = self
+            .authn
+            .hash_secret(&minted.secret, &caller.principal.id.to_string())
+            .await?;
         let (key, changes) = self
             .store
             .create_key(NewKey {
@@ -510,7 +513,10 @@ impl Admin for AdminService {
         }
         let grace_until = policy::grace_until(now, r.grace_seconds, key.expires_at);
         let minted = token::generate(key.plane(), &key.id);
-        let secret_hash = self.authn.hash_secret(&minted.secret).await?;
+        let secret_hash = self
+            .authn
+            .hash_secret(&minted.secret, &caller.principal.id.to_string())
+            .await?;
         let (key, changes) = self
             .store
             .rotate_key(&key.id, &secret_hash, grace_until)

@@ -475,7 +475,9 @@ impl CheckService {
 /// The `code` label of a Check that could not be decided.
 fn error_code(error: &Undecidable) -> &'static str {
     match error {
-        Undecidable::Overloaded | Undecidable::KeyOverloaded(_) => "overloaded",
+        Undecidable::Overloaded
+        | Undecidable::KeyOverloaded(_)
+        | Undecidable::PrincipalOverloaded(_) => "overloaded",
         Undecidable::Storage(_) => "storage_unavailable",
         Undecidable::Internal(_) => "internal",
     }
@@ -493,7 +495,9 @@ impl Authorization for CheckService {
                 match &error {
                     Undecidable::Overloaded => self.shed.note(None),
                     Undecidable::KeyOverloaded(key_id) => self.shed.note(Some(key_id)),
-                    Undecidable::Storage(_) | Undecidable::Internal(_) => {
+                    Undecidable::Storage(_)
+                    | Undecidable::Internal(_)
+                    | Undecidable::PrincipalOverloaded(_) => {
                         warn!(%error, "cannot decide; Envoy will answer its status_on_error")
                     }
                 }

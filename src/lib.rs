@@ -20,6 +20,8 @@
 //! - [`metrics`]: Prometheus metrics (`/metrics` on the health port), bounded label sets.
 //! - [`config`]: TOML file plus `KEYWARD_*` environment overrides.
 //! - [`server`]: listeners, serving, health and graceful shutdown.
+//! - [`tls`]: TLS (and mTLS) for the Check and admin listeners, reloaded without a restart;
+//!   the CLI's TLS to the admin API.
 //! - [`cli`]: the `keyward` command line.
 
 #![forbid(unsafe_code)]
@@ -44,6 +46,7 @@ pub mod routes;
 pub mod server;
 pub mod services;
 pub mod store;
+pub mod tls;
 pub mod token;
 pub mod usage;
 pub mod workers;

@@ -133,18 +133,29 @@ pub async fn serve(
     // 0.96x (through Envoy) and 1.03x (gRPC direct) of the defaults, within noise; a Check is
     // ~600 bytes, so windows, frame size and stream limits never bind (bench/h2.sh,
     // docs/performance.md "HTTP/2 settings").
-    let check = tonic::transport::Server::builder()
+    let tls_check = tls_acceptor("tls.check", &config.tls.check)?;
+    let tls_admin = tls_acceptor("tls.admin", &config.tls.admin)?;
+    if tls_admin.is_none() && !admin_addr.ip().is_loopback() {
+        warn!(admin = %admin_addr, "the admin API is plaintext on a non-loopback address: control tokens cross the network in clear (set tls.admin.cert and tls.admin.key)");
+    }
+    let check_router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .tcp_nodelay(true)
         .add_service(check_service.clone())
-        .add_service(grpc_health.clone())
-        // `tcp_nodelay` above applies only to listeners tonic binds itself; ours is bound
-        // earlier, so set it on each accepted connection. Without it Nagle's algorithm and
-        // Envoy's delayed ACKs hold small Check answers back for ~40 ms.
-        .serve_with_incoming_shutdown(
+        .add_service(grpc_health.clone());
+    // `tcp_nodelay` above applies only to listeners tonic binds itself; ours is bound earlier,
+    // so it is set on each accepted connection. Without it Nagle's algorithm and Envoy's
+    // delayed ACKs hold small Check answers back for ~40 ms.
+    let check: Served = match &tls_check {
+        Some(acceptor) => Box::pin(check_router.serve_with_incoming_shutdown(
+            crate::tls::incoming(listeners.check, acceptor.clone()),
+            stopped(),
+        )),
+        None => Box::pin(check_router.serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.check).with_nodelay(Some(true)),
             stopped(),
-        );
+        )),
+    };
     let (check_unix, unix_path) = match listeners.check_unix {
         Some((listener, path)) => (
             Some(
@@ -158,12 +169,23 @@ pub async fn serve(
         ),
         None => (None, None),
     };
-    let admin = tonic::transport::Server::builder()
-        .add_service(AdminServer::new(AdminService::new(&services)))
-        .serve_with_incoming_shutdown(
+    let admin_router = tonic::transport::Server::builder()
+        .add_service(AdminServer::new(AdminService::new(&services)));
+    let admin: Served = match &tls_admin {
+        Some(acceptor) => Box::pin(admin_router.serve_with_incoming_shutdown(
+            crate::tls::incoming(listeners.admin, acceptor.clone()),
+            stopped(),
+        )),
+        None => Box::pin(admin_router.serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.admin).with_nodelay(Some(true)),
             stopped(),
-        );
+        )),
+    };
+    let tls_reload = tokio::spawn(crate::tls::reload_every(
+        tls_check.into_iter().chain(tls_admin).collect(),
+        Duration::from_secs(config.tls.reload_interval_secs),
+        stop_rx_background.clone(),
+    ));
     let probes = Probes {
         directory: services.directory.clone(),
         draining: Arc::new(AtomicBool::new(false)),
@@ -232,7 +254,8 @@ pub async fn serve(
     ));
 
     info!(
-        check = %check_addr, check_unix = ?unix_path, admin = %admin_addr, health = %health_addr,
+        check = %check_addr, check_tls = config.tls.check.enabled(), check_unix = ?unix_path,
+        admin = %admin_addr, admin_tls = config.tls.admin.enabled(), health = %health_addr,
         database = %redact_url(&config.database.url), "keyward serving"
     );
     let servers = async {
@@ -269,11 +292,27 @@ pub async fn serve(
     let _ = usage.await;
     let _ = metrics_upkeep.await;
     let _ = grpc_health_follows.await;
+    let _ = tls_reload.await;
     services.store.close().await;
     if let Some(path) = unix_path {
         let _ = std::fs::remove_file(path);
     }
     served
+}
+
+/// A gRPC server future, whichever transport it accepts on.
+type Served =
+    std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send + 'static>>;
+
+/// The listener's TLS acceptor when its certificate is configured.
+fn tls_acceptor(
+    name: &'static str,
+    files: &crate::config::TlsFiles,
+) -> anyhow::Result<Option<std::sync::Arc<crate::tls::Acceptor>>> {
+    files
+        .enabled()
+        .then(|| crate::tls::Acceptor::load(name, files))
+        .transpose()
 }
 
 /// What the health port's probes read.
