@@ -51,40 +51,65 @@ pub struct Bootstrap {
     pub token: String,
 }
 
-/// Creates the default organization, its owner and the owner's organization-wide control key.
-/// Refuses when the organization exists, so the bootstrap token is minted once.
+/// An organization-wide control key for the owner: the key to store and its token.
 ///
 /// Opens no argon2 workers: the one hash it needs runs on one blocking thread.
-pub async fn bootstrap(
-    store: &Store,
-    argon: &config::Argon2,
-    owner: &str,
-) -> anyhow::Result<Bootstrap> {
-    let principal = store
-        .init_organization(owner)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+async fn owner_key(argon: &config::Argon2, name: &str) -> anyhow::Result<(NewKey, String)> {
     let key_id = token::generate_key_id();
     let minted = token::generate(Plane::Control, &key_id);
     let secret_hash = crate::authn::hash_once(argon, &minted.secret)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    store
-        .create_key(NewKey {
-            id: key_id.clone(),
-            principal_id: principal.id,
-            scope: KeyScope::ControlOrganization,
-            name: "owner bootstrap".into(),
-            description: "organization-wide control key created by keyward init".into(),
-            secret_hash,
-            expires_at: None,
-        })
+    let key = NewKey {
+        id: key_id,
+        principal_id: 0,
+        scope: KeyScope::ControlOrganization,
+        name: name.into(),
+        description: format!("organization-wide control key created by keyward init ({name})"),
+        secret_hash,
+        expires_at: None,
+    };
+    Ok((key, minted.token))
+}
+
+/// Creates the default organization, its owner and the owner's organization-wide control key,
+/// in one transaction. Refuses when the organization exists, so the bootstrap token is minted
+/// once.
+pub async fn bootstrap(
+    store: &Store,
+    argon: &config::Argon2,
+    owner: &str,
+) -> anyhow::Result<Bootstrap> {
+    let (key, token) = owner_key(argon, "owner bootstrap").await?;
+    let key_id = key.id.clone();
+    let principal = store
+        .init_organization(owner, Some(key))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Bootstrap {
         principal: principal.name,
         key_id,
-        token: minted.token,
+        token,
+    })
+}
+
+/// `keyward init --recover`: mints another organization-wide key for the owner of an
+/// initialized store, for an owner whose keys are lost, revoked or deleted. Whoever can write
+/// to the store owns keyward anyway; this needs nothing more. Leaves an audit line (key id,
+/// never the token) and a key change event.
+pub async fn recover_owner(store: &Store, argon: &config::Argon2) -> anyhow::Result<Bootstrap> {
+    let (key, token) = owner_key(argon, "owner recovery").await?;
+    let key_id = key.id.clone();
+    let principal = store
+        .recover_owner(key)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    warn!(key_id = %key_id, principal = %principal.name,
+          "owner key recovered with keyward init --recover");
+    Ok(Bootstrap {
+        principal: principal.name,
+        key_id,
+        token,
     })
 }
 
@@ -318,7 +343,9 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
         let name = parse_deployment(&r.project, &r.slug)?;
-        caller.may(Action::DeploymentsWrite, Place::Project(&name.project))?;
+        caller
+            .bearer()
+            .may_set_auth(&name.project, r.public_auth, r.private_auth)?;
         let model = r.model.trim();
         if model.is_empty() || model.len() > 255 {
             return Err(bad_input("model must be 1-255 characters"));
@@ -368,7 +395,9 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
         let name = parse_deployment(&r.project, &r.slug)?;
-        caller.may(Action::DeploymentsWrite, Place::Project(&name.project))?;
+        caller
+            .bearer()
+            .may_set_auth(&name.project, r.public_auth, r.private_auth)?;
         if r.public_auth.is_none() && r.private_auth.is_none() {
             return Err(bad_input("nothing to change: give public and/or private"));
         }
@@ -395,9 +424,7 @@ impl Admin for AdminService {
             .bearer()
             .may_mint(bearer == caller.principal.id, &scope)?;
         let expires_at = parse_expiry(r.expiry).flatten();
-        if expires_at.is_some_and(|at| at <= now_unix()) {
-            return Err(bad_input("the expiry is in the past"));
-        }
+        policy::may_set_expiry(None, None, expires_at, now_unix())?;
         let id = token::generate_key_id();
         let minted = token::generate(plane, &id);
         let secret_hash = self.authn.hash_secret(&minted.secret).await?;
@@ -456,7 +483,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Key>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
-        self.visible_key(&caller, &r.id).await?;
+        let key = self.changeable_key(&caller, &r.id).await?;
         let targets = |list: &[String]| -> Result<Vec<DataTarget>, Status> {
             list.iter()
                 .map(|s| s.parse::<DataTarget>().map_err(bad_input))
@@ -469,9 +496,14 @@ impl Admin for AdminService {
             detach: targets(&r.detach)?,
             expires_at: parse_expiry(r.expiry),
         };
-        caller
-            .bearer()
-            .may_retarget(update.attach.iter().chain(&update.detach))?;
+        caller.bearer().may_retarget(
+            key.principal.id == caller.principal.id,
+            &update.attach,
+            &update.detach,
+        )?;
+        if let Some(expires_at) = update.expires_at {
+            policy::may_set_expiry(key.revoked_at, key.expires_at, expires_at, now_unix())?;
+        }
         let (key, changes) = self.store.update_key(&r.id, update).await?;
         self.invalidate(&changes).await;
         info!(key_id = %key.id, by = %caller.id, "key updated");
@@ -484,7 +516,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Key>, Status> {
         let caller = self.caller(&request).await?;
         let id = &request.get_ref().id;
-        self.visible_key(&caller, id).await?;
+        self.changeable_key(&caller, id).await?;
         let (key, changes) = self.store.revoke_key(id).await?;
         self.invalidate(&changes).await;
         info!(key_id = %key.id, by = %caller.id, "key revoked");
@@ -497,7 +529,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
-        let key = self.visible_key(&caller, &r.id).await?;
+        let key = self.changeable_key(&caller, &r.id).await?;
         let now = now_unix();
         if policy::validity(key.revoked_at, key.expires_at, now).is_err() {
             return Err(precondition(format!(
@@ -529,7 +561,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::DeleteKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
         let id = &request.get_ref().id;
-        self.visible_key(&caller, id).await?;
+        self.changeable_key(&caller, id).await?;
         let changes = self.store.delete_key(id).await?;
         self.invalidate(&changes).await;
         info!(key_id = %id, by = %caller.id, "key deleted");
@@ -803,17 +835,22 @@ impl Admin for AdminService {
         caller.manage_iam()?;
         let r = request.get_ref();
         let file = declare::parse(&r.document).map_err(|e| bad_input(e.to_string()))?;
-        let store = &self.store;
-        let current = store.load_state().await?;
-        let desired = file
-            .resolve(&current, r.prune)
-            .map_err(|e| bad_input(e.to_string()))?;
-        let ops = declare::diff(&current, &desired);
+        let plan = |current: &State| -> Result<Vec<Op>, Status> {
+            let desired = file
+                .resolve(current, r.prune)
+                .map_err(|e| bad_input(e.to_string()))?;
+            Ok(declare::diff(current, &desired))
+        };
+        let ops = if r.dry_run {
+            plan(&self.store.load_state().await?)?
+        } else {
+            let (ops, written) = self.store.update_state(plan).await?;
+            self.invalidate(&written).await;
+            ops
+        };
         let changes: Vec<String> = ops.iter().map(Op::describe).collect();
         let applied = !r.dry_run && !ops.is_empty();
         if applied {
-            let written = store.apply_ops(&ops).await?;
-            self.invalidate(&written).await;
             info!(changes = ops.len(), by = %caller.id, "state applied");
         }
         Ok(Response::new(pb::ApplyResponse { changes, applied }))
@@ -833,20 +870,23 @@ impl Admin for AdminService {
 }
 
 impl AdminService {
-    /// Loads the state, lets `change` edit it, validates the result as a whole and writes the
-    /// difference in one transaction; caches are invalidated before returning.
+    /// Lets `change` edit the current state, validates the result as a whole and writes the
+    /// difference, all in one serialized transaction ([`Store::update_state`]); caches are
+    /// invalidated before returning.
     async fn mutate(
         &self,
         caller: &Caller,
         change: impl FnOnce(&mut State) -> Result<(), Status>,
     ) -> Result<Vec<Change>, Status> {
-        let store = &self.store;
-        let current = store.load_state().await?;
-        let mut desired = current.clone();
-        change(&mut desired)?;
-        declare::validate(&desired).map_err(|(_, message)| bad_input(message))?;
-        let ops = declare::diff(&current, &desired);
-        let changes = store.apply_ops(&ops).await?;
+        let (ops, changes) = self
+            .store
+            .update_state(|current| -> Result<Vec<Op>, Status> {
+                let mut desired = current.clone();
+                change(&mut desired)?;
+                declare::validate(&desired).map_err(|(_, message)| bad_input(message))?;
+                Ok(declare::diff(current, &desired))
+            })
+            .await?;
         self.invalidate(&changes).await;
         for op in &ops {
             info!(change = %op.describe(), by = %caller.id, "iam change");
@@ -860,6 +900,7 @@ impl AdminService {
             return Ok(caller.principal.id);
         }
         let r: PrincipalRef = bearer.parse().map_err(bad_input)?;
+        caller.bearer().may_name_bearer(&r)?;
         let principal = self
             .store
             .principal_by_ref(&r)
@@ -1096,6 +1137,13 @@ impl AdminService {
             .await?
             .ok_or_else(|| not_found(format_args!("key {id}")))?;
         caller.bearer().may_manage_key(&key)?;
+        Ok(key)
+    }
+
+    /// The key `id` if the caller may change it ([`Bearer::may_change_key`]).
+    async fn changeable_key(&self, caller: &Caller, id: &str) -> Result<ApiKey, Status> {
+        let key = self.visible_key(caller, id).await?;
+        caller.bearer().may_change_key(&key)?;
         Ok(key)
     }
 }

@@ -68,6 +68,10 @@ pub enum Command {
         /// The owner's name or email.
         #[arg(long, default_value = "owner")]
         owner: String,
+        /// On an initialized database: mint another organization-wide control key for the
+        /// owner (lost, revoked or deleted keys), print it once and log its id.
+        #[arg(long, conflicts_with = "owner")]
+        recover: bool,
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
@@ -468,8 +472,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             database,
             config,
             owner,
+            recover,
             output,
-        } => init(config, database, &owner, output).await,
+        } => {
+            init(
+                config,
+                database,
+                (!recover).then_some(owner.as_str()),
+                output,
+            )
+            .await
+        }
         Command::Projects { remote, command } => projects(remote, command).await,
         Command::Deployments { remote, command } => deployments(remote, command).await,
         Command::Keys { remote, command } => keys(remote, command).await,
@@ -497,10 +510,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `owner`: a new organization's owner; `None`: recover the existing owner's access.
 async fn init(
     config: Option<PathBuf>,
     database: Option<String>,
-    owner: &str,
+    owner: Option<&str>,
     output: Output,
 ) -> anyhow::Result<()> {
     let mut config = Config::load(config.as_deref())?;
@@ -508,7 +522,10 @@ async fn init(
         config.database.url = url;
     }
     let store = crate::services::open_store(&config).await?;
-    let bootstrap = crate::admin::bootstrap(&store, &config.argon2, owner).await;
+    let bootstrap = match owner {
+        Some(owner) => crate::admin::bootstrap(&store, &config.argon2, owner).await,
+        None => crate::admin::recover_owner(&store, &config.argon2).await,
+    };
     store.close().await;
     let crate::admin::Bootstrap {
         principal,
@@ -521,7 +538,10 @@ async fn init(
             json!({"principal": principal, "key_id": id, "token": minted})
         ),
         Output::Table => {
-            println!("Initialized keyward; owner: {principal}");
+            match owner {
+                Some(_) => println!("Initialized keyward; owner: {principal}"),
+                None => println!("New organization-wide key for the owner {principal}"),
+            }
             println!("Owner control token (shown once, store it as a secret):");
             println!("{minted}");
         }

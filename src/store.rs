@@ -6,6 +6,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::AnyConnection;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
@@ -262,16 +263,23 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Creates the default organization and its owner. Fails if they already exist, so the
-    /// owner's bootstrap token is minted once.
-    pub async fn init_organization(&self, owner: &str) -> Result<Principal> {
+    /// Creates the default organization, its owner and (`keyward init`) the owner's first key,
+    /// in one transaction: a failure leaves nothing behind, so `init` can run again. Fails if
+    /// the organization exists, so the owner's bootstrap token is minted once.
+    pub async fn init_organization(
+        &self,
+        owner: &str,
+        owner_key: Option<NewKey>,
+    ) -> Result<Principal> {
         let mut tx = self.pool.begin().await?;
         let existing = sqlx::query("SELECT id FROM organizations WHERE name = 'default'")
             .fetch_optional(&mut *tx)
             .await?;
         if existing.is_some() {
             return Err(StoreError::Invalid(
-                "keyward is already initialized: use an existing control token".into(),
+                "keyward is already initialized: use an existing control token, or run \
+                 `keyward init --recover` on this database to mint a new owner key"
+                    .into(),
             ));
         }
         let now = now_unix();
@@ -293,12 +301,44 @@ impl Store {
         .await?
         .try_get(0)?;
         record(&mut tx, self, &Change::Principal(id)).await?;
+        if let Some(key) = owner_key {
+            let key = NewKey {
+                principal_id: id,
+                ..key
+            };
+            insert_key(&mut tx, &key).await?;
+            record(&mut tx, self, &Change::Key(key.id)).await?;
+        }
         tx.commit().await?;
         Ok(Principal {
             id,
             kind: PrincipalKind::Owner,
             name: owner.to_owned(),
         })
+    }
+
+    /// Stores another key for the owner of an initialized organization (`keyward init
+    /// --recover`, for whoever has local access to the store); its `principal_id` is ignored.
+    pub async fn recover_owner(&self, key: NewKey) -> Result<Principal> {
+        let mut tx = self.pool.begin().await?;
+        organization_id(&mut tx).await?;
+        let row = sqlx::query("SELECT id, name FROM principals WHERE kind = 'owner'")
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| corrupt("organization without an owner".into()))?;
+        let owner = Principal {
+            id: row.try_get("id")?,
+            kind: PrincipalKind::Owner,
+            name: row.try_get("name")?,
+        };
+        let key = NewKey {
+            principal_id: owner.id,
+            ..key
+        };
+        insert_key(&mut tx, &key).await?;
+        record(&mut tx, self, &Change::Key(key.id)).await?;
+        tx.commit().await?;
+        Ok(owner)
     }
 
     pub async fn create_project(&self, slug: &str) -> Result<(String, i64, Vec<Change>)> {
@@ -326,14 +366,20 @@ impl Store {
     }
 
     pub async fn list_projects(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT slug, created_at FROM projects ORDER BY slug")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("slug")?, r.try_get("created_at")?)))
-            .collect()
+        list_projects(&mut *self.pool.acquire().await?).await
     }
+}
 
+async fn list_projects(conn: &mut AnyConnection) -> Result<Vec<(String, i64)>> {
+    let rows = sqlx::query("SELECT slug, created_at FROM projects ORDER BY slug")
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("slug")?, r.try_get("created_at")?)))
+        .collect()
+}
+
+impl Store {
     pub async fn project_exists(&self, slug: &str) -> Result<bool> {
         Ok(sqlx::query("SELECT 1 FROM projects WHERE slug = $1")
             .bind(slug)
@@ -404,17 +450,26 @@ impl Store {
     }
 
     pub async fn list_deployments(&self, project: Option<&str>) -> Result<Vec<Deployment>> {
-        let rows = sqlx::query(
-            "SELECT p.slug AS project, d.slug, d.model, d.public_auth, d.private_auth, d.created_at \
+        list_deployments(&mut *self.pool.acquire().await?, project).await
+    }
+}
+
+async fn list_deployments(
+    conn: &mut AnyConnection,
+    project: Option<&str>,
+) -> Result<Vec<Deployment>> {
+    let rows = sqlx::query(
+        "SELECT p.slug AS project, d.slug, d.model, d.public_auth, d.private_auth, d.created_at \
              FROM deployments d JOIN projects p ON p.id = d.project_id \
              WHERE $1 = '' OR p.slug = $1 ORDER BY p.slug, d.slug",
-        )
-        .bind(project.unwrap_or(""))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(deployment_from_row).collect()
-    }
+    )
+    .bind(project.unwrap_or(""))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(deployment_from_row).collect()
+}
 
+impl Store {
     pub async fn set_deployment_auth(
         &self,
         name: &DeploymentName,
@@ -465,39 +520,7 @@ impl Store {
     /// and a control key's project must exist.
     pub async fn create_key(&self, key: NewKey) -> Result<(ApiKey, Vec<Change>)> {
         let mut tx = self.pool.begin().await?;
-        let (plane, control_project) = match &key.scope {
-            KeyScope::Data(targets) => {
-                for target in targets.iter() {
-                    ensure_target_exists(&mut tx, target).await?;
-                }
-                (Plane::Data, None)
-            }
-            KeyScope::ControlProject(project) => {
-                ensure_project_exists(&mut tx, project).await?;
-                (Plane::Control, Some(project.clone()))
-            }
-            KeyScope::ControlOrganization => (Plane::Control, None),
-        };
-        sqlx::query(
-            "INSERT INTO api_keys (id, principal_id, plane, control_project, name, description, \
-               secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&key.id)
-        .bind(key.principal_id)
-        .bind(plane.as_str())
-        .bind(control_project)
-        .bind(&key.name)
-        .bind(&key.description)
-        .bind(&key.secret_hash)
-        .bind(now_unix())
-        .bind(key.expires_at)
-        .execute(&mut *tx)
-        .await?;
-        if let KeyScope::Data(targets) = &key.scope {
-            for target in targets.iter() {
-                insert_target(&mut tx, &key.id, target).await?;
-            }
-        }
+        insert_key(&mut tx, &key).await?;
         self.commit_key_change(tx, &key.id).await
     }
 
@@ -793,6 +816,45 @@ async fn record_all(tx: &mut Tx<'_>, store: &Store, changes: &[Change]) -> Resul
     Ok(())
 }
 
+/// Inserts a key and its targets. Every target of a data key must name a registered deployment
+/// or project, and a control key's project must exist.
+async fn insert_key(tx: &mut Tx<'_>, key: &NewKey) -> Result<()> {
+    let (plane, control_project) = match &key.scope {
+        KeyScope::Data(targets) => {
+            for target in targets.iter() {
+                ensure_target_exists(tx, target).await?;
+            }
+            (Plane::Data, None)
+        }
+        KeyScope::ControlProject(project) => {
+            ensure_project_exists(tx, project).await?;
+            (Plane::Control, Some(project.clone()))
+        }
+        KeyScope::ControlOrganization => (Plane::Control, None),
+    };
+    sqlx::query(
+        "INSERT INTO api_keys (id, principal_id, plane, control_project, name, description, \
+               secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&key.id)
+    .bind(key.principal_id)
+    .bind(plane.as_str())
+    .bind(control_project)
+    .bind(&key.name)
+    .bind(&key.description)
+    .bind(&key.secret_hash)
+    .bind(now_unix())
+    .bind(key.expires_at)
+    .execute(&mut **tx)
+    .await?;
+    if let KeyScope::Data(targets) = &key.scope {
+        for target in targets.iter() {
+            insert_target(tx, &key.id, target).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn organization_id(tx: &mut Tx<'_>) -> Result<i64> {
     let row = sqlx::query("SELECT id FROM organizations WHERE name = 'default'")
         .fetch_optional(&mut **tx)
@@ -949,7 +1011,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("k.db").display());
         let store = Store::open(&url, 1).await.unwrap();
-        store.init_organization("owner").await.unwrap();
+        store.init_organization("owner", None).await.unwrap();
         store.create_project("acme").await.unwrap();
         // Bypass the existence check, as a concurrent writer would.
         let raced: StoreError = sqlx::query(

@@ -1,0 +1,528 @@
+//! The admin API's own authorization holes (issue 16, findings 1-5), each reproduced through a
+//! real gRPC client against a real server and store.
+
+mod support;
+
+use std::time::Duration;
+
+use keyward::pb::{self, Plane, expiry};
+use keyward::store::{Change, now_unix};
+use support::{Admin, KEYWARD_BIN, Keyward};
+use tokio::process::Command;
+use tonic::Code;
+
+fn rule(sets: &[&str], scope: impl FnOnce(&mut pb::Rule)) -> pb::Rule {
+    let mut rule = pb::Rule {
+        permission_sets: sets.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    scope(&mut rule);
+    rule
+}
+
+async fn grant(owner: &mut Admin, name: &str, principal: &str, rule: pb::Rule) {
+    owner
+        .client
+        .put_policy(pb::Policy {
+            name: name.into(),
+            description: String::new(),
+            principal: principal.into(),
+            rules: vec![rule],
+        })
+        .await
+        .unwrap();
+}
+
+fn create_key(bearer: &str, plane: Plane, scope: &[&str], at: Option<i64>) -> pb::CreateKeyRequest {
+    pb::CreateKeyRequest {
+        plane: plane as i32,
+        scope: scope.iter().map(|s| s.to_string()).collect(),
+        bearer: bearer.into(),
+        expiry: at.map(|at| pb::Expiry {
+            kind: Some(expiry::Kind::At(at)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A control key borne by `bearer`, minted by the owner; connected.
+async fn connect_as(keyward: &Keyward, owner: &mut Admin, bearer: &str, scope: &str) -> Admin {
+    let created = owner
+        .client
+        .create_key(create_key(bearer, Plane::Control, &[scope], None))
+        .await
+        .unwrap()
+        .into_inner();
+    Admin::connect(keyward.admin, &created.token).await
+}
+
+/// An IAM manager (ops, AllProductsFullAccess on the organization) with an organization key.
+async fn manager(keyward: &Keyward, owner: &mut Admin) -> Admin {
+    owner
+        .client
+        .create_application(pb::CreateApplicationRequest { name: "ops".into() })
+        .await
+        .unwrap();
+    grant(
+        owner,
+        "ops",
+        "app:ops",
+        rule(&["AllProductsFullAccess"], |r| r.organization = true),
+    )
+    .await;
+    connect_as(keyward, owner, "app:ops", "*").await
+}
+
+async fn run_init(args: &[&str]) -> std::process::Output {
+    Command::new(KEYWARD_BIN)
+        .arg("init")
+        .args(args)
+        .output()
+        .await
+        .expect("run keyward init")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iam_manager_cannot_become_the_owner() {
+    let keyward = Keyward::start().await;
+    let mut owner = keyward.admin().await;
+    owner.project("acme").await;
+    let mut ops = manager(&keyward, &mut owner).await;
+    let owner_key = owner
+        .client
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .key_id;
+
+    let err = ops
+        .client
+        .create_key(create_key("owner", Plane::Control, &["*"], None))
+        .await
+        .expect_err("an IAM manager mints no owner-borne key");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(err.message(), "only the owner manages the owner's keys");
+    let err = ops
+        .client
+        .create_key(create_key("owner", Plane::Data, &["acme/*"], None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    let id = || owner_key.clone();
+    let denied = [
+        ops.client
+            .revoke_key(pb::RevokeKeyRequest { id: id() })
+            .await
+            .map(drop),
+        ops.client
+            .delete_key(pb::DeleteKeyRequest { id: id() })
+            .await
+            .map(drop),
+        ops.client
+            .rotate_key(pb::RotateKeyRequest {
+                id: id(),
+                grace_seconds: 0,
+            })
+            .await
+            .map(drop),
+        ops.client
+            .update_key(pb::UpdateKeyRequest {
+                id: id(),
+                name: Some("mine now".into()),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+    ];
+    for (call, result) in ["revoke", "delete", "rotate", "update"].iter().zip(denied) {
+        let err = result.expect_err(call);
+        assert_eq!(err.code(), Code::PermissionDenied, "{call}: {err:?}");
+    }
+    // The owner's key is untouched and still works; the manager still manages the rest.
+    let shown = owner
+        .client
+        .get_key(pb::GetKeyRequest { id: id() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (shown.revoked_at, shown.name.as_str()),
+        (None, "owner bootstrap")
+    );
+    ops.client
+        .create_key(create_key("app:ops", Plane::Data, &["acme/*"], None))
+        .await
+        .expect("a manager still mints keys for principals other than the owner");
+    // The owner manages its own keys.
+    let created = owner
+        .client
+        .create_key(create_key("owner", Plane::Control, &["*"], None))
+        .await
+        .unwrap()
+        .into_inner();
+    owner
+        .client
+        .delete_key(pb::DeleteKeyRequest {
+            id: created.key.unwrap().id,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_out_owner_recovers_with_init_recover() {
+    let keyward = Keyward::start().await;
+    let mut owner = keyward.admin().await;
+    let owner_key = owner
+        .client
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .key_id;
+    owner.revoke(&owner_key).await;
+    let url = keyward.database_url.as_str();
+
+    let again = run_init(&["--database", url]).await;
+    assert!(!again.status.success(), "plain init refuses a second time");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("init --recover"),
+        "the refusal names the recovery path: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let recovered = run_init(&["--recover", "--database", url, "--output", "json"]).await;
+    let stderr = String::from_utf8_lossy(&recovered.stderr);
+    assert!(recovered.status.success(), "{stderr}");
+    let printed: serde_json::Value = serde_json::from_slice(&recovered.stdout).unwrap();
+    let token = printed["token"].as_str().unwrap();
+    let key_id = printed["key_id"].as_str().unwrap();
+    assert!(
+        stderr.contains("owner key recovered") && stderr.contains(key_id),
+        "an audit line names the new key: {stderr}"
+    );
+    assert!(
+        !stderr.contains(token),
+        "the token is never logged: {stderr}"
+    );
+    let me = Admin::connect(keyward.admin, token)
+        .await
+        .client
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .expect("the recovered owner key works at once")
+        .into_inner();
+    assert_eq!(
+        (me.principal_kind.as_str(), me.scope.as_str()),
+        ("owner", "*")
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = format!("sqlite://{}", dir.path().join("k.db").display());
+    let refused = run_init(&["--recover", "--database", &fresh]).await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not initialized"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_update_is_checked_like_a_creation() {
+    let keyward = Keyward::start().await;
+    let mut owner = keyward.admin().await;
+    for d in ["acme/bot", "beta/bot"] {
+        owner.project(d.split('/').next().unwrap()).await;
+        owner.deployment(d).await;
+    }
+    owner
+        .client
+        .add_member(pb::AddMemberRequest {
+            email: "alice@example.com".into(),
+        })
+        .await
+        .unwrap();
+    grant(
+        &mut owner,
+        "alice",
+        "user:alice@example.com",
+        rule(&["InferenceFullAccess"], |r| {
+            r.projects = vec!["acme".into()]
+        }),
+    )
+    .await;
+    let mut alice = connect_as(&keyward, &mut owner, "user:alice@example.com", "*").await;
+    let key = |at| create_key("", Plane::Data, &["acme/bot"], at);
+    let own = alice
+        .client
+        .create_key(key(None))
+        .await
+        .unwrap()
+        .into_inner();
+    let own_id = own.key.unwrap().id;
+
+    let err = alice
+        .client
+        .update_key(pb::UpdateKeyRequest {
+            id: own_id.clone(),
+            attach: vec!["beta/bot".into()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("alice has no rights on beta");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(
+        err.message(),
+        "missing permission inference.call on project beta"
+    );
+    let err = alice
+        .client
+        .update_key(pb::UpdateKeyRequest {
+            id: own_id.clone(),
+            expiry: Some(pb::Expiry {
+                kind: Some(expiry::Kind::At(now_unix() - 10)),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(err.message(), "the expiry is in the past");
+
+    // An expired key is terminal, like a revoked one.
+    let at = now_unix() + 1;
+    let short = alice
+        .client
+        .create_key(key(Some(at)))
+        .await
+        .unwrap()
+        .into_inner();
+    let short_id = short.key.unwrap().id;
+    support::eventually("the key to expire", Duration::from_secs(5), || async {
+        (now_unix() > at).then_some(())
+    })
+    .await;
+    let err = alice
+        .client
+        .update_key(pb::UpdateKeyRequest {
+            id: short_id.clone(),
+            expiry: Some(pb::Expiry {
+                kind: Some(expiry::Kind::Never(true)),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("an expired key does not come back");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let shown = owner
+        .client
+        .get_key(pb::GetKeyRequest { id: short_id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shown.expires_at, Some(at));
+
+    // What creation allows, an update allows.
+    let kept = alice
+        .update(pb::UpdateKeyRequest {
+            id: own_id,
+            expiry: Some(pb::Expiry {
+                kind: Some(expiry::Kind::At(now_unix() + 3600)),
+            }),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(kept.scope, ["acme/bot"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_deployment_to_anonymous_callers_is_its_own_action() {
+    let keyward = Keyward::start().await;
+    let mut owner = keyward.admin().await;
+    owner.project("acme").await;
+    owner.deployment("acme/bot").await;
+    owner
+        .client
+        .create_application(pb::CreateApplicationRequest {
+            name: "deployer".into(),
+        })
+        .await
+        .unwrap();
+    grant(
+        &mut owner,
+        "deployer",
+        "app:deployer",
+        rule(&["InferenceFullAccess"], |r| r.all_projects = true),
+    )
+    .await;
+    let mut deployer = connect_as(&keyward, &mut owner, "app:deployer", "acme").await;
+    let set_auth = |public: bool| pb::SetDeploymentAuthRequest {
+        project: "acme".into(),
+        slug: "bot".into(),
+        public_auth: Some(public),
+        private_auth: None,
+    };
+    let err = deployer
+        .client
+        .set_deployment_auth(set_auth(false))
+        .await
+        .expect_err("deployments.write does not open an endpoint");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(
+        err.message(),
+        "missing permission deployments.auth on project acme"
+    );
+    let err = deployer
+        .client
+        .create_deployment(pb::CreateDeploymentRequest {
+            project: "acme".into(),
+            slug: "open".into(),
+            model: "m".into(),
+            public_auth: Some(false),
+            private_auth: None,
+        })
+        .await
+        .expect_err("nor creates an open one");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // Closing is always allowed with deployments.write.
+    deployer
+        .client
+        .set_deployment_auth(set_auth(true))
+        .await
+        .unwrap();
+
+    owner
+        .client
+        .put_permission_set(pb::PermissionSet {
+            name: "Opener".into(),
+            actions: vec!["deployments.auth".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    grant(
+        &mut owner,
+        "opener",
+        "app:deployer",
+        rule(&["Opener"], |r| r.projects = vec!["acme".into()]),
+    )
+    .await;
+    let opened = deployer
+        .client
+        .set_deployment_auth(set_auth(false))
+        .await
+        .expect("granted explicitly")
+        .into_inner();
+    assert!(!opened.public_auth);
+}
+
+/// N writers each add one include to a ring of permission sets; together they would close a
+/// cycle. Serialized, every write validates against the state the previous one left.
+async fn concurrent_iam_writers_are_serialized(keyward: Keyward) {
+    const N: usize = 6;
+    let mut owner = keyward.admin().await;
+    let name = |i: usize| format!("Ring{}", i % N);
+    for i in 0..N {
+        owner
+            .client
+            .put_permission_set(pb::PermissionSet {
+                name: name(i),
+                actions: vec!["deployments.read".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    // Its own origin, so the server's change events read back as changes.
+    let store = &keyward::store::Store::open(&keyward.database_url, 2)
+        .await
+        .unwrap();
+    let before = store.latest_change().await.unwrap();
+    let mut writers = Vec::new();
+    for i in 0..N {
+        let mut admin = keyward.admin().await;
+        let set = pb::PermissionSet {
+            name: name(i),
+            actions: vec!["deployments.read".into()],
+            includes: vec![name(i + 1)],
+            ..Default::default()
+        };
+        writers.push(tokio::spawn(async move {
+            admin.client.put_permission_set(set).await.map(drop)
+        }));
+    }
+    let mut written = 0;
+    for writer in writers {
+        match writer.await.unwrap() {
+            Ok(()) => written += 1,
+            Err(err) => {
+                assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+                assert!(err.message().contains("cycle"), "{err:?}");
+            }
+        }
+    }
+    assert_eq!(
+        written,
+        N - 1,
+        "exactly the write closing the ring is refused"
+    );
+    let state = store.load_state().await.unwrap();
+    keyward::declare::validate(&state).expect("no cycle in the stored state");
+    let events = store.changes_since(before, 1000).await.unwrap();
+    let sets: Vec<_> = events
+        .iter()
+        .filter(|(_, c)| matches!(c, Some(Change::PermissionSet(_))))
+        .collect();
+    assert_eq!(
+        sets.len(),
+        written,
+        "one change event per write: {events:?}"
+    );
+    // A non-owner decision still resolves its grants.
+    owner
+        .client
+        .list_permission_sets(pb::ListPermissionSetsRequest {})
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_iam_writers_are_serialized_on_sqlite() {
+    concurrent_iam_writers_are_serialized(Keyward::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_iam_writers_are_serialized_on_postgres() {
+    concurrent_iam_writers_are_serialized(Keyward::start_postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_is_one_transaction() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("k.db").display());
+    // The schema exists (a first run that failed later), and storing a key fails.
+    let store = keyward::store::Store::open(&url, 1).await.unwrap();
+    store.close().await;
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let trigger = "CREATE TRIGGER no_keys BEFORE INSERT ON api_keys \
+                   BEGIN SELECT RAISE(ABORT, 'injected failure'); END";
+    sqlx::query(trigger).execute(&mut conn).await.unwrap();
+    let failed = run_init(&["--database", &url]).await;
+    assert!(!failed.status.success());
+    sqlx::query("DROP TRIGGER no_keys")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let retried = run_init(&["--database", &url, "--output", "json"]).await;
+    assert!(
+        retried.status.success(),
+        "a failed init leaves nothing behind: {}",
+        String::from_utf8_lossy(&retried.stderr)
+    );
+}
