@@ -33,9 +33,9 @@ use crate::iam::{
     self, Action, Conditions, Facts, Grants, PermissionSet, Place, Policy, PrincipalRef, Rule,
     RuleScope, UserAgentMatch,
 };
-use crate::model::validate_slug;
 use crate::model::{ApiKey, DataTarget, Deployment, DeploymentName, KeyDetails, KeyScope, Plane};
 use crate::model::{Principal, PrincipalKind};
+use crate::model::{validate_description, validate_name, validate_slug};
 use crate::pb::admin_server::Admin;
 use crate::pb::{self, expiry};
 use crate::policy::{self, Bearer};
@@ -419,6 +419,9 @@ impl Admin for AdminService {
         let r = request.get_ref();
         let plane = parse_plane(r.plane)?;
         let scope = KeyScope::parse(plane, &r.scope).map_err(bad_input)?;
+        let (name, description) = (r.name.trim(), r.description.trim());
+        validate_name("key name", name).map_err(bad_input)?;
+        validate_description("key description", description).map_err(bad_input)?;
         let bearer = self.bearer(&caller, &r.bearer).await?;
         caller
             .bearer()
@@ -434,8 +437,8 @@ impl Admin for AdminService {
                 id,
                 principal_id: bearer,
                 scope,
-                name: r.name.trim().to_owned(),
-                description: r.description.trim().to_owned(),
+                name: name.to_owned(),
+                description: description.to_owned(),
                 secret_hash,
                 expires_at,
             })
@@ -489,9 +492,17 @@ impl Admin for AdminService {
                 .map(|s| s.parse::<DataTarget>().map_err(bad_input))
                 .collect()
         };
+        let name = r.name.as_deref().map(str::trim);
+        let description = r.description.as_deref().map(str::trim);
+        if let Some(name) = name {
+            validate_name("key name", name).map_err(bad_input)?;
+        }
+        if let Some(description) = description {
+            validate_description("key description", description).map_err(bad_input)?;
+        }
         let update = KeyUpdate {
-            name: r.name.as_ref().map(|n| n.trim().to_owned()),
-            description: r.description.as_ref().map(|d| d.trim().to_owned()),
+            name: name.map(str::to_owned),
+            description: description.map(str::to_owned),
             attach: targets(&r.attach)?,
             detach: targets(&r.detach)?,
             expires_at: parse_expiry(r.expiry),
@@ -648,7 +659,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListPermissionSetsRequest>,
     ) -> Result<Response<pb::ListPermissionSetsResponse>, Status> {
-        self.caller(&request).await?;
+        self.caller(&request).await?.manage_iam()?;
         let state = self.store.load_state().await?;
         let mut permission_sets: Vec<pb::PermissionSet> = iam::BUILTIN_SETS
             .iter()
@@ -975,9 +986,11 @@ fn permission_set_from_pb(s: &pb::PermissionSet) -> Result<PermissionSet, Status
             "a permission set needs at least one action or include",
         ));
     }
+    let description = s.description.trim();
+    validate_description("permission set description", description).map_err(bad_input)?;
     Ok(PermissionSet {
         name: s.name.clone(),
-        description: s.description.trim().to_owned(),
+        description: description.to_owned(),
         actions,
         includes,
     })
@@ -1064,9 +1077,11 @@ fn policy_from_pb(p: &pb::Policy) -> Result<Policy, Status> {
     if p.rules.is_empty() {
         return Err(bad_input(format!("policy {} has no rules", p.name)));
     }
+    let description = p.description.trim();
+    validate_description("policy description", description).map_err(bad_input)?;
     Ok(Policy {
         name: p.name.clone(),
-        description: p.description.trim().to_owned(),
+        description: description.to_owned(),
         principal,
         rules: p.rules.iter().map(rule_from_pb).collect::<Result<_, _>>()?,
     })

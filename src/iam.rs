@@ -549,9 +549,14 @@ pub fn validate_email(email: &str) -> Result<(), String> {
     }
 }
 
-/// Application names follow the slug rules.
+/// Application names follow the slug rules. `anonymous` is reserved: it is what the backend
+/// sees in `x-keyward-principal` for anonymous traffic.
 pub fn validate_app_name(name: &str) -> Result<(), String> {
-    crate::model::validate_slug("application", name)
+    crate::model::validate_slug("application", name)?;
+    if name == "anonymous" {
+        return Err("application name anonymous is reserved for anonymous traffic".into());
+    }
+    Ok(())
 }
 
 /// RFC 3339 → Unix seconds.

@@ -526,3 +526,186 @@ async fn init_is_one_transaction() {
         String::from_utf8_lossy(&retried.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_and_descriptions_are_bounded_and_printable() {
+    let keyward = Keyward::start().await;
+    let mut owner = keyward.admin().await;
+    owner.project("acme").await;
+    let key = |name: String, description: String| pb::CreateKeyRequest {
+        name,
+        description,
+        ..create_key("", Plane::Control, &["acme"], None)
+    };
+    let cases = [
+        (key("k".repeat(65_536), String::new()), "key name"),
+        (key(String::new(), "d".repeat(2_500_000)), "key description"),
+        (key("\u{1b}[2Jowned".into(), String::new()), "key name"),
+        (
+            key("ok".into(), "line\u{1b}]0;title\u{7}".into()),
+            "key description",
+        ),
+    ];
+    for (request, field) in cases {
+        let err = owner
+            .client
+            .create_key(request)
+            .await
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
+        assert!(
+            err.message().starts_with(field),
+            "{field}: {}",
+            err.message()
+        );
+        assert!(
+            err.message().len() < 200,
+            "the error does not echo the value"
+        );
+    }
+    let created = owner
+        .client
+        .create_key(key("deploy bot".into(), "for CI\nrotated monthly".into()))
+        .await
+        .expect("ordinary text, with a newline in the description")
+        .into_inner();
+    let err = owner
+        .client
+        .update_key(pb::UpdateKeyRequest {
+            id: created.key.unwrap().id,
+            name: Some("x".repeat(129)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("key name"), "{}", err.message());
+    for (set_description, policy_description, field) in [
+        ("\u{1b}[31m", "", "permission set description"),
+        ("", "p".repeat(5000).as_str(), "policy description"),
+    ] {
+        let err = owner
+            .client
+            .put_permission_set(pb::PermissionSet {
+                name: "Reader".into(),
+                description: set_description.into(),
+                actions: vec!["deployments.read".into()],
+                ..Default::default()
+            })
+            .await
+            .and(
+                owner
+                    .client
+                    .put_policy(pb::Policy {
+                        name: "reader".into(),
+                        description: policy_description.into(),
+                        principal: String::new(),
+                        rules: vec![rule(&["Reader"], |r| r.all_projects = true)],
+                    })
+                    .await
+                    .map(drop)
+                    .map(|_| tonic::Response::new(pb::PermissionSet::default())),
+            )
+            .unwrap_err();
+        assert!(
+            err.message().starts_with(field),
+            "{field}: {}",
+            err.message()
+        );
+    }
+    let document = "[[permission_sets]]\nname = \"Reader\"\n\
+                    description = \"\\u001b[2J\"\nactions = [\"deployments.read\"]\n";
+    let err = owner
+        .client
+        .apply(pb::ApplyRequest {
+            document: document.into(),
+            dry_run: false,
+            prune: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.message(),
+        "line 1: permission set description contains control characters (escape sequences are not allowed)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_and_confusable_principal_names_are_refused() {
+    let keyward = Keyward::start().await;
+    // The owner is named by email.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("k.db").display());
+    let init = run_init(&[
+        "--database",
+        &url,
+        "--owner",
+        "boss@example.com",
+        "--output",
+        "json",
+    ])
+    .await;
+    assert!(init.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&init.stdout).unwrap();
+    let mut config = support::test_config(&url);
+    config.database.url = url.clone();
+    let other = Keyward::on(config, printed["token"].as_str().unwrap().into()).await;
+    let mut owner = other.admin().await;
+    let err = owner
+        .client
+        .add_member(pb::AddMemberRequest {
+            email: "boss@example.com".into(),
+        })
+        .await
+        .map(drop)
+        .expect_err("a member named like the owner could never be removed");
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    let err = owner
+        .client
+        .create_application(pb::CreateApplicationRequest {
+            name: "anonymous".into(),
+        })
+        .await
+        .expect_err("`anonymous` is what the backend sees for anonymous traffic");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    // Reading permission sets is IAM management; naming a bearer is authorized before the
+    // bearer is looked up.
+    let mut owner = keyward.admin().await;
+    owner.project("acme").await;
+    owner
+        .client
+        .create_application(pb::CreateApplicationRequest { name: "ci".into() })
+        .await
+        .unwrap();
+    grant(
+        &mut owner,
+        "ci",
+        "app:ci",
+        rule(&["InferenceReadOnly"], |r| r.all_projects = true),
+    )
+    .await;
+    let mut ci = connect_as(&keyward, &mut owner, "app:ci", "acme").await;
+    let err = ci
+        .client
+        .list_permission_sets(pb::ListPermissionSetsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    for bearer in ["user:ghost@example.com", "app:ops", "app:nobody"] {
+        let err = ci
+            .client
+            .create_key(create_key(bearer, Plane::Data, &["acme/*"], None))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (
+                Code::PermissionDenied,
+                "missing permission iam.manage on the organization"
+            ),
+            "{bearer}: existing or not, the same answer"
+        );
+    }
+}

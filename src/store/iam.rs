@@ -292,13 +292,19 @@ async fn add_principal(
     name: &str,
     changes: &mut Vec<Change>,
 ) -> Result<()> {
-    let taken = sqlx::query("SELECT 1 FROM principals WHERE kind = $1 AND name = $2")
-        .bind(kind)
-        .bind(name)
-        .fetch_optional(&mut **tx)
-        .await?;
-    if taken.is_some() {
-        return Err(StoreError::Conflict(format!("{kind} {name}")));
+    // `user:EMAIL` names the owner too when the owner is named by that email: a member of
+    // the same name could never be referred to, nor removed.
+    let taken = sqlx::query(
+        "SELECT kind FROM principals WHERE name = $2 \
+         AND (kind = $1 OR (kind = 'owner' AND $1 = 'member'))",
+    )
+    .bind(kind)
+    .bind(name)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = taken {
+        let holder: String = row.try_get(0)?;
+        return Err(StoreError::Conflict(format!("{holder} {name}")));
     }
     let id: i64 = sqlx::query(
         "INSERT INTO principals (organization_id, kind, name, created_at) \
