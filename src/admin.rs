@@ -40,7 +40,7 @@ use crate::pb::admin_server::Admin;
 use crate::pb::{self, expiry};
 use crate::policy::{self, Bearer};
 use crate::services::Services;
-use crate::store::{Change, KeyUpdate, NewKey, Store, now_unix};
+use crate::store::{Change, KeyCursor, KeyUpdate, NewKey, Store, now_unix};
 use crate::token::{self, Token};
 use crate::usage::LastUsed;
 
@@ -112,6 +112,10 @@ pub async fn recover_owner(store: &Store, argon: &config::Argon2) -> anyhow::Res
         token,
     })
 }
+
+/// `keys list` pages: the default and the largest page size.
+const DEFAULT_PAGE_SIZE: u32 = 100;
+const MAX_PAGE_SIZE: u32 = 1000;
 
 /// Rotation grace periods are capped: an old secret should not linger for months.
 const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
@@ -456,19 +460,39 @@ impl Admin for AdminService {
         request: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let caller = self.caller(&request).await?;
-        let project = request.get_ref().project.as_str();
+        let r = request.get_ref();
+        let project = r.project.as_str();
         if !project.is_empty() {
             validate_slug("project", project).map_err(bad_input)?;
         }
-        let keys = self
+        let page_size = match r.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(bad_input(format!(
+                    "page_size must be at most {MAX_PAGE_SIZE}"
+                )));
+            }
+            n => n,
+        };
+        let after = match r.page_token.as_str() {
+            "" => None,
+            token => Some(KeyCursor::parse(token).ok_or_else(|| bad_input("invalid page_token"))?),
+        };
+        let (keys, next) = self
             .store
-            .list_keys((!project.is_empty()).then_some(project))
-            .await?
-            .iter()
-            .filter(|k| caller.bearer().may_manage_key(k).is_ok())
-            .map(|k| self.key_pb(k))
-            .collect();
-        Ok(Response::new(pb::ListKeysResponse { keys }))
+            .list_keys_page(
+                (!project.is_empty()).then_some(project),
+                after.as_ref(),
+                page_size as usize,
+                |k| caller.bearer().may_manage_key(k).is_ok(),
+            )
+            .await?;
+        let keys = keys.iter().map(|k| self.key_pb(k)).collect();
+        let next_page_token = next.map(|c| c.token()).unwrap_or_default();
+        Ok(Response::new(pb::ListKeysResponse {
+            keys,
+            next_page_token,
+        }))
     }
 
     async fn get_key(

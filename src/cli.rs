@@ -358,9 +358,17 @@ pub enum KeysCommand {
         #[arg(long)]
         bearer: Option<String>,
     },
+    /// List keys, newest first: all of them, or one page with --limit / --page-token.
     List {
         #[arg(long)]
         project: Option<String>,
+        /// One page of at most this many keys (at most 1000); the next page's token goes to
+        /// stderr.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// The page after the one that printed this token.
+        #[arg(long)]
+        page_token: Option<String>,
     },
     Show {
         id: String,
@@ -746,15 +754,35 @@ async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
             print_created(remote.output, rotated)?;
             return Ok(());
         }
-        KeysCommand::List { project } => {
-            admin
-                .list_keys(pb::ListKeysRequest {
-                    project: project.unwrap_or_default(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner()
-                .keys
+        KeysCommand::List {
+            project,
+            limit,
+            page_token,
+        } => {
+            let one_page = limit.is_some() || page_token.is_some();
+            let mut request = pb::ListKeysRequest {
+                project: project.unwrap_or_default(),
+                page_size: limit.unwrap_or(0),
+                page_token: page_token.unwrap_or_default(),
+            };
+            let mut keys = Vec::new();
+            loop {
+                let page = admin
+                    .list_keys(request.clone())
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                keys.extend(page.keys);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                if one_page {
+                    eprintln!("more keys: --page-token {}", page.next_page_token);
+                    break;
+                }
+                request.page_token = page.next_page_token;
+            }
+            keys
         }
         KeysCommand::Show { id } => vec![
             admin

@@ -148,6 +148,31 @@ pub struct NewKey {
     pub expires_at: Option<i64>,
 }
 
+/// Where a page of keys starts: after the key created at `created_at` with id `id` (keys are
+/// listed newest first, then by id). Its page token is `created_at:id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyCursor {
+    pub created_at: i64,
+    pub id: String,
+}
+
+impl KeyCursor {
+    pub fn parse(token: &str) -> Option<KeyCursor> {
+        let (at, id) = token.split_once(':')?;
+        let valid_id =
+            !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric());
+        valid_id.then_some(())?;
+        Some(KeyCursor {
+            created_at: at.parse().ok()?,
+            id: id.to_owned(),
+        })
+    }
+
+    pub fn token(&self) -> String {
+        format!("{}:{}", self.created_at, self.id)
+    }
+}
+
 /// Changes to a key's metadata and scope; `None` leaves a field as it is.
 #[derive(Debug, Default)]
 pub struct KeyUpdate {
@@ -557,21 +582,55 @@ impl Store {
 
     /// Keys, newest first; with `project`, only those whose scope reaches into it.
     pub async fn list_keys(&self, project: Option<&str>) -> Result<Vec<ApiKey>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys k JOIN principals p ON p.id = k.principal_id \
-             ORDER BY k.created_at DESC, k.id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut keys = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id: String = row.try_get("id")?;
-            let key = key_from_row(row, self.targets_of(&id).await?)?;
-            if project.is_none_or(|p| key.scope.touches_project(p)) {
-                keys.push(key);
+        let (keys, _) = self
+            .list_keys_page(project, None, usize::MAX, |_| true)
+            .await?;
+        Ok(keys)
+    }
+
+    /// One page of [`Self::list_keys`]: at most `page_size` keys that `visible` admits, after
+    /// `after`; and where the next page starts, if there may be one. Keys are read in batches
+    /// of `page_size`, so a caller who sees few keys among many still gets full pages.
+    pub async fn list_keys_page(
+        &self,
+        project: Option<&str>,
+        after: Option<&KeyCursor>,
+        page_size: usize,
+        visible: impl Fn(&ApiKey) -> bool,
+    ) -> Result<(Vec<ApiKey>, Option<KeyCursor>)> {
+        let batch = i64::try_from(page_size).unwrap_or(i64::MAX);
+        let mut cursor = after.cloned();
+        let mut keys = Vec::new();
+        loop {
+            let rows = sqlx::query(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys k JOIN principals p ON p.id = k.principal_id \
+                 WHERE $1 = 0 OR k.created_at < $2 OR (k.created_at = $2 AND k.id > $3) \
+                 ORDER BY k.created_at DESC, k.id LIMIT $4"
+            ))
+            .bind(i64::from(cursor.is_some()))
+            .bind(cursor.as_ref().map_or(0, |c| c.created_at))
+            .bind(cursor.as_ref().map_or("", |c| c.id.as_str()))
+            .bind(batch)
+            .fetch_all(&self.pool)
+            .await?;
+            for row in &rows {
+                let id: String = row.try_get("id")?;
+                cursor = Some(KeyCursor {
+                    created_at: row.try_get("created_at")?,
+                    id: id.clone(),
+                });
+                let key = key_from_row(row, self.targets_of(&id).await?)?;
+                if project.is_none_or(|p| key.scope.touches_project(p)) && visible(&key) {
+                    keys.push(key);
+                    if keys.len() == page_size {
+                        return Ok((keys, cursor));
+                    }
+                }
+            }
+            if (rows.len() as i64) < batch {
+                return Ok((keys, None));
             }
         }
-        Ok(keys)
     }
 
     pub async fn update_key(&self, id: &str, update: KeyUpdate) -> Result<(ApiKey, Vec<Change>)> {

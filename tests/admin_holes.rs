@@ -709,3 +709,92 @@ async fn reserved_and_confusable_principal_names_are_refused() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_listed_in_pages() {
+    let keyward = Keyward::start().await;
+    let mut owner = keyward.admin().await;
+    owner.project("acme").await;
+    owner
+        .client
+        .create_application(pb::CreateApplicationRequest { name: "ci".into() })
+        .await
+        .unwrap();
+    grant(
+        &mut owner,
+        "ci",
+        "app:ci",
+        rule(&["InferenceReadOnly"], |r| r.all_projects = true),
+    )
+    .await;
+    let mut ci = connect_as(&keyward, &mut owner, "app:ci", "acme").await;
+    for _ in 0..6 {
+        owner.key(Plane::Data, &["acme/*"]).await;
+    }
+    let own = ci
+        .client
+        .create_key(create_key("", Plane::Data, &["acme/*"], None))
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap()
+        .id;
+    let list = |page_size: u32, page_token: String| pb::ListKeysRequest {
+        project: String::new(),
+        page_size,
+        page_token,
+    };
+    let all: Vec<String> = owner
+        .client
+        .list_keys(list(0, String::new()))
+        .await
+        .unwrap()
+        .into_inner()
+        .keys
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(
+        all.len(),
+        9,
+        "owner bootstrap, ci's control key, 6 + 1 data keys"
+    );
+    let (mut paged, mut token, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let page = owner
+            .client
+            .list_keys(list(4, token))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.keys.len() <= 4);
+        paged.extend(page.keys.into_iter().map(|k| k.id));
+        pages += 1;
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!((paged, pages), (all, 3), "the same keys, in the same order");
+    // A caller seeing 2 keys among 9 gets them in one page.
+    let page = ci
+        .client
+        .list_keys(list(2, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    let seen: Vec<_> = page.keys.iter().map(|k| k.id.as_str()).collect();
+    assert!(seen.contains(&own.as_str()) && seen.len() == 2, "{seen:?}");
+    for (request, message) in [
+        (list(1001, String::new()), "page_size must be at most 1000"),
+        (list(1, "x".into()), "invalid page_token"),
+        (list(1, "1:../../".into()), "invalid page_token"),
+    ] {
+        let err = owner.client.list_keys(request).await.unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (Code::InvalidArgument, message)
+        );
+    }
+}
