@@ -109,16 +109,31 @@ pub enum Backend {
     Postgres,
 }
 
-/// The database URL with any password replaced, safe for messages and logs.
+/// The database URL with any password replaced, safe for messages and logs: the userinfo
+/// password and any query parameter named like one (`password`, `sslpassword`, any case).
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("****"));
-            parsed.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        Err(_) => "<unparseable database url>".to_owned(),
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "<unparseable database url>".to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("****"));
     }
+    let secret = |k: &str| k.to_ascii_lowercase().contains("password");
+    if parsed.query_pairs().any(|(k, _)| secret(&k)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret(&k) {
+                    "****".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 #[derive(Clone)]
@@ -1092,5 +1107,31 @@ mod tests {
             "{shown}"
         );
         assert_eq!(redact_url("sqlite://keyward.db"), "sqlite://keyward.db");
+        for url in [
+            "postgres://keyward@db/keyward?password=hunter2&sslmode=disable",
+            "postgres://keyward@db/keyward?sslmode=disable&PASSWORD=hunter2",
+            "postgres://db/keyward?sslpassword=hunter2",
+            "postgres://keyward:hunter2@db/keyward?password=hunter2",
+        ] {
+            let shown = redact_url(url);
+            assert!(
+                !shown.contains("hunter2") && shown.contains("db"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn connection_errors_never_carry_the_password() {
+        for url in [
+            "postgres://keyward@127.0.0.1:1/keyward?password=hunter2",
+            "postgres://keyward:hunter2@127.0.0.1:1/keyward?sslmode=nonsense",
+        ] {
+            let err = match Store::open(url, 1).await {
+                Ok(_) => panic!("{url}: nothing listens on port 1"),
+                Err(err) => err,
+            };
+            assert!(!err.contains("hunter2"), "{err}");
+        }
     }
 }
