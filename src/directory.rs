@@ -53,7 +53,7 @@ impl Directory {
         }
         let epoch = self.caches.epoch();
         let generation = self.caches.key_generation();
-        let Some(key) = self.store.get_key(id).await? else {
+        let Some(key) = self.store.guarded(self.store.get_key(id)).await? else {
             self.caches.insert_unknown_key(id, generation, epoch).await;
             return Ok(None);
         };
@@ -73,7 +73,7 @@ impl Directory {
         let store = &self.store;
         self.caches
             .routes()
-            .get_or_load(|| store.route_table())
+            .get_or_load(|| store.guarded(store.route_table()))
             .await
     }
 
@@ -87,9 +87,9 @@ impl Directory {
             return Ok(cached);
         }
         let epoch = self.caches.epoch();
-        let loaded = self
-            .store
-            .get_deployment(project, slug)
+        let store = &self.store;
+        let loaded = store
+            .guarded(store.get_deployment(project, slug))
             .await?
             .map(Arc::new);
         self.caches
@@ -109,7 +109,7 @@ impl Directory {
             return Ok(cached);
         }
         let epoch = self.caches.epoch();
-        let loaded = Arc::new(self.store.grants_of(id).await?);
+        let loaded = Arc::new(self.store.guarded(self.store.grants_of(id)).await?);
         self.caches.insert_grants(id, loaded.clone(), epoch).await;
         Ok(loaded)
     }
@@ -120,7 +120,11 @@ impl Directory {
             return Ok(cached);
         }
         let epoch = self.caches.epoch();
-        let loaded: Option<Arc<str>> = self.store.workload_project(id).await?.map(Arc::from);
+        let store = &self.store;
+        let loaded: Option<Arc<str>> = store
+            .guarded(store.workload_project(id))
+            .await?
+            .map(Arc::from);
         self.caches.insert_workload(id, loaded.clone(), epoch).await;
         Ok(loaded)
     }

@@ -36,7 +36,7 @@ impl From<StoreError> for Status {
             StoreError::NotFound(what) => not_found(what),
             StoreError::Conflict(what) => conflict(what),
             StoreError::Invalid(message) => bad_input(message),
-            StoreError::Unavailable(detail) => {
+            StoreError::Unavailable(detail) | StoreError::Unreachable(detail) => {
                 tracing::warn!(%detail, "storage error");
                 storage_unavailable()
             }

@@ -10,8 +10,11 @@ use sqlx::AnyConnection;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+mod availability;
 mod iam;
 mod routes;
+
+use availability::Availability;
 
 use crate::model::{
     ApiKey, DataTarget, Deployment, DeploymentName, KeyDetails, KeyScope, Plane, PreviousSecret,
@@ -82,9 +85,12 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
-    /// The database could not be reached or answered with an error. The detail is for logs.
+    /// The database answered with an error. The detail is for logs.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The database could not be reached (or is known to be down). The detail is for logs.
+    #[error("storage unreachable: {0}")]
+    Unreachable(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -95,6 +101,11 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict("an object with the same name".into())
             }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unreachable(e.to_string()),
             _ => StoreError::Unavailable(e.to_string()),
         }
     }
@@ -143,6 +154,15 @@ pub struct Store {
     url: std::sync::Arc<str>,
     /// Random per opened store: marks the change events this replica records.
     origin: std::sync::Arc<str>,
+    /// Whether the database is known to be down: reads on the Check path and readiness then
+    /// fail at once ([`Self::guarded`]).
+    availability: std::sync::Arc<Availability>,
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 pub fn now_unix() -> i64 {
@@ -254,6 +274,7 @@ impl Store {
             backend,
             url: url.as_str().into(),
             origin: crate::token::generate_key_id().into(),
+            availability: Default::default(),
         };
         store
             .migrate()
@@ -295,8 +316,26 @@ impl Store {
 
     /// One round trip to the database, for readiness.
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        self.guarded(async {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs `op` unless the database is known to be down, and records whether it was reached.
+    /// Wraps the reads of the Check path ([`crate::directory`]) and readiness, where waiting out
+    /// the pool's acquire timeout for every request would outlast Envoy's own timeout.
+    pub async fn guarded<T>(&self, op: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        if !self.availability.admit(now_millis()) {
+            return Err(StoreError::Unreachable(
+                "the database is known to be down; probing it in the background".into(),
+            ));
+        }
+        let result = op.await;
+        let reachable = !matches!(result, Err(StoreError::Unreachable(_)));
+        self.availability.record(reachable, now_millis());
+        result
     }
 
     pub async fn close(&self) {
