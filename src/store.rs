@@ -969,7 +969,12 @@ async fn insert_key(tx: &mut Tx<'_>, key: &NewKey) -> Result<()> {
 }
 
 async fn organization_id(tx: &mut Tx<'_>) -> Result<i64> {
-    let row = sqlx::query("SELECT id FROM organizations WHERE name = 'default'")
+    organization_row(tx, "SELECT id FROM organizations WHERE name = 'default'").await
+}
+
+/// The organization's id, as `sql` returns it: an error saying so when there is none yet.
+async fn organization_row(tx: &mut Tx<'_>, sql: &str) -> Result<i64> {
+    let row = sqlx::query(sql)
         .fetch_optional(&mut **tx)
         .await?
         .ok_or_else(|| {

@@ -58,19 +58,33 @@ async fn connect_as(keyward: &Keyward, owner: &mut Admin, bearer: &str, scope: &
 
 /// An IAM manager (ops, AllProductsFullAccess on the organization) with an organization key.
 async fn manager(keyward: &Keyward, owner: &mut Admin) -> Admin {
+    let manage = rule(&["AllProductsFullAccess"], |r| r.organization = true);
+    app(keyward, owner, "ops", manage, "*").await
+}
+
+/// Application `name` with one policy of `rule`, connected with a control key of `scope`.
+async fn app(
+    keyward: &Keyward,
+    owner: &mut Admin,
+    name: &str,
+    rule: pb::Rule,
+    scope: &str,
+) -> Admin {
     owner
         .client
-        .create_application(pb::CreateApplicationRequest { name: "ops".into() })
+        .create_application(pb::CreateApplicationRequest { name: name.into() })
         .await
         .unwrap();
-    grant(
-        owner,
-        "ops",
-        "app:ops",
-        rule(&["AllProductsFullAccess"], |r| r.organization = true),
-    )
-    .await;
-    connect_as(keyward, owner, "app:ops", "*").await
+    let principal = format!("app:{name}");
+    grant(owner, name, &principal, rule).await;
+    connect_as(keyward, owner, &principal, scope).await
+}
+
+fn assert_denied(err: &tonic::Status, message: &str) {
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::PermissionDenied, message)
+    );
 }
 
 async fn run_init(args: &[&str]) -> std::process::Output {
@@ -273,11 +287,7 @@ async fn a_key_update_is_checked_like_a_creation() {
         })
         .await
         .expect_err("alice has no rights on beta");
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert_eq!(
-        err.message(),
-        "missing permission inference.call on project beta"
-    );
+    assert_denied(&err, "missing permission inference.call on project beta");
     let err = alice
         .client
         .update_key(pb::UpdateKeyRequest {
@@ -344,21 +354,8 @@ async fn opening_a_deployment_to_anonymous_callers_is_its_own_action() {
     let mut owner = keyward.admin().await;
     owner.project("acme").await;
     owner.deployment("acme/bot").await;
-    owner
-        .client
-        .create_application(pb::CreateApplicationRequest {
-            name: "deployer".into(),
-        })
-        .await
-        .unwrap();
-    grant(
-        &mut owner,
-        "deployer",
-        "app:deployer",
-        rule(&["InferenceFullAccess"], |r| r.all_projects = true),
-    )
-    .await;
-    let mut deployer = connect_as(&keyward, &mut owner, "app:deployer", "acme").await;
+    let full = rule(&["InferenceFullAccess"], |r| r.all_projects = true);
+    let mut deployer = app(&keyward, &mut owner, "deployer", full, "acme").await;
     let set_auth = |public: bool| pb::SetDeploymentAuthRequest {
         project: "acme".into(),
         slug: "bot".into(),
@@ -370,11 +367,7 @@ async fn opening_a_deployment_to_anonymous_callers_is_its_own_action() {
         .set_deployment_auth(set_auth(false))
         .await
         .expect_err("deployments.write does not open an endpoint");
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert_eq!(
-        err.message(),
-        "missing permission deployments.auth on project acme"
-    );
+    assert_denied(&err, "missing permission deployments.auth on project acme");
     let err = deployer
         .client
         .create_deployment(pb::CreateDeploymentRequest {
@@ -674,19 +667,8 @@ async fn reserved_and_confusable_principal_names_are_refused() {
     // bearer is looked up.
     let mut owner = keyward.admin().await;
     owner.project("acme").await;
-    owner
-        .client
-        .create_application(pb::CreateApplicationRequest { name: "ci".into() })
-        .await
-        .unwrap();
-    grant(
-        &mut owner,
-        "ci",
-        "app:ci",
-        rule(&["InferenceReadOnly"], |r| r.all_projects = true),
-    )
-    .await;
-    let mut ci = connect_as(&keyward, &mut owner, "app:ci", "acme").await;
+    let read_only = rule(&["InferenceReadOnly"], |r| r.all_projects = true);
+    let mut ci = app(&keyward, &mut owner, "ci", read_only, "acme").await;
     let err = ci
         .client
         .list_permission_sets(pb::ListPermissionSetsRequest {})
@@ -715,19 +697,8 @@ async fn keys_are_listed_in_pages() {
     let keyward = Keyward::start().await;
     let mut owner = keyward.admin().await;
     owner.project("acme").await;
-    owner
-        .client
-        .create_application(pb::CreateApplicationRequest { name: "ci".into() })
-        .await
-        .unwrap();
-    grant(
-        &mut owner,
-        "ci",
-        "app:ci",
-        rule(&["InferenceReadOnly"], |r| r.all_projects = true),
-    )
-    .await;
-    let mut ci = connect_as(&keyward, &mut owner, "app:ci", "acme").await;
+    let read_only = rule(&["InferenceReadOnly"], |r| r.all_projects = true);
+    let mut ci = app(&keyward, &mut owner, "ci", read_only, "acme").await;
     for _ in 0..6 {
         owner.key(Plane::Data, &["acme/*"]).await;
     }

@@ -151,14 +151,8 @@ impl Store {
 /// not upgrade: SQLITE_BUSY); PostgreSQL holds the row lock until commit, and each later
 /// statement of a read-committed transaction sees what was committed before it.
 async fn lock_organization(tx: &mut Tx<'_>) -> Result<i64> {
-    let row =
-        sqlx::query("UPDATE organizations SET name = name WHERE name = 'default' RETURNING id")
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or_else(|| {
-                StoreError::Invalid("keyward is not initialized: run `keyward init`".into())
-            })?;
-    Ok(row.try_get(0)?)
+    let lock = "UPDATE organizations SET name = name WHERE name = 'default' RETURNING id";
+    super::organization_row(tx, lock).await
 }
 
 async fn permission_sets(conn: &mut AnyConnection) -> Result<Vec<PermissionSet>> {
