@@ -1285,6 +1285,28 @@ fn time_str(at: Option<i64>) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
+/// The longest cell a table shows, in characters.
+const CELL_MAX: usize = 80;
+
+/// Text as a table shows it: at most [`CELL_MAX`] of its characters, control characters
+/// escaped (a name stored with an ANSI escape must not drive the terminal).
+fn table_cell(text: &str) -> String {
+    let long = text.chars().nth(CELL_MAX).is_some();
+    let kept = if long { CELL_MAX - 1 } else { CELL_MAX };
+    let mut shown = String::new();
+    for c in text.chars().take(kept) {
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    if long {
+        shown.push('…');
+    }
+    shown
+}
+
 /// JSON: an array of objects (one object for a single created or updated item). Table: the
 /// named columns, aligned.
 fn print_rows(output: Output, columns: &[&str], rows: Vec<serde_json::Value>) {
@@ -1293,7 +1315,7 @@ fn print_rows(output: Output, columns: &[&str], rows: Vec<serde_json::Value>) {
         return;
     }
     let cell = |row: &serde_json::Value, column: &str| match &row[column] {
-        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::String(s) => table_cell(s),
         serde_json::Value::Array(items) => items
             .iter()
             .map(|i| i.as_str().unwrap_or_default().to_owned())
@@ -1306,7 +1328,7 @@ fn print_rows(output: Output, columns: &[&str], rows: Vec<serde_json::Value>) {
         .iter()
         .map(|c| {
             rows.iter()
-                .map(|r| cell(r, c).len())
+                .map(|r| cell(r, c).chars().count())
                 .max()
                 .unwrap_or(0)
                 .max(c.len())
@@ -1334,6 +1356,22 @@ fn print_rows(output: Output, columns: &[&str], rows: Vec<serde_json::Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_cells_are_bounded_and_inert() {
+        // Stored before names were bounded: a huge name and a terminal escape.
+        let rows = vec![
+            json!({"id": "a", "name": "k".repeat(65_536)}),
+            json!({"id": "b", "name": "\u{1b}[2Jowned"}),
+        ];
+        print_rows(Output::Table, &["id", "name"], rows);
+        let long = "k".repeat(65_536);
+        assert_eq!(table_cell(&long).chars().count(), CELL_MAX);
+        assert!(table_cell(&long).ends_with("k…"));
+        assert_eq!(table_cell(&"k".repeat(CELL_MAX)), "k".repeat(CELL_MAX));
+        assert_eq!(table_cell("\u{1b}[2Jowned"), "\\u{1b}[2Jowned");
+        assert_eq!(table_cell("deploy bot — CI"), "deploy bot — CI");
+    }
 
     #[test]
     fn expiry_dates_mean_midnight_utc() {
