@@ -8,8 +8,10 @@
 //! - within that, the bearer needs the action: `deployments.write` / `.read` in the project
 //!   for deployments and workload ids, `projects.write` for projects, and `iam.manage` (an
 //!   organization-scope rule) for principals, permission sets, policies, `apply`, `export` and
-//!   other principals' keys. The owner may do everything. Policy conditions (source IP: the
-//!   gRPC peer address; user agent; time window) apply here too.
+//!   other principals' keys; `deployments.auth` to turn a deployment's authentication off. The
+//!   owner may do everything, and only the owner mints, changes or deletes owner-borne keys.
+//!   Policy conditions (source IP: the gRPC peer address; user agent; time window) apply here
+//!   too.
 //!
 //! Each write invalidates the caches it affects before it answers, so the very next Check
 //! sees it.
