@@ -8,8 +8,10 @@
 //! - within that, the bearer needs the action: `deployments.write` / `.read` in the project
 //!   for deployments and workload ids, `projects.write` for projects, and `iam.manage` (an
 //!   organization-scope rule) for principals, permission sets, policies, `apply`, `export` and
-//!   other principals' keys. The owner may do everything. Policy conditions (source IP: the
-//!   gRPC peer address; user agent; time window) apply here too.
+//!   other principals' keys; `deployments.auth` to turn a deployment's authentication off. The
+//!   owner may do everything, and only the owner mints, changes or deletes owner-borne keys.
+//!   Policy conditions (source IP: the gRPC peer address; user agent; time window) apply here
+//!   too.
 //!
 //! Each write invalidates the caches it affects before it answers, so the very next Check
 //! sees it.
@@ -33,14 +35,14 @@ use crate::iam::{
     self, Action, Conditions, Facts, Grants, PermissionSet, Place, Policy, PrincipalRef, Rule,
     RuleScope, UserAgentMatch,
 };
-use crate::model::validate_slug;
 use crate::model::{ApiKey, DataTarget, Deployment, DeploymentName, KeyDetails, KeyScope, Plane};
 use crate::model::{Principal, PrincipalKind};
+use crate::model::{validate_description, validate_name, validate_slug};
 use crate::pb::admin_server::Admin;
 use crate::pb::{self, expiry};
 use crate::policy::{self, Bearer};
 use crate::services::Services;
-use crate::store::{Change, KeyUpdate, NewKey, Store, now_unix};
+use crate::store::{Change, KeyCursor, KeyUpdate, NewKey, Store, now_unix};
 use crate::token::{self, Token};
 use crate::usage::LastUsed;
 
@@ -51,42 +53,71 @@ pub struct Bootstrap {
     pub token: String,
 }
 
-/// Creates the default organization, its owner and the owner's organization-wide control key.
-/// Refuses when the organization exists, so the bootstrap token is minted once.
+/// An organization-wide control key for the owner: the key to store and its token.
 ///
 /// Opens no argon2 workers: the one hash it needs runs on one blocking thread.
-pub async fn bootstrap(
-    store: &Store,
-    argon: &config::Argon2,
-    owner: &str,
-) -> anyhow::Result<Bootstrap> {
-    let principal = store
-        .init_organization(owner)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+async fn owner_key(argon: &config::Argon2, name: &str) -> anyhow::Result<(NewKey, String)> {
     let key_id = token::generate_key_id();
     let minted = token::generate(Plane::Control, &key_id);
     let secret_hash = crate::authn::hash_once(argon, &minted.secret)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    store
-        .create_key(NewKey {
-            id: key_id.clone(),
-            principal_id: principal.id,
-            scope: KeyScope::ControlOrganization,
-            name: "owner bootstrap".into(),
-            description: "organization-wide control key created by keyward init".into(),
-            secret_hash,
-            expires_at: None,
-        })
+    let key = NewKey {
+        id: key_id,
+        principal_id: 0,
+        scope: KeyScope::ControlOrganization,
+        name: name.into(),
+        description: format!("organization-wide control key created by keyward init ({name})"),
+        secret_hash,
+        expires_at: None,
+    };
+    Ok((key, minted.token))
+}
+
+/// Creates the default organization, its owner and the owner's organization-wide control key,
+/// in one transaction. Refuses when the organization exists, so the bootstrap token is minted
+/// once.
+pub async fn bootstrap(
+    store: &Store,
+    argon: &config::Argon2,
+    owner: &str,
+) -> anyhow::Result<Bootstrap> {
+    let (key, token) = owner_key(argon, "owner bootstrap").await?;
+    let key_id = key.id.clone();
+    let principal = store
+        .init_organization(owner, Some(key))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Bootstrap {
         principal: principal.name,
         key_id,
-        token: minted.token,
+        token,
     })
 }
+
+/// `keyward init --recover`: mints another organization-wide key for the owner of an
+/// initialized store, for an owner whose keys are lost, revoked or deleted. Whoever can write
+/// to the store owns keyward anyway; this needs nothing more. Leaves an audit line (key id,
+/// never the token) and a key change event.
+pub async fn recover_owner(store: &Store, argon: &config::Argon2) -> anyhow::Result<Bootstrap> {
+    let (key, token) = owner_key(argon, "owner recovery").await?;
+    let key_id = key.id.clone();
+    let principal = store
+        .recover_owner(key)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    warn!(key_id = %key_id, principal = %principal.name,
+          "owner key recovered with keyward init --recover");
+    Ok(Bootstrap {
+        principal: principal.name,
+        key_id,
+        token,
+    })
+}
+
+/// `keys list` pages: the default and the largest page size.
+const DEFAULT_PAGE_SIZE: u32 = 100;
+const MAX_PAGE_SIZE: u32 = 1000;
 
 /// Rotation grace periods are capped: an old secret should not linger for months.
 const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
@@ -318,7 +349,9 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
         let name = parse_deployment(&r.project, &r.slug)?;
-        caller.may(Action::DeploymentsWrite, Place::Project(&name.project))?;
+        caller
+            .bearer()
+            .may_set_auth(&name.project, r.public_auth, r.private_auth)?;
         let model = r.model.trim();
         if model.is_empty() || model.len() > 255 {
             return Err(bad_input("model must be 1-255 characters"));
@@ -368,7 +401,9 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
         let name = parse_deployment(&r.project, &r.slug)?;
-        caller.may(Action::DeploymentsWrite, Place::Project(&name.project))?;
+        caller
+            .bearer()
+            .may_set_auth(&name.project, r.public_auth, r.private_auth)?;
         if r.public_auth.is_none() && r.private_auth.is_none() {
             return Err(bad_input("nothing to change: give public and/or private"));
         }
@@ -390,14 +425,15 @@ impl Admin for AdminService {
         let r = request.get_ref();
         let plane = parse_plane(r.plane)?;
         let scope = KeyScope::parse(plane, &r.scope).map_err(bad_input)?;
+        let (name, description) = (r.name.trim(), r.description.trim());
+        validate_name("key name", name).map_err(bad_input)?;
+        validate_description("key description", description).map_err(bad_input)?;
         let bearer = self.bearer(&caller, &r.bearer).await?;
         caller
             .bearer()
             .may_mint(bearer == caller.principal.id, &scope)?;
         let expires_at = parse_expiry(r.expiry).flatten();
-        if expires_at.is_some_and(|at| at <= now_unix()) {
-            return Err(bad_input("the expiry is in the past"));
-        }
+        policy::may_set_expiry(None, None, expires_at, now_unix())?;
         let id = token::generate_key_id();
         let minted = token::generate(plane, &id);
         let secret_hash = self
@@ -410,8 +446,8 @@ impl Admin for AdminService {
                 id,
                 principal_id: bearer,
                 scope,
-                name: r.name.trim().to_owned(),
-                description: r.description.trim().to_owned(),
+                name: name.to_owned(),
+                description: description.to_owned(),
                 secret_hash,
                 expires_at,
             })
@@ -429,19 +465,39 @@ impl Admin for AdminService {
         request: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let caller = self.caller(&request).await?;
-        let project = request.get_ref().project.as_str();
+        let r = request.get_ref();
+        let project = r.project.as_str();
         if !project.is_empty() {
             validate_slug("project", project).map_err(bad_input)?;
         }
-        let keys = self
+        let page_size = match r.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(bad_input(format!(
+                    "page_size must be at most {MAX_PAGE_SIZE}"
+                )));
+            }
+            n => n,
+        };
+        let after = match r.page_token.as_str() {
+            "" => None,
+            token => Some(KeyCursor::parse(token).ok_or_else(|| bad_input("invalid page_token"))?),
+        };
+        let (keys, next) = self
             .store
-            .list_keys((!project.is_empty()).then_some(project))
-            .await?
-            .iter()
-            .filter(|k| caller.bearer().may_manage_key(k).is_ok())
-            .map(|k| self.key_pb(k))
-            .collect();
-        Ok(Response::new(pb::ListKeysResponse { keys }))
+            .list_keys_page(
+                (!project.is_empty()).then_some(project),
+                after.as_ref(),
+                page_size as usize,
+                |k| caller.bearer().may_manage_key(k).is_ok(),
+            )
+            .await?;
+        let keys = keys.iter().map(|k| self.key_pb(k)).collect();
+        let next_page_token = next.map(|c| c.token()).unwrap_or_default();
+        Ok(Response::new(pb::ListKeysResponse {
+            keys,
+            next_page_token,
+        }))
     }
 
     async fn get_key(
@@ -459,22 +515,35 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Key>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
-        self.visible_key(&caller, &r.id).await?;
+        let key = self.changeable_key(&caller, &r.id).await?;
         let targets = |list: &[String]| -> Result<Vec<DataTarget>, Status> {
             list.iter()
                 .map(|s| s.parse::<DataTarget>().map_err(bad_input))
                 .collect()
         };
+        let name = r.name.as_deref().map(str::trim);
+        let description = r.description.as_deref().map(str::trim);
+        if let Some(name) = name {
+            validate_name("key name", name).map_err(bad_input)?;
+        }
+        if let Some(description) = description {
+            validate_description("key description", description).map_err(bad_input)?;
+        }
         let update = KeyUpdate {
-            name: r.name.as_ref().map(|n| n.trim().to_owned()),
-            description: r.description.as_ref().map(|d| d.trim().to_owned()),
+            name: name.map(str::to_owned),
+            description: description.map(str::to_owned),
             attach: targets(&r.attach)?,
             detach: targets(&r.detach)?,
             expires_at: parse_expiry(r.expiry),
         };
-        caller
-            .bearer()
-            .may_retarget(update.attach.iter().chain(&update.detach))?;
+        caller.bearer().may_retarget(
+            key.principal.id == caller.principal.id,
+            &update.attach,
+            &update.detach,
+        )?;
+        if let Some(expires_at) = update.expires_at {
+            policy::may_set_expiry(key.revoked_at, key.expires_at, expires_at, now_unix())?;
+        }
         let (key, changes) = self.store.update_key(&r.id, update).await?;
         self.invalidate(&changes).await;
         info!(key_id = %key.id, by = %caller.id, "key updated");
@@ -487,7 +556,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Key>, Status> {
         let caller = self.caller(&request).await?;
         let id = &request.get_ref().id;
-        self.visible_key(&caller, id).await?;
+        self.changeable_key(&caller, id).await?;
         let (key, changes) = self.store.revoke_key(id).await?;
         self.invalidate(&changes).await;
         info!(key_id = %key.id, by = %caller.id, "key revoked");
@@ -500,7 +569,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
-        let key = self.visible_key(&caller, &r.id).await?;
+        let key = self.changeable_key(&caller, &r.id).await?;
         let now = now_unix();
         if policy::validity(key.revoked_at, key.expires_at, now).is_err() {
             return Err(precondition(format!(
@@ -535,7 +604,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::DeleteKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
         let id = &request.get_ref().id;
-        self.visible_key(&caller, id).await?;
+        self.changeable_key(&caller, id).await?;
         let changes = self.store.delete_key(id).await?;
         self.invalidate(&changes).await;
         info!(key_id = %id, by = %caller.id, "key deleted");
@@ -622,7 +691,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListPermissionSetsRequest>,
     ) -> Result<Response<pb::ListPermissionSetsResponse>, Status> {
-        self.caller(&request).await?;
+        self.caller(&request).await?.manage_iam()?;
         let state = self.store.load_state().await?;
         let mut permission_sets: Vec<pb::PermissionSet> = iam::BUILTIN_SETS
             .iter()
@@ -809,17 +878,22 @@ impl Admin for AdminService {
         caller.manage_iam()?;
         let r = request.get_ref();
         let file = declare::parse(&r.document).map_err(|e| bad_input(e.to_string()))?;
-        let store = &self.store;
-        let current = store.load_state().await?;
-        let desired = file
-            .resolve(&current, r.prune)
-            .map_err(|e| bad_input(e.to_string()))?;
-        let ops = declare::diff(&current, &desired);
+        let plan = |current: &State| -> Result<Vec<Op>, Status> {
+            let desired = file
+                .resolve(current, r.prune)
+                .map_err(|e| bad_input(e.to_string()))?;
+            Ok(declare::diff(current, &desired))
+        };
+        let ops = if r.dry_run {
+            plan(&self.store.load_state().await?)?
+        } else {
+            let (ops, written) = self.store.update_state(plan).await?;
+            self.invalidate(&written).await;
+            ops
+        };
         let changes: Vec<String> = ops.iter().map(Op::describe).collect();
         let applied = !r.dry_run && !ops.is_empty();
         if applied {
-            let written = store.apply_ops(&ops).await?;
-            self.invalidate(&written).await;
             info!(changes = ops.len(), by = %caller.id, "state applied");
         }
         Ok(Response::new(pb::ApplyResponse { changes, applied }))
@@ -839,20 +913,23 @@ impl Admin for AdminService {
 }
 
 impl AdminService {
-    /// Loads the state, lets `change` edit it, validates the result as a whole and writes the
-    /// difference in one transaction; caches are invalidated before returning.
+    /// Lets `change` edit the current state, validates the result as a whole and writes the
+    /// difference, all in one serialized transaction ([`Store::update_state`]); caches are
+    /// invalidated before returning.
     async fn mutate(
         &self,
         caller: &Caller,
         change: impl FnOnce(&mut State) -> Result<(), Status>,
     ) -> Result<Vec<Change>, Status> {
-        let store = &self.store;
-        let current = store.load_state().await?;
-        let mut desired = current.clone();
-        change(&mut desired)?;
-        declare::validate(&desired).map_err(|(_, message)| bad_input(message))?;
-        let ops = declare::diff(&current, &desired);
-        let changes = store.apply_ops(&ops).await?;
+        let (ops, changes) = self
+            .store
+            .update_state(|current| -> Result<Vec<Op>, Status> {
+                let mut desired = current.clone();
+                change(&mut desired)?;
+                declare::validate(&desired).map_err(|(_, message)| bad_input(message))?;
+                Ok(declare::diff(current, &desired))
+            })
+            .await?;
         self.invalidate(&changes).await;
         for op in &ops {
             info!(change = %op.describe(), by = %caller.id, "iam change");
@@ -866,6 +943,7 @@ impl AdminService {
             return Ok(caller.principal.id);
         }
         let r: PrincipalRef = bearer.parse().map_err(bad_input)?;
+        caller.bearer().may_name_bearer(&r)?;
         let principal = self
             .store
             .principal_by_ref(&r)
@@ -940,9 +1018,11 @@ fn permission_set_from_pb(s: &pb::PermissionSet) -> Result<PermissionSet, Status
             "a permission set needs at least one action or include",
         ));
     }
+    let description = s.description.trim();
+    validate_description("permission set description", description).map_err(bad_input)?;
     Ok(PermissionSet {
         name: s.name.clone(),
-        description: s.description.trim().to_owned(),
+        description: description.to_owned(),
         actions,
         includes,
     })
@@ -1029,9 +1109,11 @@ fn policy_from_pb(p: &pb::Policy) -> Result<Policy, Status> {
     if p.rules.is_empty() {
         return Err(bad_input(format!("policy {} has no rules", p.name)));
     }
+    let description = p.description.trim();
+    validate_description("policy description", description).map_err(bad_input)?;
     Ok(Policy {
         name: p.name.clone(),
-        description: p.description.trim().to_owned(),
+        description: description.to_owned(),
         principal,
         rules: p.rules.iter().map(rule_from_pb).collect::<Result<_, _>>()?,
     })
@@ -1102,6 +1184,13 @@ impl AdminService {
             .await?
             .ok_or_else(|| not_found(format_args!("key {id}")))?;
         caller.bearer().may_manage_key(&key)?;
+        Ok(key)
+    }
+
+    /// The key `id` if the caller may change it ([`Bearer::may_change_key`]).
+    async fn changeable_key(&self, caller: &Caller, id: &str) -> Result<ApiKey, Status> {
+        let key = self.visible_key(caller, id).await?;
+        caller.bearer().may_change_key(&key)?;
         Ok(key)
     }
 }

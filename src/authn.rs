@@ -437,7 +437,11 @@ mod tests {
         config.verify.nice = 0;
         let services = crate::services::Services::open(&config).await.unwrap();
         let authn = services.authn.clone();
-        let owner = services.store.init_organization("owner").await.unwrap();
+        let owner = services
+            .store
+            .init_organization("owner", None)
+            .await
+            .unwrap();
         let mut keys = Vec::new();
         for _ in 0..5 {
             let id = token::generate_key_id();

@@ -56,6 +56,10 @@ pub enum RouteError {
         "context extension `project` is missing or not a project slug, and the path is not a control route"
     )]
     Project,
+    #[error(
+        "the path is not normalized (`.` or `..` segments, `//`, `\\`, or a percent-encoded `.`, `/` or `\\`): set normalize_path and merge_slashes in Envoy's HTTP connection manager"
+    )]
+    PathNotNormalized,
     /// Envoy sent none of keyward's context extensions and no route table entry matches.
     #[error(
         "Envoy sent no keyward context extensions and no route table entry matches this host and path"
@@ -146,6 +150,9 @@ pub fn input_with<'a>(
         .as_ref()
         .and_then(|r| r.http.as_ref())
         .ok_or(RouteError::NoHttpAttributes)?;
+    if !is_normalized(&http.path) {
+        return Err(RouteError::PathNotNormalized);
+    }
     let ext = &attributes.context_extensions;
     if let Some(table) = table.filter(|_| needs_route_table(request)) {
         return routed(attributes, http, table);
@@ -248,6 +255,32 @@ fn input_from<'a>(
     }
 }
 
+/// Whether `path` (its query and fragment aside) is already in the form the upstream acts on:
+/// absolute, with no `.` or `..` segment, no empty segment but a trailing one, no backslash, and
+/// no percent-encoded `.`, `/` or `\`. keyward decides on the path it reads (control targets,
+/// route table prefixes), so a path an upstream could resolve differently is refused, not
+/// interpreted: keyward does not trust Envoy to have normalized it. An empty path (no HTTP
+/// path at all) has nothing to misread.
+pub fn is_normalized(path: &str) -> bool {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    if path.is_empty() {
+        return true;
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let lower = path.to_ascii_lowercase();
+    if path.contains('\\') || ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e)) {
+        return false;
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len() - 1;
+    segments
+        .iter()
+        .enumerate()
+        .all(|(i, s)| !matches!(*s, "." | "..") && (!s.is_empty() || i == last))
+}
+
 /// The target of a control route without an explicit `project` extension, from the
 /// (Envoy-normalized) path: `/api/projects/:project/workloads[/…]` names its project,
 /// `/api/workloads/:id[/…]` a workload whose project keyward resolves itself.
@@ -307,6 +340,7 @@ pub struct CheckService {
     last_used: LastUsed,
     sources: Arc<[String]>,
     shed: Arc<ShedLog>,
+    misrouted: Arc<LogThrottle>,
     metrics: CheckMetrics,
 }
 
@@ -315,24 +349,36 @@ pub struct CheckService {
 /// the key id of the request that triggered it when that key's own budget was the limit, so an
 /// SRE sees which key is being flooded.
 struct ShedLog {
+    throttle: LogThrottle,
+    metrics: crate::metrics::Argon2Metrics,
+}
+
+/// Counts events and lets one report through per second: `note` answers how many events the
+/// report covers when one is due. Log lines on the Check path go through it, so a flood of
+/// requests never becomes a flood of lines.
+#[derive(Default)]
+pub struct LogThrottle {
     since_report: AtomicU64,
     reported_at: AtomicI64,
-    metrics: crate::metrics::Argon2Metrics,
+}
+
+impl LogThrottle {
+    pub fn note(&self, now: i64) -> Option<u64> {
+        self.since_report.fetch_add(1, Ordering::Relaxed);
+        let last = self.reported_at.load(Ordering::Relaxed);
+        let due = now > last
+            && self
+                .reported_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        due.then(|| self.since_report.swap(0, Ordering::Relaxed))
+    }
 }
 
 impl ShedLog {
     fn note(&self, flooded_key: Option<&str>) {
         self.metrics.shed(flooded_key.is_some());
-        self.since_report.fetch_add(1, Ordering::Relaxed);
-        let now = now_unix();
-        let last = self.reported_at.load(Ordering::Relaxed);
-        if now > last
-            && self
-                .reported_at
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let shed = self.since_report.swap(0, Ordering::Relaxed);
+        if let Some(shed) = self.throttle.note(now_unix()) {
             match flooded_key {
                 Some(key_id) => warn!(
                     shed,
@@ -358,10 +404,10 @@ impl CheckService {
             last_used: services.last_used.clone(),
             sources: sources.into(),
             shed: Arc::new(ShedLog {
-                since_report: AtomicU64::new(0),
-                reported_at: AtomicI64::new(0),
+                throttle: LogThrottle::default(),
                 metrics: services.authn.metrics().clone(),
             }),
+            misrouted: Arc::default(),
             metrics: CheckMetrics::new(),
         }
     }
@@ -396,7 +442,10 @@ impl CheckService {
         let input = match input_with(request, table.as_deref()) {
             Ok(input) => input,
             Err(error) => {
-                warn!(%error, "denying a request whose Envoy route is not configured for keyward");
+                if let Some(requests) = self.misrouted.note(now_unix()) {
+                    warn!(%error, requests, "denying requests whose Envoy route is not configured \
+                          for keyward (one line a second at most: `requests` since the last)");
+                }
                 return Ok((misrouted(error), Outcome::Deny("route_not_configured")));
             }
         };
@@ -776,6 +825,53 @@ mod tests {
             None
         );
         assert_eq!(token_in(&[], &s), None);
+    }
+
+    #[test]
+    fn throttled_log_lines() {
+        let throttle = LogThrottle::default();
+        // (now, report due covering this many events)
+        let table = [
+            (100, Some(1)),
+            (100, None),
+            (100, None),
+            (101, Some(3)),
+            (101, None),
+            (105, Some(2)),
+            (104, None),
+        ];
+        for (now, expected) in table {
+            assert_eq!(throttle.note(now), expected, "at {now}");
+        }
+    }
+
+    #[test]
+    fn paths_keyward_decides_on_are_normalized() {
+        let table = [
+            ("", true),
+            ("/", true),
+            ("/v1/chat/completions", true),
+            ("/api/workloads/w-1/", true),
+            ("/a/b?next=/../x&y=%2e%2e", true),
+            ("/a/b#../x", true),
+            ("/a/.well-known/x", true),
+            ("/a/..b/c.d", true),
+            ("/a/../b", false),
+            ("/a/./b", false),
+            ("/a/..", false),
+            ("/.", false),
+            ("/a//b", false),
+            ("//a", false),
+            ("/a/%2e%2e/b", false),
+            ("/a/%2E./b", false),
+            ("/a%2fb", false),
+            ("/a%5Cb", false),
+            ("/a\\..\\b", false),
+            ("a/b", false),
+        ];
+        for (path, normalized) in table {
+            assert_eq!(is_normalized(path), normalized, "{path:?}");
+        }
     }
 
     #[test]

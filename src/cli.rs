@@ -68,6 +68,10 @@ pub enum Command {
         /// The owner's name or email.
         #[arg(long, default_value = "owner")]
         owner: String,
+        /// On an initialized database: mint another organization-wide control key for the
+        /// owner (lost, revoked or deleted keys), print it once and log its id.
+        #[arg(long, conflicts_with = "owner")]
+        recover: bool,
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
@@ -374,9 +378,17 @@ pub enum KeysCommand {
         #[arg(long)]
         bearer: Option<String>,
     },
+    /// List keys, newest first: all of them, or one page with --limit / --page-token.
     List {
         #[arg(long)]
         project: Option<String>,
+        /// One page of at most this many keys (at most 1000); the next page's token goes to
+        /// stderr.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// The page after the one that printed this token.
+        #[arg(long)]
+        page_token: Option<String>,
     },
     Show {
         id: String,
@@ -489,8 +501,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             database,
             config,
             owner,
+            recover,
             output,
-        } => init(config, database, &owner, output).await,
+        } => {
+            init(
+                config,
+                database,
+                (!recover).then_some(owner.as_str()),
+                output,
+            )
+            .await
+        }
         Command::Projects { remote, command } => projects(remote, command).await,
         Command::Deployments { remote, command } => deployments(remote, command).await,
         Command::Keys { remote, command } => keys(remote, command).await,
@@ -518,10 +539,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `owner`: a new organization's owner; `None`: recover the existing owner's access.
 async fn init(
     config: Option<PathBuf>,
     database: Option<String>,
-    owner: &str,
+    owner: Option<&str>,
     output: Output,
 ) -> anyhow::Result<()> {
     let mut config = Config::load(config.as_deref())?;
@@ -529,7 +551,10 @@ async fn init(
         config.database.url = url;
     }
     let store = crate::services::open_store(&config).await?;
-    let bootstrap = crate::admin::bootstrap(&store, &config.argon2, owner).await;
+    let bootstrap = match owner {
+        Some(owner) => crate::admin::bootstrap(&store, &config.argon2, owner).await,
+        None => crate::admin::recover_owner(&store, &config.argon2).await,
+    };
     store.close().await;
     let crate::admin::Bootstrap {
         principal,
@@ -542,7 +567,10 @@ async fn init(
             json!({"principal": principal, "key_id": id, "token": minted})
         ),
         Output::Table => {
-            println!("Initialized keyward; owner: {principal}");
+            match owner {
+                Some(_) => println!("Initialized keyward; owner: {principal}"),
+                None => println!("New organization-wide key for the owner {principal}"),
+            }
             println!("Owner control token (shown once, store it as a secret):");
             println!("{minted}");
         }
@@ -743,15 +771,35 @@ async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
             print_created(remote.output, rotated)?;
             return Ok(());
         }
-        KeysCommand::List { project } => {
-            admin
-                .list_keys(pb::ListKeysRequest {
-                    project: project.unwrap_or_default(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner()
-                .keys
+        KeysCommand::List {
+            project,
+            limit,
+            page_token,
+        } => {
+            let one_page = limit.is_some() || page_token.is_some();
+            let mut request = pb::ListKeysRequest {
+                project: project.unwrap_or_default(),
+                page_size: limit.unwrap_or(0),
+                page_token: page_token.unwrap_or_default(),
+            };
+            let mut keys = Vec::new();
+            loop {
+                let page = admin
+                    .list_keys(request.clone())
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                keys.extend(page.keys);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                if one_page {
+                    eprintln!("more keys: --page-token {}", page.next_page_token);
+                    break;
+                }
+                request.page_token = page.next_page_token;
+            }
+            keys
         }
         KeysCommand::Show { id } => vec![
             admin
@@ -1254,6 +1302,28 @@ fn time_str(at: Option<i64>) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
+/// The longest cell a table shows, in characters.
+const CELL_MAX: usize = 80;
+
+/// Text as a table shows it: at most [`CELL_MAX`] of its characters, control characters
+/// escaped (a name stored with an ANSI escape must not drive the terminal).
+fn table_cell(text: &str) -> String {
+    let long = text.chars().nth(CELL_MAX).is_some();
+    let kept = if long { CELL_MAX - 1 } else { CELL_MAX };
+    let mut shown = String::new();
+    for c in text.chars().take(kept) {
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    if long {
+        shown.push('…');
+    }
+    shown
+}
+
 /// JSON: an array of objects (one object for a single created or updated item). Table: the
 /// named columns, aligned.
 fn print_rows(output: Output, columns: &[&str], rows: Vec<serde_json::Value>) {
@@ -1262,7 +1332,7 @@ fn print_rows(output: Output, columns: &[&str], rows: Vec<serde_json::Value>) {
         return;
     }
     let cell = |row: &serde_json::Value, column: &str| match &row[column] {
-        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::String(s) => table_cell(s),
         serde_json::Value::Array(items) => items
             .iter()
             .map(|i| i.as_str().unwrap_or_default().to_owned())
@@ -1275,7 +1345,7 @@ fn print_rows(output: Output, columns: &[&str], rows: Vec<serde_json::Value>) {
         .iter()
         .map(|c| {
             rows.iter()
-                .map(|r| cell(r, c).len())
+                .map(|r| cell(r, c).chars().count())
                 .max()
                 .unwrap_or(0)
                 .max(c.len())
@@ -1303,6 +1373,22 @@ fn print_rows(output: Output, columns: &[&str], rows: Vec<serde_json::Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_cells_are_bounded_and_inert() {
+        // Stored before names were bounded: a huge name and a terminal escape.
+        let rows = vec![
+            json!({"id": "a", "name": "k".repeat(65_536)}),
+            json!({"id": "b", "name": "\u{1b}[2Jowned"}),
+        ];
+        print_rows(Output::Table, &["id", "name"], rows);
+        let long = "k".repeat(65_536);
+        assert_eq!(table_cell(&long).chars().count(), CELL_MAX);
+        assert!(table_cell(&long).ends_with("k…"));
+        assert_eq!(table_cell(&"k".repeat(CELL_MAX)), "k".repeat(CELL_MAX));
+        assert_eq!(table_cell("\u{1b}[2Jowned"), "\\u{1b}[2Jowned");
+        assert_eq!(table_cell("deploy bot — CI"), "deploy bot — CI");
+    }
 
     #[test]
     fn expiry_dates_mean_midnight_utc() {

@@ -276,6 +276,42 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// A TOML error without the offending line or any quoted value: toml's own message quotes the
+/// line, and a line of the configuration may hold a secret (the database URL's password). It
+/// names the line, the column and the key being set, if the line sets one.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    // serde quotes the value it could not use (`invalid type: string "…", expected u32`).
+    let shown = message
+        .split('"')
+        .enumerate()
+        .map(|(i, part)| if i % 2 == 1 { "…" } else { part })
+        .collect::<Vec<_>>()
+        .join("\"");
+    let shown = shown.replace('\n', " ");
+    let Some(at) = e.span().map(|span| span.start.min(text.len())) else {
+        return shown;
+    };
+    let before = &text[..at];
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = text[line_start..at].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or_default();
+    let key = line
+        .split_once('=')
+        .map(|(key, _)| key.trim())
+        .filter(|key| {
+            !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        });
+    match key {
+        Some(key) => format!("line {line_no}, column {column}, `{key}`: {shown}"),
+        None => format!("line {line_no}, column {column}: {shown}"),
+    }
+}
+
 impl Config {
     /// Reads `path` if given, then applies `KEYWARD_*` variables from the process environment.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
@@ -300,9 +336,9 @@ impl Config {
         })
     }
 
-    /// Parses TOML; the message names the field and line of the first problem.
+    /// Parses TOML; the message names the line, column and key of the first problem.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+        toml::from_str(text).map_err(|e| toml_error(text, &e))
     }
 
     /// Overlays `KEYWARD_*` variables read through `lookup`, so tests need not touch the
@@ -535,6 +571,34 @@ mod tests {
         assert_eq!(
             c.listen.check_unix.as_deref(),
             Some(Path::new("/tmp/kw.sock"))
+        );
+    }
+
+    #[test]
+    fn toml_errors_never_echo_the_offending_line() {
+        // (file, what the message names)
+        let cases = [
+            ("[database]\nurl = postgres://u:hunter2@h/db\n", "line 2"),
+            ("[database]\nurl = \"postgres://u:hunter2@h/db\n", "line 2"),
+            (
+                "[database]\nmax_connections = \"hunter2\"\n",
+                "max_connections",
+            ),
+            (
+                "[database]\nurl = 'postgres://u:hunter2@h/db' x\n",
+                "line 2",
+            ),
+            ("[listen]\ncheck = \"hunter2\"\n", "check"),
+            ("hunter2\n", "line 1"),
+        ];
+        for (text, needle) in cases {
+            let err = Config::from_toml(text).unwrap_err();
+            assert!(!err.contains("hunter2"), "{text:?}: {err}");
+            assert!(err.contains(needle), "{text:?}: {err} lacks {needle}");
+        }
+        assert_eq!(
+            Config::from_toml("[database]\nmax_connections = \"hunter2\"\n").unwrap_err(),
+            "line 2, column 19, `max_connections`: invalid type: string \"…\", expected u32"
         );
     }
 

@@ -503,6 +503,11 @@ pub fn parse(text: &str) -> Result<File, FileError> {
                 format!("permission set {name} has no actions and includes nothing"),
             );
         }
+        if let Err(e) =
+            crate::model::validate_description("permission set description", &doc.description)
+        {
+            return lines.err(s.span().start, e);
+        }
         let set = PermissionSet {
             name: name.clone(),
             description: doc.description.clone(),
@@ -540,6 +545,9 @@ pub fn parse(text: &str) -> Result<File, FileError> {
         for (i, r) in doc.rules.iter().enumerate() {
             at.insert(Locator::Rule(name.clone(), i), lines.at(r.span().start));
             rules.push(rule_of(&lines, r)?);
+        }
+        if let Err(e) = crate::model::validate_description("policy description", &doc.description) {
+            return lines.err(p.span().start, e);
         }
         at.insert(Locator::Policy(name.clone()), lines.at(p.span().start));
         let policy = Policy {

@@ -88,7 +88,7 @@ impl Directory {
         let loaded = self
             .metrics
             .store
-            .time(StoreOp::Key, self.store.get_key(id));
+            .time(StoreOp::Key, self.store.guarded(self.store.get_key(id)));
         let Some(key) = loaded.await? else {
             self.caches.insert_unknown_key(id, generation, epoch).await;
             return Ok(None);
@@ -113,7 +113,7 @@ impl Directory {
         let (store, metrics) = (&self.store, &self.metrics.store);
         self.caches
             .routes()
-            .get_or_load(|| metrics.time(StoreOp::Routes, store.route_table()))
+            .get_or_load(|| metrics.time(StoreOp::Routes, store.guarded(store.route_table())))
             .await
     }
 
@@ -130,7 +130,7 @@ impl Directory {
         }
         self.metrics.lookups.deployments.miss();
         let epoch = self.caches.epoch();
-        let loaded = self.store.get_deployment(project, slug);
+        let loaded = self.store.guarded(self.store.get_deployment(project, slug));
         let loaded = self
             .metrics
             .store
@@ -156,7 +156,7 @@ impl Directory {
         }
         self.metrics.lookups.grants.miss();
         let epoch = self.caches.epoch();
-        let loaded = self.store.grants_of(id);
+        let loaded = self.store.guarded(self.store.grants_of(id));
         let loaded = Arc::new(self.metrics.store.time(StoreOp::Grants, loaded).await?);
         self.caches.insert_grants(id, loaded.clone(), epoch).await;
         Ok(loaded)
@@ -170,7 +170,7 @@ impl Directory {
         }
         self.metrics.lookups.workloads.miss();
         let epoch = self.caches.epoch();
-        let loaded = self.store.workload_project(id);
+        let loaded = self.store.guarded(self.store.workload_project(id));
         let loaded = self.metrics.store.time(StoreOp::Workload, loaded).await?;
         let loaded: Option<Arc<str>> = loaded.map(Arc::from);
         self.caches.insert_workload(id, loaded.clone(), epoch).await;

@@ -8,7 +8,7 @@
 use tonic::{Code, Status};
 
 use crate::authn::Undecidable;
-use crate::policy::AccessDenied;
+use crate::policy::{AccessDenied, ExpiryRefused};
 use crate::store::StoreError;
 
 /// Why keyward could not decide. Envoy answers its `status_on_error` for any of these.
@@ -40,7 +40,7 @@ impl From<StoreError> for Status {
             StoreError::NotFound(what) => not_found(what),
             StoreError::Conflict(what) => conflict(what),
             StoreError::Invalid(message) => bad_input(message),
-            StoreError::Unavailable(detail) => {
+            StoreError::Unavailable(detail) | StoreError::Unreachable(detail) => {
                 tracing::warn!(%detail, "storage error");
                 storage_unavailable()
             }
@@ -54,6 +54,15 @@ impl From<AccessDenied> for Status {
         match denied {
             AccessDenied::Hidden { .. } => Status::new(Code::NotFound, denied.to_string()),
             _ => permission_denied(denied.to_string()),
+        }
+    }
+}
+
+impl From<ExpiryRefused> for Status {
+    fn from(refused: ExpiryRefused) -> Self {
+        match refused {
+            ExpiryRefused::InThePast => bad_input(refused.to_string()),
+            ExpiryRefused::Terminal => precondition(refused.to_string()),
         }
     }
 }

@@ -23,6 +23,10 @@ pub enum Action {
     DeploymentsRead,
     #[serde(rename = "deployments.write")]
     DeploymentsWrite,
+    /// Turning a deployment's authentication off: opening it to anonymous callers. Granted by
+    /// no built-in set below AllProductsFullAccess.
+    #[serde(rename = "deployments.auth")]
+    DeploymentsAuth,
     /// Organization feature: members, applications, policies, permission sets, other
     /// principals' keys.
     #[serde(rename = "iam.manage")]
@@ -33,10 +37,11 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 6] = [
         Action::InferenceCall,
         Action::DeploymentsRead,
         Action::DeploymentsWrite,
+        Action::DeploymentsAuth,
         Action::IamManage,
         Action::ProjectsWrite,
     ];
@@ -46,6 +51,7 @@ impl Action {
             Action::InferenceCall => "inference.call",
             Action::DeploymentsRead => "deployments.read",
             Action::DeploymentsWrite => "deployments.write",
+            Action::DeploymentsAuth => "deployments.auth",
             Action::IamManage => "iam.manage",
             Action::ProjectsWrite => "projects.write",
         }
@@ -543,9 +549,14 @@ pub fn validate_email(email: &str) -> Result<(), String> {
     }
 }
 
-/// Application names follow the slug rules.
+/// Application names follow the slug rules. `anonymous` is reserved: it is what the backend
+/// sees in `x-keyward-principal` for anonymous traffic.
 pub fn validate_app_name(name: &str) -> Result<(), String> {
-    crate::model::validate_slug("application", name)
+    crate::model::validate_slug("application", name)?;
+    if name == "anonymous" {
+        return Err("application name anonymous is reserved for anonymous traffic".into());
+    }
+    Ok(())
 }
 
 /// RFC 3339 → Unix seconds.

@@ -62,6 +62,39 @@ impl FromStr for Endpoint {
 
 /// Project and deployment slugs: 1–63 characters of `a-z 0-9 -`, starting with a letter or
 /// digit, like DNS labels, so they are safe in paths, headers and Envoy configuration.
+/// The longest name (keys) in characters.
+pub const NAME_MAX: usize = 128;
+/// The longest description (keys, policies, permission sets) in characters.
+pub const DESCRIPTION_MAX: usize = 1024;
+
+/// A name shown in listings: at most [`NAME_MAX`] characters, one line, no control characters
+/// (an ANSI escape in a name would drive the terminal of whoever lists it). The error names
+/// `field` and never echoes the value.
+pub fn validate_name(field: &str, value: &str) -> Result<(), String> {
+    validate_text(field, value, NAME_MAX, &[])
+}
+
+/// A description: at most [`DESCRIPTION_MAX`] characters; newlines and tabs, but no other
+/// control characters.
+pub fn validate_description(field: &str, value: &str) -> Result<(), String> {
+    validate_text(field, value, DESCRIPTION_MAX, &['\n', '\t'])
+}
+
+fn validate_text(field: &str, value: &str, max: usize, allowed: &[char]) -> Result<(), String> {
+    if value.chars().count() > max {
+        return Err(format!("{field} is too long: at most {max} characters"));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && !allowed.contains(&c))
+    {
+        return Err(format!(
+            "{field} contains control characters (escape sequences are not allowed)"
+        ));
+    }
+    Ok(())
+}
+
 pub fn validate_slug(what: &str, slug: &str) -> Result<(), String> {
     let ok = !slug.is_empty()
         && slug.len() <= 63
@@ -330,6 +363,66 @@ impl ApiKey {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn names_and_descriptions() {
+        let long_name = "n".repeat(NAME_MAX + 1);
+        let long_description = "d".repeat(DESCRIPTION_MAX + 1);
+        // (name?, value, outcome)
+        let table: &[(bool, &str, Result<(), &str>)] = &[
+            (true, "", Ok(())),
+            (true, "deploy bot — CI", Ok(())),
+            (true, &long_name[1..], Ok(())),
+            (
+                true,
+                &long_name,
+                Err("key name is too long: at most 128 characters"),
+            ),
+            (
+                true,
+                "a\u{1b}[2J",
+                Err("key name contains control characters (escape sequences are not allowed)"),
+            ),
+            (
+                true,
+                "two\nlines",
+                Err("key name contains control characters (escape sequences are not allowed)"),
+            ),
+            (false, "two\nlines\tand a tab", Ok(())),
+            (false, &long_description[1..], Ok(())),
+            (
+                false,
+                &long_description,
+                Err("key description is too long: at most 1024 characters"),
+            ),
+            (
+                false,
+                "bell\u{7}",
+                Err(
+                    "key description contains control characters (escape sequences are not allowed)",
+                ),
+            ),
+            (
+                false,
+                "\u{9b}31m",
+                Err(
+                    "key description contains control characters (escape sequences are not allowed)",
+                ),
+            ),
+        ];
+        for (name, value, expected) in table {
+            let got = if *name {
+                validate_name("key name", value)
+            } else {
+                validate_description("key description", value)
+            };
+            assert_eq!(
+                got.as_ref().map_err(String::as_str).copied(),
+                *expected,
+                "{value:?}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -54,6 +54,43 @@ pub fn grace_until(now: i64, grace_seconds: u64, expires_at: Option<i64>) -> Opt
     })
 }
 
+/// Why a key cannot be given an expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryRefused {
+    InThePast,
+    /// The key is revoked or expired already.
+    Terminal,
+}
+
+impl fmt::Display for ExpiryRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ExpiryRefused::InThePast => "the expiry is in the past",
+            ExpiryRefused::Terminal => "the key is revoked or expired; create a new key instead",
+        })
+    }
+}
+
+/// Whether a key (revoked at `revoked_at`, expiring at `expires_at`; both `None` for a new key)
+/// may be given the expiry `requested` (`None`: never), at creation or by an update.
+///
+/// Never in the past, and an expired key is terminal like a revoked one: an update that could
+/// revive it would make expiry a suspension anyone managing the key can lift.
+pub fn may_set_expiry(
+    revoked_at: Option<i64>,
+    expires_at: Option<i64>,
+    requested: Option<i64>,
+    now: i64,
+) -> Result<(), ExpiryRefused> {
+    if validity(revoked_at, expires_at, now).is_err() {
+        return Err(ExpiryRefused::Terminal);
+    }
+    if requested.is_some_and(|at| at <= now) {
+        return Err(ExpiryRefused::InThePast);
+    }
+    Ok(())
+}
+
 /// The route's contract with Envoy (context extensions) and the request facts conditions are
 /// checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,6 +371,31 @@ mod tests {
     use crate::model::{DataTarget, Principal};
 
     const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn expiry_changes() {
+        use ExpiryRefused::*;
+        // (revoked_at, expires_at, requested, outcome)
+        let table = [
+            (None, None, None, Ok(())),
+            (None, None, Some(NOW + 1), Ok(())),
+            (None, None, Some(NOW), Err(InThePast)),
+            (None, None, Some(NOW - 10), Err(InThePast)),
+            (None, Some(NOW + 60), None, Ok(())),
+            (None, Some(NOW + 60), Some(NOW + 3600), Ok(())),
+            // Expired and revoked keys are terminal: no expiry brings them back.
+            (None, Some(NOW), None, Err(Terminal)),
+            (None, Some(NOW - 1), Some(NOW + 3600), Err(Terminal)),
+            (Some(NOW - 5), None, None, Err(Terminal)),
+        ];
+        for (revoked, expires, requested, expected) in table {
+            assert_eq!(
+                may_set_expiry(revoked, expires, requested, NOW),
+                expected,
+                "{revoked:?} {expires:?} {requested:?}"
+            );
+        }
+    }
 
     fn key(scope: KeyScope, kind: PrincipalKind) -> ApiKey {
         ApiKey {

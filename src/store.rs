@@ -6,11 +6,15 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::AnyConnection;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+mod availability;
 mod iam;
 mod routes;
+
+use availability::Availability;
 
 use crate::model::{
     ApiKey, DataTarget, Deployment, DeploymentName, KeyDetails, KeyScope, Plane, PreviousSecret,
@@ -90,9 +94,12 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
-    /// The database could not be reached or answered with an error. The detail is for logs.
+    /// The database answered with an error. The detail is for logs.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The database could not be reached (or is known to be down). The detail is for logs.
+    #[error("storage unreachable: {0}")]
+    Unreachable(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -103,6 +110,11 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict("an object with the same name".into())
             }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unreachable(e.to_string()),
             _ => StoreError::Unavailable(e.to_string()),
         }
     }
@@ -117,16 +129,31 @@ pub enum Backend {
     Postgres,
 }
 
-/// The database URL with any password replaced, safe for messages and logs.
+/// The database URL with any password replaced, safe for messages and logs: the userinfo
+/// password and any query parameter named like one (`password`, `sslpassword`, any case).
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("****"));
-            parsed.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        Err(_) => "<unparseable database url>".to_owned(),
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "<unparseable database url>".to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("****"));
     }
+    let secret = |k: &str| k.to_ascii_lowercase().contains("password");
+    if parsed.query_pairs().any(|(k, _)| secret(&k)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret(&k) {
+                    "****".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 #[derive(Clone)]
@@ -136,6 +163,15 @@ pub struct Store {
     url: std::sync::Arc<str>,
     /// Random per opened store: marks the change events this replica records.
     origin: std::sync::Arc<str>,
+    /// Whether the database is known to be down: reads on the Check path and readiness then
+    /// fail at once ([`Self::guarded`]).
+    availability: std::sync::Arc<Availability>,
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 pub fn now_unix_ms() -> i64 {
@@ -160,6 +196,31 @@ pub struct NewKey {
     pub description: String,
     pub secret_hash: String,
     pub expires_at: Option<i64>,
+}
+
+/// Where a page of keys starts: after the key created at `created_at` with id `id` (keys are
+/// listed newest first, then by id). Its page token is `created_at:id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyCursor {
+    pub created_at: i64,
+    pub id: String,
+}
+
+impl KeyCursor {
+    pub fn parse(token: &str) -> Option<KeyCursor> {
+        let (at, id) = token.split_once(':')?;
+        let valid_id =
+            !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric());
+        valid_id.then_some(())?;
+        Some(KeyCursor {
+            created_at: at.parse().ok()?,
+            id: id.to_owned(),
+        })
+    }
+
+    pub fn token(&self) -> String {
+        format!("{}:{}", self.created_at, self.id)
+    }
 }
 
 /// Changes to a key's metadata and scope; `None` leaves a field as it is.
@@ -228,6 +289,7 @@ impl Store {
             backend,
             url: url.as_str().into(),
             origin: crate::token::generate_key_id().into(),
+            availability: Default::default(),
         };
         store
             .migrate()
@@ -269,24 +331,49 @@ impl Store {
 
     /// One round trip to the database, for readiness.
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        self.guarded(async {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs `op` unless the database is known to be down, and records whether it was reached.
+    /// Wraps the reads of the Check path ([`crate::directory`]) and readiness, where waiting out
+    /// the pool's acquire timeout for every request would outlast Envoy's own timeout.
+    pub async fn guarded<T>(&self, op: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        if !self.availability.admit(now_millis()) {
+            return Err(StoreError::Unreachable(
+                "the database is known to be down; probing it in the background".into(),
+            ));
+        }
+        let result = op.await;
+        let reachable = !matches!(result, Err(StoreError::Unreachable(_)));
+        self.availability.record(reachable, now_millis());
+        result
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
     }
 
-    /// Creates the default organization and its owner. Fails if they already exist, so the
-    /// owner's bootstrap token is minted once.
-    pub async fn init_organization(&self, owner: &str) -> Result<Principal> {
+    /// Creates the default organization, its owner and (`keyward init`) the owner's first key,
+    /// in one transaction: a failure leaves nothing behind, so `init` can run again. Fails if
+    /// the organization exists, so the owner's bootstrap token is minted once.
+    pub async fn init_organization(
+        &self,
+        owner: &str,
+        owner_key: Option<NewKey>,
+    ) -> Result<Principal> {
         let mut tx = self.pool.begin().await?;
         let existing = sqlx::query("SELECT id FROM organizations WHERE name = 'default'")
             .fetch_optional(&mut *tx)
             .await?;
         if existing.is_some() {
             return Err(StoreError::Invalid(
-                "keyward is already initialized: use an existing control token".into(),
+                "keyward is already initialized: use an existing control token, or run \
+                 `keyward init --recover` on this database to mint a new owner key"
+                    .into(),
             ));
         }
         let now = now_unix();
@@ -308,12 +395,44 @@ impl Store {
         .await?
         .try_get(0)?;
         record(&mut tx, self, &Change::Principal(id)).await?;
+        if let Some(key) = owner_key {
+            let key = NewKey {
+                principal_id: id,
+                ..key
+            };
+            insert_key(&mut tx, &key).await?;
+            record(&mut tx, self, &Change::Key(key.id)).await?;
+        }
         tx.commit().await?;
         Ok(Principal {
             id,
             kind: PrincipalKind::Owner,
             name: owner.to_owned(),
         })
+    }
+
+    /// Stores another key for the owner of an initialized organization (`keyward init
+    /// --recover`, for whoever has local access to the store); its `principal_id` is ignored.
+    pub async fn recover_owner(&self, key: NewKey) -> Result<Principal> {
+        let mut tx = self.pool.begin().await?;
+        organization_id(&mut tx).await?;
+        let row = sqlx::query("SELECT id, name FROM principals WHERE kind = 'owner'")
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| corrupt("organization without an owner".into()))?;
+        let owner = Principal {
+            id: row.try_get("id")?,
+            kind: PrincipalKind::Owner,
+            name: row.try_get("name")?,
+        };
+        let key = NewKey {
+            principal_id: owner.id,
+            ..key
+        };
+        insert_key(&mut tx, &key).await?;
+        record(&mut tx, self, &Change::Key(key.id)).await?;
+        tx.commit().await?;
+        Ok(owner)
     }
 
     pub async fn create_project(&self, slug: &str) -> Result<(String, i64, Vec<Change>)> {
@@ -341,14 +460,20 @@ impl Store {
     }
 
     pub async fn list_projects(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT slug, created_at FROM projects ORDER BY slug")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("slug")?, r.try_get("created_at")?)))
-            .collect()
+        list_projects(&mut *self.pool.acquire().await?).await
     }
+}
 
+async fn list_projects(conn: &mut AnyConnection) -> Result<Vec<(String, i64)>> {
+    let rows = sqlx::query("SELECT slug, created_at FROM projects ORDER BY slug")
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("slug")?, r.try_get("created_at")?)))
+        .collect()
+}
+
+impl Store {
     pub async fn project_exists(&self, slug: &str) -> Result<bool> {
         Ok(sqlx::query("SELECT 1 FROM projects WHERE slug = $1")
             .bind(slug)
@@ -419,17 +544,26 @@ impl Store {
     }
 
     pub async fn list_deployments(&self, project: Option<&str>) -> Result<Vec<Deployment>> {
-        let rows = sqlx::query(
-            "SELECT p.slug AS project, d.slug, d.model, d.public_auth, d.private_auth, d.created_at \
+        list_deployments(&mut *self.pool.acquire().await?, project).await
+    }
+}
+
+async fn list_deployments(
+    conn: &mut AnyConnection,
+    project: Option<&str>,
+) -> Result<Vec<Deployment>> {
+    let rows = sqlx::query(
+        "SELECT p.slug AS project, d.slug, d.model, d.public_auth, d.private_auth, d.created_at \
              FROM deployments d JOIN projects p ON p.id = d.project_id \
              WHERE $1 = '' OR p.slug = $1 ORDER BY p.slug, d.slug",
-        )
-        .bind(project.unwrap_or(""))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(deployment_from_row).collect()
-    }
+    )
+    .bind(project.unwrap_or(""))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(deployment_from_row).collect()
+}
 
+impl Store {
     pub async fn set_deployment_auth(
         &self,
         name: &DeploymentName,
@@ -480,39 +614,7 @@ impl Store {
     /// and a control key's project must exist.
     pub async fn create_key(&self, key: NewKey) -> Result<(ApiKey, Vec<Change>)> {
         let mut tx = self.pool.begin().await?;
-        let (plane, control_project) = match &key.scope {
-            KeyScope::Data(targets) => {
-                for target in targets.iter() {
-                    ensure_target_exists(&mut tx, target).await?;
-                }
-                (Plane::Data, None)
-            }
-            KeyScope::ControlProject(project) => {
-                ensure_project_exists(&mut tx, project).await?;
-                (Plane::Control, Some(project.clone()))
-            }
-            KeyScope::ControlOrganization => (Plane::Control, None),
-        };
-        sqlx::query(
-            "INSERT INTO api_keys (id, principal_id, plane, control_project, name, description, \
-               secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&key.id)
-        .bind(key.principal_id)
-        .bind(plane.as_str())
-        .bind(control_project)
-        .bind(&key.name)
-        .bind(&key.description)
-        .bind(&key.secret_hash)
-        .bind(now_unix())
-        .bind(key.expires_at)
-        .execute(&mut *tx)
-        .await?;
-        if let KeyScope::Data(targets) = &key.scope {
-            for target in targets.iter() {
-                insert_target(&mut tx, &key.id, target).await?;
-            }
-        }
+        insert_key(&mut tx, &key).await?;
         self.commit_key_change(tx, &key.id).await
     }
 
@@ -549,21 +651,55 @@ impl Store {
 
     /// Keys, newest first; with `project`, only those whose scope reaches into it.
     pub async fn list_keys(&self, project: Option<&str>) -> Result<Vec<ApiKey>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys k JOIN principals p ON p.id = k.principal_id \
-             ORDER BY k.created_at DESC, k.id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut keys = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id: String = row.try_get("id")?;
-            let key = key_from_row(row, self.targets_of(&id).await?)?;
-            if project.is_none_or(|p| key.scope.touches_project(p)) {
-                keys.push(key);
+        let (keys, _) = self
+            .list_keys_page(project, None, usize::MAX, |_| true)
+            .await?;
+        Ok(keys)
+    }
+
+    /// One page of [`Self::list_keys`]: at most `page_size` keys that `visible` admits, after
+    /// `after`; and where the next page starts, if there may be one. Keys are read in batches
+    /// of `page_size`, so a caller who sees few keys among many still gets full pages.
+    pub async fn list_keys_page(
+        &self,
+        project: Option<&str>,
+        after: Option<&KeyCursor>,
+        page_size: usize,
+        visible: impl Fn(&ApiKey) -> bool,
+    ) -> Result<(Vec<ApiKey>, Option<KeyCursor>)> {
+        let batch = i64::try_from(page_size).unwrap_or(i64::MAX);
+        let mut cursor = after.cloned();
+        let mut keys = Vec::new();
+        loop {
+            let rows = sqlx::query(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys k JOIN principals p ON p.id = k.principal_id \
+                 WHERE $1 = 0 OR k.created_at < $2 OR (k.created_at = $2 AND k.id > $3) \
+                 ORDER BY k.created_at DESC, k.id LIMIT $4"
+            ))
+            .bind(i64::from(cursor.is_some()))
+            .bind(cursor.as_ref().map_or(0, |c| c.created_at))
+            .bind(cursor.as_ref().map_or("", |c| c.id.as_str()))
+            .bind(batch)
+            .fetch_all(&self.pool)
+            .await?;
+            for row in &rows {
+                let id: String = row.try_get("id")?;
+                cursor = Some(KeyCursor {
+                    created_at: row.try_get("created_at")?,
+                    id: id.clone(),
+                });
+                let key = key_from_row(row, self.targets_of(&id).await?)?;
+                if project.is_none_or(|p| key.scope.touches_project(p)) && visible(&key) {
+                    keys.push(key);
+                    if keys.len() == page_size {
+                        return Ok((keys, cursor));
+                    }
+                }
+            }
+            if (rows.len() as i64) < batch {
+                return Ok((keys, None));
             }
         }
-        Ok(keys)
     }
 
     pub async fn update_key(&self, id: &str, update: KeyUpdate) -> Result<(ApiKey, Vec<Change>)> {
@@ -812,8 +948,52 @@ async fn record_all(tx: &mut Tx<'_>, store: &Store, changes: &[Change]) -> Resul
     Ok(())
 }
 
+/// Inserts a key and its targets. Every target of a data key must name a registered deployment
+/// or project, and a control key's project must exist.
+async fn insert_key(tx: &mut Tx<'_>, key: &NewKey) -> Result<()> {
+    let (plane, control_project) = match &key.scope {
+        KeyScope::Data(targets) => {
+            for target in targets.iter() {
+                ensure_target_exists(tx, target).await?;
+            }
+            (Plane::Data, None)
+        }
+        KeyScope::ControlProject(project) => {
+            ensure_project_exists(tx, project).await?;
+            (Plane::Control, Some(project.clone()))
+        }
+        KeyScope::ControlOrganization => (Plane::Control, None),
+    };
+    sqlx::query(
+        "INSERT INTO api_keys (id, principal_id, plane, control_project, name, description, \
+               secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&key.id)
+    .bind(key.principal_id)
+    .bind(plane.as_str())
+    .bind(control_project)
+    .bind(&key.name)
+    .bind(&key.description)
+    .bind(&key.secret_hash)
+    .bind(now_unix())
+    .bind(key.expires_at)
+    .execute(&mut **tx)
+    .await?;
+    if let KeyScope::Data(targets) = &key.scope {
+        for target in targets.iter() {
+            insert_target(tx, &key.id, target).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn organization_id(tx: &mut Tx<'_>) -> Result<i64> {
-    let row = sqlx::query("SELECT id FROM organizations WHERE name = 'default'")
+    organization_row(tx, "SELECT id FROM organizations WHERE name = 'default'").await
+}
+
+/// The organization's id, as `sql` returns it: an error saying so when there is none yet.
+async fn organization_row(tx: &mut Tx<'_>, sql: &str) -> Result<i64> {
+    let row = sqlx::query(sql)
         .fetch_optional(&mut **tx)
         .await?
         .ok_or_else(|| {
@@ -972,7 +1152,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("k.db").display());
         let store = Store::open(&url, 1).await.unwrap();
-        store.init_organization("owner").await.unwrap();
+        store.init_organization("owner", None).await.unwrap();
         store.create_project("acme").await.unwrap();
         // Bypass the existence check, as a concurrent writer would.
         let raced: StoreError = sqlx::query(
@@ -994,5 +1174,31 @@ mod tests {
             "{shown}"
         );
         assert_eq!(redact_url("sqlite://keyward.db"), "sqlite://keyward.db");
+        for url in [
+            "postgres://keyward@db/keyward?password=hunter2&sslmode=disable",
+            "postgres://keyward@db/keyward?sslmode=disable&PASSWORD=hunter2",
+            "postgres://db/keyward?sslpassword=hunter2",
+            "postgres://keyward:hunter2@db/keyward?password=hunter2",
+        ] {
+            let shown = redact_url(url);
+            assert!(
+                !shown.contains("hunter2") && shown.contains("db"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn connection_errors_never_carry_the_password() {
+        for url in [
+            "postgres://keyward@127.0.0.1:1/keyward?password=hunter2",
+            "postgres://keyward:hunter2@127.0.0.1:1/keyward?sslmode=nonsense",
+        ] {
+            let err = match Store::open(url, 1).await {
+                Ok(_) => panic!("{url}: nothing listens on port 1"),
+                Err(err) => err,
+            };
+            assert!(!err.contains("hunter2"), "{err}");
+        }
     }
 }

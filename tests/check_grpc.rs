@@ -287,3 +287,47 @@ async fn the_check_listener_answers_grpc_health_checks() {
         .status;
     assert_eq!(status, ServingStatus::Serving as i32);
 }
+
+/// keyward decides on the path it reads, so it must read the path the upstream will act on: a
+/// path Envoy did not normalize (no `normalize_path`, `merge_slashes`) is denied, never
+/// interpreted (issue 16: `/api/workloads/w-acme/../../projects/beta` was allowed as w-acme).
+#[tokio::test]
+async fn unnormalized_control_paths_are_denied() {
+    let keyward = Keyward::start().await;
+    let mut admin = keyward.admin().await;
+    admin.project("acme").await;
+    admin.project("beta").await;
+    admin.workload("w-acme", "acme").await;
+    let (_, token) = admin.key(Plane::Control, &["acme"]).await;
+    let bearer = format!("Bearer {token}");
+    let check = client(&keyward).await;
+    let route = &[("plane", "control"), ("endpoint", "public")];
+    let status_of = |path: &str| {
+        let mut request = request(route, &[("authorization", &bearer)]);
+        let http = request
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+            .unwrap();
+        http.path = path.into();
+        http.method = "GET".into();
+        let mut check = check.clone();
+        async move { http_status(&check.check(request).await.unwrap().into_inner()) }
+    };
+    assert_eq!(status_of("/api/workloads/w-acme").await, 200);
+    assert_eq!(status_of("/api/workloads/w-acme/?x=/../").await, 200);
+    for path in [
+        "/api/workloads/w-acme/../../projects/beta/workloads",
+        "/api/workloads/w-acme/%2e%2e/%2E%2E/projects/beta/workloads",
+        "/api/workloads/w-acme/..%2f..%2Fprojects/beta/workloads",
+        "/api/workloads/w-acme/.%2E/x",
+        "/api/workloads/w-acme/./x",
+        "/api/workloads/w-acme//x",
+        "//api/workloads/w-acme",
+        "/api/workloads/w-acme/..\\..\\projects/beta",
+        "api/workloads/w-acme",
+    ] {
+        assert_eq!(status_of(path).await, 403, "{path}");
+    }
+}

@@ -322,3 +322,30 @@ fn init_twice_refuses_to_mint_a_second_owner_token() {
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("already initialized"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_list_pages_with_limit_and_page_token() {
+    let keyward = Keyward::start().await;
+    let cli = Cli { keyward: &keyward };
+    cli.ok(&["projects", "create", "acme"]);
+    cli.ok(&["keys", "create", "--plane", "control", "--scope", "acme"]);
+    let all = cli.json(&["keys", "list"]);
+    assert_eq!(all.as_array().unwrap().len(), 2, "every page by default");
+    let first = cli.run(&["keys", "list", "--limit", "1", "--output", "json"]);
+    assert!(first.status.success());
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    let token = stderr
+        .trim()
+        .strip_prefix("more keys: --page-token ")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let page: Value = serde_json::from_slice(&first.stdout).unwrap();
+    let second = cli.json(&["keys", "list", "--limit", "1", "--page-token", token]);
+    assert_eq!(
+        [page[0]["id"].clone(), second[0]["id"].clone()],
+        [all[0]["id"].clone(), all[1]["id"].clone()]
+    );
+    cli.fails(
+        &["keys", "list", "--page-token", "nonsense"],
+        "invalid page_token",
+    );
+}

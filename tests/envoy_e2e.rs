@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use keyward::pb::{self, Plane};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -135,22 +137,18 @@ async fn bad_credentials_get_401_with_an_openai_error() {
         assert_openai_error(&body, "invalid_api_key");
     }
 
-    // Expired: a date means 00:00 UTC that day.
-    let (expiring_id, expiring) = w.admin.key(Plane::Data, &["demo/chat"]).await;
-    assert_eq!(w.status(Some(&expiring)).await, StatusCode::OK);
-    let past = keyward::cli::parse_expiry("2020-01-01").unwrap();
-    let keyward::cli::Expiry::At(at) = past else {
-        unreachable!()
-    };
-    w.admin
-        .update(pb::UpdateKeyRequest {
-            id: expiring_id,
-            expiry: Some(pb::Expiry {
-                kind: Some(pb::expiry::Kind::At(at)),
-            }),
-            ..Default::default()
-        })
+    // Expired. An update cannot set an expiry in the past (issue 16, finding 2): the key is
+    // created to expire in two seconds, and used before and after.
+    let at = keyward::store::now_unix() + 2;
+    let (_, expiring) = w
+        .admin
+        .key_expiring(Plane::Data, &["demo/chat"], Some(at))
         .await;
+    assert_eq!(w.status(Some(&expiring)).await, StatusCode::OK);
+    support::eventually("the key to expire", Duration::from_secs(5), || async {
+        (keyward::store::now_unix() >= at).then_some(())
+    })
+    .await;
     let (status, _, body) = w.chat(w.envoy.public_url(CHAT), Some(&expiring)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_openai_error(&body, "invalid_api_key");

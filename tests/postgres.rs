@@ -587,3 +587,47 @@ fn an_unreachable_database_at_start_is_one_line_without_the_password() {
         );
     }
 }
+
+/// Once the store is known to be down, an uncached key and `/readyz` are answered at once
+/// (UNAVAILABLE, 503) instead of after the pool's acquire timeout, past Envoy's 0.5 s; and
+/// keyward notices by itself when the store is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_known_to_be_down_fails_fast() {
+    let postgres = PrivatePostgres::start();
+    let owner = support::init(&postgres.url()).await;
+    let keyward = Keyward::on(test_config(&postgres.url()), owner).await;
+    let mut admin = seed(&keyward).await;
+    let mut cold = Vec::new();
+    for _ in 0..3 {
+        cold.push(admin.key(Plane::Data, &["acme/bot"]).await.1);
+    }
+    let mut check = check_client(&keyward).await;
+    let readyz = format!("http://{}/readyz", keyward.health);
+    let storez = format!("http://{}/storez", keyward.health);
+    postgres.stop();
+
+    // The first request finds out.
+    assert_eq!(status(&mut check, "acme/bot", Some(&cold[0])).await, 503);
+    let started = std::time::Instant::now();
+    assert_eq!(status(&mut check, "acme/bot", Some(&cold[1])).await, 503);
+    let store_health = reqwest::get(&storez).await.unwrap().status();
+    let took = started.elapsed();
+    assert_eq!(store_health, 503);
+    // Not a speed measurement: the pool's acquire timeout is 5 s, and a Check or probe that
+    // waited for it would take at least that. Anything well below means it was not awaited.
+    assert!(
+        took < Duration::from_secs(2),
+        "a Check and /storez took {took:?} on a store known to be down"
+    );
+    // Readiness holds: keys are cached (the owner's, from the admin calls above).
+    assert_eq!(reqwest::get(&readyz).await.unwrap().status(), 200);
+
+    postgres.start_again();
+    eventually("the store to be noticed again", WATCHDOG, || {
+        let mut check = check.clone();
+        let token = cold[2].clone();
+        async move { (status(&mut check, "acme/bot", Some(&token)).await == 200).then_some(()) }
+    })
+    .await;
+    assert_eq!(reqwest::get(&storez).await.unwrap().status(), 200);
+}

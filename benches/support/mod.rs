@@ -64,7 +64,7 @@ pub fn config(db: &Path) -> Config {
 pub async fn open_seeded(config: &Config) -> anyhow::Result<(Services, i64)> {
     let services = keyward::server::open(config).await?;
     let store = &services.store;
-    let owner = store.init_organization("owner@example.com").await?;
+    let owner = store.init_organization("owner@example.com", None).await?;
     store.create_project("demo").await?;
     store
         .create_deployment(

@@ -9,8 +9,8 @@
 
 use std::fmt;
 
-use crate::iam::{Action, Evaluation, Facts, Grants, Place};
-use crate::model::{ApiKey, DataTarget, KeyScope, Principal};
+use crate::iam::{Action, Evaluation, Facts, Grants, Place, PrincipalRef};
+use crate::model::{ApiKey, DataTarget, KeyScope, Principal, PrincipalKind};
 
 use super::permits;
 
@@ -41,6 +41,8 @@ pub enum AccessDenied {
     ConditionsNotMet {
         failed: Vec<String>,
     },
+    /// Owner-borne keys are minted, changed and deleted by the owner only.
+    OwnerOnly,
     /// The target exists but the caller may not learn that: it reads as absent, so a
     /// project-scoped caller learns nothing about other projects' keys and workloads.
     Hidden {
@@ -61,6 +63,7 @@ impl fmt::Display for AccessDenied {
                 super::missing_permission(f, *action, place)
             }
             AccessDenied::ConditionsNotMet { .. } => f.write_str(super::CONDITIONS_NOT_MET),
+            AccessDenied::OwnerOnly => f.write_str("only the owner manages the owner's keys"),
             AccessDenied::Hidden { what } => write!(f, "{what} not found"),
         }
     }
@@ -114,6 +117,10 @@ impl Bearer<'_> {
         }
     }
 
+    fn is_owner(&self) -> bool {
+        self.key.principal.kind == PrincipalKind::Owner
+    }
+
     /// Whether the bearer may manage `key`: its own bearer's key or, for IAM managers, anyone's,
     /// and only when every project the key reaches is within the caller's key. Otherwise the
     /// key reads as absent.
@@ -135,10 +142,31 @@ impl Bearer<'_> {
         if within { Ok(()) } else { Err(hidden()) }
     }
 
-    /// Whether the bearer may mint keys borne by `principal`: itself, or anyone for an IAM
-    /// manager.
-    pub fn may_bear(&self, principal: &Principal) -> Result<(), AccessDenied> {
-        if principal.id == self.key.principal.id || self.is_iam_manager() {
+    /// Whether the bearer may change `key` (update, rotate, revoke, delete): as
+    /// [`Self::may_manage_key`], and an owner-borne key only by the owner.
+    ///
+    /// Owner keys skip every policy and condition, so an IAM manager who could rotate or mint
+    /// one would become the owner, and one who could revoke them all would lock the owner out.
+    pub fn may_change_key(&self, key: &ApiKey) -> Result<(), AccessDenied> {
+        self.may_manage_key(key)?;
+        if key.principal.kind == PrincipalKind::Owner && !self.is_owner() {
+            return Err(AccessDenied::OwnerOnly);
+        }
+        Ok(())
+    }
+
+    /// Whether the bearer may name `principal` as the bearer of a new key, asked before the
+    /// principal is looked up, so that only IAM managers learn which principals exist.
+    pub fn may_name_bearer(&self, principal: &PrincipalRef) -> Result<(), AccessDenied> {
+        let me = &self.key.principal;
+        let is_me = match principal {
+            PrincipalRef::Owner => me.kind == PrincipalKind::Owner,
+            PrincipalRef::User(name) => {
+                matches!(me.kind, PrincipalKind::Owner | PrincipalKind::Member) && *name == me.name
+            }
+            PrincipalRef::App(name) => me.kind == PrincipalKind::Application && *name == me.name,
+        };
+        if is_me || self.is_iam_manager() {
             return Ok(());
         }
         Err(AccessDenied::MissingPermission {
@@ -147,35 +175,81 @@ impl Bearer<'_> {
         })
     }
 
-    /// Whether the bearer may mint a key of `scope`. A key for oneself reaches no further than
-    /// one's own policies; a key for another principal (`own` false, allowed by [`Self::may_bear`])
-    /// needs only the caller's key to reach its projects, and its decisions follow that
-    /// bearer's policies.
+    /// Whether the bearer may mint keys borne by `principal`: itself, or anyone but the owner
+    /// for an IAM manager.
+    pub fn may_bear(&self, principal: &Principal) -> Result<(), AccessDenied> {
+        if principal.id == self.key.principal.id {
+            return Ok(());
+        }
+        if principal.kind == PrincipalKind::Owner {
+            return Err(AccessDenied::OwnerOnly);
+        }
+        if self.is_iam_manager() {
+            return Ok(());
+        }
+        Err(AccessDenied::MissingPermission {
+            action: Action::IamManage,
+            place: place_name(Place::Organization),
+        })
+    }
+
+    /// What a key borne by oneself (`own`) or another principal needs in `project`: one's own
+    /// keys reach no further than one's own policies; another principal's (allowed by
+    /// [`Self::may_bear`]) needs only the caller's key to reach it, and its decisions follow
+    /// that bearer's policies.
+    fn may_reach_for(&self, own: bool, action: Action, project: &str) -> Result<(), AccessDenied> {
+        if own {
+            self.may(action, Place::Project(project))
+        } else {
+            reaches(self.key, Place::Project(project))
+        }
+    }
+
+    /// Whether the bearer may mint a key of `scope`, borne by itself (`own`) or another.
     pub fn may_mint(&self, own: bool, scope: &KeyScope) -> Result<(), AccessDenied> {
-        let need = |action: Action, project: &str| {
-            if own {
-                self.may(action, Place::Project(project))
-            } else {
-                reaches(self.key, Place::Project(project))
-            }
-        };
         match scope {
             KeyScope::Data(targets) => targets
                 .iter()
-                .try_for_each(|t| need(Action::InferenceCall, t.project())),
-            KeyScope::ControlProject(project) => need(Action::DeploymentsRead, project),
+                .try_for_each(|t| self.may_reach_for(own, Action::InferenceCall, t.project())),
+            KeyScope::ControlProject(project) => {
+                self.may_reach_for(own, Action::DeploymentsRead, project)
+            }
             KeyScope::ControlOrganization => reaches(self.key, Place::Organization),
         }
     }
 
-    /// Whether the bearer may attach or detach `targets` on a key it manages.
+    /// Whether the bearer may attach `attach` to and detach `detach` from a key it manages,
+    /// borne by itself (`own`) or another: attaching needs what minting a key with those
+    /// targets needs; detaching only narrows a key, within the caller's key.
     pub fn may_retarget<'t>(
         &self,
-        targets: impl IntoIterator<Item = &'t DataTarget>,
+        own: bool,
+        attach: impl IntoIterator<Item = &'t DataTarget>,
+        detach: impl IntoIterator<Item = &'t DataTarget>,
     ) -> Result<(), AccessDenied> {
-        targets
+        attach
+            .into_iter()
+            .try_for_each(|t| self.may_reach_for(own, Action::InferenceCall, t.project()))?;
+        detach
             .into_iter()
             .try_for_each(|t| reaches(self.key, Place::Project(t.project())))
+    }
+
+    /// Whether the bearer may set a deployment's authentication in `project`: closing needs
+    /// `deployments.write`; turning authentication off on either endpoint (`Some(false)`)
+    /// opens it to anonymous callers and needs `deployments.auth` as well.
+    pub fn may_set_auth(
+        &self,
+        project: &str,
+        public_auth: Option<bool>,
+        private_auth: Option<bool>,
+    ) -> Result<(), AccessDenied> {
+        let place = Place::Project(project);
+        self.may(Action::DeploymentsWrite, place)?;
+        if public_auth == Some(false) || private_auth == Some(false) {
+            self.may(Action::DeploymentsAuth, place)?;
+        }
+        Ok(())
     }
 
     /// Whether the bearer may see workload `id` of `project` at all; another project's
@@ -338,6 +412,10 @@ mod tests {
             ("reader", ProjectsWrite, org, "missing"),
             ("writer@acme", DeploymentsWrite, acme, "ok"),
             ("writer@acme", ProjectsWrite, org, "org key"),
+            // Opening an endpoint is not part of InferenceFullAccess.
+            ("writer@acme", DeploymentsAuth, acme, "missing"),
+            ("manager", DeploymentsAuth, beta, "ok"),
+            ("owner", DeploymentsAuth, beta, "ok"),
         ];
         let callers = callers();
         for &(name, action, place, expected) in table {
@@ -349,6 +427,7 @@ mod tests {
                 Err(AccessDenied::MissingPermission { .. }) => "missing",
                 Err(AccessDenied::ConditionsNotMet { .. }) => "conditions",
                 Err(AccessDenied::Hidden { .. }) => "hidden",
+                Err(AccessDenied::OwnerOnly) => "owner only",
             };
             assert_eq!(got, expected, "{name} {action} {place:?}");
         }
@@ -427,6 +506,57 @@ mod tests {
                 );
             }
         }
+        // Changing a key: as managing it, and the owner's keys by the owner only.
+        let own_manager_key = key("T00000000006", 2, Member, KeyScope::ControlOrganization);
+        let table = [
+            ("owner", &owner_key, Ok(())),
+            ("owner", &other_org, Ok(())),
+            ("manager", &owner_key, Err(AccessDenied::OwnerOnly)),
+            ("manager", &other_org, Ok(())),
+            ("manager", &own_manager_key, Ok(())),
+            ("reader@acme", &own_reader_data, Ok(())),
+            (
+                "reader@acme",
+                &owner_key,
+                Err(AccessDenied::Hidden {
+                    what: "key T00000000005".into(),
+                }),
+            ),
+        ];
+        for (name, target, expected) in table {
+            let (_, k, g) = find(name);
+            assert_eq!(
+                bearer(k, g).may_change_key(target),
+                expected,
+                "{name} changes {}",
+                target.id
+            );
+        }
+    }
+
+    #[test]
+    fn setting_a_deployments_authentication() {
+        let callers = callers();
+        let find = |name: &str| callers.iter().find(|(n, ..)| *n == name).unwrap();
+        // (caller, public, private, outcome)
+        let table = [
+            ("writer@acme", Some(true), None, "ok"),
+            ("writer@acme", None, Some(true), "ok"),
+            ("writer@acme", Some(false), None, "deployments.auth"),
+            ("writer@acme", Some(true), Some(false), "deployments.auth"),
+            ("reader@acme", Some(true), None, "deployments.write"),
+            ("manager", Some(false), Some(false), "ok"),
+            ("owner", Some(false), None, "ok"),
+        ];
+        for (name, public, private, expected) in table {
+            let (_, k, g) = find(name);
+            let got = match bearer(k, g).may_set_auth("acme", public, private) {
+                Ok(()) => "ok",
+                Err(AccessDenied::MissingPermission { action, .. }) => action.as_str(),
+                Err(other) => panic!("{name}: {other:?}"),
+            };
+            assert_eq!(got, expected, "{name} {public:?} {private:?}");
+        }
     }
 
     #[test]
@@ -454,6 +584,43 @@ mod tests {
                 "{name} bears its own"
             );
         }
+        // Only the owner bears the owner's keys.
+        let (_, owner, owner_grants) = find("owner");
+        assert_eq!(
+            bearer(owner, owner_grants).may_bear(&owner.principal),
+            Ok(())
+        );
+        for name in ["manager", "reader"] {
+            let (_, k, g) = find(name);
+            assert_eq!(
+                bearer(k, g).may_bear(&owner.principal),
+                Err(AccessDenied::OwnerOnly),
+                "{name}"
+            );
+        }
+        // Naming a bearer is authorized before it is looked up: oneself, or anyone for a manager.
+        let app = |n: &str| PrincipalRef::App(n.into());
+        let user = |n: &str| PrincipalRef::User(n.into());
+        let table = [
+            ("owner", PrincipalRef::Owner, true),
+            ("owner", user("p1"), true),
+            ("owner", app("ghost"), true),
+            ("manager", user("ghost@example.com"), true),
+            ("reader", user("p4"), true),
+            ("reader", app("p4"), false),
+            ("reader", user("ghost@example.com"), false),
+            ("reader", PrincipalRef::Owner, false),
+            ("writer@acme", app("p5"), true),
+            ("writer@acme", user("p5"), false),
+        ];
+        for (name, named, ok) in table {
+            let (_, k, g) = find(name);
+            assert_eq!(
+                bearer(k, g).may_name_bearer(&named).is_ok(),
+                ok,
+                "{name} names {named}"
+            );
+        }
         // (caller, own, scope, ok)
         let table = [
             ("reader@acme", true, data(&["acme/bot"]), true),
@@ -475,11 +642,40 @@ mod tests {
                 "{name} {scope:?}"
             );
         }
-        let (_, k, g) = find("reader@acme");
+        // Attaching needs what minting needs; detaching only the caller's key to reach.
         let acme_bot: DataTarget = "acme/bot".parse().unwrap();
         let beta_bot: DataTarget = "beta/bot".parse().unwrap();
-        assert_eq!(bearer(k, g).may_retarget([&acme_bot]), Ok(()));
-        assert!(bearer(k, g).may_retarget([&acme_bot, &beta_bot]).is_err());
+        let none: [&DataTarget; 0] = [];
+        // (caller, own, attach, detach, ok)
+        let table = [
+            ("reader@acme", true, vec![&acme_bot], vec![], true),
+            (
+                "reader@acme",
+                true,
+                vec![&acme_bot, &beta_bot],
+                vec![],
+                false,
+            ),
+            ("reader@acme", true, vec![], vec![&beta_bot], false),
+            // An organization key, with policies on acme only.
+            ("reader", true, vec![&beta_bot], vec![], false),
+            ("reader", true, vec![], vec![&beta_bot], true),
+            ("manager", false, vec![&beta_bot], vec![], true),
+            ("manager@acme", false, vec![&beta_bot], vec![], false),
+            ("local manager", true, vec![&acme_bot], vec![], false),
+        ];
+        for (name, own, attach, detach, ok) in table {
+            let (_, k, g) = find(name);
+            assert_eq!(
+                bearer(k, g)
+                    .may_retarget(own, attach.clone(), detach)
+                    .is_ok(),
+                ok,
+                "{name} attaches {attach:?}"
+            );
+        }
+        let (_, k, g) = find("reader@acme");
+        assert_eq!(bearer(k, g).may_retarget(true, none, none), Ok(()));
         assert_eq!(bearer(k, g).may_see_workload("w-1", "acme"), Ok(()));
         assert_eq!(
             bearer(k, g).may_see_workload("w-2", "beta"),

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
-use super::{Change, Result, Store, StoreError, Tx, now_unix, organization_id, record_all};
+use super::{Change, Result, Store, StoreError, Tx, now_unix, record_all};
 use crate::declare::{DeploymentSpec, Op, State};
 use crate::iam::{self, Grants, PermissionSet, Policy, PrincipalRef, Rule};
 use crate::model::{DeploymentName, Principal, PrincipalKind};
@@ -33,24 +33,30 @@ fn json_err(e: serde_json::Error) -> StoreError {
 impl Store {
     /// Every principal, owner first, then members and applications by name.
     pub async fn list_principals(&self) -> Result<Vec<Principal>> {
-        let rows = sqlx::query(
-            "SELECT id, kind, name FROM principals ORDER BY \
-             CASE kind WHEN 'owner' THEN 0 WHEN 'member' THEN 1 ELSE 2 END, name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let kind: String = r.try_get("kind")?;
-                Ok(Principal {
-                    id: r.try_get("id")?,
-                    kind: kind.parse().map_err(super::corrupt)?,
-                    name: r.try_get("name")?,
-                })
-            })
-            .collect()
+        list_principals(&mut *self.pool.acquire().await?).await
     }
+}
 
+async fn list_principals(conn: &mut AnyConnection) -> Result<Vec<Principal>> {
+    let rows = sqlx::query(
+        "SELECT id, kind, name FROM principals ORDER BY \
+             CASE kind WHEN 'owner' THEN 0 WHEN 'member' THEN 1 ELSE 2 END, name",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let kind: String = r.try_get("kind")?;
+            Ok(Principal {
+                id: r.try_get("id")?,
+                kind: kind.parse().map_err(super::corrupt)?,
+                name: r.try_get("name")?,
+            })
+        })
+        .collect()
+}
+
+impl Store {
     pub async fn principal_by_ref(&self, r: &PrincipalRef) -> Result<Option<Principal>> {
         let mut conn = self.pool.acquire().await?;
         let found = lookup_principal(&mut conn, r).await?;
@@ -87,104 +93,144 @@ impl Store {
                 rules: serde_json::from_str::<Vec<Rule>>(&rules).map_err(json_err)?,
             });
         }
-        let custom = self.permission_sets().await?;
+        let custom = permission_sets(&mut *self.pool.acquire().await?).await?;
         let sets = iam::resolve_sets(&custom).map_err(super::corrupt)?;
         Ok(Grants::resolve(&policies, &sets))
     }
 
-    async fn permission_sets(&self) -> Result<Vec<PermissionSet>> {
-        let rows = sqlx::query("SELECT name, description, body FROM permission_sets ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let body: String = r.try_get("body")?;
-                let body: SetBody = serde_json::from_str(&body).map_err(json_err)?;
-                Ok(PermissionSet {
-                    name: r.try_get("name")?,
-                    description: r.try_get("description")?,
-                    actions: body.actions,
-                    includes: body.includes,
-                })
-            })
-            .collect()
-    }
-
     /// Everything `apply` manages, as it is now.
     pub async fn load_state(&self) -> Result<State> {
-        let mut state = State::default();
-        for (slug, _) in self.list_projects().await? {
-            state.projects.insert(slug);
-        }
-        for d in self.list_deployments(None).await? {
-            state.deployments.insert(
-                d.name,
-                DeploymentSpec {
-                    model: d.model,
-                    public_auth: d.public_auth,
-                    private_auth: d.private_auth,
-                },
-            );
-        }
-        let rows = sqlx::query(
-            "SELECT w.id, p.slug FROM workloads w JOIN projects p ON p.id = w.project_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        for r in &rows {
-            state.workloads.insert(r.try_get(0)?, r.try_get(1)?);
-        }
-        for p in self.list_principals().await? {
-            match p.kind {
-                PrincipalKind::Owner => {}
-                PrincipalKind::Member => {
-                    state.members.insert(p.name);
-                }
-                PrincipalKind::Application => {
-                    state.applications.insert(p.name);
-                }
-            }
-        }
-        for set in self.permission_sets().await? {
-            state.permission_sets.insert(set.name.clone(), set);
-        }
-        let rows = sqlx::query(
-            "SELECT po.name, po.description, po.rules, pr.kind, pr.name AS principal_name \
-             FROM policies po LEFT JOIN principals pr ON pr.id = po.principal_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        for r in &rows {
-            let kind: Option<String> = r.try_get("kind")?;
-            let principal = match kind {
-                Some(kind) => Some(principal_ref(&kind, r.try_get("principal_name")?)?),
-                None => None,
-            };
-            let rules: String = r.try_get("rules")?;
-            let policy = Policy {
-                name: r.try_get("name")?,
-                description: r.try_get("description")?,
-                principal,
-                rules: serde_json::from_str(&rules).map_err(json_err)?,
-            };
-            state.policies.insert(policy.name.clone(), policy);
-        }
-        Ok(state)
+        load_state(&mut *self.pool.acquire().await?).await
     }
 
     /// Applies `ops` in one transaction: all of them or none.
     pub async fn apply_ops(&self, ops: &[Op]) -> Result<Vec<Change>> {
         let mut tx = self.pool.begin().await?;
-        let org = organization_id(&mut tx).await?;
-        let now = now_unix();
-        let mut changes = Vec::new();
-        for op in ops {
-            apply_op(&mut tx, org, now, op, &mut changes).await?;
-        }
-        record_all(&mut tx, self, &changes).await?;
+        let org = lock_organization(&mut tx).await?;
+        let changes = self.apply_in(&mut tx, org, ops).await?;
         tx.commit().await?;
         Ok(changes)
     }
+
+    /// Plans a change against the current state and applies the planned ops, in one
+    /// transaction that holds the organization's write lock from its first statement.
+    ///
+    /// IAM writes are validated against the whole state (permission set includes form no
+    /// cycle, policies name existing sets and principals); two writers validating the same
+    /// state and writing one after the other could together store what neither would have
+    /// been allowed to. Serialized, each plans against what the previous one committed, on
+    /// every replica.
+    pub async fn update_state<E: From<StoreError>>(
+        &self,
+        plan: impl FnOnce(&State) -> std::result::Result<Vec<Op>, E>,
+    ) -> std::result::Result<(Vec<Op>, Vec<Change>), E> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let org = lock_organization(&mut tx).await?;
+        let current = load_state(&mut tx).await?;
+        let ops = plan(&current)?;
+        let changes = self.apply_in(&mut tx, org, &ops).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok((ops, changes))
+    }
+
+    async fn apply_in(&self, tx: &mut Tx<'_>, org: i64, ops: &[Op]) -> Result<Vec<Change>> {
+        let now = now_unix();
+        let mut changes = Vec::new();
+        for op in ops {
+            apply_op(tx, org, now, op, &mut changes).await?;
+        }
+        record_all(tx, self, &changes).await?;
+        Ok(changes)
+    }
+}
+
+/// Takes the organization row's write lock for the rest of the transaction and returns its
+/// id. An `UPDATE` as the first statement serializes writers on both backends: SQLite grants
+/// one writer at a time, and a transaction that writes first reads only after it holds the
+/// lock, so it sees the previous writer's commit (a deferred `BEGIN` that read first could
+/// not upgrade: SQLITE_BUSY); PostgreSQL holds the row lock until commit, and each later
+/// statement of a read-committed transaction sees what was committed before it.
+async fn lock_organization(tx: &mut Tx<'_>) -> Result<i64> {
+    let lock = "UPDATE organizations SET name = name WHERE name = 'default' RETURNING id";
+    super::organization_row(tx, lock).await
+}
+
+async fn permission_sets(conn: &mut AnyConnection) -> Result<Vec<PermissionSet>> {
+    let rows = sqlx::query("SELECT name, description, body FROM permission_sets ORDER BY name")
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let body: String = r.try_get("body")?;
+            let body: SetBody = serde_json::from_str(&body).map_err(json_err)?;
+            Ok(PermissionSet {
+                name: r.try_get("name")?,
+                description: r.try_get("description")?,
+                actions: body.actions,
+                includes: body.includes,
+            })
+        })
+        .collect()
+}
+
+async fn load_state(conn: &mut AnyConnection) -> Result<State> {
+    let mut state = State::default();
+    for (slug, _) in super::list_projects(conn).await? {
+        state.projects.insert(slug);
+    }
+    for d in super::list_deployments(conn, None).await? {
+        state.deployments.insert(
+            d.name,
+            DeploymentSpec {
+                model: d.model,
+                public_auth: d.public_auth,
+                private_auth: d.private_auth,
+            },
+        );
+    }
+    let rows =
+        sqlx::query("SELECT w.id, p.slug FROM workloads w JOIN projects p ON p.id = w.project_id")
+            .fetch_all(&mut *conn)
+            .await?;
+    for r in &rows {
+        state.workloads.insert(r.try_get(0)?, r.try_get(1)?);
+    }
+    for p in list_principals(conn).await? {
+        match p.kind {
+            PrincipalKind::Owner => {}
+            PrincipalKind::Member => {
+                state.members.insert(p.name);
+            }
+            PrincipalKind::Application => {
+                state.applications.insert(p.name);
+            }
+        }
+    }
+    for set in permission_sets(conn).await? {
+        state.permission_sets.insert(set.name.clone(), set);
+    }
+    let rows = sqlx::query(
+        "SELECT po.name, po.description, po.rules, pr.kind, pr.name AS principal_name \
+             FROM policies po LEFT JOIN principals pr ON pr.id = po.principal_id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in &rows {
+        let kind: Option<String> = r.try_get("kind")?;
+        let principal = match kind {
+            Some(kind) => Some(principal_ref(&kind, r.try_get("principal_name")?)?),
+            None => None,
+        };
+        let rules: String = r.try_get("rules")?;
+        let policy = Policy {
+            name: r.try_get("name")?,
+            description: r.try_get("description")?,
+            principal,
+            rules: serde_json::from_str(&rules).map_err(json_err)?,
+        };
+        state.policies.insert(policy.name.clone(), policy);
+    }
+    Ok(state)
 }
 
 async fn lookup_principal(
@@ -240,13 +286,19 @@ async fn add_principal(
     name: &str,
     changes: &mut Vec<Change>,
 ) -> Result<()> {
-    let taken = sqlx::query("SELECT 1 FROM principals WHERE kind = $1 AND name = $2")
-        .bind(kind)
-        .bind(name)
-        .fetch_optional(&mut **tx)
-        .await?;
-    if taken.is_some() {
-        return Err(StoreError::Conflict(format!("{kind} {name}")));
+    // `user:EMAIL` names the owner too when the owner is named by that email: a member of
+    // the same name could never be referred to, nor removed.
+    let taken = sqlx::query(
+        "SELECT kind FROM principals WHERE name = $2 \
+         AND (kind = $1 OR (kind = 'owner' AND $1 = 'member'))",
+    )
+    .bind(kind)
+    .bind(name)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = taken {
+        let holder: String = row.try_get(0)?;
+        return Err(StoreError::Conflict(format!("{holder} {name}")));
     }
     let id: i64 = sqlx::query(
         "INSERT INTO principals (organization_id, kind, name, created_at) \
