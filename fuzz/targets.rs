@@ -15,23 +15,18 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, 
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use prost::Message;
 
-/// The token parser: never panics, and an error never repeats what was presented.
+/// The token parser: never panics, and a parsed token's `Debug` never shows its secret.
 pub fn token(data: &[u8]) {
     let Ok(presented) = std::str::from_utf8(data) else {
         return;
     };
-    match keyward::token::Token::parse(presented) {
-        Ok(token) => {
-            assert!(presented.contains(token.secret()));
-            assert_eq!(token.cache_key(), token.cache_key());
-        }
-        Err(e) => {
-            let message = e.to_string();
-            assert!(
-                presented.len() < 12 || !message.contains(presented),
-                "a token error repeats the presented token"
-            );
-        }
+    if let Ok(token) = keyward::token::Token::parse(presented) {
+        assert!(presented.contains(token.secret()));
+        assert_eq!(token.cache_key(), token.cache_key());
+        assert!(
+            !format!("{token:?}").contains(token.secret()),
+            "a token's Debug shows its secret"
+        );
     }
 }
 
