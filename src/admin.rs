@@ -23,8 +23,9 @@ use tracing::{debug, info, warn};
 
 use crate::authn::{Authenticated, Authenticator, Undecidable};
 use crate::cache::KeyEntry;
+use crate::clock::now_unix;
 use crate::config;
-use crate::declare::{self, Op, State};
+use crate::declare;
 use crate::directory::Directory;
 use crate::errors::{
     bad_input, conflict, not_found, permission_denied, precondition, unauthenticated,
@@ -40,7 +41,8 @@ use crate::pb::admin_server::Admin;
 use crate::pb::{self, expiry};
 use crate::policy::{self, Bearer};
 use crate::services::Services;
-use crate::store::{Change, KeyUpdate, NewKey, Store, now_unix};
+use crate::state::{self, Op, State};
+use crate::store::{Change, KeyUpdate, NewKey, Store};
 use crate::token::{self, Token};
 use crate::usage::LastUsed;
 
@@ -808,7 +810,7 @@ impl Admin for AdminService {
         let desired = file
             .resolve(&current, r.prune)
             .map_err(|e| bad_input(e.to_string()))?;
-        let ops = declare::diff(&current, &desired);
+        let ops = state::diff(&current, &desired);
         let changes: Vec<String> = ops.iter().map(Op::describe).collect();
         let applied = !r.dry_run && !ops.is_empty();
         if applied {
@@ -844,8 +846,8 @@ impl AdminService {
         let current = store.load_state().await?;
         let mut desired = current.clone();
         change(&mut desired)?;
-        declare::validate(&desired).map_err(|(_, message)| bad_input(message))?;
-        let ops = declare::diff(&current, &desired);
+        state::validate(&desired).map_err(|(_, message)| bad_input(message))?;
+        let ops = state::diff(&current, &desired);
         let changes = store.apply_ops(&ops).await?;
         self.invalidate(&changes).await;
         for op in &ops {

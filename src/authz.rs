@@ -26,13 +26,13 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
 use crate::authn::{Authenticated, Authenticator, Undecidable};
+use crate::clock::now_unix;
 use crate::directory::Directory;
 use crate::metrics::{CheckMetrics, Outcome};
 use crate::model::{Endpoint, Plane};
 use crate::policy::{self, Authentication, Decision, Denial, Grant, InvalidReason, Route, Target};
 use crate::routes::{RouteTable, RouteTarget};
 use crate::services::Services;
-use crate::store::now_unix;
 use crate::token::{Token, TokenError};
 use crate::usage::LastUsed;
 

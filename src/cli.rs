@@ -12,11 +12,11 @@ use time::format_description::well_known::Rfc3339;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
+use crate::clock::now_unix;
 use crate::config::Config;
 use crate::model::{KeyScope, Plane};
 use crate::pb::admin_client::AdminClient;
 use crate::pb::{self, expiry};
-use crate::store::now_unix;
 use crate::token;
 
 /// Every line the CLI prints goes through here: a closed stdout (`keyward keys list | head -1`)

@@ -5,7 +5,8 @@
 //! - [`model`]: domain types (planes, deployments, scopes, principals, keys).
 //! - [`iam`]: actions, permission sets, policies, rules, conditions and resolved grants.
 //! - [`policy`]: the pure decision, with no I/O.
-//! - [`declare`]: the `apply` / `export` file format, its validation and state diffs.
+//! - [`state`]: the declarative state (everything `apply` manages), its validation and diff.
+//! - [`declare`]: the `apply` / `export` TOML file format, parsed into and rendered from a state.
 //! - [`routes`]: the route table (host + path prefix → target) for Envoys sending no context
 //!   extensions.
 //! - [`store`]: persistence (SQLite by default, PostgreSQL), migrations, change events.
@@ -18,6 +19,7 @@
 //! - [`authz`]: the Envoy edge: `CheckRequest` → decision → `CheckResponse`.
 //! - [`admin`]: the admin gRPC API used by the CLI.
 //! - [`metrics`]: Prometheus metrics (`/metrics` on the health port), bounded label sets.
+//! - [`clock`]: the wall clock in Unix seconds (decisions take `now` as an argument).
 //! - [`config`]: TOML file plus `KEYWARD_*` environment overrides.
 //! - [`server`]: listeners, serving, health and graceful shutdown.
 //! - [`cli`]: the `keyward` command line.
@@ -30,6 +32,7 @@ pub mod authn;
 pub mod authz;
 pub mod cache;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod declare;
 pub mod directory;
@@ -43,6 +46,7 @@ pub mod propagation;
 pub mod routes;
 pub mod server;
 pub mod services;
+pub mod state;
 pub mod store;
 pub mod token;
 pub mod usage;

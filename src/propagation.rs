@@ -11,13 +11,12 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::cache::Caches;
 use crate::config::Propagation;
-use crate::store::{Backend, Change, NOTIFY_CHANNEL, Store};
+use crate::store::{Backend, Change, Store};
 
 /// How many change rows one SQLite poll reads; a longer backlog means "flush everything".
 const POLL_BATCH: i64 = 1_000;
@@ -49,11 +48,7 @@ async fn listen(
     let mut backoff = Duration::from_millis(50).min(max_backoff);
     let mut first = true;
     loop {
-        let connected = async {
-            let mut listener = PgListener::connect(store.url()).await?;
-            listener.listen(NOTIFY_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
+        let connected = store.listen_for_changes();
         let mut listener = tokio::select! {
             () = stopped(&mut stop) => return,
             result = connected => match result {
@@ -80,10 +75,10 @@ async fn listen(
         loop {
             let notification = tokio::select! {
                 () = stopped(&mut stop) => return,
-                n = listener.try_recv() => n,
+                n = listener.next_payload() => n,
             };
             match notification {
-                Ok(Some(notification)) => match Change::from_payload(notification.payload()) {
+                Ok(Some(payload)) => match Change::from_payload(&payload) {
                     Some((origin, _)) if origin == store.origin() => {}
                     Some((_, change)) => {
                         debug!(?change, "change notified");
@@ -91,7 +86,7 @@ async fn listen(
                     }
                     None => {
                         warn!(
-                            payload = notification.payload(),
+                            payload = payload.as_str(),
                             "unknown change notification; flushing caches"
                         );
                         caches.flush();

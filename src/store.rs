@@ -10,8 +10,12 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 mod iam;
+mod listen;
 mod routes;
 
+pub use listen::ChangeListener;
+
+use crate::clock::now_unix;
 use crate::model::{
     ApiKey, DataTarget, Deployment, DeploymentName, KeyDetails, KeyScope, Plane, PreviousSecret,
     Principal, PrincipalKind,
@@ -127,12 +131,6 @@ pub struct Store {
     url: std::sync::Arc<str>,
     /// Random per opened store: marks the change events this replica records.
     origin: std::sync::Arc<str>,
-}
-
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A key to insert. `secret_hash` is the argon2id PHC string.

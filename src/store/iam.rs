@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
-use super::{Change, Result, Store, StoreError, Tx, now_unix, organization_id, record_all};
-use crate::declare::{DeploymentSpec, Op, State};
+use super::{Change, Result, Store, StoreError, Tx, organization_id, record_all};
+use crate::clock::now_unix;
 use crate::iam::{self, Grants, PermissionSet, Policy, PrincipalRef, Rule};
 use crate::model::{DeploymentName, Principal, PrincipalKind};
+use crate::state::{DeploymentSpec, Op, State};
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SetBody {
