@@ -14,9 +14,14 @@
 //! Each write invalidates the caches it affects before it answers, so the very next Check
 //! sees it.
 
+mod convert;
+
+pub(crate) use convert::{rule_summary, set_condition_args};
+
+use std::fmt::Display;
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use std::net::IpAddr;
 use tonic::{Request, Response, Status};
 
 use tracing::{debug, info, warn};
@@ -30,19 +35,15 @@ use crate::directory::Directory;
 use crate::errors::{
     bad_input, conflict, not_found, permission_denied, precondition, unauthenticated,
 };
-use crate::iam::{
-    self, Action, Conditions, Facts, Grants, PermissionSet, Place, Policy, PrincipalRef, Rule,
-    RuleScope, UserAgentMatch,
-};
+use crate::iam::{self, Action, Facts, Grants, PermissionSet, Place, Policy, PrincipalRef};
 use crate::model::validate_slug;
-use crate::model::{ApiKey, DataTarget, Deployment, DeploymentName, KeyDetails, KeyScope, Plane};
-use crate::model::{Principal, PrincipalKind};
+use crate::model::{ApiKey, DataTarget, KeyScope, Plane};
+use crate::pb;
 use crate::pb::admin_server::Admin;
-use crate::pb::{self, expiry};
 use crate::policy::{self, Bearer};
 use crate::services::Services;
 use crate::state::{self, Op, State};
-use crate::store::{Change, KeyUpdate, NewKey, Store};
+use crate::store::{self, Change, KeyUpdate, NewKey, Store};
 use crate::token::{self, Token};
 use crate::usage::LastUsed;
 
@@ -160,8 +161,30 @@ impl AdminService {
         })
     }
 
-    async fn invalidate(&self, changes: &[Change]) {
-        self.directory.invalidate(changes).await;
+    /// The one write path of single-row writes: the store writes, the caches the write names
+    /// are invalidated before the caller hears of it (so the very next Check sees it), then
+    /// the write is logged with who made it.
+    async fn write<T>(
+        &self,
+        caller: &Caller,
+        done: &str,
+        subject: &(dyn Display + Sync),
+        write: impl Future<Output = store::Result<(T, Vec<Change>)>>,
+    ) -> Result<T, Status> {
+        let (value, changes) = write.await?;
+        self.directory.invalidate(&changes).await;
+        info!(%subject, by = %caller.id, "{done}");
+        Ok(value)
+    }
+
+    /// The same for IAM state ops, applied in one transaction and logged one by one.
+    async fn apply_ops(&self, caller: &Caller, ops: &[Op]) -> Result<Vec<Change>, Status> {
+        let changes = self.store.apply_ops(ops).await?;
+        self.directory.invalidate(&changes).await;
+        for op in ops {
+            info!(change = %op.describe(), by = %caller.id, "iam change");
+        }
+        Ok(changes)
     }
 }
 
@@ -214,60 +237,6 @@ fn undecidable(e: Undecidable) -> Status {
     Status::from(e)
 }
 
-fn parse_plane(plane: i32) -> Result<Plane, Status> {
-    match pb::Plane::try_from(plane) {
-        Ok(pb::Plane::Data) => Ok(Plane::Data),
-        Ok(pb::Plane::Control) => Ok(Plane::Control),
-        _ => Err(bad_input("plane must be data or control")),
-    }
-}
-
-fn parse_deployment(project: &str, slug: &str) -> Result<DeploymentName, Status> {
-    format!("{project}/{slug}").parse().map_err(bad_input)
-}
-
-/// `None`: no change requested; `Some(None)`: never expires.
-fn parse_expiry(expiry: Option<pb::Expiry>) -> Option<Option<i64>> {
-    match expiry.and_then(|e| e.kind) {
-        None => None,
-        Some(expiry::Kind::Never(_)) => Some(None),
-        Some(expiry::Kind::At(at)) => Some(Some(at)),
-    }
-}
-
-fn deployment_pb(d: &Deployment) -> pb::Deployment {
-    pb::Deployment {
-        project: d.name.project.clone(),
-        slug: d.name.slug.clone(),
-        model: d.model.clone(),
-        public_auth: d.public_auth,
-        private_auth: d.private_auth,
-        created_at: d.created_at,
-    }
-}
-
-/// `k` as the admin API shows it. Keys shown here come from the store, so they carry their
-/// details; a cached key (none) would show an empty name and no timestamps.
-fn key_pb(k: &ApiKey, pending_last_use: Option<i64>) -> pb::Key {
-    let none = KeyDetails::default();
-    let details = k.details.as_deref().unwrap_or(&none);
-    pb::Key {
-        id: k.id.clone(),
-        plane: match k.plane() {
-            Plane::Data => pb::Plane::Data,
-            Plane::Control => pb::Plane::Control,
-        } as i32,
-        name: details.name.clone(),
-        description: details.description.clone(),
-        principal: k.principal.name.clone(),
-        scope: k.scope.to_strings(),
-        expires_at: k.expires_at,
-        created_at: details.created_at,
-        revoked_at: k.revoked_at,
-        last_used_at: details.last_used_at.max(pending_last_use),
-    }
-}
-
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn who_am_i(
@@ -291,9 +260,12 @@ impl Admin for AdminService {
         caller.may(Action::ProjectsWrite, Place::Organization)?;
         let slug = &request.get_ref().slug;
         validate_slug("project", slug).map_err(bad_input)?;
-        let (slug, created_at, changes) = self.store.create_project(slug).await?;
-        self.invalidate(&changes).await;
-        info!(project = %slug, by = %caller.id, "project created");
+        let (slug, created_at) = self
+            .write(&caller, "project created", slug, async {
+                let (slug, created_at, changes) = self.store.create_project(slug).await?;
+                Ok(((slug, created_at), changes))
+            })
+            .await?;
         Ok(Response::new(pb::Project { slug, created_at }))
     }
 
@@ -319,24 +291,24 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Deployment>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
-        let name = parse_deployment(&r.project, &r.slug)?;
+        let name = convert::deployment_name(&r.project, &r.slug)?;
         caller.may(Action::DeploymentsWrite, Place::Project(&name.project))?;
         let model = r.model.trim();
         if model.is_empty() || model.len() > 255 {
             return Err(bad_input("model must be 1-255 characters"));
         }
-        let (deployment, changes) = self
-            .store
-            .create_deployment(
+        let public_auth = r.public_auth.unwrap_or(true);
+        let private_auth = r.private_auth.unwrap_or(true);
+        let deployment = self
+            .write(
+                &caller,
+                "deployment created",
                 &name,
-                model,
-                r.public_auth.unwrap_or(true),
-                r.private_auth.unwrap_or(true),
+                self.store
+                    .create_deployment(&name, model, public_auth, private_auth),
             )
             .await?;
-        self.invalidate(&changes).await;
-        info!(deployment = %name, by = %caller.id, "deployment created");
-        Ok(Response::new(deployment_pb(&deployment)))
+        Ok(Response::new(pb::Deployment::from(&deployment)))
     }
 
     async fn list_deployments(
@@ -358,7 +330,7 @@ impl Admin for AdminService {
                     .may(Action::DeploymentsRead, Place::Project(&d.name.project))
                     .is_ok()
             })
-            .map(deployment_pb)
+            .map(pb::Deployment::from)
             .collect();
         Ok(Response::new(pb::ListDeploymentsResponse { deployments }))
     }
@@ -369,19 +341,23 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Deployment>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
-        let name = parse_deployment(&r.project, &r.slug)?;
+        let name = convert::deployment_name(&r.project, &r.slug)?;
         caller.may(Action::DeploymentsWrite, Place::Project(&name.project))?;
         if r.public_auth.is_none() && r.private_auth.is_none() {
             return Err(bad_input("nothing to change: give public and/or private"));
         }
-        let (deployment, changes) = self
-            .store
-            .set_deployment_auth(&name, r.public_auth, r.private_auth)
+        let deployment = self
+            .write(
+                &caller,
+                "deployment auth changed",
+                &name,
+                self.store
+                    .set_deployment_auth(&name, r.public_auth, r.private_auth),
+            )
             .await?;
-        self.invalidate(&changes).await;
-        info!(deployment = %name, public_auth = deployment.public_auth,
-              private_auth = deployment.private_auth, by = %caller.id, "deployment auth changed");
-        Ok(Response::new(deployment_pb(&deployment)))
+        debug!(deployment = %name, public_auth = deployment.public_auth,
+               private_auth = deployment.private_auth, "deployment auth now");
+        Ok(Response::new(pb::Deployment::from(&deployment)))
     }
 
     async fn create_key(
@@ -390,33 +366,31 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.get_ref();
-        let plane = parse_plane(r.plane)?;
+        let plane = convert::plane(r.plane)?;
         let scope = KeyScope::parse(plane, &r.scope).map_err(bad_input)?;
         let bearer = self.bearer(&caller, &r.bearer).await?;
         caller
             .bearer()
             .may_mint(bearer == caller.principal.id, &scope)?;
-        let expires_at = parse_expiry(r.expiry).flatten();
+        let expires_at = convert::expiry(r.expiry).flatten();
         if expires_at.is_some_and(|at| at <= now_unix()) {
             return Err(bad_input("the expiry is in the past"));
         }
         let id = token::generate_key_id();
         let minted = token::generate(plane, &id);
         let secret_hash = self.authn.hash_secret(&minted.secret).await?;
-        let (key, changes) = self
-            .store
-            .create_key(NewKey {
-                id,
-                principal_id: bearer,
-                scope,
-                name: r.name.trim().to_owned(),
-                description: r.description.trim().to_owned(),
-                secret_hash,
-                expires_at,
-            })
+        let new = NewKey {
+            id: id.clone(),
+            principal_id: bearer,
+            scope,
+            name: r.name.trim().to_owned(),
+            description: r.description.trim().to_owned(),
+            secret_hash,
+            expires_at,
+        };
+        let key = self
+            .write(&caller, "key created", &id, self.store.create_key(new))
             .await?;
-        self.invalidate(&changes).await;
-        info!(key_id = %key.id, plane = %plane, by = %caller.id, "key created");
         Ok(Response::new(pb::CreateKeyResponse {
             key: Some(self.key_pb(&key)),
             token: minted.token,
@@ -469,14 +443,19 @@ impl Admin for AdminService {
             description: r.description.as_ref().map(|d| d.trim().to_owned()),
             attach: targets(&r.attach)?,
             detach: targets(&r.detach)?,
-            expires_at: parse_expiry(r.expiry),
+            expires_at: convert::expiry(r.expiry),
         };
         caller
             .bearer()
             .may_retarget(update.attach.iter().chain(&update.detach))?;
-        let (key, changes) = self.store.update_key(&r.id, update).await?;
-        self.invalidate(&changes).await;
-        info!(key_id = %key.id, by = %caller.id, "key updated");
+        let key = self
+            .write(
+                &caller,
+                "key updated",
+                &r.id,
+                self.store.update_key(&r.id, update),
+            )
+            .await?;
         Ok(Response::new(self.key_pb(&key)))
     }
 
@@ -487,9 +466,9 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let id = &request.get_ref().id;
         self.visible_key(&caller, id).await?;
-        let (key, changes) = self.store.revoke_key(id).await?;
-        self.invalidate(&changes).await;
-        info!(key_id = %key.id, by = %caller.id, "key revoked");
+        let key = self
+            .write(&caller, "key revoked", id, self.store.revoke_key(id))
+            .await?;
         Ok(Response::new(self.key_pb(&key)))
     }
 
@@ -513,12 +492,14 @@ impl Admin for AdminService {
         let grace_until = policy::grace_until(now, r.grace_seconds, key.expires_at);
         let minted = token::generate(key.plane(), &key.id);
         let secret_hash = self.authn.hash_secret(&minted.secret).await?;
-        let (key, changes) = self
-            .store
-            .rotate_key(&key.id, &secret_hash, grace_until)
+        let key = self
+            .write(
+                &caller,
+                "key rotated",
+                &key.id,
+                self.store.rotate_key(&key.id, &secret_hash, grace_until),
+            )
             .await?;
-        self.invalidate(&changes).await;
-        info!(key_id = %key.id, grace_seconds = r.grace_seconds, by = %caller.id, "key rotated");
         Ok(Response::new(pb::CreateKeyResponse {
             key: Some(self.key_pb(&key)),
             token: minted.token,
@@ -532,9 +513,10 @@ impl Admin for AdminService {
         let caller = self.caller(&request).await?;
         let id = &request.get_ref().id;
         self.visible_key(&caller, id).await?;
-        let changes = self.store.delete_key(id).await?;
-        self.invalidate(&changes).await;
-        info!(key_id = %id, by = %caller.id, "key deleted");
+        self.write(&caller, "key deleted", id, async {
+            Ok(((), self.store.delete_key(id).await?))
+        })
+        .await?;
         Ok(Response::new(pb::DeleteKeyResponse {}))
     }
     async fn add_member(
@@ -573,7 +555,7 @@ impl Admin for AdminService {
             .await?
             .into_iter()
             .filter(|p| kind.is_empty() || p.kind.as_str() == kind)
-            .map(|p| principal_to_pb(&p, counts.get(&p.id).copied().unwrap_or(0)))
+            .map(|p| convert::principal(&p, counts.get(&p.id).copied().unwrap_or(0)))
             .collect();
         Ok(Response::new(pb::ListPrincipalsResponse { principals }))
     }
@@ -586,15 +568,12 @@ impl Admin for AdminService {
         caller.manage_iam()?;
         let target: PrincipalRef = request.get_ref().principal.parse().map_err(bad_input)?;
         let changes = self
-            .store
-            .apply_ops(&[Op::RemovePrincipal(target.clone())])
+            .apply_ops(&caller, &[Op::RemovePrincipal(target)])
             .await?;
-        self.invalidate(&changes).await;
         let keys_deleted = changes
             .iter()
             .filter(|c| matches!(c, Change::Key(_)))
             .count() as i64;
-        info!(principal = %target, keys_deleted, by = %caller.id, "principal removed");
         Ok(Response::new(pb::RemovePrincipalResponse { keys_deleted }))
     }
 
@@ -604,14 +583,14 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::PermissionSet>, Status> {
         let caller = self.caller(&request).await?;
         caller.manage_iam()?;
-        let set = permission_set_from_pb(request.get_ref())?;
+        let set = PermissionSet::try_from(request.get_ref())?;
         let stored = set.clone();
         self.mutate(&caller, move |state| {
             state.permission_sets.insert(set.name.clone(), set);
             Ok(())
         })
         .await?;
-        Ok(Response::new(permission_set_pb(&stored, false)))
+        Ok(Response::new(convert::permission_set(&stored, false)))
     }
 
     async fn list_permission_sets(
@@ -624,7 +603,7 @@ impl Admin for AdminService {
             .iter()
             .map(|name| {
                 let actions = iam::builtin_set(name).unwrap_or_default();
-                permission_set_pb(
+                convert::permission_set(
                     &PermissionSet {
                         name: (*name).to_owned(),
                         description: "built in".into(),
@@ -639,7 +618,7 @@ impl Admin for AdminService {
             state
                 .permission_sets
                 .values()
-                .map(|s| permission_set_pb(s, false)),
+                .map(|s| convert::permission_set(s, false)),
         );
         Ok(Response::new(pb::ListPermissionSetsResponse {
             permission_sets,
@@ -682,8 +661,8 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Policy>, Status> {
         let caller = self.caller(&request).await?;
         caller.manage_iam()?;
-        let policy = policy_from_pb(request.get_ref())?;
-        let stored = policy_pb(&policy);
+        let policy = Policy::try_from(request.get_ref())?;
+        let stored = pb::Policy::from(&policy);
         self.mutate(&caller, move |state| {
             state.policies.insert(policy.name.clone(), policy);
             Ok(())
@@ -707,7 +686,7 @@ impl Admin for AdminService {
                 principal.is_empty()
                     || p.principal.as_ref().map(ToString::to_string).as_deref() == Some(principal)
             })
-            .map(policy_pb)
+            .map(pb::Policy::from)
             .collect();
         Ok(Response::new(pb::ListPoliciesResponse { policies }))
     }
@@ -814,9 +793,7 @@ impl Admin for AdminService {
         let changes: Vec<String> = ops.iter().map(Op::describe).collect();
         let applied = !r.dry_run && !ops.is_empty();
         if applied {
-            let written = store.apply_ops(&ops).await?;
-            self.invalidate(&written).await;
-            info!(changes = ops.len(), by = %caller.id, "state applied");
+            self.apply_ops(&caller, &ops).await?;
         }
         Ok(Response::new(pb::ApplyResponse { changes, applied }))
     }
@@ -847,13 +824,8 @@ impl AdminService {
         let mut desired = current.clone();
         change(&mut desired)?;
         state::validate(&desired).map_err(|(_, message)| bad_input(message))?;
-        let ops = state::diff(&current, &desired);
-        let changes = store.apply_ops(&ops).await?;
-        self.invalidate(&changes).await;
-        for op in &ops {
-            info!(change = %op.describe(), by = %caller.id, "iam change");
-        }
-        Ok(changes)
+        self.apply_ops(caller, &state::diff(&current, &desired))
+            .await
     }
 
     /// The principal id a new key is borne by: the caller, or (for IAM managers) another.
@@ -900,193 +872,14 @@ impl AdminService {
             .principal_by_ref(r)
             .await?
             .ok_or_else(|| not_found(format_args!("principal {r}")))?;
-        Ok(principal_to_pb(&p, 0))
-    }
-}
-
-fn principal_to_pb(p: &Principal, keys: i64) -> pb::Principal {
-    let r = match p.kind {
-        PrincipalKind::Owner => "owner".to_owned(),
-        PrincipalKind::Member => PrincipalRef::User(p.name.clone()).to_string(),
-        PrincipalKind::Application => PrincipalRef::App(p.name.clone()).to_string(),
-    };
-    pb::Principal {
-        r#ref: r,
-        kind: p.kind.as_str().to_owned(),
-        name: p.name.clone(),
-        keys,
-    }
-}
-
-fn permission_set_from_pb(s: &pb::PermissionSet) -> Result<PermissionSet, Status> {
-    iam::validate_set_name(&s.name).map_err(bad_input)?;
-    let mut actions = s
-        .actions
-        .iter()
-        .map(|a| a.parse::<Action>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(bad_input)?;
-    actions.sort();
-    actions.dedup();
-    let mut includes = s.includes.clone();
-    includes.sort();
-    includes.dedup();
-    if actions.is_empty() && includes.is_empty() {
-        return Err(bad_input(
-            "a permission set needs at least one action or include",
-        ));
-    }
-    Ok(PermissionSet {
-        name: s.name.clone(),
-        description: s.description.trim().to_owned(),
-        actions,
-        includes,
-    })
-}
-
-fn permission_set_pb(s: &PermissionSet, builtin: bool) -> pb::PermissionSet {
-    pb::PermissionSet {
-        name: s.name.clone(),
-        description: s.description.clone(),
-        actions: s.actions.iter().map(|a| a.as_str().to_owned()).collect(),
-        includes: s.includes.clone(),
-        builtin,
-    }
-}
-
-/// Protobuf stops here: a rule is checked exactly like one from an `apply` file.
-fn rule_from_pb(r: &pb::Rule) -> Result<Rule, Status> {
-    let bad = |m: String| bad_input(m);
-    let scope = match (r.projects.is_empty(), r.all_projects, r.organization) {
-        (false, false, false) => {
-            let mut p = r.projects.clone();
-            p.sort();
-            p.dedup();
-            RuleScope::Projects(p)
-        }
-        (true, true, false) => RuleScope::AllProjects,
-        (true, false, true) => RuleScope::Organization,
-        (true, false, false) => {
-            return Err(bad(
-                "empty rule: give a scope (projects, all_projects or organization)".into(),
-            ));
-        }
-        _ => {
-            return Err(bad(
-                "a rule has exactly one scope: projects, all_projects or organization".into(),
-            ));
-        }
-    };
-    let source_ips = r
-        .source_ips
-        .iter()
-        .map(|s| {
-            s.parse::<ipnet::IpNet>()
-                .map(|n| n.trunc())
-                .map_err(|_| bad(format!("invalid CIDR {s:?}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let user_agents = r
-        .user_agents
-        .iter()
-        .map(|u| UserAgentMatch::new(&u.r#match, &u.pattern).map_err(bad))
-        .collect::<Result<Vec<_>, _>>()?;
-    let time = |t: &str| -> Result<Option<i64>, Status> {
-        if t.is_empty() {
-            Ok(None)
-        } else {
-            iam::parse_time(t).map(Some).map_err(bad)
-        }
-    };
-    let mut permission_sets = r.permission_sets.clone();
-    permission_sets.sort();
-    permission_sets.dedup();
-    let rule = Rule {
-        scope,
-        permission_sets,
-        conditions: Conditions {
-            source_ips,
-            user_agents,
-            not_before: time(&r.not_before)?,
-            not_after: time(&r.not_after)?,
-        },
-    };
-    rule.validate().map_err(bad)?;
-    Ok(rule)
-}
-
-fn policy_from_pb(p: &pb::Policy) -> Result<Policy, Status> {
-    iam::validate_policy_name(&p.name).map_err(bad_input)?;
-    let principal = if p.principal.is_empty() {
-        None
-    } else {
-        Some(p.principal.parse().map_err(bad_input)?)
-    };
-    if p.rules.is_empty() {
-        return Err(bad_input(format!("policy {} has no rules", p.name)));
-    }
-    Ok(Policy {
-        name: p.name.clone(),
-        description: p.description.trim().to_owned(),
-        principal,
-        rules: p.rules.iter().map(rule_from_pb).collect::<Result<_, _>>()?,
-    })
-}
-
-pub fn policy_pb(p: &Policy) -> pb::Policy {
-    pb::Policy {
-        name: p.name.clone(),
-        description: p.description.clone(),
-        principal: p
-            .principal
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        rules: p
-            .rules
-            .iter()
-            .map(|r| pb::Rule {
-                projects: match &r.scope {
-                    RuleScope::Projects(p) => p.clone(),
-                    _ => Vec::new(),
-                },
-                all_projects: r.scope == RuleScope::AllProjects,
-                organization: r.scope == RuleScope::Organization,
-                permission_sets: r.permission_sets.clone(),
-                source_ips: r
-                    .conditions
-                    .source_ips
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-                user_agents: r
-                    .conditions
-                    .user_agents
-                    .iter()
-                    .map(|u| pb::UserAgent {
-                        r#match: u.kind().to_owned(),
-                        pattern: u.pattern().to_owned(),
-                    })
-                    .collect(),
-                not_before: r
-                    .conditions
-                    .not_before
-                    .map(iam::format_time)
-                    .unwrap_or_default(),
-                not_after: r
-                    .conditions
-                    .not_after
-                    .map(iam::format_time)
-                    .unwrap_or_default(),
-            })
-            .collect(),
+        Ok(convert::principal(&p, 0))
     }
 }
 
 impl AdminService {
     /// The key as stored, with this replica's not yet written last use folded in.
     fn key_pb(&self, key: &ApiKey) -> pb::Key {
-        key_pb(key, self.last_used.pending(&key.id))
+        convert::key(key, self.last_used.pending(&key.id))
     }
 
     /// The key `id` if the caller may manage it; otherwise "not found", so a project-scoped

@@ -12,7 +12,9 @@ use time::format_description::well_known::Rfc3339;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
+use crate::admin::{rule_summary, set_condition_args};
 use crate::clock::now_unix;
+use crate::condition::ConditionArgs;
 use crate::config::Config;
 use crate::model::{KeyScope, Plane};
 use crate::pb::admin_client::AdminClient;
@@ -207,18 +209,8 @@ pub struct RuleArgs {
     /// Permission sets (comma separated), e.g. InferenceReadOnly.
     #[arg(long, value_delimiter = ',', required = true)]
     sets: Vec<String>,
-    /// Condition: source IP in this CIDR (repeatable; any matches).
-    #[arg(long = "ip")]
-    source_ips: Vec<String>,
-    /// Condition: user agent, `exact:V`, `prefix:V` or `glob:V` (repeatable; any matches).
-    #[arg(long = "user-agent")]
-    user_agents: Vec<String>,
-    /// Condition: RFC 3339 (UTC) instant from which the rule applies.
-    #[arg(long)]
-    not_before: Option<String>,
-    /// Condition: RFC 3339 (UTC) instant after which the rule no longer applies.
-    #[arg(long)]
-    not_after: Option<String>,
+    #[command(flatten)]
+    conditions: ConditionArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -1010,58 +1002,15 @@ async fn permission_sets(remote: Remote, command: SetsCommand) -> anyhow::Result
 
 /// Builds a rule from flags; the server validates it like any other.
 fn rule_pb(r: RuleArgs) -> anyhow::Result<pb::Rule> {
-    let user_agents = r
-        .user_agents
-        .iter()
-        .map(|u| {
-            let (kind, pattern) = u.split_once(':').ok_or_else(|| {
-                anyhow!("--user-agent {u:?}: expected exact:V, prefix:V or glob:V")
-            })?;
-            Ok(pb::UserAgent {
-                r#match: kind.to_owned(),
-                pattern: pattern.to_owned(),
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
-    Ok(pb::Rule {
+    let mut rule = pb::Rule {
         projects: r.projects,
         all_projects: r.all_projects,
         organization: r.organization,
         permission_sets: r.sets,
-        source_ips: r.source_ips,
-        user_agents,
-        not_before: r.not_before.unwrap_or_default(),
-        not_after: r.not_after.unwrap_or_default(),
-    })
-}
-
-fn rule_summary(r: &pb::Rule) -> String {
-    let scope = if r.organization {
-        "organization".to_owned()
-    } else if r.all_projects {
-        "all projects".to_owned()
-    } else {
-        format!("projects {}", r.projects.join(","))
+        ..pb::Rule::default()
     };
-    let mut parts = vec![scope, r.permission_sets.join("+")];
-    if !r.source_ips.is_empty() {
-        parts.push(format!("ip {}", r.source_ips.join("|")));
-    }
-    if !r.user_agents.is_empty() {
-        let uas: Vec<String> = r
-            .user_agents
-            .iter()
-            .map(|u| format!("{}:{}", u.r#match, u.pattern))
-            .collect();
-        parts.push(format!("ua {}", uas.join("|")));
-    }
-    if !r.not_before.is_empty() {
-        parts.push(format!("from {}", r.not_before));
-    }
-    if !r.not_after.is_empty() {
-        parts.push(format!("until {}", r.not_after));
-    }
-    parts.join(" ")
+    set_condition_args(&mut rule, r.conditions)?;
+    Ok(rule)
 }
 
 async fn policies(remote: Remote, command: PoliciesCommand) -> anyhow::Result<()> {

@@ -9,12 +9,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::condition::parse_source_ip;
 use crate::iam::{
-    self, Action, Conditions, PermissionSet, Policy, PrincipalRef, Rule, RuleScope, UserAgentMatch,
+    self, Action, Conditions, PermissionSet, Policy, PrincipalRef, Rule, RuleScope,
+    ScopeChoiceError, UserAgentMatch,
 };
 use crate::model::{DeploymentName, validate_slug};
 use crate::state::{DeploymentSpec, Locator, State, validate};
@@ -314,74 +315,43 @@ pub fn parse(text: &str) -> Result<File, FileError> {
 fn rule_of(lines: &Lines<'_>, spanned: &Spanned<RuleDoc>) -> Result<Rule, FileError> {
     let r = spanned.get_ref();
     let start = spanned.span().start;
-    let scope = match (&r.projects, r.all_projects, r.organization) {
-        (Some(p), false, false) => {
-            let mut p = p.clone();
-            p.sort();
-            p.dedup();
-            RuleScope::Projects(p)
-        }
-        (None, true, false) => RuleScope::AllProjects,
-        (None, false, true) => RuleScope::Organization,
-        (None, false, false) => {
-            return lines.err(
+    let scope = RuleScope::choose(r.projects.as_deref(), r.all_projects, r.organization)
+        .or_else(|e| {
+            lines.err(
                 start,
-                "empty rule: give a scope (projects = [...], all_projects = true or organization = true)",
-            );
-        }
-        _ => {
-            return lines.err(
-                start,
-                "a rule has exactly one scope: projects, all_projects or organization",
-            );
-        }
-    };
-    let mut source_ips = Vec::new();
-    for ip in &r.source_ips {
-        match ip.get_ref().parse::<IpNet>() {
-            Ok(net) => source_ips.push(net.trunc()),
-            Err(_) => {
-                return lines.err(
-                    ip.span().start,
-                    format!(
-                        "invalid CIDR {:?}: expected e.g. 10.0.0.0/8 or 2001:db8::/32",
-                        ip.get_ref()
-                    ),
-                );
-            }
-        }
-    }
-    let time = |t: &Option<Spanned<String>>| -> Result<Option<i64>, FileError> {
-        match t {
-            None => Ok(None),
-            Some(t) => iam::parse_time(t.get_ref())
-                .map(Some)
-                .or_else(|e| lines.err(t.span().start, e)),
-        }
-    };
-    let mut permission_sets = r.permission_sets.clone();
-    permission_sets.sort();
-    permission_sets.dedup();
-    let rule = Rule {
-        scope,
-        permission_sets,
-        conditions: Conditions {
-            source_ips,
-            user_agents: r.user_agents.iter().map(|u| u.get_ref().clone()).collect(),
-            not_before: time(&r.not_before)?,
-            not_after: time(&r.not_after)?,
-        },
-    };
-    if let Some(bad) = r
-        .user_agents
+                match e {
+                    ScopeChoiceError::None => {
+                        "empty rule: give a scope (projects = [...], all_projects = true or organization = true)"
+                    }
+                    ScopeChoiceError::Several => {
+                        "a rule has exactly one scope: projects, all_projects or organization"
+                    }
+                },
+            )
+        })?;
+    let at = |value: &Spanned<_>| value.span().start;
+    let source_ips = r
+        .source_ips
         .iter()
-        .find(|u| u.get_ref().validate().is_err())
-    {
-        let e = bad.get_ref().validate().err().unwrap_or_default();
-        return lines.err(bad.span().start, e);
+        .map(|ip| parse_source_ip(ip.get_ref()).or_else(|e| lines.err(at(ip), e)))
+        .collect::<Result<_, _>>()?;
+    let time = |t: &Option<Spanned<String>>| -> Result<Option<i64>, FileError> {
+        t.as_ref()
+            .map(|t| iam::parse_time(t.get_ref()).or_else(|e| lines.err(at(t), e)))
+            .transpose()
+    };
+    let conditions = Conditions {
+        source_ips,
+        user_agents: r.user_agents.iter().map(|u| u.get_ref().clone()).collect(),
+        not_before: time(&r.not_before)?,
+        not_after: time(&r.not_after)?,
+    };
+    for u in &r.user_agents {
+        u.get_ref()
+            .validate()
+            .or_else(|e| lines.err(u.span().start, e))?;
     }
-    rule.validate().or_else(|e| lines.err(start, e))?;
-    Ok(rule)
+    Rule::new(scope, r.permission_sets.clone(), conditions).or_else(|e| lines.err(start, e))
 }
 
 impl File {

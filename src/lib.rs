@@ -4,6 +4,7 @@
 //! - [`token`]: the `ik_live_` / `ik_sdk_` token format: generate, parse, checksum.
 //! - [`model`]: domain types (planes, deployments, scopes, principals, keys).
 //! - [`iam`]: actions, permission sets, policies, rules, conditions and resolved grants.
+//! - [`condition`]: rule conditions (source IP, user agent, time window), one section a kind.
 //! - [`policy`]: the pure decision, with no I/O.
 //! - [`state`]: the declarative state (everything `apply` manages), its validation and diff.
 //! - [`declare`]: the `apply` / `export` TOML file format, parsed into and rendered from a state.
@@ -33,6 +34,7 @@ pub mod authz;
 pub mod cache;
 pub mod cli;
 pub mod clock;
+pub mod condition;
 pub mod config;
 pub mod declare;
 pub mod directory;
