@@ -237,60 +237,110 @@ fn undecidable(e: Undecidable) -> Status {
     Status::from(e)
 }
 
-#[tonic::async_trait]
-impl Admin for AdminService {
-    async fn who_am_i(
-        &self,
-        request: Request<pb::WhoAmIRequest>,
-    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        Ok(Response::new(pb::WhoAmIResponse {
+/// The gRPC service: every call authenticates its caller first, then runs the call of the
+/// same name on [`AdminService`] with the caller and the message.
+macro_rules! admin_calls {
+    ($($name:ident($request:ident) -> $response:ident;)*) => {
+        #[tonic::async_trait]
+        impl Admin for AdminService {
+            $(
+                async fn $name(
+                    &self,
+                    request: Request<pb::$request>,
+                ) -> Result<Response<pb::$response>, Status> {
+                    let caller = self.caller(&request).await?;
+                    AdminService::$name(self, &caller, request.into_inner())
+                        .await
+                        .map(Response::new)
+                }
+            )*
+        }
+    };
+}
+
+admin_calls! {
+    who_am_i(WhoAmIRequest) -> WhoAmIResponse;
+    create_project(CreateProjectRequest) -> Project;
+    list_projects(ListProjectsRequest) -> ListProjectsResponse;
+    create_deployment(CreateDeploymentRequest) -> Deployment;
+    list_deployments(ListDeploymentsRequest) -> ListDeploymentsResponse;
+    set_deployment_auth(SetDeploymentAuthRequest) -> Deployment;
+    create_key(CreateKeyRequest) -> CreateKeyResponse;
+    list_keys(ListKeysRequest) -> ListKeysResponse;
+    get_key(GetKeyRequest) -> Key;
+    update_key(UpdateKeyRequest) -> Key;
+    revoke_key(RevokeKeyRequest) -> Key;
+    rotate_key(RotateKeyRequest) -> CreateKeyResponse;
+    delete_key(DeleteKeyRequest) -> DeleteKeyResponse;
+    add_member(AddMemberRequest) -> Principal;
+    create_application(CreateApplicationRequest) -> Principal;
+    list_principals(ListPrincipalsRequest) -> ListPrincipalsResponse;
+    remove_principal(RemovePrincipalRequest) -> RemovePrincipalResponse;
+    put_permission_set(PermissionSet) -> PermissionSet;
+    list_permission_sets(ListPermissionSetsRequest) -> ListPermissionSetsResponse;
+    delete_permission_set(DeletePermissionSetRequest) -> DeletePermissionSetResponse;
+    put_policy(Policy) -> Policy;
+    list_policies(ListPoliciesRequest) -> ListPoliciesResponse;
+    delete_policy(DeletePolicyRequest) -> DeletePolicyResponse;
+    register_workload(Workload) -> Workload;
+    list_workloads(ListWorkloadsRequest) -> ListWorkloadsResponse;
+    delete_workload(DeleteWorkloadRequest) -> DeleteWorkloadResponse;
+    apply(ApplyRequest) -> ApplyResponse;
+    export(ExportRequest) -> ExportResponse;
+}
+
+/// What an admin call answers (the gRPC layer wraps it in a `Response`).
+type Reply<T> = Result<T, Status>;
+
+/// The calls, each saying what it authorizes, what it changes and what that invalidates.
+impl AdminService {
+    async fn who_am_i(&self, caller: &Caller, _: pb::WhoAmIRequest) -> Reply<pb::WhoAmIResponse> {
+        Ok(pb::WhoAmIResponse {
             key_id: caller.id.clone(),
             principal: caller.principal.name.clone(),
             principal_kind: caller.principal.kind.as_str().to_owned(),
             scope: caller.scope.to_strings().join(","),
-        }))
+        })
     }
 
     async fn create_project(
         &self,
-        request: Request<pb::CreateProjectRequest>,
-    ) -> Result<Response<pb::Project>, Status> {
-        let caller = self.caller(&request).await?;
+        caller: &Caller,
+        r: pb::CreateProjectRequest,
+    ) -> Reply<pb::Project> {
         caller.may(Action::ProjectsWrite, Place::Organization)?;
-        let slug = &request.get_ref().slug;
+        let slug = &r.slug;
         validate_slug("project", slug).map_err(bad_input)?;
         let (slug, created_at) = self
-            .write(&caller, "project created", slug, async {
+            .write(caller, "project created", slug, async {
                 let (slug, created_at, changes) = self.store.create_project(slug).await?;
                 Ok(((slug, created_at), changes))
             })
             .await?;
-        Ok(Response::new(pb::Project { slug, created_at }))
+        Ok(pb::Project { slug, created_at })
     }
 
     async fn list_projects(
         &self,
-        request: Request<pb::ListProjectsRequest>,
-    ) -> Result<Response<pb::ListProjectsResponse>, Status> {
-        let caller = self.caller(&request).await?;
+        caller: &Caller,
+        _: pb::ListProjectsRequest,
+    ) -> Reply<pb::ListProjectsResponse> {
         let projects = self
             .store
             .list_projects()
             .await?
             .into_iter()
-            .filter(|(slug, _)| policy::reaches(&caller, Place::Project(slug)).is_ok())
+            .filter(|(slug, _)| policy::reaches(caller, Place::Project(slug)).is_ok())
             .map(|(slug, created_at)| pb::Project { slug, created_at })
             .collect();
-        Ok(Response::new(pb::ListProjectsResponse { projects }))
+        Ok(pb::ListProjectsResponse { projects })
     }
 
     async fn create_deployment(
         &self,
-        request: Request<pb::CreateDeploymentRequest>,
-    ) -> Result<Response<pb::Deployment>, Status> {
-        let caller = self.caller(&request).await?;
-        let r = request.get_ref();
+        caller: &Caller,
+        r: pb::CreateDeploymentRequest,
+    ) -> Reply<pb::Deployment> {
         let name = convert::deployment_name(&r.project, &r.slug)?;
         caller.may(Action::DeploymentsWrite, Place::Project(&name.project))?;
         let model = r.model.trim();
@@ -301,22 +351,22 @@ impl Admin for AdminService {
         let private_auth = r.private_auth.unwrap_or(true);
         let deployment = self
             .write(
-                &caller,
+                caller,
                 "deployment created",
                 &name,
                 self.store
                     .create_deployment(&name, model, public_auth, private_auth),
             )
             .await?;
-        Ok(Response::new(pb::Deployment::from(&deployment)))
+        Ok(pb::Deployment::from(&deployment))
     }
 
     async fn list_deployments(
         &self,
-        request: Request<pb::ListDeploymentsRequest>,
-    ) -> Result<Response<pb::ListDeploymentsResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let project = request.get_ref().project.as_str();
+        caller: &Caller,
+        r: pb::ListDeploymentsRequest,
+    ) -> Reply<pb::ListDeploymentsResponse> {
+        let project = r.project.as_str();
         if !project.is_empty() {
             caller.may(Action::DeploymentsRead, Place::Project(project))?;
         }
@@ -332,15 +382,14 @@ impl Admin for AdminService {
             })
             .map(pb::Deployment::from)
             .collect();
-        Ok(Response::new(pb::ListDeploymentsResponse { deployments }))
+        Ok(pb::ListDeploymentsResponse { deployments })
     }
 
     async fn set_deployment_auth(
         &self,
-        request: Request<pb::SetDeploymentAuthRequest>,
-    ) -> Result<Response<pb::Deployment>, Status> {
-        let caller = self.caller(&request).await?;
-        let r = request.get_ref();
+        caller: &Caller,
+        r: pb::SetDeploymentAuthRequest,
+    ) -> Reply<pb::Deployment> {
         let name = convert::deployment_name(&r.project, &r.slug)?;
         caller.may(Action::DeploymentsWrite, Place::Project(&name.project))?;
         if r.public_auth.is_none() && r.private_auth.is_none() {
@@ -348,7 +397,7 @@ impl Admin for AdminService {
         }
         let deployment = self
             .write(
-                &caller,
+                caller,
                 "deployment auth changed",
                 &name,
                 self.store
@@ -357,18 +406,17 @@ impl Admin for AdminService {
             .await?;
         debug!(deployment = %name, public_auth = deployment.public_auth,
                private_auth = deployment.private_auth, "deployment auth now");
-        Ok(Response::new(pb::Deployment::from(&deployment)))
+        Ok(pb::Deployment::from(&deployment))
     }
 
     async fn create_key(
         &self,
-        request: Request<pb::CreateKeyRequest>,
-    ) -> Result<Response<pb::CreateKeyResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let r = request.get_ref();
+        caller: &Caller,
+        r: pb::CreateKeyRequest,
+    ) -> Reply<pb::CreateKeyResponse> {
         let plane = convert::plane(r.plane)?;
         let scope = KeyScope::parse(plane, &r.scope).map_err(bad_input)?;
-        let bearer = self.bearer(&caller, &r.bearer).await?;
+        let bearer = self.bearer(caller, &r.bearer).await?;
         caller
             .bearer()
             .may_mint(bearer == caller.principal.id, &scope)?;
@@ -389,20 +437,20 @@ impl Admin for AdminService {
             expires_at,
         };
         let key = self
-            .write(&caller, "key created", &id, self.store.create_key(new))
+            .write(caller, "key created", &id, self.store.create_key(new))
             .await?;
-        Ok(Response::new(pb::CreateKeyResponse {
+        Ok(pb::CreateKeyResponse {
             key: Some(self.key_pb(&key)),
             token: minted.token,
-        }))
+        })
     }
 
     async fn list_keys(
         &self,
-        request: Request<pb::ListKeysRequest>,
-    ) -> Result<Response<pb::ListKeysResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let project = request.get_ref().project.as_str();
+        caller: &Caller,
+        r: pb::ListKeysRequest,
+    ) -> Reply<pb::ListKeysResponse> {
+        let project = r.project.as_str();
         if !project.is_empty() {
             validate_slug("project", project).map_err(bad_input)?;
         }
@@ -414,25 +462,16 @@ impl Admin for AdminService {
             .filter(|k| caller.bearer().may_manage_key(k).is_ok())
             .map(|k| self.key_pb(k))
             .collect();
-        Ok(Response::new(pb::ListKeysResponse { keys }))
+        Ok(pb::ListKeysResponse { keys })
     }
 
-    async fn get_key(
-        &self,
-        request: Request<pb::GetKeyRequest>,
-    ) -> Result<Response<pb::Key>, Status> {
-        let caller = self.caller(&request).await?;
-        let key = self.visible_key(&caller, &request.get_ref().id).await?;
-        Ok(Response::new(self.key_pb(&key)))
+    async fn get_key(&self, caller: &Caller, r: pb::GetKeyRequest) -> Reply<pb::Key> {
+        let key = self.visible_key(caller, &r.id).await?;
+        Ok(self.key_pb(&key))
     }
 
-    async fn update_key(
-        &self,
-        request: Request<pb::UpdateKeyRequest>,
-    ) -> Result<Response<pb::Key>, Status> {
-        let caller = self.caller(&request).await?;
-        let r = request.get_ref();
-        self.visible_key(&caller, &r.id).await?;
+    async fn update_key(&self, caller: &Caller, r: pb::UpdateKeyRequest) -> Reply<pb::Key> {
+        self.visible_key(caller, &r.id).await?;
         let targets = |list: &[String]| -> Result<Vec<DataTarget>, Status> {
             list.iter()
                 .map(|s| s.parse::<DataTarget>().map_err(bad_input))
@@ -450,35 +489,30 @@ impl Admin for AdminService {
             .may_retarget(update.attach.iter().chain(&update.detach))?;
         let key = self
             .write(
-                &caller,
+                caller,
                 "key updated",
                 &r.id,
                 self.store.update_key(&r.id, update),
             )
             .await?;
-        Ok(Response::new(self.key_pb(&key)))
+        Ok(self.key_pb(&key))
     }
 
-    async fn revoke_key(
-        &self,
-        request: Request<pb::RevokeKeyRequest>,
-    ) -> Result<Response<pb::Key>, Status> {
-        let caller = self.caller(&request).await?;
-        let id = &request.get_ref().id;
-        self.visible_key(&caller, id).await?;
+    async fn revoke_key(&self, caller: &Caller, r: pb::RevokeKeyRequest) -> Reply<pb::Key> {
+        let id = &r.id;
+        self.visible_key(caller, id).await?;
         let key = self
-            .write(&caller, "key revoked", id, self.store.revoke_key(id))
+            .write(caller, "key revoked", id, self.store.revoke_key(id))
             .await?;
-        Ok(Response::new(self.key_pb(&key)))
+        Ok(self.key_pb(&key))
     }
 
     async fn rotate_key(
         &self,
-        request: Request<pb::RotateKeyRequest>,
-    ) -> Result<Response<pb::CreateKeyResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let r = request.get_ref();
-        let key = self.visible_key(&caller, &r.id).await?;
+        caller: &Caller,
+        r: pb::RotateKeyRequest,
+    ) -> Reply<pb::CreateKeyResponse> {
+        let key = self.visible_key(caller, &r.id).await?;
         let now = now_unix();
         if policy::validity(key.revoked_at, key.expires_at, now).is_err() {
             return Err(precondition(format!(
@@ -494,60 +528,56 @@ impl Admin for AdminService {
         let secret_hash = self.authn.hash_secret(&minted.secret).await?;
         let key = self
             .write(
-                &caller,
+                caller,
                 "key rotated",
                 &key.id,
                 self.store.rotate_key(&key.id, &secret_hash, grace_until),
             )
             .await?;
-        Ok(Response::new(pb::CreateKeyResponse {
+        Ok(pb::CreateKeyResponse {
             key: Some(self.key_pb(&key)),
             token: minted.token,
-        }))
+        })
     }
 
     async fn delete_key(
         &self,
-        request: Request<pb::DeleteKeyRequest>,
-    ) -> Result<Response<pb::DeleteKeyResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let id = &request.get_ref().id;
-        self.visible_key(&caller, id).await?;
-        self.write(&caller, "key deleted", id, async {
+        caller: &Caller,
+        r: pb::DeleteKeyRequest,
+    ) -> Reply<pb::DeleteKeyResponse> {
+        let id = &r.id;
+        self.visible_key(caller, id).await?;
+        self.write(caller, "key deleted", id, async {
             Ok(((), self.store.delete_key(id).await?))
         })
         .await?;
-        Ok(Response::new(pb::DeleteKeyResponse {}))
+        Ok(pb::DeleteKeyResponse {})
     }
-    async fn add_member(
-        &self,
-        request: Request<pb::AddMemberRequest>,
-    ) -> Result<Response<pb::Principal>, Status> {
-        let caller = self.caller(&request).await?;
+    async fn add_member(&self, caller: &Caller, r: pb::AddMemberRequest) -> Reply<pb::Principal> {
         caller.manage_iam()?;
-        let email = request.get_ref().email.trim().to_owned();
+        let email = r.email.trim().to_owned();
         iam::validate_email(&email).map_err(bad_input)?;
-        self.add_principal(&caller, PrincipalRef::User(email)).await
+        self.add_principal(caller, PrincipalRef::User(email)).await
     }
 
     async fn create_application(
         &self,
-        request: Request<pb::CreateApplicationRequest>,
-    ) -> Result<Response<pb::Principal>, Status> {
-        let caller = self.caller(&request).await?;
+        caller: &Caller,
+        r: pb::CreateApplicationRequest,
+    ) -> Reply<pb::Principal> {
         caller.manage_iam()?;
-        let name = request.get_ref().name.trim().to_owned();
+        let name = r.name.trim().to_owned();
         iam::validate_app_name(&name).map_err(bad_input)?;
-        self.add_principal(&caller, PrincipalRef::App(name)).await
+        self.add_principal(caller, PrincipalRef::App(name)).await
     }
 
     async fn list_principals(
         &self,
-        request: Request<pb::ListPrincipalsRequest>,
-    ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
-        let caller = self.caller(&request).await?;
+        caller: &Caller,
+        r: pb::ListPrincipalsRequest,
+    ) -> Reply<pb::ListPrincipalsResponse> {
         caller.manage_iam()?;
-        let kind = request.get_ref().kind.as_str();
+        let kind = r.kind.as_str();
         let store = &self.store;
         let counts = store.key_counts().await?;
         let principals = store
@@ -557,47 +587,47 @@ impl Admin for AdminService {
             .filter(|p| kind.is_empty() || p.kind.as_str() == kind)
             .map(|p| convert::principal(&p, counts.get(&p.id).copied().unwrap_or(0)))
             .collect();
-        Ok(Response::new(pb::ListPrincipalsResponse { principals }))
+        Ok(pb::ListPrincipalsResponse { principals })
     }
 
     async fn remove_principal(
         &self,
-        request: Request<pb::RemovePrincipalRequest>,
-    ) -> Result<Response<pb::RemovePrincipalResponse>, Status> {
-        let caller = self.caller(&request).await?;
+        caller: &Caller,
+        r: pb::RemovePrincipalRequest,
+    ) -> Reply<pb::RemovePrincipalResponse> {
         caller.manage_iam()?;
-        let target: PrincipalRef = request.get_ref().principal.parse().map_err(bad_input)?;
+        let target: PrincipalRef = r.principal.parse().map_err(bad_input)?;
         let changes = self
-            .apply_ops(&caller, &[Op::RemovePrincipal(target)])
+            .apply_ops(caller, &[Op::RemovePrincipal(target)])
             .await?;
         let keys_deleted = changes
             .iter()
             .filter(|c| matches!(c, Change::Key(_)))
             .count() as i64;
-        Ok(Response::new(pb::RemovePrincipalResponse { keys_deleted }))
+        Ok(pb::RemovePrincipalResponse { keys_deleted })
     }
 
     async fn put_permission_set(
         &self,
-        request: Request<pb::PermissionSet>,
-    ) -> Result<Response<pb::PermissionSet>, Status> {
-        let caller = self.caller(&request).await?;
+        caller: &Caller,
+        r: pb::PermissionSet,
+    ) -> Reply<pb::PermissionSet> {
         caller.manage_iam()?;
-        let set = PermissionSet::try_from(request.get_ref())?;
+        let set = PermissionSet::try_from(&r)?;
         let stored = set.clone();
-        self.mutate(&caller, move |state| {
+        self.mutate(caller, move |state| {
             state.permission_sets.insert(set.name.clone(), set);
             Ok(())
         })
         .await?;
-        Ok(Response::new(convert::permission_set(&stored, false)))
+        Ok(convert::permission_set(&stored, false))
     }
 
     async fn list_permission_sets(
         &self,
-        request: Request<pb::ListPermissionSetsRequest>,
-    ) -> Result<Response<pb::ListPermissionSetsResponse>, Status> {
-        self.caller(&request).await?;
+        _caller: &Caller,
+        _: pb::ListPermissionSetsRequest,
+    ) -> Reply<pb::ListPermissionSetsResponse> {
         let state = self.store.load_state().await?;
         let mut permission_sets: Vec<pb::PermissionSet> = iam::BUILTIN_SETS
             .iter()
@@ -620,19 +650,17 @@ impl Admin for AdminService {
                 .values()
                 .map(|s| convert::permission_set(s, false)),
         );
-        Ok(Response::new(pb::ListPermissionSetsResponse {
-            permission_sets,
-        }))
+        Ok(pb::ListPermissionSetsResponse { permission_sets })
     }
 
     async fn delete_permission_set(
         &self,
-        request: Request<pb::DeletePermissionSetRequest>,
-    ) -> Result<Response<pb::DeletePermissionSetResponse>, Status> {
-        let caller = self.caller(&request).await?;
+        caller: &Caller,
+        r: pb::DeletePermissionSetRequest,
+    ) -> Reply<pb::DeletePermissionSetResponse> {
         caller.manage_iam()?;
-        let name = request.get_ref().name.clone();
-        self.mutate(&caller, |state| {
+        let name = r.name.clone();
+        self.mutate(caller, |state| {
             state
                 .permission_sets
                 .remove(&name)
@@ -652,32 +680,28 @@ impl Admin for AdminService {
             Ok(())
         })
         .await?;
-        Ok(Response::new(pb::DeletePermissionSetResponse {}))
+        Ok(pb::DeletePermissionSetResponse {})
     }
 
-    async fn put_policy(
-        &self,
-        request: Request<pb::Policy>,
-    ) -> Result<Response<pb::Policy>, Status> {
-        let caller = self.caller(&request).await?;
+    async fn put_policy(&self, caller: &Caller, r: pb::Policy) -> Reply<pb::Policy> {
         caller.manage_iam()?;
-        let policy = Policy::try_from(request.get_ref())?;
+        let policy = Policy::try_from(&r)?;
         let stored = pb::Policy::from(&policy);
-        self.mutate(&caller, move |state| {
+        self.mutate(caller, move |state| {
             state.policies.insert(policy.name.clone(), policy);
             Ok(())
         })
         .await?;
-        Ok(Response::new(stored))
+        Ok(stored)
     }
 
     async fn list_policies(
         &self,
-        request: Request<pb::ListPoliciesRequest>,
-    ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
-        let caller = self.caller(&request).await?;
+        caller: &Caller,
+        r: pb::ListPoliciesRequest,
+    ) -> Reply<pb::ListPoliciesResponse> {
         caller.manage_iam()?;
-        let principal = request.get_ref().principal.as_str();
+        let principal = r.principal.as_str();
         let state = self.store.load_state().await?;
         let policies = state
             .policies
@@ -688,17 +712,17 @@ impl Admin for AdminService {
             })
             .map(pb::Policy::from)
             .collect();
-        Ok(Response::new(pb::ListPoliciesResponse { policies }))
+        Ok(pb::ListPoliciesResponse { policies })
     }
 
     async fn delete_policy(
         &self,
-        request: Request<pb::DeletePolicyRequest>,
-    ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
-        let caller = self.caller(&request).await?;
+        caller: &Caller,
+        r: pb::DeletePolicyRequest,
+    ) -> Reply<pb::DeletePolicyResponse> {
         caller.manage_iam()?;
-        let name = request.get_ref().name.clone();
-        self.mutate(&caller, |state| {
+        let name = r.name.clone();
+        self.mutate(caller, |state| {
             state
                 .policies
                 .remove(&name)
@@ -706,20 +730,16 @@ impl Admin for AdminService {
                 .ok_or_else(|| not_found(format_args!("policy {name}")))
         })
         .await?;
-        Ok(Response::new(pb::DeletePolicyResponse {}))
+        Ok(pb::DeletePolicyResponse {})
     }
 
-    async fn register_workload(
-        &self,
-        request: Request<pb::Workload>,
-    ) -> Result<Response<pb::Workload>, Status> {
-        let caller = self.caller(&request).await?;
-        let w = request.get_ref().clone();
+    async fn register_workload(&self, caller: &Caller, r: pb::Workload) -> Reply<pb::Workload> {
+        let w = r;
         validate_slug("workload", &w.id).map_err(bad_input)?;
         validate_slug("project", &w.project).map_err(bad_input)?;
         caller.may(Action::DeploymentsWrite, Place::Project(&w.project))?;
         let (id, project) = (w.id.clone(), w.project.clone());
-        self.mutate(&caller, move |state| {
+        self.mutate(caller, move |state| {
             if state.workloads.contains_key(&id) {
                 return Err(conflict(format_args!("workload {id}")));
             }
@@ -730,15 +750,15 @@ impl Admin for AdminService {
             Ok(())
         })
         .await?;
-        Ok(Response::new(w))
+        Ok(w)
     }
 
     async fn list_workloads(
         &self,
-        request: Request<pb::ListWorkloadsRequest>,
-    ) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let project = request.get_ref().project.as_str();
+        caller: &Caller,
+        r: pb::ListWorkloadsRequest,
+    ) -> Reply<pb::ListWorkloadsResponse> {
+        let project = r.project.as_str();
         let state = self.store.load_state().await?;
         let workloads = state
             .workloads
@@ -751,15 +771,15 @@ impl Admin for AdminService {
             })
             .map(|(id, project)| pb::Workload { id, project })
             .collect();
-        Ok(Response::new(pb::ListWorkloadsResponse { workloads }))
+        Ok(pb::ListWorkloadsResponse { workloads })
     }
 
     async fn delete_workload(
         &self,
-        request: Request<pb::DeleteWorkloadRequest>,
-    ) -> Result<Response<pb::DeleteWorkloadResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let id = request.get_ref().id.clone();
+        caller: &Caller,
+        r: pb::DeleteWorkloadRequest,
+    ) -> Reply<pb::DeleteWorkloadResponse> {
+        let id = r.id.clone();
         let not_found = || not_found(format_args!("workload {id}"));
         let project = self
             .store
@@ -768,21 +788,16 @@ impl Admin for AdminService {
             .ok_or_else(not_found)?;
         caller.bearer().may_see_workload(&id, &project)?;
         caller.may(Action::DeploymentsWrite, Place::Project(&project))?;
-        self.mutate(&caller, |state| {
+        self.mutate(caller, |state| {
             state.workloads.remove(&id);
             Ok(())
         })
         .await?;
-        Ok(Response::new(pb::DeleteWorkloadResponse {}))
+        Ok(pb::DeleteWorkloadResponse {})
     }
 
-    async fn apply(
-        &self,
-        request: Request<pb::ApplyRequest>,
-    ) -> Result<Response<pb::ApplyResponse>, Status> {
-        let caller = self.caller(&request).await?;
+    async fn apply(&self, caller: &Caller, r: pb::ApplyRequest) -> Reply<pb::ApplyResponse> {
         caller.manage_iam()?;
-        let r = request.get_ref();
         let file = declare::parse(&r.document).map_err(|e| bad_input(e.to_string()))?;
         let store = &self.store;
         let current = store.load_state().await?;
@@ -793,21 +808,17 @@ impl Admin for AdminService {
         let changes: Vec<String> = ops.iter().map(Op::describe).collect();
         let applied = !r.dry_run && !ops.is_empty();
         if applied {
-            self.apply_ops(&caller, &ops).await?;
+            self.apply_ops(caller, &ops).await?;
         }
-        Ok(Response::new(pb::ApplyResponse { changes, applied }))
+        Ok(pb::ApplyResponse { changes, applied })
     }
 
-    async fn export(
-        &self,
-        request: Request<pb::ExportRequest>,
-    ) -> Result<Response<pb::ExportResponse>, Status> {
-        let caller = self.caller(&request).await?;
+    async fn export(&self, caller: &Caller, _: pb::ExportRequest) -> Reply<pb::ExportResponse> {
         caller.manage_iam()?;
         let state = self.store.load_state().await?;
-        Ok(Response::new(pb::ExportResponse {
+        Ok(pb::ExportResponse {
             document: declare::render(&state),
-        }))
+        })
     }
 }
 
@@ -848,7 +859,7 @@ impl AdminService {
         &self,
         caller: &Caller,
         principal: PrincipalRef,
-    ) -> Result<Response<pb::Principal>, Status> {
+    ) -> Result<pb::Principal, Status> {
         self.mutate(caller, |state| {
             let (set, name, what) = match &principal {
                 PrincipalRef::User(email) => (&mut state.members, email, "member"),
@@ -863,7 +874,7 @@ impl AdminService {
             Ok(())
         })
         .await?;
-        self.principal_pb(&principal).await.map(Response::new)
+        self.principal_pb(&principal).await
     }
 
     async fn principal_pb(&self, r: &PrincipalRef) -> Result<pb::Principal, Status> {
