@@ -270,11 +270,11 @@ mod time {
     use super::*;
 
     pub(super) fn not_before_holds(at: Option<i64>, facts: &Facts<'_>) -> bool {
-        !at.is_some_and(|at| facts.now < at)
+        at.is_none_or(|at| facts.now >= at)
     }
 
     pub(super) fn not_after_holds(at: Option<i64>, facts: &Facts<'_>) -> bool {
-        !at.is_some_and(|at| facts.now > at)
+        at.is_none_or(|at| facts.now <= at)
     }
 
     pub(super) fn validate_window(
