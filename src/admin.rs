@@ -30,6 +30,7 @@ use crate::authn::{Authenticated, Authenticator, Undecidable};
 use crate::cache::KeyEntry;
 use crate::clock::now_unix;
 use crate::config;
+use crate::credential;
 use crate::declare;
 use crate::directory::Directory;
 use crate::errors::{
@@ -119,10 +120,7 @@ impl AdminService {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
+            .and_then(credential::bearer)
             .ok_or_else(|| {
                 unauthenticated("missing control token (authorization: Bearer ik_sdk_…)")
             })?;
