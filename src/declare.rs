@@ -249,22 +249,16 @@ pub fn parse(text: &str) -> Result<File, FileError> {
                 Err(e) => return lines.err(a.span().start, e),
             }
         }
-        actions.sort();
-        actions.dedup();
-        let mut includes = doc.includes.clone();
-        includes.sort();
-        includes.dedup();
-        if actions.is_empty() && includes.is_empty() {
+        let Some(set) = PermissionSet::new(
+            name.clone(),
+            doc.description.clone(),
+            actions,
+            doc.includes.clone(),
+        ) else {
             return lines.err(
                 s.span().start,
                 format!("permission set {name} has no actions and includes nothing"),
             );
-        }
-        let set = PermissionSet {
-            name: name.clone(),
-            description: doc.description.clone(),
-            actions,
-            includes,
         };
         at.insert(
             Locator::PermissionSet(name.clone()),

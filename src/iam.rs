@@ -107,6 +107,28 @@ pub struct PermissionSet {
     pub includes: Vec<String>,
 }
 
+impl PermissionSet {
+    /// A set from any edge, actions and includes sorted and deduplicated; `None` when it has
+    /// neither (each edge words that error its own way).
+    pub fn new(
+        name: String,
+        description: String,
+        mut actions: Vec<Action>,
+        mut includes: Vec<String>,
+    ) -> Option<PermissionSet> {
+        actions.sort();
+        actions.dedup();
+        includes.sort();
+        includes.dedup();
+        (!actions.is_empty() || !includes.is_empty()).then_some(PermissionSet {
+            name,
+            description,
+            actions,
+            includes,
+        })
+    }
+}
+
 /// Permission set names: 1-64 ASCII letters and digits, starting with a letter (like the
 /// built-in `InferenceFullAccess`).
 pub fn validate_set_name(name: &str) -> Result<(), String> {

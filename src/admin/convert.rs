@@ -100,26 +100,19 @@ impl TryFrom<&pb::PermissionSet> for PermissionSet {
 
     fn try_from(s: &pb::PermissionSet) -> Result<Self> {
         iam::validate_set_name(&s.name).map_err(bad)?;
-        let mut actions = s
+        let actions = s
             .actions
             .iter()
             .map(|a| a.parse::<Action>())
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(bad)?;
-        actions.sort();
-        actions.dedup();
-        let mut includes = s.includes.clone();
-        includes.sort();
-        includes.dedup();
-        if actions.is_empty() && includes.is_empty() {
-            return Err(bad("a permission set needs at least one action or include"));
-        }
-        Ok(PermissionSet {
-            name: s.name.clone(),
-            description: s.description.trim().to_owned(),
+        PermissionSet::new(
+            s.name.clone(),
+            s.description.trim().to_owned(),
             actions,
-            includes,
-        })
+            s.includes.clone(),
+        )
+        .ok_or_else(|| bad("a permission set needs at least one action or include"))
     }
 }
 
