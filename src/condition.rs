@@ -312,4 +312,55 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn each_kind_evaluates_and_describes_in_its_own_section() {
+        let c = Conditions {
+            source_ips: vec![parse_source_ip("10.1.2.3/8").unwrap()],
+            user_agents: vec![UserAgentMatch::new("prefix", "curl/").unwrap()],
+            not_before: Some(parse_time("2030-01-01T00:00:00Z").unwrap()),
+            not_after: Some(parse_time("2031-01-01T00:00:00Z").unwrap()),
+        };
+        assert_eq!(
+            c.describe(),
+            [
+                "ip 10.0.0.0/8",
+                "ua prefix:curl/",
+                "from 2030-01-01T00:00:00Z",
+                "until 2031-01-01T00:00:00Z"
+            ]
+        );
+        let inside = Facts {
+            source_ip: Some("::ffff:10.9.9.9".parse().unwrap()),
+            user_agent: Some("curl/8"),
+            now: c.not_before.unwrap(),
+        };
+        assert!(c.failures(&inside).is_empty());
+        let outside = Facts {
+            source_ip: None,
+            user_agent: Some("wget"),
+            now: c.not_after.unwrap() + 1,
+        };
+        assert_eq!(
+            c.failures(&outside),
+            ["source_ip", "user_agent", "not_after"]
+        );
+        let early = Facts {
+            now: c.not_before.unwrap() - 1,
+            ..inside
+        };
+        assert_eq!(c.failures(&early), ["not_before"]);
+        assert!(Conditions::default().failures(&outside).is_empty());
+        assert!(
+            parse_source_ip("10.0.0.0/33")
+                .unwrap_err()
+                .contains("invalid CIDR")
+        );
+        let reversed = Conditions {
+            not_before: c.not_after,
+            not_after: c.not_before,
+            ..Conditions::default()
+        };
+        assert!(reversed.validate().is_err());
+    }
 }

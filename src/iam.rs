@@ -521,4 +521,38 @@ mod tests {
             assert!(bad.parse::<PrincipalRef>().is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn a_rule_has_exactly_one_scope_and_describes_itself() {
+        let projects = ["b".to_owned(), "a".to_owned(), "b".to_owned()];
+        assert_eq!(
+            RuleScope::choose(Some(&projects), false, false),
+            Ok(RuleScope::Projects(vec!["a".into(), "b".into()]))
+        );
+        assert_eq!(
+            RuleScope::choose(None, true, false),
+            Ok(RuleScope::AllProjects)
+        );
+        assert_eq!(
+            RuleScope::choose(None, false, true),
+            Ok(RuleScope::Organization)
+        );
+        assert_eq!(
+            RuleScope::choose(None, false, false),
+            Err(ScopeChoiceError::None)
+        );
+        assert_eq!(
+            RuleScope::choose(Some(&projects), true, false),
+            Err(ScopeChoiceError::Several)
+        );
+        let rule = Rule::new(
+            RuleScope::choose(Some(&projects), false, false).unwrap(),
+            vec!["Z".into(), "A".into(), "Z".into()],
+            Conditions::default(),
+        )
+        .unwrap();
+        assert_eq!(rule.describe(), "projects a,b A+Z");
+        assert!(Rule::new(RuleScope::AllProjects, Vec::new(), Conditions::default()).is_err());
+        assert!(PermissionSet::new("S".into(), String::new(), Vec::new(), Vec::new()).is_none());
+    }
 }
