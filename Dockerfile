@@ -47,6 +47,6 @@ ENV KEYWARD_CHECK_ADDR=0.0.0.0:9191 \
     KEYWARD_HEALTH_ADDR=0.0.0.0:9193
 HEALTHCHECK --interval=5s --timeout=2s --start-period=5s --retries=12 \
   CMD curl -fsS -o /dev/null http://127.0.0.1:9193/healthz || exit 1
-# 9191 ext_authz gRPC (Envoy), 9193 health (/healthz, /readyz); the admin API (9192) is loopback only
+# 9191 ext_authz gRPC (Envoy) and grpc.health.v1, 9193 health (/healthz, /readyz, /storez, /metrics); the admin API (9192) is loopback only
 EXPOSE 9191 9193
 CMD ["keyward", "serve"]

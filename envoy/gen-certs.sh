@@ -1,14 +1,21 @@
 #!/bin/sh
-# Create a throwaway DEMO certificate authority and a server certificate for Envoy's private
-# (TLS) listener:
+# Create a throwaway DEMO certificate authority and the certificates the demo, compose and the
+# tests use:
 #
 #   envoy/gen-certs.sh DIR
 #
-# DIR/ca.pem, DIR/ca.key          demo CA (ECDSA P-256, 30 days) - clients trust ca.pem
-# DIR/server.pem, DIR/server.key  server certificate signed by it, SAN:
-#                                 localhost, envoy, private.keyward.internal, 127.0.0.1
+# DIR/ca.pem, DIR/ca.key                  demo CA (ECDSA P-256, 30 days) - clients trust ca.pem
+# DIR/server.pem, DIR/server.key          Envoy's private (TLS) listener, SAN:
+#                                         localhost, envoy, private.keyward.internal, 127.0.0.1
+# DIR/keyward.pem, DIR/keyward.key        keyward's Check and admin listeners, SAN:
+#                                         keyward, localhost, 127.0.0.1
+# DIR/envoy-client.pem, .key              Envoy's client certificate towards keyward's Check
+#                                         listener (mutual TLS)
+# DIR/cli-client.pem, .key                the keyward CLI's client certificate, for an admin API
+#                                         that asks for one
 #
-# Does nothing if DIR/server.pem already exists. Demo material only: never commit it (the
+# Each missing pair is created and signed by DIR's CA (created first when missing); pairs that
+# exist are left alone, so the script is idempotent. Demo material only: never commit it (the
 # repository's .gitignore excludes *.pem and *.key), never use it in production.
 set -eu
 
@@ -21,52 +28,58 @@ fail() {
 dir=$1
 command -v openssl >/dev/null 2>&1 || fail "the openssl CLI is required"
 
-if [ -e "$dir/server.pem" ]; then
-	echo "gen-certs.sh: $dir/server.pem exists, leaving $dir untouched" >&2
-	exit 0
-fi
-
 mkdir -p "$dir"
 umask 077
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT INT TERM
 
 days=30
-san="DNS:localhost,DNS:envoy,DNS:private.keyward.internal,IP:127.0.0.1"
 
-# Demo CA.
-openssl ecparam -name prime256v1 -genkey -noout -out "$work/ca.key"
-openssl req -new -x509 -sha256 -days "$days" -key "$work/ca.key" -out "$work/ca.pem" \
-	-subj "/O=keyward demo/CN=keyward demo CA (throwaway)" \
-	-addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
-	-addext "keyUsage=critical,keyCertSign,cRLSign" \
-	-addext "subjectKeyIdentifier=hash"
+# Copies NAME.key (0600) then NAME.pem (0644) from the work dir into DIR: the .pem last, as the
+# "done" marker.
+install_pair() {
+	cp "$work/$1.key" "$dir/$1.key"
+	chmod 600 "$dir/$1.key"
+	cp "$work/$1.pem" "$dir/$1.pem"
+	chmod 644 "$dir/$1.pem"
+}
 
-# Server key, CSR and certificate.
-openssl ecparam -name prime256v1 -genkey -noout -out "$work/server.key"
-openssl req -new -sha256 -key "$work/server.key" -out "$work/server.csr" \
-	-subj "/O=keyward demo/CN=private.keyward.internal"
-cat >"$work/server.ext" <<EXT
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = $san
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-EXT
-openssl x509 -req -sha256 -days "$days" -in "$work/server.csr" \
-	-CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
-	-extfile "$work/server.ext" -out "$work/server.pem" 2>/dev/null
+if [ ! -e "$dir/ca.pem" ]; then
+	openssl ecparam -name prime256v1 -genkey -noout -out "$work/ca.key"
+	openssl req -new -x509 -sha256 -days "$days" -key "$work/ca.key" -out "$work/ca.pem" \
+		-subj "/O=keyward demo/CN=keyward demo CA (throwaway)" \
+		-addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+		-addext "keyUsage=critical,keyCertSign,cRLSign" \
+		-addext "subjectKeyIdentifier=hash"
+	install_pair ca
+fi
+[ -r "$dir/ca.key" ] || fail "$dir/ca.pem exists but $dir/ca.key does not: cannot sign new certificates"
 
-openssl verify -CAfile "$work/ca.pem" "$work/server.pem" >/dev/null
+# issue NAME CN USAGE SAN: a key and a certificate signed by the demo CA.
+issue() {
+	name=$1 cn=$2 usage=$3 san=$4
+	[ -e "$dir/$name.pem" ] && return 0
+	openssl ecparam -name prime256v1 -genkey -noout -out "$work/$name.key"
+	openssl req -new -sha256 -key "$work/$name.key" -out "$work/$name.csr" \
+		-subj "/O=keyward demo/CN=$cn"
+	{
+		echo "basicConstraints = critical, CA:FALSE"
+		echo "keyUsage = critical, digitalSignature"
+		echo "extendedKeyUsage = $usage"
+		[ -n "$san" ] && echo "subjectAltName = $san"
+		echo "subjectKeyIdentifier = hash"
+		echo "authorityKeyIdentifier = keyid"
+	} >"$work/$name.ext"
+	openssl x509 -req -sha256 -days "$days" -in "$work/$name.csr" \
+		-CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -CAserial "$work/ca.srl" \
+		-extfile "$work/$name.ext" -out "$work/$name.pem" 2>/dev/null
+	openssl verify -CAfile "$dir/ca.pem" "$work/$name.pem" >/dev/null
+	install_pair "$name"
+	echo "gen-certs.sh: wrote $dir/$name.pem" >&2
+}
 
-# Keys private (0600), certificates world-readable; server.pem last, as the "done" marker.
-for f in ca.key server.key; do
-	cp "$work/$f" "$dir/$f"
-	chmod 600 "$dir/$f"
-done
-for f in ca.pem server.pem; do
-	cp "$work/$f" "$dir/$f"
-	chmod 644 "$dir/$f"
-done
-echo "gen-certs.sh: wrote demo CA and server certificate to $dir" >&2
+issue server private.keyward.internal serverAuth \
+	"DNS:localhost,DNS:envoy,DNS:private.keyward.internal,IP:127.0.0.1"
+issue keyward keyward serverAuth "DNS:keyward,DNS:localhost,IP:127.0.0.1"
+issue envoy-client envoy clientAuth ""
+issue cli-client keyward-cli clientAuth ""

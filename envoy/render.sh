@@ -4,6 +4,7 @@
 #   CERT_DIR=/certs [LISTEN_HOST=0.0.0.0 ...] envoy/render.sh > envoy.yaml
 #   CERT_DIR=/certs RATE_LIMIT_PER_CLIENT_RPS=50 envoy/render.sh > envoy.yaml   # + rate limit
 #   CERT_DIR=/certs ENCODE_RAW_HEADERS=true envoy/render.sh > envoy.yaml         # header_map
+#   CERT_DIR=/certs KEYWARD_TLS=mtls envoy/render.sh > envoy.yaml               # mTLS to keyward
 #
 # Every {{NAME}} placeholder in the template is replaced by the environment variable NAME
 # (defaults below; CERT_DIR has none). The template is envoy.yaml.tmpl next to this script,
@@ -88,6 +89,29 @@ true | false) ;;
 *) fail "ENCODE_RAW_HEADERS must be true or false, got '$ENCODE_RAW_HEADERS'" ;;
 esac
 
+# Envoy -> keyward: off (plaintext, the default), tls (verify keyward's certificate) or mtls
+# (and present Envoy's client certificate). Certificates default to envoy/gen-certs.sh's names.
+: "${KEYWARD_TLS:=off}"
+: "${KEYWARD_TLS_SNI:=keyward}"
+: "${KEYWARD_TLS_CA:=$CERT_DIR/ca.pem}"
+: "${KEYWARD_TLS_CLIENT_CERT:=$CERT_DIR/envoy-client.pem}"
+: "${KEYWARD_TLS_CLIENT_KEY:=$CERT_DIR/envoy-client.key}"
+case $KEYWARD_TLS in
+off)
+	tls_block='/# BEGIN KEYWARD_TLS/,/# END KEYWARD_TLS/d'
+	;;
+tls)
+	tls_block='/# BEGIN KEYWARD_MTLS/,/# END KEYWARD_MTLS/d;/# BEGIN KEYWARD_TLS/d;/# END KEYWARD_TLS/d'
+	;;
+mtls)
+	tls_block='/# BEGIN KEYWARD_MTLS/d;/# END KEYWARD_MTLS/d;/# BEGIN KEYWARD_TLS/d;/# END KEYWARD_TLS/d'
+	;;
+*) fail "KEYWARD_TLS must be off, tls or mtls, got '$KEYWARD_TLS'" ;;
+esac
+case $KEYWARD_TLS_SNI in
+'' | *[!A-Za-z0-9.-]*) fail "KEYWARD_TLS_SNI must be a DNS name, got '$KEYWARD_TLS_SNI'" ;;
+esac
+
 # Escape a value for the replacement side of a sed s||| command.
 escape() {
 	printf '%s' "$1" | sed 's/[\\|&]/\\&/g'
@@ -96,7 +120,8 @@ escape() {
 script=
 for name in LISTEN_HOST ADMIN_HOST PUBLIC_PORT PRIVATE_PORT ADMIN_PORT \
 	KEYWARD_ENDPOINTS BACKEND_HOST BACKEND_PORT CERT_DIR \
-	RATE_LIMIT_PER_CLIENT_RPS RATE_LIMIT_PER_CLIENT_BURST ENCODE_RAW_HEADERS; do
+	RATE_LIMIT_PER_CLIENT_RPS RATE_LIMIT_PER_CLIENT_BURST ENCODE_RAW_HEADERS \
+	KEYWARD_TLS_SNI KEYWARD_TLS_CA KEYWARD_TLS_CLIENT_CERT KEYWARD_TLS_CLIENT_KEY; do
 	eval "value=\$$name"
 	case $value in
 	*"$newline"*) fail "$name must not contain a newline" ;;
@@ -104,7 +129,7 @@ for name in LISTEN_HOST ADMIN_HOST PUBLIC_PORT PRIVATE_PORT ADMIN_PORT \
 	script="${script}s|{{$name}}|$(escape "$value")|g$newline"
 done
 
-rendered=$(sed -e "$rate_limit_block" -e "$script" "$template") || fail "sed failed on $template"
+rendered=$(sed -e "$rate_limit_block" -e "$tls_block" -e "$script" "$template") || fail "sed failed on $template"
 
 left=$(printf '%s\n' "$rendered" | sed -n 's/.*\({{[^}]*}}\).*/\1/p')
 if [ -n "$left" ]; then

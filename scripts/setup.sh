@@ -52,6 +52,8 @@ ensure_test_tools() {
 		fi
 	done
 	command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+	# promtool (Debian's prometheus package) checks deploy/prometheus/ (tests/manifests.rs).
+	command -v promtool >/dev/null || apt_install prometheus
 	local tools=deploy/tools
 	if ! cmp -s "$tools/package-lock.json" "$tools/node_modules/.installed-lock.json" 2>/dev/null; then
 		echo "setup: installing the Istio schema validator (npm ci in $tools)" >&2

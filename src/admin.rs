@@ -424,7 +424,10 @@ impl AdminService {
         }
         let id = token::generate_key_id();
         let minted = token::generate(plane, &id);
-        let secret_hash = self.authn.hash_secret(&minted.secret).await?;
+        let secret_hash = self
+            .authn
+            .hash_secret(&minted.secret, &caller.principal.id.to_string())
+            .await?;
         let new = NewKey {
             id: id.clone(),
             principal_id: bearer,
@@ -523,7 +526,10 @@ impl AdminService {
         }
         let grace_until = policy::grace_until(now, r.grace_seconds, key.expires_at);
         let minted = token::generate(key.plane(), &key.id);
-        let secret_hash = self.authn.hash_secret(&minted.secret).await?;
+        let secret_hash = self
+            .authn
+            .hash_secret(&minted.secret, &caller.principal.id.to_string())
+            .await?;
         let key = self
             .write(
                 caller,

@@ -20,6 +20,7 @@ use crate::cache::{KeyEntry, Proven, Verdict};
 use crate::config;
 use crate::directory::Directory;
 use crate::hashing::Hasher;
+use crate::metrics::Argon2Metrics;
 use crate::model::ApiKey;
 use crate::policy::{self, InvalidReason};
 use crate::store::StoreError;
@@ -47,6 +48,10 @@ pub enum Undecidable {
     /// every token and log line), never the secret.
     #[error("too many verifications in flight for key {0}")]
     KeyOverloaded(String),
+    /// This principal already has `verify.admin_per_principal` new secrets being hashed for
+    /// admin writes (create, rotate): its next write is refused until one finishes.
+    #[error("too many key writes in flight for {0}")]
+    PrincipalOverloaded(String),
     #[error("verification failed: {0}")]
     Internal(String),
 }
@@ -76,8 +81,11 @@ pub struct Authenticator {
     /// other half is always left to keys with no recent wrong secret.
     suspect_places: Arc<Semaphore>,
     per_key: Arc<PerKeyBudget>,
+    /// New secrets each principal may have hashing at once for admin writes.
+    admin_per_principal: Arc<PerKeyBudget>,
     /// argon2 verifications run since start (each checks a secret against a key's hashes).
     verifications: Arc<AtomicU64>,
+    metrics: Argon2Metrics,
 }
 
 impl Authenticator {
@@ -93,8 +101,15 @@ impl Authenticator {
             waiting: Arc::new(Semaphore::new(verify.workers + verify.queue)),
             suspect_places: Arc::new(Semaphore::new(((verify.workers + verify.queue) / 2).max(1))),
             per_key: Arc::new(PerKeyBudget::new(verify.per_key)),
+            admin_per_principal: Arc::new(PerKeyBudget::new(verify.admin_per_principal)),
             verifications: Arc::new(AtomicU64::new(0)),
+            metrics: Argon2Metrics::default(),
         })
+    }
+
+    /// The argon2 queue's metrics (sheds are counted by the Check service, which sees them).
+    pub fn metrics(&self) -> &Argon2Metrics {
+        &self.metrics
     }
 
     /// How many argon2 verifications have run since start: what the caches exist to avoid.
@@ -102,12 +117,16 @@ impl Authenticator {
         self.verifications.load(Ordering::Relaxed)
     }
 
-    /// The argon2id PHC string of `secret`, with a fresh random salt, computed on an argon2
-    /// worker like every argon2 call: it waits for a worker in the urgent lane (an admin write may
-    /// wait behind queued verifications) but is never shed.
-    pub async fn hash_secret(&self, secret: &str) -> Result<String, Undecidable> {
+    /// The argon2id PHC string of `secret`, with a fresh random salt, for an admin write by
+    /// `principal`. It runs in the background lane, after every waiting Check verification, so
+    /// key writes never delay a Check; and each principal may have at most
+    /// `verify.admin_per_principal` hashes queued or running, so one caller's burst of writes
+    /// cannot fill the workers' queue (its further writes are refused, `RESOURCE_EXHAUSTED`).
+    pub async fn hash_secret(&self, secret: &str, principal: &str) -> Result<String, Undecidable> {
+        let share = PerKeyBudget::claim(&self.admin_per_principal, principal)
+            .ok_or_else(|| Undecidable::PrincipalOverloaded(principal.to_owned()))?;
         let secret = secret.to_owned();
-        self.on_argon2_worker(Lane::Urgent, (), move |hasher| {
+        self.on_argon2_worker(Lane::Background, share, move |hasher| {
             hasher.hash(secret.as_bytes())
         })
         .await?
@@ -158,7 +177,13 @@ impl Authenticator {
             }
             None => {}
         }
-        if let Some(verdict) = self.directory.caches().verdicts.get(&cache_key).await {
+        let verdict = self.directory.caches().verdicts.get(&cache_key).await;
+        let lookups = &self.directory.lookups().verdicts;
+        match verdict {
+            Some(_) => lookups.hit(),
+            None => lookups.miss(),
+        }
+        if let Some(verdict) = verdict {
             if let Some(outcome) = judge(&verdict, &entry, now) {
                 return Ok(outcome);
             }
@@ -231,8 +256,10 @@ impl Authenticator {
                 .map_err(|_| Undecidable::Overloaded)?;
             let secret = secret.to_owned();
             let verifications = self.verifications.clone();
-            let places = (waiting, suspect_place, share);
+            let (metrics, queued_at) = (self.metrics.clone(), std::time::Instant::now());
+            let places = (waiting, suspect_place, share, self.metrics.queued());
             self.on_argon2_worker(lane, places, move |hasher| {
+                metrics.started(queued_at.elapsed());
                 verifications.fetch_add(1, Ordering::Relaxed);
                 for phc in std::iter::once(&current).chain(previous.as_ref()) {
                     if hasher.verify(secret.as_bytes(), phc) {
@@ -416,7 +443,7 @@ mod tests {
         for _ in 0..5 {
             let id = token::generate_key_id();
             let minted = token::generate(Plane::Data, &id);
-            let secret_hash = authn.hash_secret(&minted.secret).await.unwrap();
+            let secret_hash = authn.hash_secret(&minted.secret, "owner").await.unwrap();
             let new = NewKey {
                 id: id.clone(),
                 principal_id: owner.id,
@@ -529,5 +556,91 @@ mod tests {
             budget.held.lock().unwrap().is_empty(),
             "no entry is left behind"
         );
+    }
+
+    #[tokio::test]
+    async fn admin_hashing_waits_behind_check_verifications_and_is_bounded_per_principal() {
+        use std::pin::Pin;
+        use std::task::Poll;
+        async fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *future).poll(cx))).await
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.database.url = format!("sqlite://{}", dir.path().join("k.db").display());
+        config.argon2.memory_kib = 8;
+        config.argon2.iterations = 1;
+        config.verify.workers = 1;
+        config.verify.nice = 0;
+        config.verify.admin_per_principal = 2;
+        let services = crate::services::Services::open(&config).await.unwrap();
+        let authn = services.authn.clone();
+
+        // Hold the only worker.
+        let (started, holding) = tokio::sync::oneshot::channel();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let holder = tokio::spawn({
+            let authn = authn.clone();
+            async move {
+                authn
+                    .on_argon2_worker(Lane::Urgent, (), move |_| {
+                        let _ = started.send(());
+                        let _ = held.recv();
+                    })
+                    .await
+            }
+        });
+        holding.await.expect("the worker is held");
+
+        // Two writes by principal 7 queue; a third is refused at once; principal 8 still queues.
+        let mut first = Box::pin(authn.hash_secret("s1", "7"));
+        let mut second = Box::pin(authn.hash_secret("s2", "7"));
+        assert!(poll_once(&mut first).await.is_pending());
+        assert!(poll_once(&mut second).await.is_pending());
+        let third = authn.hash_secret("s3", "7").await;
+        assert!(
+            matches!(&third, Err(Undecidable::PrincipalOverloaded(p)) if p == "7"),
+            "{third:?}"
+        );
+        let mut other = Box::pin(authn.hash_secret("s4", "8"));
+        assert!(poll_once(&mut other).await.is_pending());
+
+        // A Check verification queued after them (even in the later lane) runs before them.
+        let queued_before = Arc::strong_count(&authn.hasher);
+        let (check_started, check_running) = tokio::sync::oneshot::channel();
+        let (finish_check, check_gate) = std::sync::mpsc::channel::<()>();
+        let check = tokio::spawn({
+            let authn = authn.clone();
+            async move {
+                authn
+                    .on_argon2_worker(Lane::Later, (), move |_| {
+                        let _ = check_started.send(());
+                        let _ = check_gate.recv();
+                    })
+                    .await
+            }
+        });
+        // Its task holds a clone of the authenticator and its job one of the hasher.
+        until("the check job is queued", || {
+            Arc::strong_count(&authn.hasher) >= queued_before + 2
+        })
+        .await;
+        release.send(()).expect("the holder waits");
+        holder.await.unwrap().expect("held");
+        check_running
+            .await
+            .expect("the check verification runs next");
+        assert!(
+            poll_once(&mut first).await.is_pending(),
+            "an admin hash ran before a Check"
+        );
+        finish_check.send(()).expect("the check waits");
+        check.await.unwrap().expect("ran");
+        assert!(first.await.unwrap().starts_with("$argon2id$"));
+        assert!(second.await.is_ok());
+        assert!(other.await.is_ok());
+        // Its places are given back: principal 7 may write again.
+        assert!(authn.hash_secret("s5", "7").await.is_ok());
     }
 }

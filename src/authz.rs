@@ -245,14 +245,15 @@ pub struct CheckService {
 /// not turn into a flood of log lines on the very path it is already loading. The report names
 /// the key id of the request that triggered it when that key's own budget was the limit, so an
 /// SRE sees which key is being flooded.
-#[derive(Default)]
 struct ShedLog {
     since_report: AtomicU64,
     reported_at: AtomicI64,
+    metrics: crate::metrics::Argon2Metrics,
 }
 
 impl ShedLog {
     fn note(&self, flooded_key: Option<&str>) {
+        self.metrics.shed(flooded_key.is_some());
         self.since_report.fetch_add(1, Ordering::Relaxed);
         let now = now_unix();
         let last = self.reported_at.load(Ordering::Relaxed);
@@ -287,7 +288,11 @@ impl CheckService {
             authn: services.authn.clone(),
             last_used: services.last_used.clone(),
             sources: sources.into(),
-            shed: Arc::default(),
+            shed: Arc::new(ShedLog {
+                since_report: AtomicU64::new(0),
+                reported_at: AtomicI64::new(0),
+                metrics: services.authn.metrics().clone(),
+            }),
             metrics: CheckMetrics::new(),
         }
     }
@@ -384,14 +389,15 @@ impl CheckService {
                 (allowed(route, grant, &self.sources), Outcome::Allow)
             }
             Decision::Deny(denial) => {
+                let key_id = token.and_then(Result::ok).map(|t| t.key_id);
                 debug!(
-                    key_id = token.and_then(Result::ok).map(|t| t.key_id),
+                    key_id,
                     source_ip = ?route.source_ip,
                     user_agent = ?route.user_agent,
                     ?denial,
                     "denied"
                 );
-                (denied(&denial), Outcome::Deny(status_of(&denial).2))
+                (denied(&denial, key_id), Outcome::Deny(status_of(&denial).2))
             }
         })
     }
@@ -400,7 +406,9 @@ impl CheckService {
 /// The `code` label of a Check that could not be decided.
 fn error_code(error: &Undecidable) -> &'static str {
     match error {
-        Undecidable::Overloaded | Undecidable::KeyOverloaded(_) => "overloaded",
+        Undecidable::Overloaded
+        | Undecidable::KeyOverloaded(_)
+        | Undecidable::PrincipalOverloaded(_) => "overloaded",
         Undecidable::Storage(_) => "storage_unavailable",
         Undecidable::Internal(_) => "internal",
     }
@@ -418,7 +426,9 @@ impl Authorization for CheckService {
                 match &error {
                     Undecidable::Overloaded => self.shed.note(None),
                     Undecidable::KeyOverloaded(key_id) => self.shed.note(Some(key_id)),
-                    Undecidable::Storage(_) | Undecidable::Internal(_) => {
+                    Undecidable::Storage(_)
+                    | Undecidable::Internal(_)
+                    | Undecidable::PrincipalOverloaded(_) => {
                         warn!(%error, "cannot decide; Envoy will answer its status_on_error")
                     }
                 }
@@ -515,7 +525,9 @@ fn status_of(denial: &Denial) -> (u16, &'static str, &'static str) {
     }
 }
 
-fn denied(denial: &Denial) -> CheckResponse {
+/// A denial; `key_id` is the presented token's key id when it parsed (public: it is in every
+/// token, never the secret), for the access log.
+fn denied(denial: &Denial, key_id: Option<&str>) -> CheckResponse {
     let (status, kind, code) = status_of(denial);
     let mut headers = vec![header(
         "content-type",
@@ -533,7 +545,19 @@ fn denied(denial: &Denial) -> CheckResponse {
             HeaderAppendAction::OverwriteIfExistsOrAdd,
         ));
     }
-    deny_response(status, headers, error_body(&denial.to_string(), kind, code))
+    let body = error_body(&denial.to_string(), kind, code);
+    deny_response(status, headers, body, denial_metadata(code, key_id))
+}
+
+/// What a denial tells Envoy's access log (`%DYNAMIC_METADATA(envoy.filters.http.ext_authz)%`),
+/// beside Envoy's request id: why, and for which key id when a token was presented.
+fn denial_metadata(code: &str, key_id: Option<&str>) -> Struct {
+    let mut fields = HashMap::with_capacity(2);
+    fields.insert("denial_code".to_owned(), string_value(code));
+    if let Some(id) = key_id {
+        fields.insert("key_id".to_owned(), string_value(id));
+    }
+    Struct { fields }
 }
 
 fn misrouted(error: RouteError) -> CheckResponse {
@@ -547,6 +571,7 @@ fn misrouted(error: RouteError) -> CheckResponse {
         403,
         headers,
         error_body(&message, "permission_error", "route_not_configured"),
+        denial_metadata("route_not_configured", None),
     )
 }
 
@@ -558,7 +583,12 @@ pub fn error_body(message: &str, kind: &str, code: &str) -> String {
     .to_string()
 }
 
-fn deny_response(status: u16, headers: Vec<HeaderValueOption>, body: String) -> CheckResponse {
+fn deny_response(
+    status: u16,
+    headers: Vec<HeaderValueOption>,
+    body: String,
+    metadata: Struct,
+) -> CheckResponse {
     let grpc_code = crate::errors::check_code(false, status == 401);
     let http_code = match status {
         401 => HttpStatusCode::Unauthorized,
@@ -576,7 +606,7 @@ fn deny_response(status: u16, headers: Vec<HeaderValueOption>, body: String) -> 
             headers,
             body,
         })),
-        dynamic_metadata: None,
+        dynamic_metadata: Some(metadata),
     }
 }
 
@@ -631,7 +661,7 @@ mod tests {
             ),
         ];
         for (denial, status) in cases {
-            let response = denied(&denial);
+            let response = denied(&denial, None);
             let Some(HttpResponse::DeniedResponse(d)) = response.http_response else {
                 panic!("denied response expected")
             };

@@ -234,32 +234,40 @@ pub struct Caches {
 
 impl Caches {
     pub fn new(capacity: u64, ttl: Duration, negative_ttl: Duration) -> Self {
+        use crate::metrics::evictions;
         Caches {
             verdicts: Cache::builder()
                 .max_capacity(capacity)
                 .expire_after(VerdictExpiry {
                     negative: negative_ttl,
                 })
+                .eviction_listener(evictions("verdicts"))
                 .build(),
             keys: Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl)
+                .eviction_listener(evictions("keys"))
                 .build(),
             deployments: Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl)
+                .eviction_listener(evictions("deployments"))
                 .build(),
             grants: Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl)
+                .eviction_listener(evictions("grants"))
                 .build(),
             workloads: Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl)
+                .eviction_listener(evictions("workloads"))
                 .build(),
+            // Remembered absences of keys: evictions count as the keys cache's.
             unknown_keys: Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl)
+                .eviction_listener(evictions("keys"))
                 .build(),
             routes: Arc::default(),
             key_generation: Arc::new(AtomicU64::new(0)),
@@ -276,6 +284,13 @@ impl Caches {
             key.scope = KeyScope::Data(scopes.share(targets));
         }
         key
+    }
+
+    /// Whether any key is cached, fresh or stale: a replica that cannot reach its store can
+    /// still decide for these keys (until their TTL).
+    pub async fn holds_keys(&self) -> bool {
+        self.keys.run_pending_tasks().await;
+        self.keys.entry_count() > 0
     }
 
     /// Whether key `id` is known not to exist (a fresh cached absence).

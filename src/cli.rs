@@ -274,7 +274,8 @@ pub enum WorkloadsCommand {
 /// How to reach and authenticate to a running keyward.
 #[derive(Debug, Args)]
 pub struct Remote {
-    /// Admin API address.
+    /// Admin API address: http://HOST:PORT, or https://HOST:PORT for an admin API with TLS
+    /// (`https://` is TLS or an error, never plaintext).
     #[arg(
         long,
         global = true,
@@ -282,6 +283,25 @@ pub struct Remote {
         default_value = "http://127.0.0.1:9192"
     )]
     server: String,
+    /// CA certificate (PEM) to trust for an https:// admin API, instead of the system's roots.
+    #[arg(long, global = true, env = "KEYWARD_CA")]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM) for an admin API that requires one (mutual TLS).
+    #[arg(
+        long,
+        global = true,
+        env = "KEYWARD_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "KEYWARD_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    client_key: Option<PathBuf>,
     /// Control-plane token (ik_sdk_…).
     #[arg(long, global = true, env = "KEYWARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -423,7 +443,8 @@ pub fn parse_grace(s: &str) -> Result<u64, String> {
     if s == "0" {
         return Ok(0);
     }
-    let split = s.len().checked_sub(1).ok_or_else(bad)?;
+    // The unit is the last character, which may be more than one byte.
+    let split = s.char_indices().last().ok_or_else(bad)?.0;
     let (number, unit) = s.split_at(split);
     let number: u64 = number.parse().map_err(|_| bad())?;
     let scale = match unit {
@@ -539,16 +560,12 @@ async fn client(
     let bearer: MetadataValue<_> = format!("Bearer {token}")
         .parse()
         .map_err(|_| anyhow!("the control token contains invalid characters"))?;
-    let channel = Channel::from_shared(remote.server.clone())
-        .map_err(|_| {
-            anyhow!(
-                "invalid --server {:?}: expected http://HOST:PORT",
-                remote.server
-            )
-        })?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the keyward admin API at {}", remote.server))?;
+    let tls = crate::tls::ClientTls {
+        ca: remote.ca.clone(),
+        cert: remote.client_cert.clone(),
+        key: remote.client_key.clone(),
+    };
+    let channel = crate::tls::admin_channel(&remote.server, &tls).await?;
     Ok(AdminClient::with_interceptor(
         channel,
         move |mut request: tonic::Request<()>| {

@@ -18,6 +18,7 @@ pub struct Config {
     pub verify: Verify,
     pub propagation: Propagation,
     pub usage: Usage,
+    pub tls: Tls,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -31,7 +32,7 @@ pub struct Listen {
     pub check_unix: Option<PathBuf>,
     /// The admin gRPC API used by the CLI.
     pub admin: SocketAddr,
-    /// HTTP `/healthz` and `/readyz`.
+    /// HTTP `/healthz` (liveness), `/readyz` (readiness), `/storez` (the store) and `/metrics`.
     pub health: SocketAddr,
 }
 
@@ -91,6 +92,10 @@ pub struct Verify {
     /// of a core's share against each busy async worker: the kernel serves cached keys first when
     /// the cores are contended, and argon2 gets what is left, never nothing.
     pub nice: i32,
+    /// New secrets one principal may have queued or hashing at once for admin writes (create,
+    /// rotate); further writes are refused until one finishes. Admin hashing always waits
+    /// behind Check verifications.
+    pub admin_per_principal: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +121,50 @@ impl Default for Propagation {
 pub struct Usage {
     /// How often recorded last-use times are written, in one batch.
     pub flush_interval_secs: u64,
+}
+
+/// TLS for the TCP listeners (the Unix socket for Check stays local and plaintext). Off by
+/// default so a first run needs no certificate; a plaintext admin API on a non-loopback address
+/// warns at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// Envoy's ext_authz cluster then needs an `UpstreamTlsContext` (`envoy/render.sh
+    /// KEYWARD_TLS=mtls`).
+    pub check: TlsFiles,
+    /// The CLI then connects with `--server https://…` and `--ca` (or the system roots).
+    pub admin: TlsFiles,
+    /// How often the certificate files are checked for changes; changed files are loaded for
+    /// new connections without a restart.
+    pub reload_interval_secs: u64,
+}
+
+/// One listener's certificate files, all PEM. TLS is on when `cert` and `key` are set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsFiles {
+    /// The certificate chain presented, leaf first.
+    pub cert: Option<PathBuf>,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// Require client certificates signed by these CAs (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some()
+    }
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            check: TlsFiles::default(),
+            admin: TlsFiles::default(),
+            reload_interval_secs: 10,
+        }
+    }
 }
 
 impl Default for Usage {
@@ -192,6 +241,7 @@ impl Default for Verify {
             queue: workers * 16,
             per_key: 2,
             nice: 10,
+            admin_per_principal: 2,
         }
     }
 }
@@ -296,9 +346,25 @@ impl Config {
         overlay!("KEYWARD_VERIFY_QUEUE" => self.verify.queue);
         overlay!("KEYWARD_VERIFY_PER_KEY" => self.verify.per_key);
         overlay!("KEYWARD_VERIFY_NICE" => self.verify.nice);
+        overlay!("KEYWARD_VERIFY_ADMIN_PER_PRINCIPAL" => self.verify.admin_per_principal);
         overlay!("KEYWARD_PROPAGATION_POLL_INTERVAL_MS" => self.propagation.poll_interval_ms);
         overlay!("KEYWARD_PROPAGATION_MAX_BACKOFF_MS" => self.propagation.max_backoff_ms);
         overlay!("KEYWARD_USAGE_FLUSH_INTERVAL_SECS" => self.usage.flush_interval_secs);
+        overlay!("KEYWARD_TLS_RELOAD_INTERVAL_SECS" => self.tls.reload_interval_secs);
+        macro_rules! overlay_path {
+            ($var:literal => $field:expr) => {
+                if let Some(value) = lookup($var) {
+                    let value = value.trim();
+                    $field = (!value.is_empty()).then(|| PathBuf::from(value));
+                }
+            };
+        }
+        overlay_path!("KEYWARD_TLS_CHECK_CERT" => self.tls.check.cert);
+        overlay_path!("KEYWARD_TLS_CHECK_KEY" => self.tls.check.key);
+        overlay_path!("KEYWARD_TLS_CHECK_CLIENT_CA" => self.tls.check.client_ca);
+        overlay_path!("KEYWARD_TLS_ADMIN_CERT" => self.tls.admin.cert);
+        overlay_path!("KEYWARD_TLS_ADMIN_KEY" => self.tls.admin.key);
+        overlay_path!("KEYWARD_TLS_ADMIN_CLIENT_CA" => self.tls.admin.client_ca);
         if let Some(value) = lookup("KEYWARD_CREDENTIAL_SOURCES") {
             self.credentials.sources = value
                 .split(',')
@@ -351,6 +417,12 @@ impl Config {
         within("verify.workers", self.verify.workers, 1, MAX_VERIFY_WORKERS)?;
         within("verify.queue", self.verify.queue, 0, MAX_VERIFY_QUEUE)?;
         within("verify.per_key", self.verify.per_key, 1, MAX_VERIFY_QUEUE)?;
+        within(
+            "verify.admin_per_principal",
+            self.verify.admin_per_principal,
+            1,
+            MAX_VERIFY_QUEUE,
+        )?;
         if !(0..=19).contains(&self.verify.nice) {
             return bad(format!(
                 "verify.nice must be between 0 and 19, not {}",
@@ -369,6 +441,27 @@ impl Config {
             1,
             MAX_INTERVAL_MS,
         )?;
+        within(
+            "tls.reload_interval_secs",
+            self.tls.reload_interval_secs,
+            1,
+            MAX_INTERVAL_MS / 1000,
+        )?;
+        for (name, files) in [
+            ("tls.check", &self.tls.check),
+            ("tls.admin", &self.tls.admin),
+        ] {
+            if files.cert.is_some() != files.key.is_some() {
+                return bad(format!(
+                    "{name}: cert and key go together (one is set, not both)"
+                ));
+            }
+            if files.client_ca.is_some() && files.cert.is_none() {
+                return bad(format!(
+                    "{name}.client_ca needs {name}.cert and {name}.key: client certificates are only asked for over TLS"
+                ));
+            }
+        }
         within(
             "usage.flush_interval_secs",
             self.usage.flush_interval_secs,
@@ -508,6 +601,45 @@ mod range_tests {
 
     /// Every numeric field, set to an absurd value, is refused by name rather than panicking
     /// later (moka, the semaphores, argon2's allocation).
+    #[test]
+    fn tls_files_come_in_pairs_and_are_read_from_file_and_environment() {
+        let mut c = Config::from_toml(
+            "[tls.admin]\ncert = \"/etc/keyward/admin.pem\"\nkey = \"/etc/keyward/admin.key\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert!(c.tls.admin.enabled() && !c.tls.check.enabled());
+        assert_eq!(c.tls.reload_interval_secs, 10);
+
+        let env = |name: &str| match name {
+            "KEYWARD_TLS_CHECK_CERT" => Some("/tls/check.pem".to_owned()),
+            "KEYWARD_TLS_CHECK_KEY" => Some("/tls/check.key".to_owned()),
+            "KEYWARD_TLS_CHECK_CLIENT_CA" => Some("/tls/ca.pem".to_owned()),
+            _ => None,
+        };
+        c.apply_env(env).unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.tls.check.client_ca.as_deref(),
+            Some(Path::new("/tls/ca.pem"))
+        );
+
+        let mut half = Config::from_toml("[tls.check]\ncert = \"/c.pem\"\n").unwrap();
+        let err = half.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("tls.check") && err.contains("together"),
+            "{err}"
+        );
+
+        let mut ca_only = Config::from_toml("[tls.admin]\nclient_ca = \"/ca.pem\"\n").unwrap();
+        let err = ca_only.validate().unwrap_err().to_string();
+        assert!(err.contains("tls.admin.client_ca"), "{err}");
+
+        let mut never = Config::from_toml("[tls]\nreload_interval_secs = 0\n").unwrap();
+        let err = never.validate().unwrap_err().to_string();
+        assert!(err.contains("tls.reload_interval_secs"), "{err}");
+    }
+
     #[test]
     fn absurd_values_are_refused_by_name() {
         let cases: &[(&str, &str)] = &[

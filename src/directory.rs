@@ -1,12 +1,14 @@
 //! The directory: what keyward knows about keys, deployments, grants and workloads, served from
 //! the caches ([`crate::cache`]) and loaded from the store on a miss. It owns the caches and is
 //! the one place a change invalidates them ([`Directory::invalidate`]; other replicas' changes
-//! arrive through [`crate::propagation`] onto the same caches).
+//! arrive through [`crate::propagation`] onto the same caches). It counts cache hits and misses,
+//! times the store reads behind misses, and counts this replica's admin writes by kind.
 
 use std::sync::Arc;
 
 use crate::cache::{Caches, KeyEntry};
 use crate::iam::Grants;
+use crate::metrics::{CacheLookups, ChangeCounts, StoreMetrics, StoreOp};
 use crate::model::{ApiKey, Deployment, PrincipalKind};
 use crate::store::{Change, Store, StoreError};
 
@@ -17,6 +19,13 @@ pub struct Directory {
     /// What the owner's keys are given: no policies (the owner may do everything). Shared, so
     /// the owner's requests allocate nothing for it.
     no_grants: Arc<Grants>,
+    metrics: Arc<DirectoryMetrics>,
+}
+
+struct DirectoryMetrics {
+    lookups: CacheLookups,
+    store: StoreMetrics,
+    writes: ChangeCounts,
 }
 
 impl Directory {
@@ -25,6 +34,11 @@ impl Directory {
             store,
             caches,
             no_grants: Arc::new(Grants::default()),
+            metrics: Arc::new(DirectoryMetrics {
+                lookups: CacheLookups::default(),
+                store: StoreMetrics::default(),
+                writes: ChangeCounts::admin_writes(),
+            }),
         }
     }
 
@@ -32,28 +46,50 @@ impl Directory {
         &self.caches
     }
 
+    /// Hit and miss counters of the caches, for the lookups made outside the directory.
+    pub fn lookups(&self) -> &CacheLookups {
+        &self.metrics.lookups
+    }
+
     /// Drops from the caches what `changes` affect, before the write that made them answers.
     pub async fn invalidate(&self, changes: &[Change]) {
         for change in changes {
+            self.metrics.writes.count(change);
             self.caches.apply(change).await;
         }
+    }
+
+    /// One round trip to the store, timed like every store read.
+    pub async fn ping_store(&self) -> Result<(), StoreError> {
+        self.metrics
+            .store
+            .time(StoreOp::Ping, self.store.ping())
+            .await
     }
 
     /// The cache entry of key `id` (`None`: no key has that id), reloaded from the store when
     /// missing or stale.
     pub async fn key_entry(&self, id: &str) -> Result<Option<Arc<KeyEntry>>, StoreError> {
+        let lookups = &self.metrics.lookups.keys;
         let cached = self.caches.key(id).await;
         if let Some(entry) = &cached
             && self.caches.is_fresh(entry)
         {
+            lookups.hit();
             return Ok(Some(entry.clone()));
         }
         if cached.is_none() && self.caches.is_unknown_key(id).await {
+            lookups.hit();
             return Ok(None);
         }
+        lookups.miss();
         let epoch = self.caches.epoch();
         let generation = self.caches.key_generation();
-        let Some(key) = self.store.get_key(id).await? else {
+        let loaded = self
+            .metrics
+            .store
+            .time(StoreOp::Key, self.store.get_key(id));
+        let Some(key) = loaded.await? else {
             self.caches.insert_unknown_key(id, generation, epoch).await;
             return Ok(None);
         };
@@ -66,17 +102,22 @@ impl Directory {
         Ok(Some(entry))
     }
 
-    /// The deployment `project/slug`, from the cache or the store.
     /// keyward's own route table, for requests that carry none of keyward's context
     /// extensions: cached, loaded again after a route change.
     pub async fn route_table(&self) -> Result<Arc<crate::routes::RouteTable>, StoreError> {
-        let store = &self.store;
+        if let Some(table) = self.caches.routes().get() {
+            self.metrics.lookups.routes.hit();
+            return Ok(table);
+        }
+        self.metrics.lookups.routes.miss();
+        let (store, metrics) = (&self.store, &self.metrics.store);
         self.caches
             .routes()
-            .get_or_load(|| store.route_table())
+            .get_or_load(|| metrics.time(StoreOp::Routes, store.route_table()))
             .await
     }
 
+    /// The deployment `project/slug`, from the cache or the store.
     pub async fn deployment(
         &self,
         name: &str,
@@ -84,12 +125,16 @@ impl Directory {
         slug: &str,
     ) -> Result<Option<Arc<Deployment>>, StoreError> {
         if let Some(cached) = self.caches.deployment(name).await {
+            self.metrics.lookups.deployments.hit();
             return Ok(cached);
         }
+        self.metrics.lookups.deployments.miss();
         let epoch = self.caches.epoch();
+        let loaded = self.store.get_deployment(project, slug);
         let loaded = self
+            .metrics
             .store
-            .get_deployment(project, slug)
+            .time(StoreOp::Deployment, loaded)
             .await?
             .map(Arc::new);
         self.caches
@@ -106,10 +151,13 @@ impl Directory {
         }
         let id = key.principal.id;
         if let Some(cached) = self.caches.grants(id).await {
+            self.metrics.lookups.grants.hit();
             return Ok(cached);
         }
+        self.metrics.lookups.grants.miss();
         let epoch = self.caches.epoch();
-        let loaded = Arc::new(self.store.grants_of(id).await?);
+        let loaded = self.store.grants_of(id);
+        let loaded = Arc::new(self.metrics.store.time(StoreOp::Grants, loaded).await?);
         self.caches.insert_grants(id, loaded.clone(), epoch).await;
         Ok(loaded)
     }
@@ -117,10 +165,14 @@ impl Directory {
     /// The project of workload `id`, from the cache or the store.
     pub async fn workload_project(&self, id: &str) -> Result<Option<Arc<str>>, StoreError> {
         if let Some(cached) = self.caches.workload(id).await {
+            self.metrics.lookups.workloads.hit();
             return Ok(cached);
         }
+        self.metrics.lookups.workloads.miss();
         let epoch = self.caches.epoch();
-        let loaded: Option<Arc<str>> = self.store.workload_project(id).await?.map(Arc::from);
+        let loaded = self.store.workload_project(id);
+        let loaded = self.metrics.store.time(StoreOp::Workload, loaded).await?;
+        let loaded: Option<Arc<str>> = loaded.map(Arc::from);
         self.caches.insert_workload(id, loaded.clone(), epoch).await;
         Ok(loaded)
     }

@@ -18,6 +18,10 @@ impl From<&Undecidable> for Status {
             Undecidable::Overloaded | Undecidable::KeyOverloaded(_) => {
                 Status::new(Code::ResourceExhausted, "keyward is overloaded")
             }
+            Undecidable::PrincipalOverloaded(_) => Status::new(
+                Code::ResourceExhausted,
+                "too many key writes in flight for this caller; retry when one has finished",
+            ),
             Undecidable::Storage(_) => storage_unavailable(),
             Undecidable::Internal(_) => Status::new(Code::Internal, "internal error"),
         }

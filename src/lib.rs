@@ -35,6 +35,8 @@
 //! - [`metrics`]: Prometheus metrics (`/metrics` on the health port), bounded label sets.
 //! - [`config`]: TOML file plus `KEYWARD_*` environment overrides.
 //! - [`server`]: listeners, serving, health and graceful shutdown.
+//! - [`tls`]: TLS (and mTLS) for the Check and admin listeners, reloaded without a restart;
+//!   the CLI's TLS to the admin API.
 //! - [`cli`]: the `keyward` command line.
 //!
 //! Where to start a change (docs/design-notes.md has the longer map):
@@ -63,8 +65,8 @@ pub mod cli;
 pub mod clock;
 mod condition;
 pub mod config;
-mod credential;
-mod declare;
+pub mod credential;
+pub mod declare;
 mod directory;
 mod errors;
 pub mod hashing;
@@ -78,6 +80,7 @@ pub mod server;
 pub mod services;
 mod state;
 pub mod store;
+pub mod tls;
 pub mod token;
 mod usage;
 mod workers;

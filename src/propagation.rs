@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::cache::Caches;
 use crate::config::Propagation;
+use crate::metrics::PropagationMetrics;
 use crate::store::{Backend, Change, Store};
 
 /// How many change rows one SQLite poll reads; a longer backlog means "flush everything".
@@ -44,6 +45,7 @@ async fn listen(
     config: Propagation,
     mut stop: watch::Receiver<bool>,
 ) {
+    let metrics = PropagationMetrics::default();
     let max_backoff = Duration::from_millis(config.max_backoff_ms);
     let mut backoff = Duration::from_millis(50).min(max_backoff);
     let mut first = true;
@@ -69,8 +71,10 @@ async fn listen(
         } else {
             // Anything written while we were not listening was missed.
             caches.flush();
+            metrics.reconnected();
             info!("listening for changes again; caches flushed");
         }
+        metrics.connected(true);
         backoff = Duration::from_millis(50).min(max_backoff);
         loop {
             let notification = tokio::select! {
@@ -83,6 +87,10 @@ async fn listen(
                     Some((_, change)) => {
                         debug!(?change, "change notified");
                         caches.apply(&change).await;
+                        metrics.changes.count(&change);
+                        if let Some(sent_at) = Change::sent_at_ms(&payload) {
+                            metrics.applied_after(sent_at);
+                        }
                     }
                     None => {
                         warn!(
@@ -93,10 +101,12 @@ async fn listen(
                     }
                 },
                 Ok(None) => {
+                    metrics.connected(false);
                     warn!("change notifications interrupted: the connection was lost");
                     break;
                 }
                 Err(error) => {
+                    metrics.connected(false);
                     warn!(%error, "change notifications interrupted");
                     break;
                 }
@@ -106,6 +116,7 @@ async fn listen(
 }
 
 async fn poll(store: Store, caches: Caches, config: Propagation, mut stop: watch::Receiver<bool>) {
+    let metrics = PropagationMetrics::default();
     let interval = Duration::from_millis(config.poll_interval_ms);
     let mut seen = loop {
         match store.latest_change().await {
@@ -120,6 +131,7 @@ async fn poll(store: Store, caches: Caches, config: Propagation, mut stop: watch
         }
     };
     let mut failing = false;
+    metrics.connected(true);
     loop {
         tokio::select! {
             () = stopped(&mut stop) => return,
@@ -130,6 +142,8 @@ async fn poll(store: Store, caches: Caches, config: Propagation, mut stop: watch
                 if failing {
                     failing = false;
                     caches.flush();
+                    metrics.reconnected();
+                    metrics.connected(true);
                 }
                 if changes.len() as i64 >= POLL_BATCH {
                     caches.flush();
@@ -137,12 +151,14 @@ async fn poll(store: Store, caches: Caches, config: Propagation, mut stop: watch
                 for (id, change) in changes {
                     if let Some(change) = change {
                         caches.apply(&change).await;
+                        metrics.changes.count(&change);
                     }
                     seen = id;
                 }
             }
             Err(error) => {
                 if !failing {
+                    metrics.connected(false);
                     warn!(%error, "cannot poll for changes");
                 }
                 failing = true;

@@ -5,6 +5,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,9 +24,10 @@ use tracing::{info, warn};
 use crate::admin::AdminService;
 use crate::authz::CheckService;
 use crate::config::Config;
+use crate::directory::Directory;
 use crate::pb::admin_server::AdminServer;
 use crate::services::Services;
-use crate::store::{Store, redact_url};
+use crate::store::redact_url;
 
 /// How long in-flight requests may finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -122,25 +125,37 @@ pub async fn serve(
         config.credentials.sources.clone(),
     ));
     // grpc.health.v1 beside Check, for gRPC health probes of each replica (Kubernetes, Envoy
-    // active health checks). It stays SERVING through a database outage (cached keys still
-    // decide) and turns NOT_SERVING when shutdown begins.
+    // active health checks). It follows readiness (`/readyz`): SERVING through a database outage
+    // while keys are cached, NOT_SERVING when this replica can decide nothing, and from the
+    // moment shutdown begins.
     let (health_reporter, grpc_health) = tonic_health::server::health_reporter();
     // HTTP/2 options otherwise at tonic's defaults on purpose: `http2_adaptive_window` measured
     // 0.96x (through Envoy) and 1.03x (gRPC direct) of the defaults, within noise; a Check is
     // ~600 bytes, so windows, frame size and stream limits never bind (bench/h2.sh,
     // docs/performance.md "HTTP/2 settings").
-    let check = tonic::transport::Server::builder()
+    let tls_check = tls_acceptor("tls.check", &config.tls.check)?;
+    let tls_admin = tls_acceptor("tls.admin", &config.tls.admin)?;
+    if tls_admin.is_none() && !admin_addr.ip().is_loopback() {
+        warn!(admin = %admin_addr, "the admin API is plaintext on a non-loopback address: control tokens cross the network in clear (set tls.admin.cert and tls.admin.key)");
+    }
+    let check_router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .tcp_nodelay(true)
         .add_service(check_service.clone())
-        .add_service(grpc_health.clone())
-        // `tcp_nodelay` above applies only to listeners tonic binds itself; ours is bound
-        // earlier, so set it on each accepted connection. Without it Nagle's algorithm and
-        // Envoy's delayed ACKs hold small Check answers back for ~40 ms.
-        .serve_with_incoming_shutdown(
+        .add_service(grpc_health.clone());
+    // `tcp_nodelay` above applies only to listeners tonic binds itself; ours is bound earlier,
+    // so it is set on each accepted connection. Without it Nagle's algorithm and Envoy's
+    // delayed ACKs hold small Check answers back for ~40 ms.
+    let check: Served = match &tls_check {
+        Some(acceptor) => Box::pin(check_router.serve_with_incoming_shutdown(
+            crate::tls::incoming(listeners.check, acceptor.clone()),
+            stopped(),
+        )),
+        None => Box::pin(check_router.serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.check).with_nodelay(Some(true)),
             stopped(),
-        );
+        )),
+    };
     let (check_unix, unix_path) = match listeners.check_unix {
         Some((listener, path)) => (
             Some(
@@ -154,17 +169,33 @@ pub async fn serve(
         ),
         None => (None, None),
     };
-    let admin = tonic::transport::Server::builder()
-        .add_service(AdminServer::new(AdminService::new(&services)))
-        .serve_with_incoming_shutdown(
+    let admin_router = tonic::transport::Server::builder()
+        .add_service(AdminServer::new(AdminService::new(&services)));
+    let admin: Served = match &tls_admin {
+        Some(acceptor) => Box::pin(admin_router.serve_with_incoming_shutdown(
+            crate::tls::incoming(listeners.admin, acceptor.clone()),
+            stopped(),
+        )),
+        None => Box::pin(admin_router.serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.admin).with_nodelay(Some(true)),
             stopped(),
-        );
+        )),
+    };
+    let tls_reload = tokio::spawn(crate::tls::reload_every(
+        tls_check.into_iter().chain(tls_admin).collect(),
+        Duration::from_secs(config.tls.reload_interval_secs),
+        stop_rx_background.clone(),
+    ));
+    let probes = Probes {
+        directory: services.directory.clone(),
+        draining: Arc::new(AtomicBool::new(false)),
+    };
     let health_app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/storez", get(storez))
         .route("/metrics", get(metrics))
-        .with_state(services.store.clone());
+        .with_state(probes.clone());
     let health = axum::serve(listeners.health, health_app).with_graceful_shutdown(stopped());
 
     let propagation = tokio::spawn(crate::propagation::follow(
@@ -185,6 +216,37 @@ pub async fn serve(
             }
         }
     });
+    let mut health_stop = stop_rx_background.clone();
+    let (health_probes, reporter) = (probes.clone(), health_reporter.clone());
+    let grpc_health_follows = tokio::spawn(async move {
+        let mut every = tokio::time::interval(GRPC_HEALTH_INTERVAL);
+        let mut serving = true;
+        let ready_gauge = crate::metrics::readiness();
+        loop {
+            let stopping = tokio::select! {
+                _ = every.tick() => false,
+                _ = health_stop.wait_for(|stop| *stop) => true,
+            };
+            if stopping {
+                ready_gauge.set(0.0);
+                // Again, after any update racing the shutdown's own.
+                reporter
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                break;
+            }
+            let ready = health_probes.ready().await.is_ok();
+            ready_gauge.set(if ready { 1.0 } else { 0.0 });
+            if ready != serving {
+                serving = ready;
+                let status = match ready {
+                    true => tonic_health::ServingStatus::Serving,
+                    false => tonic_health::ServingStatus::NotServing,
+                };
+                reporter.set_service_status("", status).await;
+            }
+        }
+    });
     let usage = tokio::spawn(services.last_used.clone().run(
         services.store.clone(),
         Duration::from_secs(config.usage.flush_interval_secs),
@@ -192,7 +254,8 @@ pub async fn serve(
     ));
 
     info!(
-        check = %check_addr, check_unix = ?unix_path, admin = %admin_addr, health = %health_addr,
+        check = %check_addr, check_tls = config.tls.check.enabled(), check_unix = ?unix_path,
+        admin = %admin_addr, admin_tls = config.tls.admin.enabled(), health = %health_addr,
         database = %redact_url(&config.database.url), "keyward serving"
     );
     let servers = async {
@@ -213,6 +276,7 @@ pub async fn serve(
         result = &mut servers => result.map(|_| ()),
         () = shutdown => {
             info!("shutting down: draining in-flight requests");
+            probes.draining.store(true, Ordering::Release);
             health_reporter
                 .set_service_status("", tonic_health::ServingStatus::NotServing)
                 .await;
@@ -227,6 +291,8 @@ pub async fn serve(
     let _ = propagation.await;
     let _ = usage.await;
     let _ = metrics_upkeep.await;
+    let _ = grpc_health_follows.await;
+    let _ = tls_reload.await;
     services.store.close().await;
     if let Some(path) = unix_path {
         let _ = std::fs::remove_file(path);
@@ -234,11 +300,76 @@ pub async fn serve(
     served
 }
 
-/// Ready once the store answers; the store was migrated before serving began.
-async fn readyz(State(store): State<Store>) -> (StatusCode, &'static str) {
-    match tokio::time::timeout(Duration::from_secs(2), store.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready\n"),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n"),
+/// A gRPC server future, whichever transport it accepts on.
+type Served =
+    std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send + 'static>>;
+
+/// The listener's TLS acceptor when its certificate is configured.
+fn tls_acceptor(
+    name: &'static str,
+    files: &crate::config::TlsFiles,
+) -> anyhow::Result<Option<std::sync::Arc<crate::tls::Acceptor>>> {
+    files
+        .enabled()
+        .then(|| crate::tls::Acceptor::load(name, files))
+        .transpose()
+}
+
+/// What the health port's probes read.
+#[derive(Clone)]
+struct Probes {
+    directory: Directory,
+    /// Set when shutdown begins: readiness fails first, so Kubernetes stops sending new work.
+    draining: Arc<AtomicBool>,
+}
+
+/// How often grpc.health.v1's status and `keyward_ready` are brought in line with readiness.
+const GRPC_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a probe waits for the store: under the kubelet's default 1 s probe timeout.
+const STORE_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+
+impl Probes {
+    async fn store_answers(&self) -> bool {
+        let ping = self.directory.ping_store();
+        matches!(
+            tokio::time::timeout(STORE_PROBE_TIMEOUT, ping).await,
+            Ok(Ok(()))
+        )
+    }
+}
+
+/// Readiness (`/readyz`, and grpc.health.v1 on the Check port): whether this replica should
+/// get Checks. Not while shutting down; and yes while it can decide anything: keys are cached (so
+/// it keeps deciding for them through a store outage, which is when pulling every replica out of
+/// the Service would hurt most), or the store answers. The store is not asked while keys are
+/// cached, so probes add no database load. Until the store is open and migrated the port
+/// answers nothing, so a starting replica is not ready either.
+async fn readyz(State(probes): State<Probes>) -> (StatusCode, &'static str) {
+    match probes.ready().await {
+        Ok(()) => (StatusCode::OK, "ready\n"),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+impl Probes {
+    async fn ready(&self) -> Result<(), &'static str> {
+        if self.draining.load(Ordering::Acquire) {
+            return Err("shutting down\n");
+        }
+        if self.directory.caches().holds_keys().await || self.store_answers().await {
+            return Ok(());
+        }
+        Err("cannot decide: storage unavailable and no key cached\n")
+    }
+}
+
+/// Store health (`/storez`): whether the store answers now. For alerts and dashboards, not for
+/// a Kubernetes probe: an outage is no reason to restart keyward or to stop its cached answers.
+async fn storez(State(probes): State<Probes>) -> (StatusCode, &'static str) {
+    match probes.store_answers().await {
+        true => (StatusCode::OK, "store ok\n"),
+        false => (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n"),
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Services {
 impl Services {
     /// Opens the store named by the configuration and starts the argon2 workers.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        // Before any metric handle is taken: handles taken earlier record nowhere.
+        crate::metrics::install();
         let store = open_store(config).await?;
         let caches = Caches::new(
             config.cache.capacity,

@@ -15,7 +15,7 @@ mod routes;
 
 pub use listen::ChangeListener;
 
-use crate::clock::now_unix;
+use crate::clock::{now_unix, now_unix_ms};
 use crate::model::{
     ApiKey, DataTarget, Deployment, DeploymentName, KeyDetails, KeyScope, Plane, PreviousSecret,
     Principal, PrincipalKind,
@@ -55,12 +55,21 @@ impl Change {
         })
     }
 
-    /// The `origin:kind:subject` payload of a notification: the change and the replica that
-    /// made it.
+    /// The `origin@sent_ms:kind:subject` payload of a notification: the change and the replica
+    /// that made it (`@sent_ms`, Unix milliseconds when the write recorded it, just before its
+    /// commit, is optional: replicas before it sent `origin:kind:subject`, and read a newer
+    /// payload's origin as another replica's, so they apply it as they should).
     pub fn from_payload(payload: &str) -> Option<(&str, Change)> {
         let mut parts = payload.splitn(3, ':');
         let (origin, kind, subject) = (parts.next()?, parts.next()?, parts.next()?);
+        let origin = origin.split_once('@').map_or(origin, |(origin, _)| origin);
         Some((origin, Change::from_event(kind, subject)?))
+    }
+
+    /// When the writer sent the notification `payload` (Unix milliseconds), if it says.
+    pub fn sent_at_ms(payload: &str) -> Option<i64> {
+        let (origin, _) = payload.split_once(':')?;
+        origin.split_once('@')?.1.parse().ok()
     }
 
     fn kind_and_subject(&self) -> (&'static str, String) {
@@ -777,7 +786,11 @@ async fn record(tx: &mut Tx<'_>, store: &Store, change: &Change) -> Result<()> {
     if store.backend == Backend::Postgres {
         sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
             .bind(NOTIFY_CHANNEL)
-            .bind(format!("{}:{kind}:{subject}", store.origin))
+            .bind(format!(
+                "{}@{}:{kind}:{subject}",
+                store.origin,
+                now_unix_ms()
+            ))
             .execute(&mut **tx)
             .await?;
     }
@@ -936,10 +949,14 @@ mod tests {
             assert_eq!(Change::from_event(kind, &subject), Some(change.clone()));
             assert_eq!(
                 Change::from_payload(&format!("R3pl1ca:{kind}:{subject}")),
-                Some(("R3pl1ca", change))
+                Some(("R3pl1ca", change.clone()))
             );
+            let timed = format!("R3pl1ca@1700000000123:{kind}:{subject}");
+            assert_eq!(Change::from_payload(&timed), Some(("R3pl1ca", change)));
+            assert_eq!(Change::sent_at_ms(&timed), Some(1_700_000_000_123));
         }
         assert_eq!(Change::from_payload("nonsense"), None);
+        assert_eq!(Change::sent_at_ms("R3pl1ca:key:AAAAAAAAAAAA"), None);
     }
 
     #[tokio::test]

@@ -12,10 +12,13 @@
 //! busy by cached keys): a cold verification's worst case went from 81 ms to 290 ms at nice 10
 //! and to 495 ms at nice 19, Envoy's whole 0.5 s timeout, which is why 19 is not the default.
 //!
-//! Work waits in one of two lanes, and a free worker always takes the urgent lane's first: the
-//! caller (`authn`) puts there the verifications of keys no wrong secret was seen for lately, so
-//! a key's first verification is not queued behind a flood of wrong secrets for other keys. How
-//! many verifications may wait in all is bounded by the caller, not here.
+//! Work waits in one of three lanes, and a free worker always takes the urgent lane's first,
+//! then the later lane's, then the background lane's: the caller (`authn`) puts in the urgent
+//! lane the verifications of keys no wrong secret was seen for lately, so a key's first
+//! verification is not queued behind a flood of wrong secrets for other keys; suspect keys'
+//! verifications wait in the later lane; the admin API's hashing of new secrets waits in the
+//! background lane, so key writes never delay a Check. How much work may wait is bounded by
+//! the caller, not here.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -28,13 +31,16 @@ type Job = Box<dyn FnOnce() + Send>;
 pub struct Argon2Workers {
     urgent: crossbeam_channel::Sender<Job>,
     later: crossbeam_channel::Sender<Job>,
+    background: crossbeam_channel::Sender<Job>,
 }
 
-/// Which queue a job waits in: a free worker takes `Urgent` work before any `Later` work.
+/// Which queue a job waits in: a free worker takes `Urgent` work before any `Later` work, and
+/// both before any `Background` work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
     Urgent,
     Later,
+    Background,
 }
 
 /// A worker ended before answering: the work panicked (a bug), or the workers were stopped.
@@ -48,27 +54,45 @@ impl Argon2Workers {
     pub fn start(count: usize, nice: i32) -> std::io::Result<Self> {
         let (urgent, urgent_queue) = crossbeam_channel::unbounded::<Job>();
         let (later, later_queue) = crossbeam_channel::unbounded::<Job>();
+        let (background, background_queue) = crossbeam_channel::unbounded::<Job>();
         for n in 0..count {
-            let (urgent_queue, later_queue) = (urgent_queue.clone(), later_queue.clone());
+            let queues = [
+                urgent_queue.clone(),
+                later_queue.clone(),
+                background_queue.clone(),
+            ];
             std::thread::Builder::new()
                 .name(format!("keyward-argon2-{n}"))
                 .spawn(move || {
                     lower_priority(nice);
+                    let [urgent_queue, later_queue, background_queue] = &queues;
                     loop {
-                        // Both senders go together; once one lane is closed, the other's
-                        // queued work is still done.
                         let job = crossbeam_channel::select_biased! {
-                            recv(urgent_queue) -> job => job.or_else(|_| later_queue.recv()),
-                            recv(later_queue) -> job => job.or_else(|_| urgent_queue.recv()),
+                            recv(urgent_queue) -> job => job,
+                            recv(later_queue) -> job => job,
+                            recv(background_queue) -> job => job,
                         };
-                        let Ok(job) = job else { break };
+                        // The senders go together: once one lane is closed, the work still
+                        // queued in every lane is done, in lane order, before the thread ends.
+                        let Ok(job) = job else {
+                            for queue in &queues {
+                                while let Ok(job) = queue.recv() {
+                                    let _ = catch_unwind(AssertUnwindSafe(job));
+                                }
+                            }
+                            break;
+                        };
                         // The job's answer channel is dropped by the unwind: its caller gets
                         // `WorkerLost`, and this worker lives on for the next one.
                         let _ = catch_unwind(AssertUnwindSafe(job));
                     }
                 })?;
         }
-        Ok(Argon2Workers { urgent, later })
+        Ok(Argon2Workers {
+            urgent,
+            later,
+            background,
+        })
     }
 
     /// Runs `work` on the next free worker, after the work queued before it in `lane` (and,
@@ -89,6 +113,7 @@ impl Argon2Workers {
         match lane {
             Lane::Urgent => self.urgent.send(job),
             Lane::Later => self.later.send(job),
+            Lane::Background => self.background.send(job),
         }
         .map_err(|_| WorkerLost)?;
         result.await.map_err(|_| WorkerLost)
@@ -195,9 +220,11 @@ mod tests {
             Box::pin(workers.run(lane, move || ran.lock().unwrap().push(name)))
         };
         // One poll queues a job; the held worker cannot take any of them yet.
+        let mut background = job(Lane::Background, "background");
         let mut later = job(Lane::Later, "later");
         let mut abandoned = job(Lane::Urgent, "abandoned");
         let mut urgent = job(Lane::Urgent, "urgent");
+        assert!(poll_once(&mut background).await.is_pending());
         assert!(poll_once(&mut later).await.is_pending());
         assert!(poll_once(&mut abandoned).await.is_pending());
         assert!(poll_once(&mut urgent).await.is_pending());
@@ -207,6 +234,7 @@ mod tests {
         holder.await.unwrap().expect("held");
         urgent.await.expect("ran");
         later.await.expect("ran");
-        assert_eq!(*ran.lock().unwrap(), ["urgent", "later"]);
+        background.await.expect("ran");
+        assert_eq!(*ran.lock().unwrap(), ["urgent", "later", "background"]);
     }
 }

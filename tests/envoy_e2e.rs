@@ -468,3 +468,62 @@ async fn raw_encoded_headers_decide_as_the_map_does() {
     let body: Value = response.json().await.unwrap();
     assert_openai_error(&body, "invalid_api_key");
 }
+
+/// A refused request's access log line says why (`ext_authz.denial_code`) and for which key id
+/// (when a token was presented), next to the request id the client got back in `x-request-id`;
+/// an allowed one carries its key id. No token ever reaches the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denials_reach_the_access_log_with_code_key_id_and_request_id() {
+    let mut w = world().await;
+    let (id, token) = w.admin.key(Plane::Data, &["demo/chat"]).await;
+    let (embed_id, embed_token) = w.admin.key(Plane::Data, &["demo/embed"]).await;
+    let wrong_secret = keyward::token::generate(keyward::model::Plane::Data, &id).token;
+
+    let cases = [
+        (None, 401, Some("missing_api_key"), None),
+        (
+            Some(wrong_secret.as_str()),
+            401,
+            Some("invalid_api_key"),
+            Some(&id),
+        ),
+        (Some("sk-proj-1234"), 401, Some("invalid_api_key"), None),
+        (
+            Some(embed_token.as_str()),
+            403,
+            Some("key_not_in_scope"),
+            Some(&embed_id),
+        ),
+        (Some(token.as_str()), 200, None, Some(&id)),
+    ];
+    for (presented, status, denial_code, key_id) in cases {
+        let (got, headers, body) = w.chat(w.envoy.public_url(CHAT), presented).await;
+        assert_eq!(got.as_u16(), status, "{body}");
+        let request_id = headers["x-request-id"].to_str().unwrap().to_owned();
+        let line: Value = support::eventually(
+            "the access log line",
+            std::time::Duration::from_secs(10),
+            || async {
+                w.envoy.log().lines().find_map(|line| {
+                    let entry: Value = serde_json::from_str(line).ok()?;
+                    (entry["request_id"] == request_id.as_str()).then_some(entry)
+                })
+            },
+        )
+        .await;
+        assert_eq!(line["response_code"], status, "{line}");
+        let decided = &line["ext_authz"];
+        match denial_code {
+            Some(code) => assert_eq!(decided["denial_code"], code, "{line}"),
+            None => assert!(decided.get("denial_code").is_none(), "{line}"),
+        }
+        match key_id {
+            Some(key_id) => assert_eq!(decided["key_id"], key_id.as_str(), "{line}"),
+            None => assert!(decided.get("key_id").is_none(), "{line}"),
+        }
+    }
+    let log = w.envoy.log();
+    for secret in [&token, &embed_token, &wrong_secret] {
+        assert!(!log.contains(secret.as_str()), "a token in the access log");
+    }
+}

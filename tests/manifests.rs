@@ -134,3 +134,66 @@ fn the_configmap_holds_a_configuration_keyward_accepts() {
         "the admin API stays on the pod's loopback"
     );
 }
+
+/// `promtool` from Debian's `prometheus` package (installed by scripts/setup.sh); a missing
+/// promtool fails the test rather than skipping it.
+fn promtool(args: &[&str], dir: &Path) -> Output {
+    Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("promtool is required ({e}): apt-get install prometheus, or run scripts/test")
+        })
+}
+
+#[test]
+fn the_prometheus_scrape_config_and_alert_rules_pass_promtool() {
+    let dir = root().join("deploy/prometheus");
+    for args in [
+        &["check", "config", "prometheus.yml"][..],
+        &["check", "rules", "alerts.yml"],
+        // Each alert fires on the series that should fire it, and not on healthy ones.
+        &["test", "rules", "alerts_test.yml"],
+    ] {
+        let output = promtool(args, &dir);
+        assert!(
+            output.status.success(),
+            "promtool {args:?}: {}",
+            text(&output)
+        );
+    }
+}
+
+#[test]
+fn promtool_rejects_broken_alert_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = root().join("deploy/prometheus");
+    for file in ["alerts.yml", "alerts_test.yml", "prometheus.yml"] {
+        std::fs::copy(original.join(file), dir.path().join(file)).unwrap();
+    }
+    let alerts = std::fs::read_to_string(dir.path().join("alerts.yml")).unwrap();
+    let cases = [
+        // Not PromQL: `check rules` says so.
+        ("keyward_ready == 0 or", "keyward_ready === 0 or", "check"),
+        // Valid PromQL on a metric keyward does not export: the alert never fires.
+        (
+            "keyward_propagation_connected == 0",
+            "keyward_propagation_up == 0",
+            "test",
+        ),
+    ];
+    for (from, to, command) in cases {
+        assert!(
+            alerts.contains(from),
+            "alerts.yml no longer contains {from:?}"
+        );
+        std::fs::write(dir.path().join("alerts.yml"), alerts.replacen(from, to, 1)).unwrap();
+        let args = match command {
+            "check" => ["check", "rules", "alerts.yml"],
+            _ => ["test", "rules", "alerts_test.yml"],
+        };
+        let output = promtool(&args, dir.path());
+        assert!(!output.status.success(), "{to:?} passed: {}", text(&output));
+    }
+}

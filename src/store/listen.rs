@@ -12,6 +12,9 @@ impl Store {
     /// Connects a second, dedicated connection and starts listening for change events.
     pub async fn listen_for_changes(&self) -> Result<ChangeListener> {
         let mut listener = PgListener::connect(self.url()).await?;
+        // A lost connection is reported at once (and reconnected by the caller, with backoff),
+        // rather than retried inside `try_recv` for up to its pool's 30 s acquire timeout.
+        listener.eager_reconnect(false);
         listener.listen(NOTIFY_CHANNEL).await?;
         Ok(ChangeListener(listener))
     }

@@ -80,6 +80,14 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The value of the Prometheus series `series` (name and labels exactly as exported) in the
+/// exposition `text`; 0 when absent.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
 /// Polls `probe` every 20 ms until it yields, failing the test after `limit`.
 pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
 where
@@ -208,10 +216,17 @@ pub fn test_config(database_url: &str) -> Config {
 impl Keyward {
     /// keyward on a fresh SQLite file, initialized by `keyward init`.
     pub async fn start() -> Keyward {
+        Keyward::start_with(|_| {}).await
+    }
+
+    /// As [`Keyward::start`], with the configuration adjusted by `adjust` first.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Keyward {
         let dir = tempfile::tempdir().unwrap();
         let database_url = format!("sqlite://{}", dir.path().join("keyward.db").display());
         let owner_token = init(&database_url).await;
-        Keyward::launch(test_config(&database_url), owner_token, Some(dir), None).await
+        let mut config = test_config(&database_url);
+        adjust(&mut config);
+        Keyward::launch(config, owner_token, Some(dir), None).await
     }
 
     /// keyward on a fresh PostgreSQL database, initialized by `keyward init`.
@@ -553,6 +568,9 @@ impl Envoy {
                 "1",
                 "-l",
                 "warning",
+                // Access log lines reach envoy.log within 0.1 s (the default is 10 s).
+                "--file-flush-interval-msec",
+                "100",
             ])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
