@@ -5,31 +5,20 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use keyward::iam::{Action, Conditions, GrantRule, Grants, RuleScope, UserAgentMatch};
-use keyward::model::{
-    ApiKey, DataTarget, Deployment, Endpoint, KeyScope, Plane, Principal, PrincipalKind,
-};
+use keyward::model::{ApiKey, DataTarget, Deployment, Endpoint, KeyScope, Plane, PrincipalKind};
 use keyward::policy::{self, Authentication, Decision, Route, Target};
 
 fn key(kind: PrincipalKind) -> ApiKey {
+    let scope = KeyScope::Data(
+        vec![
+            DataTarget::Project("other".into()),
+            DataTarget::Deployment("demo/chat".parse().expect("valid name")),
+        ]
+        .into(),
+    );
     ApiKey {
-        id: "AbCdEfGhIjKl".into(),
-        principal: Principal {
-            id: 7,
-            kind,
-            name: "bench-app".into(),
-        },
-        scope: KeyScope::Data(
-            vec![
-                DataTarget::Project("other".into()),
-                DataTarget::Deployment("demo/chat".parse().expect("valid name")),
-            ]
-            .into(),
-        ),
-        secret_hash: "".into(),
-        previous_secret: None,
         expires_at: Some(4_000_000_000),
-        revoked_at: None,
-        details: None,
+        ..ApiKey::new("AbCdEfGhIjKl", (7, kind, "bench-app"), scope, "")
     }
 }
 

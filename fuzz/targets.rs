@@ -119,8 +119,8 @@ fn decide_input(request: &CheckRequest) {
     let sources: Vec<String> = ["authorization", "x-api-key", "x-auth-token"]
         .map(String::from)
         .to_vec();
-    if let Some(keyward::authz::Presented::Token(token)) =
-        keyward::authz::credential(input.headers, &sources)
+    if let Some(keyward::credential::Presented::Token(token)) =
+        keyward::credential::credential(input.headers, &sources)
     {
         assert!(!token.is_empty(), "an empty credential was read as a token");
         assert_eq!(

@@ -16,33 +16,37 @@
 //! Each write invalidates the caches it affects before it answers, so the very next Check
 //! sees it.
 
+mod convert;
+
+pub(crate) use convert::{rule_summary, set_condition_args};
+
+use std::fmt::Display;
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use std::net::IpAddr;
 use tonic::{Request, Response, Status};
 
 use tracing::{debug, info, warn};
 
 use crate::authn::{Authenticated, Authenticator, Undecidable};
 use crate::cache::KeyEntry;
+use crate::clock::now_unix;
 use crate::config;
-use crate::declare::{self, Op, State};
+use crate::credential;
+use crate::declare;
 use crate::directory::Directory;
 use crate::errors::{
     bad_input, conflict, not_found, permission_denied, precondition, unauthenticated,
 };
-use crate::iam::{
-    self, Action, Conditions, Facts, Grants, PermissionSet, Place, Policy, PrincipalRef, Rule,
-    RuleScope, UserAgentMatch,
-};
-use crate::model::{ApiKey, DataTarget, Deployment, DeploymentName, KeyDetails, KeyScope, Plane};
-use crate::model::{Principal, PrincipalKind};
+use crate::iam::{self, Action, Facts, Grants, PermissionSet, Place, Policy, PrincipalRef};
+use crate::model::{ApiKey, DataTarget, KeyScope, Plane};
 use crate::model::{validate_description, validate_name, validate_slug};
+use crate::pb;
 use crate::pb::admin_server::Admin;
-use crate::pb::{self, expiry};
 use crate::policy::{self, Bearer};
 use crate::services::Services;
-use crate::store::{Change, KeyCursor, KeyUpdate, NewKey, Store, now_unix};
+use crate::state::{self, Op, State};
+use crate::store::{self, Change, KeyCursor, KeyUpdate, NewKey, Store};
 use crate::token::{self, Token};
 use crate::usage::LastUsed;
 
@@ -147,10 +151,7 @@ impl AdminService {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
+            .and_then(credential::bearer)
             .ok_or_else(|| {
                 unauthenticated("missing control token (authorization: Bearer ik_sdk_…)")
             })?;
@@ -189,8 +190,36 @@ impl AdminService {
         })
     }
 
-    async fn invalidate(&self, changes: &[Change]) {
-        self.directory.invalidate(changes).await;
+    /// The one write path of single-row writes: the store writes, the caches the write names
+    /// are invalidated before the caller hears of it (so the very next Check sees it), then
+    /// the write is logged with who made it.
+    async fn write<T>(
+        &self,
+        caller: &Caller,
+        done: &str,
+        subject: &(dyn Display + Sync),
+        write: impl Future<Output = store::Result<(T, Vec<Change>)>>,
+    ) -> Result<T, Status> {
+        let (value, changes) = write.await?;
+        self.directory.invalidate(&changes).await;
+        info!(%subject, by = %caller.id, "{done}");
+        Ok(value)
+    }
+
+    /// The same for IAM state: plans against the current state and writes the difference, in one serialized
+    /// transaction ([`Store::update_state`]); caches are invalidated and each change logged
+    /// before returning.
+    async fn write_state(
+        &self,
+        caller: &Caller,
+        plan: impl FnOnce(&State) -> Result<Vec<Op>, Status>,
+    ) -> Result<(Vec<Op>, Vec<Change>), Status> {
+        let (ops, changes) = self.store.update_state(plan).await?;
+        self.directory.invalidate(&changes).await;
+        for op in &ops {
+            info!(change = %op.describe(), by = %caller.id, "iam change");
+        }
+        Ok((ops, changes))
     }
 }
 
@@ -243,112 +272,111 @@ fn undecidable(e: Undecidable) -> Status {
     Status::from(e)
 }
 
-fn parse_plane(plane: i32) -> Result<Plane, Status> {
-    match pb::Plane::try_from(plane) {
-        Ok(pb::Plane::Data) => Ok(Plane::Data),
-        Ok(pb::Plane::Control) => Ok(Plane::Control),
-        _ => Err(bad_input("plane must be data or control")),
-    }
+/// The gRPC service: every call authenticates its caller first, then runs the call of the
+/// same name on [`AdminService`] with the caller and the message.
+macro_rules! admin_calls {
+    ($($name:ident($request:ident) -> $response:ident;)*) => {
+        #[tonic::async_trait]
+        impl Admin for AdminService {
+            $(
+                async fn $name(
+                    &self,
+                    request: Request<pb::$request>,
+                ) -> Result<Response<pb::$response>, Status> {
+                    let caller = self.caller(&request).await?;
+                    AdminService::$name(self, &caller, request.into_inner())
+                        .await
+                        .map(Response::new)
+                }
+            )*
+        }
+    };
 }
 
-fn parse_deployment(project: &str, slug: &str) -> Result<DeploymentName, Status> {
-    format!("{project}/{slug}").parse().map_err(bad_input)
+admin_calls! {
+    who_am_i(WhoAmIRequest) -> WhoAmIResponse;
+    create_project(CreateProjectRequest) -> Project;
+    list_projects(ListProjectsRequest) -> ListProjectsResponse;
+    create_deployment(CreateDeploymentRequest) -> Deployment;
+    list_deployments(ListDeploymentsRequest) -> ListDeploymentsResponse;
+    set_deployment_auth(SetDeploymentAuthRequest) -> Deployment;
+    create_key(CreateKeyRequest) -> CreateKeyResponse;
+    list_keys(ListKeysRequest) -> ListKeysResponse;
+    get_key(GetKeyRequest) -> Key;
+    update_key(UpdateKeyRequest) -> Key;
+    revoke_key(RevokeKeyRequest) -> Key;
+    rotate_key(RotateKeyRequest) -> CreateKeyResponse;
+    delete_key(DeleteKeyRequest) -> DeleteKeyResponse;
+    add_member(AddMemberRequest) -> Principal;
+    create_application(CreateApplicationRequest) -> Principal;
+    list_principals(ListPrincipalsRequest) -> ListPrincipalsResponse;
+    remove_principal(RemovePrincipalRequest) -> RemovePrincipalResponse;
+    put_permission_set(PermissionSet) -> PermissionSet;
+    list_permission_sets(ListPermissionSetsRequest) -> ListPermissionSetsResponse;
+    delete_permission_set(DeletePermissionSetRequest) -> DeletePermissionSetResponse;
+    put_policy(Policy) -> Policy;
+    list_policies(ListPoliciesRequest) -> ListPoliciesResponse;
+    delete_policy(DeletePolicyRequest) -> DeletePolicyResponse;
+    register_workload(Workload) -> Workload;
+    list_workloads(ListWorkloadsRequest) -> ListWorkloadsResponse;
+    delete_workload(DeleteWorkloadRequest) -> DeleteWorkloadResponse;
+    apply(ApplyRequest) -> ApplyResponse;
+    export(ExportRequest) -> ExportResponse;
 }
 
-/// `None`: no change requested; `Some(None)`: never expires.
-fn parse_expiry(expiry: Option<pb::Expiry>) -> Option<Option<i64>> {
-    match expiry.and_then(|e| e.kind) {
-        None => None,
-        Some(expiry::Kind::Never(_)) => Some(None),
-        Some(expiry::Kind::At(at)) => Some(Some(at)),
-    }
-}
+/// What an admin call answers (the gRPC layer wraps it in a `Response`).
+type Reply<T> = Result<T, Status>;
 
-fn deployment_pb(d: &Deployment) -> pb::Deployment {
-    pb::Deployment {
-        project: d.name.project.clone(),
-        slug: d.name.slug.clone(),
-        model: d.model.clone(),
-        public_auth: d.public_auth,
-        private_auth: d.private_auth,
-        created_at: d.created_at,
-    }
-}
-
-/// `k` as the admin API shows it. Keys shown here come from the store, so they carry their
-/// details; a cached key (none) would show an empty name and no timestamps.
-fn key_pb(k: &ApiKey, pending_last_use: Option<i64>) -> pb::Key {
-    let none = KeyDetails::default();
-    let details = k.details.as_deref().unwrap_or(&none);
-    pb::Key {
-        id: k.id.clone(),
-        plane: match k.plane() {
-            Plane::Data => pb::Plane::Data,
-            Plane::Control => pb::Plane::Control,
-        } as i32,
-        name: details.name.clone(),
-        description: details.description.clone(),
-        principal: k.principal.name.clone(),
-        scope: k.scope.to_strings(),
-        expires_at: k.expires_at,
-        created_at: details.created_at,
-        revoked_at: k.revoked_at,
-        last_used_at: details.last_used_at.max(pending_last_use),
-    }
-}
-
-#[tonic::async_trait]
-impl Admin for AdminService {
-    async fn who_am_i(
-        &self,
-        request: Request<pb::WhoAmIRequest>,
-    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        Ok(Response::new(pb::WhoAmIResponse {
+/// The calls, each saying what it authorizes, what it changes and what that invalidates.
+impl AdminService {
+    async fn who_am_i(&self, caller: &Caller, _: pb::WhoAmIRequest) -> Reply<pb::WhoAmIResponse> {
+        Ok(pb::WhoAmIResponse {
             key_id: caller.id.clone(),
             principal: caller.principal.name.clone(),
             principal_kind: caller.principal.kind.as_str().to_owned(),
             scope: caller.scope.to_strings().join(","),
-        }))
+        })
     }
 
     async fn create_project(
         &self,
-        request: Request<pb::CreateProjectRequest>,
-    ) -> Result<Response<pb::Project>, Status> {
-        let caller = self.caller(&request).await?;
+        caller: &Caller,
+        r: pb::CreateProjectRequest,
+    ) -> Reply<pb::Project> {
         caller.may(Action::ProjectsWrite, Place::Organization)?;
-        let slug = &request.get_ref().slug;
+        let slug = &r.slug;
         validate_slug("project", slug).map_err(bad_input)?;
-        let (slug, created_at, changes) = self.store.create_project(slug).await?;
-        self.invalidate(&changes).await;
-        info!(project = %slug, by = %caller.id, "project created");
-        Ok(Response::new(pb::Project { slug, created_at }))
+        let (slug, created_at) = self
+            .write(caller, "project created", slug, async {
+                let (slug, created_at, changes) = self.store.create_project(slug).await?;
+                Ok(((slug, created_at), changes))
+            })
+            .await?;
+        Ok(pb::Project { slug, created_at })
     }
 
     async fn list_projects(
         &self,
-        request: Request<pb::ListProjectsRequest>,
-    ) -> Result<Response<pb::ListProjectsResponse>, Status> {
-        let caller = self.caller(&request).await?;
+        caller: &Caller,
+        _: pb::ListProjectsRequest,
+    ) -> Reply<pb::ListProjectsResponse> {
         let projects = self
             .store
             .list_projects()
             .await?
             .into_iter()
-            .filter(|(slug, _)| policy::reaches(&caller, Place::Project(slug)).is_ok())
+            .filter(|(slug, _)| policy::reaches(caller, Place::Project(slug)).is_ok())
             .map(|(slug, created_at)| pb::Project { slug, created_at })
             .collect();
-        Ok(Response::new(pb::ListProjectsResponse { projects }))
+        Ok(pb::ListProjectsResponse { projects })
     }
 
     async fn create_deployment(
         &self,
-        request: Request<pb::CreateDeploymentRequest>,
-    ) -> Result<Response<pb::Deployment>, Status> {
-        let caller = self.caller(&request).await?;
-        let r = request.get_ref();
-        let name = parse_deployment(&r.project, &r.slug)?;
+        caller: &Caller,
+        r: pb::CreateDeploymentRequest,
+    ) -> Reply<pb::Deployment> {
+        let name = convert::deployment_name(&r.project, &r.slug)?;
         caller
             .bearer()
             .may_set_auth(&name.project, r.public_auth, r.private_auth)?;
@@ -356,26 +384,26 @@ impl Admin for AdminService {
         if model.is_empty() || model.len() > 255 {
             return Err(bad_input("model must be 1-255 characters"));
         }
-        let (deployment, changes) = self
-            .store
-            .create_deployment(
+        let public_auth = r.public_auth.unwrap_or(true);
+        let private_auth = r.private_auth.unwrap_or(true);
+        let deployment = self
+            .write(
+                caller,
+                "deployment created",
                 &name,
-                model,
-                r.public_auth.unwrap_or(true),
-                r.private_auth.unwrap_or(true),
+                self.store
+                    .create_deployment(&name, model, public_auth, private_auth),
             )
             .await?;
-        self.invalidate(&changes).await;
-        info!(deployment = %name, by = %caller.id, "deployment created");
-        Ok(Response::new(deployment_pb(&deployment)))
+        Ok(pb::Deployment::from(&deployment))
     }
 
     async fn list_deployments(
         &self,
-        request: Request<pb::ListDeploymentsRequest>,
-    ) -> Result<Response<pb::ListDeploymentsResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let project = request.get_ref().project.as_str();
+        caller: &Caller,
+        r: pb::ListDeploymentsRequest,
+    ) -> Reply<pb::ListDeploymentsResponse> {
+        let project = r.project.as_str();
         if !project.is_empty() {
             caller.may(Action::DeploymentsRead, Place::Project(project))?;
         }
@@ -389,50 +417,52 @@ impl Admin for AdminService {
                     .may(Action::DeploymentsRead, Place::Project(&d.name.project))
                     .is_ok()
             })
-            .map(deployment_pb)
+            .map(pb::Deployment::from)
             .collect();
-        Ok(Response::new(pb::ListDeploymentsResponse { deployments }))
+        Ok(pb::ListDeploymentsResponse { deployments })
     }
 
     async fn set_deployment_auth(
         &self,
-        request: Request<pb::SetDeploymentAuthRequest>,
-    ) -> Result<Response<pb::Deployment>, Status> {
-        let caller = self.caller(&request).await?;
-        let r = request.get_ref();
-        let name = parse_deployment(&r.project, &r.slug)?;
+        caller: &Caller,
+        r: pb::SetDeploymentAuthRequest,
+    ) -> Reply<pb::Deployment> {
+        let name = convert::deployment_name(&r.project, &r.slug)?;
         caller
             .bearer()
             .may_set_auth(&name.project, r.public_auth, r.private_auth)?;
         if r.public_auth.is_none() && r.private_auth.is_none() {
             return Err(bad_input("nothing to change: give public and/or private"));
         }
-        let (deployment, changes) = self
-            .store
-            .set_deployment_auth(&name, r.public_auth, r.private_auth)
+        let deployment = self
+            .write(
+                caller,
+                "deployment auth changed",
+                &name,
+                self.store
+                    .set_deployment_auth(&name, r.public_auth, r.private_auth),
+            )
             .await?;
-        self.invalidate(&changes).await;
-        info!(deployment = %name, public_auth = deployment.public_auth,
-              private_auth = deployment.private_auth, by = %caller.id, "deployment auth changed");
-        Ok(Response::new(deployment_pb(&deployment)))
+        debug!(deployment = %name, public_auth = deployment.public_auth,
+               private_auth = deployment.private_auth, "deployment auth now");
+        Ok(pb::Deployment::from(&deployment))
     }
 
     async fn create_key(
         &self,
-        request: Request<pb::CreateKeyRequest>,
-    ) -> Result<Response<pb::CreateKeyResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let r = request.get_ref();
-        let plane = parse_plane(r.plane)?;
+        caller: &Caller,
+        r: pb::CreateKeyRequest,
+    ) -> Reply<pb::CreateKeyResponse> {
+        let plane = convert::plane(r.plane)?;
         let scope = KeyScope::parse(plane, &r.scope).map_err(bad_input)?;
         let (name, description) = (r.name.trim(), r.description.trim());
         validate_name("key name", name).map_err(bad_input)?;
         validate_description("key description", description).map_err(bad_input)?;
-        let bearer = self.bearer(&caller, &r.bearer).await?;
+        let bearer = self.bearer(caller, &r.bearer).await?;
         caller
             .bearer()
             .may_mint(bearer == caller.principal.id, &scope)?;
-        let expires_at = parse_expiry(r.expiry).flatten();
+        let expires_at = convert::expiry(r.expiry).flatten();
         policy::may_set_expiry(None, None, expires_at, now_unix())?;
         let id = token::generate_key_id();
         let minted = token::generate(plane, &id);
@@ -440,32 +470,29 @@ impl Admin for AdminService {
             .authn
             .hash_secret(&minted.secret, &caller.principal.id.to_string())
             .await?;
-        let (key, changes) = self
-            .store
-            .create_key(NewKey {
-                id,
-                principal_id: bearer,
-                scope,
-                name: name.to_owned(),
-                description: description.to_owned(),
-                secret_hash,
-                expires_at,
-            })
+        let new = NewKey {
+            id: id.clone(),
+            principal_id: bearer,
+            scope,
+            name: name.to_owned(),
+            description: description.to_owned(),
+            secret_hash,
+            expires_at,
+        };
+        let key = self
+            .write(caller, "key created", &id, self.store.create_key(new))
             .await?;
-        self.invalidate(&changes).await;
-        info!(key_id = %key.id, plane = %plane, by = %caller.id, "key created");
-        Ok(Response::new(pb::CreateKeyResponse {
+        Ok(pb::CreateKeyResponse {
             key: Some(self.key_pb(&key)),
             token: minted.token,
-        }))
+        })
     }
 
     async fn list_keys(
         &self,
-        request: Request<pb::ListKeysRequest>,
-    ) -> Result<Response<pb::ListKeysResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let r = request.get_ref();
+        caller: &Caller,
+        r: pb::ListKeysRequest,
+    ) -> Reply<pb::ListKeysResponse> {
         let project = r.project.as_str();
         if !project.is_empty() {
             validate_slug("project", project).map_err(bad_input)?;
@@ -494,28 +521,19 @@ impl Admin for AdminService {
             .await?;
         let keys = keys.iter().map(|k| self.key_pb(k)).collect();
         let next_page_token = next.map(|c| c.token()).unwrap_or_default();
-        Ok(Response::new(pb::ListKeysResponse {
+        Ok(pb::ListKeysResponse {
             keys,
             next_page_token,
-        }))
+        })
     }
 
-    async fn get_key(
-        &self,
-        request: Request<pb::GetKeyRequest>,
-    ) -> Result<Response<pb::Key>, Status> {
-        let caller = self.caller(&request).await?;
-        let key = self.visible_key(&caller, &request.get_ref().id).await?;
-        Ok(Response::new(self.key_pb(&key)))
+    async fn get_key(&self, caller: &Caller, r: pb::GetKeyRequest) -> Reply<pb::Key> {
+        let key = self.visible_key(caller, &r.id).await?;
+        Ok(self.key_pb(&key))
     }
 
-    async fn update_key(
-        &self,
-        request: Request<pb::UpdateKeyRequest>,
-    ) -> Result<Response<pb::Key>, Status> {
-        let caller = self.caller(&request).await?;
-        let r = request.get_ref();
-        let key = self.changeable_key(&caller, &r.id).await?;
+    async fn update_key(&self, caller: &Caller, r: pb::UpdateKeyRequest) -> Reply<pb::Key> {
+        let key = self.changeable_key(caller, &r.id).await?;
         let targets = |list: &[String]| -> Result<Vec<DataTarget>, Status> {
             list.iter()
                 .map(|s| s.parse::<DataTarget>().map_err(bad_input))
@@ -534,7 +552,7 @@ impl Admin for AdminService {
             description: description.map(str::to_owned),
             attach: targets(&r.attach)?,
             detach: targets(&r.detach)?,
-            expires_at: parse_expiry(r.expiry),
+            expires_at: convert::expiry(r.expiry),
         };
         caller.bearer().may_retarget(
             key.principal.id == caller.principal.id,
@@ -544,32 +562,32 @@ impl Admin for AdminService {
         if let Some(expires_at) = update.expires_at {
             policy::may_set_expiry(key.revoked_at, key.expires_at, expires_at, now_unix())?;
         }
-        let (key, changes) = self.store.update_key(&r.id, update).await?;
-        self.invalidate(&changes).await;
-        info!(key_id = %key.id, by = %caller.id, "key updated");
-        Ok(Response::new(self.key_pb(&key)))
+        let key = self
+            .write(
+                caller,
+                "key updated",
+                &r.id,
+                self.store.update_key(&r.id, update),
+            )
+            .await?;
+        Ok(self.key_pb(&key))
     }
 
-    async fn revoke_key(
-        &self,
-        request: Request<pb::RevokeKeyRequest>,
-    ) -> Result<Response<pb::Key>, Status> {
-        let caller = self.caller(&request).await?;
-        let id = &request.get_ref().id;
-        self.changeable_key(&caller, id).await?;
-        let (key, changes) = self.store.revoke_key(id).await?;
-        self.invalidate(&changes).await;
-        info!(key_id = %key.id, by = %caller.id, "key revoked");
-        Ok(Response::new(self.key_pb(&key)))
+    async fn revoke_key(&self, caller: &Caller, r: pb::RevokeKeyRequest) -> Reply<pb::Key> {
+        let id = &r.id;
+        self.changeable_key(caller, id).await?;
+        let key = self
+            .write(caller, "key revoked", id, self.store.revoke_key(id))
+            .await?;
+        Ok(self.key_pb(&key))
     }
 
     async fn rotate_key(
         &self,
-        request: Request<pb::RotateKeyRequest>,
-    ) -> Result<Response<pb::CreateKeyResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let r = request.get_ref();
-        let key = self.changeable_key(&caller, &r.id).await?;
+        caller: &Caller,
+        r: pb::RotateKeyRequest,
+    ) -> Reply<pb::CreateKeyResponse> {
+        let key = self.changeable_key(caller, &r.id).await?;
         let now = now_unix();
         if policy::validity(key.revoked_at, key.expires_at, now).is_err() {
             return Err(precondition(format!(
@@ -586,59 +604,58 @@ impl Admin for AdminService {
             .authn
             .hash_secret(&minted.secret, &caller.principal.id.to_string())
             .await?;
-        let (key, changes) = self
-            .store
-            .rotate_key(&key.id, &secret_hash, grace_until)
+        let key = self
+            .write(
+                caller,
+                "key rotated",
+                &key.id,
+                self.store.rotate_key(&key.id, &secret_hash, grace_until),
+            )
             .await?;
-        self.invalidate(&changes).await;
-        info!(key_id = %key.id, grace_seconds = r.grace_seconds, by = %caller.id, "key rotated");
-        Ok(Response::new(pb::CreateKeyResponse {
+        Ok(pb::CreateKeyResponse {
             key: Some(self.key_pb(&key)),
             token: minted.token,
-        }))
+        })
     }
 
     async fn delete_key(
         &self,
-        request: Request<pb::DeleteKeyRequest>,
-    ) -> Result<Response<pb::DeleteKeyResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let id = &request.get_ref().id;
-        self.changeable_key(&caller, id).await?;
-        let changes = self.store.delete_key(id).await?;
-        self.invalidate(&changes).await;
-        info!(key_id = %id, by = %caller.id, "key deleted");
-        Ok(Response::new(pb::DeleteKeyResponse {}))
+        caller: &Caller,
+        r: pb::DeleteKeyRequest,
+    ) -> Reply<pb::DeleteKeyResponse> {
+        let id = &r.id;
+        self.changeable_key(caller, id).await?;
+        self.write(caller, "key deleted", id, async {
+            Ok(((), self.store.delete_key(id).await?))
+        })
+        .await?;
+        Ok(pb::DeleteKeyResponse {})
     }
-    async fn add_member(
-        &self,
-        request: Request<pb::AddMemberRequest>,
-    ) -> Result<Response<pb::Principal>, Status> {
-        let caller = self.caller(&request).await?;
+    async fn add_member(&self, caller: &Caller, r: pb::AddMemberRequest) -> Reply<pb::Principal> {
         caller.manage_iam()?;
-        let email = request.get_ref().email.trim().to_owned();
+        let email = r.email.trim().to_owned();
         iam::validate_email(&email).map_err(bad_input)?;
-        self.add_principal(&caller, PrincipalRef::User(email)).await
+        self.add_principal(caller, PrincipalRef::User(email)).await
     }
 
     async fn create_application(
         &self,
-        request: Request<pb::CreateApplicationRequest>,
-    ) -> Result<Response<pb::Principal>, Status> {
-        let caller = self.caller(&request).await?;
+        caller: &Caller,
+        r: pb::CreateApplicationRequest,
+    ) -> Reply<pb::Principal> {
         caller.manage_iam()?;
-        let name = request.get_ref().name.trim().to_owned();
+        let name = r.name.trim().to_owned();
         iam::validate_app_name(&name).map_err(bad_input)?;
-        self.add_principal(&caller, PrincipalRef::App(name)).await
+        self.add_principal(caller, PrincipalRef::App(name)).await
     }
 
     async fn list_principals(
         &self,
-        request: Request<pb::ListPrincipalsRequest>,
-    ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
-        let caller = self.caller(&request).await?;
+        caller: &Caller,
+        r: pb::ListPrincipalsRequest,
+    ) -> Reply<pb::ListPrincipalsResponse> {
         caller.manage_iam()?;
-        let kind = request.get_ref().kind.as_str();
+        let kind = r.kind.as_str();
         let store = &self.store;
         let counts = store.key_counts().await?;
         let principals = store
@@ -646,58 +663,56 @@ impl Admin for AdminService {
             .await?
             .into_iter()
             .filter(|p| kind.is_empty() || p.kind.as_str() == kind)
-            .map(|p| principal_to_pb(&p, counts.get(&p.id).copied().unwrap_or(0)))
+            .map(|p| convert::principal(&p, counts.get(&p.id).copied().unwrap_or(0)))
             .collect();
-        Ok(Response::new(pb::ListPrincipalsResponse { principals }))
+        Ok(pb::ListPrincipalsResponse { principals })
     }
 
     async fn remove_principal(
         &self,
-        request: Request<pb::RemovePrincipalRequest>,
-    ) -> Result<Response<pb::RemovePrincipalResponse>, Status> {
-        let caller = self.caller(&request).await?;
+        caller: &Caller,
+        r: pb::RemovePrincipalRequest,
+    ) -> Reply<pb::RemovePrincipalResponse> {
         caller.manage_iam()?;
-        let target: PrincipalRef = request.get_ref().principal.parse().map_err(bad_input)?;
-        let changes = self
-            .store
-            .apply_ops(&[Op::RemovePrincipal(target.clone())])
+        let target: PrincipalRef = r.principal.parse().map_err(bad_input)?;
+        let (_, changes) = self
+            .write_state(caller, |_| Ok(vec![Op::RemovePrincipal(target)]))
             .await?;
-        self.invalidate(&changes).await;
         let keys_deleted = changes
             .iter()
             .filter(|c| matches!(c, Change::Key(_)))
             .count() as i64;
-        info!(principal = %target, keys_deleted, by = %caller.id, "principal removed");
-        Ok(Response::new(pb::RemovePrincipalResponse { keys_deleted }))
+        Ok(pb::RemovePrincipalResponse { keys_deleted })
     }
 
     async fn put_permission_set(
         &self,
-        request: Request<pb::PermissionSet>,
-    ) -> Result<Response<pb::PermissionSet>, Status> {
-        let caller = self.caller(&request).await?;
+        caller: &Caller,
+        r: pb::PermissionSet,
+    ) -> Reply<pb::PermissionSet> {
         caller.manage_iam()?;
-        let set = permission_set_from_pb(request.get_ref())?;
+        let set = PermissionSet::try_from(&r)?;
         let stored = set.clone();
-        self.mutate(&caller, move |state| {
+        self.mutate(caller, move |state| {
             state.permission_sets.insert(set.name.clone(), set);
             Ok(())
         })
         .await?;
-        Ok(Response::new(permission_set_pb(&stored, false)))
+        Ok(convert::permission_set(&stored, false))
     }
 
     async fn list_permission_sets(
         &self,
-        request: Request<pb::ListPermissionSetsRequest>,
-    ) -> Result<Response<pb::ListPermissionSetsResponse>, Status> {
-        self.caller(&request).await?.manage_iam()?;
+        caller: &Caller,
+        _: pb::ListPermissionSetsRequest,
+    ) -> Reply<pb::ListPermissionSetsResponse> {
+        caller.manage_iam()?;
         let state = self.store.load_state().await?;
         let mut permission_sets: Vec<pb::PermissionSet> = iam::BUILTIN_SETS
             .iter()
             .map(|name| {
                 let actions = iam::builtin_set(name).unwrap_or_default();
-                permission_set_pb(
+                convert::permission_set(
                     &PermissionSet {
                         name: (*name).to_owned(),
                         description: "built in".into(),
@@ -712,21 +727,19 @@ impl Admin for AdminService {
             state
                 .permission_sets
                 .values()
-                .map(|s| permission_set_pb(s, false)),
+                .map(|s| convert::permission_set(s, false)),
         );
-        Ok(Response::new(pb::ListPermissionSetsResponse {
-            permission_sets,
-        }))
+        Ok(pb::ListPermissionSetsResponse { permission_sets })
     }
 
     async fn delete_permission_set(
         &self,
-        request: Request<pb::DeletePermissionSetRequest>,
-    ) -> Result<Response<pb::DeletePermissionSetResponse>, Status> {
-        let caller = self.caller(&request).await?;
+        caller: &Caller,
+        r: pb::DeletePermissionSetRequest,
+    ) -> Reply<pb::DeletePermissionSetResponse> {
         caller.manage_iam()?;
-        let name = request.get_ref().name.clone();
-        self.mutate(&caller, |state| {
+        let name = r.name.clone();
+        self.mutate(caller, |state| {
             state
                 .permission_sets
                 .remove(&name)
@@ -746,32 +759,28 @@ impl Admin for AdminService {
             Ok(())
         })
         .await?;
-        Ok(Response::new(pb::DeletePermissionSetResponse {}))
+        Ok(pb::DeletePermissionSetResponse {})
     }
 
-    async fn put_policy(
-        &self,
-        request: Request<pb::Policy>,
-    ) -> Result<Response<pb::Policy>, Status> {
-        let caller = self.caller(&request).await?;
+    async fn put_policy(&self, caller: &Caller, r: pb::Policy) -> Reply<pb::Policy> {
         caller.manage_iam()?;
-        let policy = policy_from_pb(request.get_ref())?;
-        let stored = policy_pb(&policy);
-        self.mutate(&caller, move |state| {
+        let policy = Policy::try_from(&r)?;
+        let stored = pb::Policy::from(&policy);
+        self.mutate(caller, move |state| {
             state.policies.insert(policy.name.clone(), policy);
             Ok(())
         })
         .await?;
-        Ok(Response::new(stored))
+        Ok(stored)
     }
 
     async fn list_policies(
         &self,
-        request: Request<pb::ListPoliciesRequest>,
-    ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
-        let caller = self.caller(&request).await?;
+        caller: &Caller,
+        r: pb::ListPoliciesRequest,
+    ) -> Reply<pb::ListPoliciesResponse> {
         caller.manage_iam()?;
-        let principal = request.get_ref().principal.as_str();
+        let principal = r.principal.as_str();
         let state = self.store.load_state().await?;
         let policies = state
             .policies
@@ -780,19 +789,19 @@ impl Admin for AdminService {
                 principal.is_empty()
                     || p.principal.as_ref().map(ToString::to_string).as_deref() == Some(principal)
             })
-            .map(policy_pb)
+            .map(pb::Policy::from)
             .collect();
-        Ok(Response::new(pb::ListPoliciesResponse { policies }))
+        Ok(pb::ListPoliciesResponse { policies })
     }
 
     async fn delete_policy(
         &self,
-        request: Request<pb::DeletePolicyRequest>,
-    ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
-        let caller = self.caller(&request).await?;
+        caller: &Caller,
+        r: pb::DeletePolicyRequest,
+    ) -> Reply<pb::DeletePolicyResponse> {
         caller.manage_iam()?;
-        let name = request.get_ref().name.clone();
-        self.mutate(&caller, |state| {
+        let name = r.name.clone();
+        self.mutate(caller, |state| {
             state
                 .policies
                 .remove(&name)
@@ -800,20 +809,16 @@ impl Admin for AdminService {
                 .ok_or_else(|| not_found(format_args!("policy {name}")))
         })
         .await?;
-        Ok(Response::new(pb::DeletePolicyResponse {}))
+        Ok(pb::DeletePolicyResponse {})
     }
 
-    async fn register_workload(
-        &self,
-        request: Request<pb::Workload>,
-    ) -> Result<Response<pb::Workload>, Status> {
-        let caller = self.caller(&request).await?;
-        let w = request.get_ref().clone();
+    async fn register_workload(&self, caller: &Caller, r: pb::Workload) -> Reply<pb::Workload> {
+        let w = r;
         validate_slug("workload", &w.id).map_err(bad_input)?;
         validate_slug("project", &w.project).map_err(bad_input)?;
         caller.may(Action::DeploymentsWrite, Place::Project(&w.project))?;
         let (id, project) = (w.id.clone(), w.project.clone());
-        self.mutate(&caller, move |state| {
+        self.mutate(caller, move |state| {
             if state.workloads.contains_key(&id) {
                 return Err(conflict(format_args!("workload {id}")));
             }
@@ -824,15 +829,15 @@ impl Admin for AdminService {
             Ok(())
         })
         .await?;
-        Ok(Response::new(w))
+        Ok(w)
     }
 
     async fn list_workloads(
         &self,
-        request: Request<pb::ListWorkloadsRequest>,
-    ) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let project = request.get_ref().project.as_str();
+        caller: &Caller,
+        r: pb::ListWorkloadsRequest,
+    ) -> Reply<pb::ListWorkloadsResponse> {
+        let project = r.project.as_str();
         let state = self.store.load_state().await?;
         let workloads = state
             .workloads
@@ -845,15 +850,15 @@ impl Admin for AdminService {
             })
             .map(|(id, project)| pb::Workload { id, project })
             .collect();
-        Ok(Response::new(pb::ListWorkloadsResponse { workloads }))
+        Ok(pb::ListWorkloadsResponse { workloads })
     }
 
     async fn delete_workload(
         &self,
-        request: Request<pb::DeleteWorkloadRequest>,
-    ) -> Result<Response<pb::DeleteWorkloadResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let id = request.get_ref().id.clone();
+        caller: &Caller,
+        r: pb::DeleteWorkloadRequest,
+    ) -> Reply<pb::DeleteWorkloadResponse> {
+        let id = r.id.clone();
         let not_found = || not_found(format_args!("workload {id}"));
         let project = self
             .store
@@ -862,53 +867,39 @@ impl Admin for AdminService {
             .ok_or_else(not_found)?;
         caller.bearer().may_see_workload(&id, &project)?;
         caller.may(Action::DeploymentsWrite, Place::Project(&project))?;
-        self.mutate(&caller, |state| {
+        self.mutate(caller, |state| {
             state.workloads.remove(&id);
             Ok(())
         })
         .await?;
-        Ok(Response::new(pb::DeleteWorkloadResponse {}))
+        Ok(pb::DeleteWorkloadResponse {})
     }
 
-    async fn apply(
-        &self,
-        request: Request<pb::ApplyRequest>,
-    ) -> Result<Response<pb::ApplyResponse>, Status> {
-        let caller = self.caller(&request).await?;
+    async fn apply(&self, caller: &Caller, r: pb::ApplyRequest) -> Reply<pb::ApplyResponse> {
         caller.manage_iam()?;
-        let r = request.get_ref();
         let file = declare::parse(&r.document).map_err(|e| bad_input(e.to_string()))?;
         let plan = |current: &State| -> Result<Vec<Op>, Status> {
             let desired = file
                 .resolve(current, r.prune)
                 .map_err(|e| bad_input(e.to_string()))?;
-            Ok(declare::diff(current, &desired))
+            Ok(state::diff(current, &desired))
         };
         let ops = if r.dry_run {
             plan(&self.store.load_state().await?)?
         } else {
-            let (ops, written) = self.store.update_state(plan).await?;
-            self.invalidate(&written).await;
-            ops
+            self.write_state(caller, plan).await?.0
         };
         let changes: Vec<String> = ops.iter().map(Op::describe).collect();
         let applied = !r.dry_run && !ops.is_empty();
-        if applied {
-            info!(changes = ops.len(), by = %caller.id, "state applied");
-        }
-        Ok(Response::new(pb::ApplyResponse { changes, applied }))
+        Ok(pb::ApplyResponse { changes, applied })
     }
 
-    async fn export(
-        &self,
-        request: Request<pb::ExportRequest>,
-    ) -> Result<Response<pb::ExportResponse>, Status> {
-        let caller = self.caller(&request).await?;
+    async fn export(&self, caller: &Caller, _: pb::ExportRequest) -> Reply<pb::ExportResponse> {
         caller.manage_iam()?;
         let state = self.store.load_state().await?;
-        Ok(Response::new(pb::ExportResponse {
+        Ok(pb::ExportResponse {
             document: declare::render(&state),
-        }))
+        })
     }
 }
 
@@ -921,20 +912,13 @@ impl AdminService {
         caller: &Caller,
         change: impl FnOnce(&mut State) -> Result<(), Status>,
     ) -> Result<Vec<Change>, Status> {
-        let (ops, changes) = self
-            .store
-            .update_state(|current| -> Result<Vec<Op>, Status> {
-                let mut desired = current.clone();
-                change(&mut desired)?;
-                declare::validate(&desired).map_err(|(_, message)| bad_input(message))?;
-                Ok(declare::diff(current, &desired))
-            })
-            .await?;
-        self.invalidate(&changes).await;
-        for op in &ops {
-            info!(change = %op.describe(), by = %caller.id, "iam change");
-        }
-        Ok(changes)
+        let plan = |current: &State| -> Result<Vec<Op>, Status> {
+            let mut desired = current.clone();
+            change(&mut desired)?;
+            state::validate(&desired).map_err(|(_, message)| bad_input(message))?;
+            Ok(state::diff(current, &desired))
+        };
+        Ok(self.write_state(caller, plan).await?.1)
     }
 
     /// The principal id a new key is borne by: the caller, or (for IAM managers) another.
@@ -958,7 +942,7 @@ impl AdminService {
         &self,
         caller: &Caller,
         principal: PrincipalRef,
-    ) -> Result<Response<pb::Principal>, Status> {
+    ) -> Result<pb::Principal, Status> {
         self.mutate(caller, |state| {
             let (set, name, what) = match &principal {
                 PrincipalRef::User(email) => (&mut state.members, email, "member"),
@@ -973,7 +957,7 @@ impl AdminService {
             Ok(())
         })
         .await?;
-        self.principal_pb(&principal).await.map(Response::new)
+        self.principal_pb(&principal).await
     }
 
     async fn principal_pb(&self, r: &PrincipalRef) -> Result<pb::Principal, Status> {
@@ -982,197 +966,14 @@ impl AdminService {
             .principal_by_ref(r)
             .await?
             .ok_or_else(|| not_found(format_args!("principal {r}")))?;
-        Ok(principal_to_pb(&p, 0))
-    }
-}
-
-fn principal_to_pb(p: &Principal, keys: i64) -> pb::Principal {
-    let r = match p.kind {
-        PrincipalKind::Owner => "owner".to_owned(),
-        PrincipalKind::Member => PrincipalRef::User(p.name.clone()).to_string(),
-        PrincipalKind::Application => PrincipalRef::App(p.name.clone()).to_string(),
-    };
-    pb::Principal {
-        r#ref: r,
-        kind: p.kind.as_str().to_owned(),
-        name: p.name.clone(),
-        keys,
-    }
-}
-
-fn permission_set_from_pb(s: &pb::PermissionSet) -> Result<PermissionSet, Status> {
-    iam::validate_set_name(&s.name).map_err(bad_input)?;
-    let mut actions = s
-        .actions
-        .iter()
-        .map(|a| a.parse::<Action>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(bad_input)?;
-    actions.sort();
-    actions.dedup();
-    let mut includes = s.includes.clone();
-    includes.sort();
-    includes.dedup();
-    if actions.is_empty() && includes.is_empty() {
-        return Err(bad_input(
-            "a permission set needs at least one action or include",
-        ));
-    }
-    let description = s.description.trim();
-    validate_description("permission set description", description).map_err(bad_input)?;
-    Ok(PermissionSet {
-        name: s.name.clone(),
-        description: description.to_owned(),
-        actions,
-        includes,
-    })
-}
-
-fn permission_set_pb(s: &PermissionSet, builtin: bool) -> pb::PermissionSet {
-    pb::PermissionSet {
-        name: s.name.clone(),
-        description: s.description.clone(),
-        actions: s.actions.iter().map(|a| a.as_str().to_owned()).collect(),
-        includes: s.includes.clone(),
-        builtin,
-    }
-}
-
-/// Protobuf stops here: a rule is checked exactly like one from an `apply` file.
-fn rule_from_pb(r: &pb::Rule) -> Result<Rule, Status> {
-    let bad = |m: String| bad_input(m);
-    let scope = match (r.projects.is_empty(), r.all_projects, r.organization) {
-        (false, false, false) => {
-            let mut p = r.projects.clone();
-            p.sort();
-            p.dedup();
-            RuleScope::Projects(p)
-        }
-        (true, true, false) => RuleScope::AllProjects,
-        (true, false, true) => RuleScope::Organization,
-        (true, false, false) => {
-            return Err(bad(
-                "empty rule: give a scope (projects, all_projects or organization)".into(),
-            ));
-        }
-        _ => {
-            return Err(bad(
-                "a rule has exactly one scope: projects, all_projects or organization".into(),
-            ));
-        }
-    };
-    let source_ips = r
-        .source_ips
-        .iter()
-        .map(|s| {
-            s.parse::<ipnet::IpNet>()
-                .map(|n| n.trunc())
-                .map_err(|_| bad(format!("invalid CIDR {s:?}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let user_agents = r
-        .user_agents
-        .iter()
-        .map(|u| UserAgentMatch::new(&u.r#match, &u.pattern).map_err(bad))
-        .collect::<Result<Vec<_>, _>>()?;
-    let time = |t: &str| -> Result<Option<i64>, Status> {
-        if t.is_empty() {
-            Ok(None)
-        } else {
-            iam::parse_time(t).map(Some).map_err(bad)
-        }
-    };
-    let mut permission_sets = r.permission_sets.clone();
-    permission_sets.sort();
-    permission_sets.dedup();
-    let rule = Rule {
-        scope,
-        permission_sets,
-        conditions: Conditions {
-            source_ips,
-            user_agents,
-            not_before: time(&r.not_before)?,
-            not_after: time(&r.not_after)?,
-        },
-    };
-    rule.validate().map_err(bad)?;
-    Ok(rule)
-}
-
-fn policy_from_pb(p: &pb::Policy) -> Result<Policy, Status> {
-    iam::validate_policy_name(&p.name).map_err(bad_input)?;
-    let principal = if p.principal.is_empty() {
-        None
-    } else {
-        Some(p.principal.parse().map_err(bad_input)?)
-    };
-    if p.rules.is_empty() {
-        return Err(bad_input(format!("policy {} has no rules", p.name)));
-    }
-    let description = p.description.trim();
-    validate_description("policy description", description).map_err(bad_input)?;
-    Ok(Policy {
-        name: p.name.clone(),
-        description: description.to_owned(),
-        principal,
-        rules: p.rules.iter().map(rule_from_pb).collect::<Result<_, _>>()?,
-    })
-}
-
-pub fn policy_pb(p: &Policy) -> pb::Policy {
-    pb::Policy {
-        name: p.name.clone(),
-        description: p.description.clone(),
-        principal: p
-            .principal
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        rules: p
-            .rules
-            .iter()
-            .map(|r| pb::Rule {
-                projects: match &r.scope {
-                    RuleScope::Projects(p) => p.clone(),
-                    _ => Vec::new(),
-                },
-                all_projects: r.scope == RuleScope::AllProjects,
-                organization: r.scope == RuleScope::Organization,
-                permission_sets: r.permission_sets.clone(),
-                source_ips: r
-                    .conditions
-                    .source_ips
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-                user_agents: r
-                    .conditions
-                    .user_agents
-                    .iter()
-                    .map(|u| pb::UserAgent {
-                        r#match: u.kind().to_owned(),
-                        pattern: u.pattern().to_owned(),
-                    })
-                    .collect(),
-                not_before: r
-                    .conditions
-                    .not_before
-                    .map(iam::format_time)
-                    .unwrap_or_default(),
-                not_after: r
-                    .conditions
-                    .not_after
-                    .map(iam::format_time)
-                    .unwrap_or_default(),
-            })
-            .collect(),
+        Ok(convert::principal(&p, 0))
     }
 }
 
 impl AdminService {
     /// The key as stored, with this replica's not yet written last use folded in.
     fn key_pb(&self, key: &ApiKey) -> pb::Key {
-        key_pb(key, self.last_used.pending(&key.id))
+        convert::key(key, self.last_used.pending(&key.id))
     }
 
     /// The key `id` if the caller may manage it; otherwise "not found", so a project-scoped

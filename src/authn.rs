@@ -384,9 +384,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::clock::now_unix;
     use crate::config::Config;
     use crate::model::{KeyScope, Plane};
-    use crate::store::{NewKey, now_unix};
+    use crate::store::NewKey;
     use crate::token;
 
     /// Yields until `done` holds: the spawned checks have reached the queue. Fails, rather than

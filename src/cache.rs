@@ -435,25 +435,20 @@ impl Caches {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{KeyScope, PreviousSecret, Principal, PrincipalKind};
+    use crate::model::{KeyScope, PreviousSecret, PrincipalKind};
 
     fn key(hash: &str, previous: Option<&str>) -> ApiKey {
         ApiKey {
-            id: "AAAAAAAAAAAA".into(),
-            principal: Principal {
-                id: 1,
-                kind: PrincipalKind::Owner,
-                name: "owner@example.com".into(),
-            },
-            scope: KeyScope::ControlOrganization,
-            secret_hash: hash.into(),
             previous_secret: previous.map(|hash| PreviousSecret {
                 hash: hash.into(),
                 valid_until: 100,
             }),
-            expires_at: None,
-            revoked_at: None,
-            details: None,
+            ..ApiKey::new(
+                "AAAAAAAAAAAA",
+                (1, PrincipalKind::Owner, "owner@example.com"),
+                KeyScope::ControlOrganization,
+                hash,
+            )
         }
     }
 

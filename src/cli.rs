@@ -12,11 +12,14 @@ use time::format_description::well_known::Rfc3339;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
+use crate::admin::{rule_summary, set_condition_args};
+use crate::clock::now_unix;
+use crate::condition::ConditionArgs;
 use crate::config::Config;
-use crate::model::{KeyScope, Plane};
+use crate::iam::PrincipalRef;
+use crate::model::{KeyScope, Plane, PrincipalKind};
 use crate::pb::admin_client::AdminClient;
 use crate::pb::{self, expiry};
-use crate::store::now_unix;
 use crate::token;
 
 /// Every line the CLI prints goes through here: a closed stdout (`keyward keys list | head -1`)
@@ -211,18 +214,8 @@ pub struct RuleArgs {
     /// Permission sets (comma separated), e.g. InferenceReadOnly.
     #[arg(long, value_delimiter = ',', required = true)]
     sets: Vec<String>,
-    /// Condition: source IP in this CIDR (repeatable; any matches).
-    #[arg(long = "ip")]
-    source_ips: Vec<String>,
-    /// Condition: user agent, `exact:V`, `prefix:V` or `glob:V` (repeatable; any matches).
-    #[arg(long = "user-agent")]
-    user_agents: Vec<String>,
-    /// Condition: RFC 3339 (UTC) instant from which the rule applies.
-    #[arg(long)]
-    not_before: Option<String>,
-    /// Condition: RFC 3339 (UTC) instant after which the rule no longer applies.
-    #[arg(long)]
-    not_after: Option<String>,
+    #[command(flatten)]
+    conditions: ConditionArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -515,8 +508,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Projects { remote, command } => projects(remote, command).await,
         Command::Deployments { remote, command } => deployments(remote, command).await,
         Command::Keys { remote, command } => keys(remote, command).await,
-        Command::Members { remote, command } => members(remote, command).await,
-        Command::Apps { remote, command } => apps(remote, command).await,
+        Command::Members { remote, command } => {
+            principals(remote, PrincipalKind::Member, command.into()).await
+        }
+        Command::Apps { remote, command } => {
+            principals(remote, PrincipalKind::Application, command.into()).await
+        }
         Command::PermissionSets { remote, command } => permission_sets(remote, command).await,
         Command::Policies { remote, command } => policies(remote, command).await,
         Command::Workloads { remote, command } => workloads(remote, command).await,
@@ -528,11 +525,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => apply(remote, &file, dry_run, prune).await,
         Command::Export { remote } => {
             let mut admin = client(&remote).await?;
-            let exported = admin
-                .export(pb::ExportRequest {})
-                .await
-                .map_err(status)?
-                .into_inner();
+            let exported = admin.export(pb::ExportRequest {}).answer().await?;
             print!("{}", exported.document);
             Ok(())
         }
@@ -616,22 +609,34 @@ fn status(e: tonic::Status) -> anyhow::Error {
     anyhow!("{}", e.message())
 }
 
+/// `admin.call(…).answer().await?`: the call's message, or its status as the CLI's error.
+trait Answer<T> {
+    async fn answer(self) -> anyhow::Result<T>;
+}
+
+impl<T, F> Answer<T> for F
+where
+    F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    async fn answer(self) -> anyhow::Result<T> {
+        Ok(self.await.map_err(status)?.into_inner())
+    }
+}
+
 async fn projects(remote: Remote, command: ProjectsCommand) -> anyhow::Result<()> {
     let mut admin = client(&remote).await?;
     let projects = match command {
         ProjectsCommand::Create { slug } => vec![
             admin
                 .create_project(pb::CreateProjectRequest { slug })
-                .await
-                .map_err(status)?
-                .into_inner(),
+                .answer()
+                .await?,
         ],
         ProjectsCommand::List => {
             admin
                 .list_projects(pb::ListProjectsRequest {})
-                .await
-                .map_err(status)?
-                .into_inner()
+                .answer()
+                .await?
                 .projects
         }
     };
@@ -666,9 +671,8 @@ async fn deployments(remote: Remote, command: DeploymentsCommand) -> anyhow::Res
                         public_auth: Some(public_auth),
                         private_auth: Some(private_auth),
                     })
-                    .await
-                    .map_err(status)?
-                    .into_inner(),
+                    .answer()
+                    .await?,
             ]
         }
         DeploymentsCommand::List { project } => {
@@ -676,9 +680,8 @@ async fn deployments(remote: Remote, command: DeploymentsCommand) -> anyhow::Res
                 .list_deployments(pb::ListDeploymentsRequest {
                     project: project.unwrap_or_default(),
                 })
-                .await
-                .map_err(status)?
-                .into_inner()
+                .answer()
+                .await?
                 .deployments
         }
         DeploymentsCommand::SetAuth {
@@ -698,9 +701,8 @@ async fn deployments(remote: Remote, command: DeploymentsCommand) -> anyhow::Res
                         public_auth: public,
                         private_auth: private,
                     })
-                    .await
-                    .map_err(status)?
-                    .into_inner(),
+                    .answer()
+                    .await?,
             ]
         }
     };
@@ -753,9 +755,8 @@ async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
                     expiry: Some(expiry_pb(expires)),
                     bearer: bearer.unwrap_or_default(),
                 })
-                .await
-                .map_err(status)?
-                .into_inner();
+                .answer()
+                .await?;
             print_created(remote.output, created)?;
             return Ok(());
         }
@@ -765,9 +766,8 @@ async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
                     id,
                     grace_seconds: grace,
                 })
-                .await
-                .map_err(status)?
-                .into_inner();
+                .answer()
+                .await?;
             print_created(remote.output, rotated)?;
             return Ok(());
         }
@@ -784,11 +784,7 @@ async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
             };
             let mut keys = Vec::new();
             loop {
-                let page = admin
-                    .list_keys(request.clone())
-                    .await
-                    .map_err(status)?
-                    .into_inner();
+                let page = admin.list_keys(request.clone()).answer().await?;
                 keys.extend(page.keys);
                 if page.next_page_token.is_empty() {
                     break;
@@ -801,13 +797,7 @@ async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
             }
             keys
         }
-        KeysCommand::Show { id } => vec![
-            admin
-                .get_key(pb::GetKeyRequest { id })
-                .await
-                .map_err(status)?
-                .into_inner(),
-        ],
+        KeysCommand::Show { id } => vec![admin.get_key(pb::GetKeyRequest { id }).answer().await?],
         KeysCommand::Update {
             id,
             name,
@@ -836,23 +826,21 @@ async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
                         detach,
                         expiry: expires.map(expiry_pb),
                     })
-                    .await
-                    .map_err(status)?
-                    .into_inner(),
+                    .answer()
+                    .await?,
             ]
         }
         KeysCommand::Revoke { id } => vec![
             admin
                 .revoke_key(pb::RevokeKeyRequest { id })
-                .await
-                .map_err(status)?
-                .into_inner(),
+                .answer()
+                .await?,
         ],
         KeysCommand::Delete { id } => {
             admin
                 .delete_key(pb::DeleteKeyRequest { id: id.clone() })
-                .await
-                .map_err(status)?;
+                .answer()
+                .await?;
             match remote.output {
                 Output::Json => println!("{}", json!({"id": id, "deleted": true})),
                 Output::Table => println!("deleted key {id}"),
@@ -933,57 +921,72 @@ fn principal_rows(output: Output, principals: &[pb::Principal]) {
     print_rows(output, &["principal", "kind", "keys"], rows);
 }
 
-async fn members(remote: Remote, command: MembersCommand) -> anyhow::Result<()> {
-    let mut admin = client(&remote).await?;
-    match command {
-        MembersCommand::Add { email } => {
-            let p = admin
-                .add_member(pb::AddMemberRequest { email })
-                .await
-                .map_err(status)?
-                .into_inner();
-            principal_rows(remote.output, &[p]);
-        }
-        MembersCommand::List => {
-            let list = admin
-                .list_principals(pb::ListPrincipalsRequest {
-                    kind: "member".into(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            principal_rows(remote.output, &list.principals);
-        }
-        MembersCommand::Remove { email } => {
-            remove_principal(&mut admin, remote.output, format!("user:{email}")).await?
-        }
-    }
-    Ok(())
+/// `members` and `apps`: the same three commands for two kinds of principal.
+enum PrincipalCommand {
+    Add(String),
+    List,
+    Remove(String),
 }
 
-async fn apps(remote: Remote, command: AppsCommand) -> anyhow::Result<()> {
+impl From<MembersCommand> for PrincipalCommand {
+    fn from(command: MembersCommand) -> Self {
+        match command {
+            MembersCommand::Add { email } => PrincipalCommand::Add(email),
+            MembersCommand::List => PrincipalCommand::List,
+            MembersCommand::Remove { email } => PrincipalCommand::Remove(email),
+        }
+    }
+}
+
+impl From<AppsCommand> for PrincipalCommand {
+    fn from(command: AppsCommand) -> Self {
+        match command {
+            AppsCommand::Create { name } => PrincipalCommand::Add(name),
+            AppsCommand::List => PrincipalCommand::List,
+            AppsCommand::Remove { name } => PrincipalCommand::Remove(name),
+        }
+    }
+}
+
+async fn principals(
+    remote: Remote,
+    kind: PrincipalKind,
+    command: PrincipalCommand,
+) -> anyhow::Result<()> {
     let mut admin = client(&remote).await?;
     match command {
-        AppsCommand::Create { name } => {
-            let p = admin
-                .create_application(pb::CreateApplicationRequest { name })
-                .await
-                .map_err(status)?
-                .into_inner();
-            principal_rows(remote.output, &[p]);
+        PrincipalCommand::Add(name) => {
+            let added = match kind {
+                PrincipalKind::Application => {
+                    admin
+                        .create_application(pb::CreateApplicationRequest { name })
+                        .answer()
+                        .await
+                }
+                _ => {
+                    admin
+                        .add_member(pb::AddMemberRequest { email: name })
+                        .answer()
+                        .await
+                }
+            };
+            principal_rows(remote.output, &[added?]);
         }
-        AppsCommand::List => {
+        PrincipalCommand::List => {
             let list = admin
                 .list_principals(pb::ListPrincipalsRequest {
-                    kind: "application".into(),
+                    kind: kind.as_str().into(),
                 })
-                .await
-                .map_err(status)?
-                .into_inner();
+                .answer()
+                .await?;
             principal_rows(remote.output, &list.principals);
         }
-        AppsCommand::Remove { name } => {
-            remove_principal(&mut admin, remote.output, format!("app:{name}")).await?
+        PrincipalCommand::Remove(name) => {
+            let principal = match kind {
+                PrincipalKind::Application => PrincipalRef::App(name),
+                _ => PrincipalRef::User(name),
+            };
+            remove_principal(&mut admin, remote.output, principal.to_string()).await?
         }
     }
     Ok(())
@@ -1004,9 +1007,8 @@ where
         .remove_principal(pb::RemovePrincipalRequest {
             principal: principal.clone(),
         })
-        .await
-        .map_err(status)?
-        .into_inner();
+        .answer()
+        .await?;
     match output {
         Output::Json => println!(
             "{}",
@@ -1026,9 +1028,8 @@ async fn permission_sets(remote: Remote, command: SetsCommand) -> anyhow::Result
         SetsCommand::List => {
             admin
                 .list_permission_sets(pb::ListPermissionSetsRequest {})
-                .await
-                .map_err(status)?
-                .into_inner()
+                .answer()
+                .await?
                 .permission_sets
         }
         SetsCommand::Put {
@@ -1045,15 +1046,14 @@ async fn permission_sets(remote: Remote, command: SetsCommand) -> anyhow::Result
                     includes,
                     builtin: false,
                 })
-                .await
-                .map_err(status)?
-                .into_inner(),
+                .answer()
+                .await?,
         ],
         SetsCommand::Delete { name } => {
             admin
                 .delete_permission_set(pb::DeletePermissionSetRequest { name: name.clone() })
-                .await
-                .map_err(status)?;
+                .answer()
+                .await?;
             println!("deleted permission set {name}");
             return Ok(());
         }
@@ -1075,58 +1075,15 @@ async fn permission_sets(remote: Remote, command: SetsCommand) -> anyhow::Result
 
 /// Builds a rule from flags; the server validates it like any other.
 fn rule_pb(r: RuleArgs) -> anyhow::Result<pb::Rule> {
-    let user_agents = r
-        .user_agents
-        .iter()
-        .map(|u| {
-            let (kind, pattern) = u.split_once(':').ok_or_else(|| {
-                anyhow!("--user-agent {u:?}: expected exact:V, prefix:V or glob:V")
-            })?;
-            Ok(pb::UserAgent {
-                r#match: kind.to_owned(),
-                pattern: pattern.to_owned(),
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
-    Ok(pb::Rule {
+    let mut rule = pb::Rule {
         projects: r.projects,
         all_projects: r.all_projects,
         organization: r.organization,
         permission_sets: r.sets,
-        source_ips: r.source_ips,
-        user_agents,
-        not_before: r.not_before.unwrap_or_default(),
-        not_after: r.not_after.unwrap_or_default(),
-    })
-}
-
-fn rule_summary(r: &pb::Rule) -> String {
-    let scope = if r.organization {
-        "organization".to_owned()
-    } else if r.all_projects {
-        "all projects".to_owned()
-    } else {
-        format!("projects {}", r.projects.join(","))
+        ..pb::Rule::default()
     };
-    let mut parts = vec![scope, r.permission_sets.join("+")];
-    if !r.source_ips.is_empty() {
-        parts.push(format!("ip {}", r.source_ips.join("|")));
-    }
-    if !r.user_agents.is_empty() {
-        let uas: Vec<String> = r
-            .user_agents
-            .iter()
-            .map(|u| format!("{}:{}", u.r#match, u.pattern))
-            .collect();
-        parts.push(format!("ua {}", uas.join("|")));
-    }
-    if !r.not_before.is_empty() {
-        parts.push(format!("from {}", r.not_before));
-    }
-    if !r.not_after.is_empty() {
-        parts.push(format!("until {}", r.not_after));
-    }
-    parts.join(" ")
+    set_condition_args(&mut rule, r.conditions)?;
+    Ok(rule)
 }
 
 async fn policies(remote: Remote, command: PoliciesCommand) -> anyhow::Result<()> {
@@ -1135,9 +1092,8 @@ async fn policies(remote: Remote, command: PoliciesCommand) -> anyhow::Result<()
     let get = async |admin: &mut AdminClient<_>, name: &str| -> anyhow::Result<pb::Policy> {
         admin
             .list_policies(all(String::new()))
-            .await
-            .map_err(status)?
-            .into_inner()
+            .answer()
+            .await?
             .policies
             .into_iter()
             .find(|p| p.name == name)
@@ -1147,9 +1103,8 @@ async fn policies(remote: Remote, command: PoliciesCommand) -> anyhow::Result<()
         PoliciesCommand::List { principal } => {
             admin
                 .list_policies(all(principal.unwrap_or_default()))
-                .await
-                .map_err(status)?
-                .into_inner()
+                .answer()
+                .await?
                 .policies
         }
         PoliciesCommand::Show { name } => vec![get(&mut admin, &name).await?],
@@ -1165,28 +1120,28 @@ async fn policies(remote: Remote, command: PoliciesCommand) -> anyhow::Result<()
                 principal: principal.unwrap_or_default(),
                 rules: vec![rule_pb(rule)?],
             };
-            vec![admin.put_policy(policy).await.map_err(status)?.into_inner()]
+            vec![admin.put_policy(policy).answer().await?]
         }
         PoliciesCommand::AddRule { name, rule } => {
             let mut policy = get(&mut admin, &name).await?;
             policy.rules.push(rule_pb(rule)?);
-            vec![admin.put_policy(policy).await.map_err(status)?.into_inner()]
+            vec![admin.put_policy(policy).answer().await?]
         }
         PoliciesCommand::Attach { name, to } => {
             let mut policy = get(&mut admin, &name).await?;
             policy.principal = to;
-            vec![admin.put_policy(policy).await.map_err(status)?.into_inner()]
+            vec![admin.put_policy(policy).answer().await?]
         }
         PoliciesCommand::Detach { name } => {
             let mut policy = get(&mut admin, &name).await?;
             policy.principal = String::new();
-            vec![admin.put_policy(policy).await.map_err(status)?.into_inner()]
+            vec![admin.put_policy(policy).answer().await?]
         }
         PoliciesCommand::Delete { name } => {
             admin
                 .delete_policy(pb::DeletePolicyRequest { name: name.clone() })
-                .await
-                .map_err(status)?;
+                .answer()
+                .await?;
             println!("deleted policy {name}");
             return Ok(());
         }
@@ -1223,25 +1178,23 @@ async fn workloads(remote: Remote, command: WorkloadsCommand) -> anyhow::Result<
         WorkloadsCommand::Register { id, project } => vec![
             admin
                 .register_workload(pb::Workload { id, project })
-                .await
-                .map_err(status)?
-                .into_inner(),
+                .answer()
+                .await?,
         ],
         WorkloadsCommand::List { project } => {
             admin
                 .list_workloads(pb::ListWorkloadsRequest {
                     project: project.unwrap_or_default(),
                 })
-                .await
-                .map_err(status)?
-                .into_inner()
+                .answer()
+                .await?
                 .workloads
         }
         WorkloadsCommand::Delete { id } => {
             admin
                 .delete_workload(pb::DeleteWorkloadRequest { id: id.clone() })
-                .await
-                .map_err(status)?;
+                .answer()
+                .await?;
             println!("deleted workload {id}");
             return Ok(());
         }

@@ -80,6 +80,18 @@ pub fn conflict(what: impl std::fmt::Display) -> Status {
     Status::new(Code::AlreadyExists, format!("{what} already exists"))
 }
 
+/// A request field is malformed or out of range; the message names it. What protobuf ↔ domain
+/// conversions fail with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+impl From<BadInput> for Status {
+    fn from(e: BadInput) -> Self {
+        bad_input(e.0)
+    }
+}
+
 /// A request field is malformed or out of range; `message` names it.
 pub fn bad_input(message: impl Into<String>) -> Status {
     Status::new(Code::InvalidArgument, message)

@@ -3,15 +3,17 @@
 //! [`crate::policy::decide`] calls [`Grants::evaluate`], the store persists these types.
 //!
 //! A rule grants the actions of its permission sets within its scope, when all of its
-//! conditions hold. Condition kinds AND together; values of one kind OR together.
+//! conditions ([`crate::condition`]) hold.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::IpAddr;
 use std::str::FromStr;
 
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+
+pub use crate::condition::{
+    Conditions, Facts, MAX_USER_AGENT_PATTERN, UserAgentMatch, format_time, parse_time,
+};
 
 /// An IAM action. Resource actions are granted per project; organization features only by
 /// rules scoped to the organization.
@@ -111,6 +113,28 @@ pub struct PermissionSet {
     pub includes: Vec<String>,
 }
 
+impl PermissionSet {
+    /// A set from any edge, actions and includes sorted and deduplicated; `None` when it has
+    /// neither (each edge words that error its own way).
+    pub fn new(
+        name: String,
+        description: String,
+        mut actions: Vec<Action>,
+        mut includes: Vec<String>,
+    ) -> Option<PermissionSet> {
+        actions.sort();
+        actions.dedup();
+        includes.sort();
+        includes.dedup();
+        (!actions.is_empty() || !includes.is_empty()).then_some(PermissionSet {
+            name,
+            description,
+            actions,
+            includes,
+        })
+    }
+}
+
 /// Permission set names: 1-64 ASCII letters and digits, starting with a letter (like the
 /// built-in `InferenceFullAccess`).
 pub fn validate_set_name(name: &str) -> Result<(), String> {
@@ -185,166 +209,33 @@ pub enum RuleScope {
     Organization,
 }
 
-/// How a user agent must look. Patterns are at most 255 characters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UserAgentMatch {
-    Exact(String),
-    Prefix(String),
-    /// `*` matches any run of characters, `?` exactly one.
-    Glob(String),
+/// A scope chosen as a project list, `all_projects` or `organization` was not exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeChoiceError {
+    None,
+    Several,
 }
 
-pub const MAX_USER_AGENT_PATTERN: usize = 255;
-
-impl UserAgentMatch {
-    pub fn pattern(&self) -> &str {
-        match self {
-            UserAgentMatch::Exact(p) | UserAgentMatch::Prefix(p) | UserAgentMatch::Glob(p) => p,
-        }
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            UserAgentMatch::Exact(_) => "exact",
-            UserAgentMatch::Prefix(_) => "prefix",
-            UserAgentMatch::Glob(_) => "glob",
-        }
-    }
-
-    pub fn new(kind: &str, pattern: &str) -> Result<Self, String> {
-        let m = match kind {
-            "exact" => UserAgentMatch::Exact(pattern.to_owned()),
-            "prefix" => UserAgentMatch::Prefix(pattern.to_owned()),
-            "glob" => UserAgentMatch::Glob(pattern.to_owned()),
-            other => {
-                return Err(format!(
-                    "unknown user agent match {other:?} (expected exact, prefix or glob)"
-                ));
+impl RuleScope {
+    /// The one scope chosen among a project list (sorted, deduplicated), `all_projects` and
+    /// `organization`, as the admin API and `apply` files spell it.
+    pub fn choose(
+        projects: Option<&[String]>,
+        all_projects: bool,
+        organization: bool,
+    ) -> Result<RuleScope, ScopeChoiceError> {
+        match (projects, all_projects, organization) {
+            (Some(p), false, false) => {
+                let mut p = p.to_vec();
+                p.sort();
+                p.dedup();
+                Ok(RuleScope::Projects(p))
             }
-        };
-        m.validate()?;
-        Ok(m)
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
-        let p = self.pattern();
-        if p.is_empty() || p.chars().count() > MAX_USER_AGENT_PATTERN {
-            return Err(format!(
-                "user agent pattern must be 1-{MAX_USER_AGENT_PATTERN} characters"
-            ));
+            (None, true, false) => Ok(RuleScope::AllProjects),
+            (None, false, true) => Ok(RuleScope::Organization),
+            (None, false, false) => Err(ScopeChoiceError::None),
+            _ => Err(ScopeChoiceError::Several),
         }
-        if p.chars().any(char::is_control) {
-            return Err("user agent pattern contains control characters".into());
-        }
-        Ok(())
-    }
-
-    pub fn matches(&self, user_agent: &str) -> bool {
-        match self {
-            UserAgentMatch::Exact(p) => user_agent == p,
-            UserAgentMatch::Prefix(p) => user_agent.starts_with(p.as_str()),
-            UserAgentMatch::Glob(p) => glob(p.as_bytes(), user_agent.as_bytes()),
-        }
-    }
-}
-
-/// Iterative glob with backtracking to the last `*`: linear in practice, no recursion.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if let Some((sp, st)) = star {
-            p = sp + 1;
-            t = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
-
-/// Optional restrictions on when a rule applies. Empty means always.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Conditions {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub source_ips: Vec<IpNet>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub user_agents: Vec<UserAgentMatch>,
-    /// Unix seconds; the rule applies from this instant on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_before: Option<i64>,
-    /// Unix seconds; the rule applies up to and including this instant.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_after: Option<i64>,
-}
-
-/// The facts of one request that conditions are checked against.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Facts<'a> {
-    /// The peer address Envoy reports (`attributes.source.address`), never a header.
-    pub source_ip: Option<IpAddr>,
-    pub user_agent: Option<&'a str>,
-    pub now: i64,
-}
-
-impl Conditions {
-    pub fn is_empty(&self) -> bool {
-        *self == Conditions::default()
-    }
-
-    /// The condition kinds that fail for `facts` (empty: all hold). A missing fact fails its
-    /// condition: an IP rule never matches a request whose peer address is unknown.
-    pub fn failures(&self, facts: &Facts<'_>) -> Vec<&'static str> {
-        let mut failed = Vec::new();
-        if !self.source_ips.is_empty() {
-            let ip = facts.source_ip.map(canonical_ip);
-            if !ip.is_some_and(|ip| self.source_ips.iter().any(|net| net.contains(&ip))) {
-                failed.push("source_ip");
-            }
-        }
-        if !self.user_agents.is_empty()
-            && !facts
-                .user_agent
-                .is_some_and(|ua| self.user_agents.iter().any(|m| m.matches(ua)))
-        {
-            failed.push("user_agent");
-        }
-        if self.not_before.is_some_and(|at| facts.now < at) {
-            failed.push("not_before");
-        }
-        if self.not_after.is_some_and(|at| facts.now > at) {
-            failed.push("not_after");
-        }
-        failed
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
-        for m in &self.user_agents {
-            m.validate()?;
-        }
-        if let (Some(a), Some(b)) = (self.not_before, self.not_after)
-            && a > b
-        {
-            return Err("not_before is after not_after".into());
-        }
-        Ok(())
-    }
-}
-
-/// An IPv4 peer seen through a dual-stack socket (`::ffff:10.0.0.1`) is matched as IPv4, so
-/// `10.0.0.0/8` means what it says whatever the listener's address family.
-fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 
@@ -357,6 +248,35 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// A rule from any edge: permission sets sorted and deduplicated, shape checked.
+    pub fn new(
+        scope: RuleScope,
+        mut permission_sets: Vec<String>,
+        conditions: Conditions,
+    ) -> Result<Rule, String> {
+        permission_sets.sort();
+        permission_sets.dedup();
+        let rule = Rule {
+            scope,
+            permission_sets,
+            conditions,
+        };
+        rule.validate()?;
+        Ok(rule)
+    }
+
+    /// `projects a,b InferenceReadOnly ip 10.0.0.0/8`, as `keyward iam policies list` shows it.
+    pub fn describe(&self) -> String {
+        let scope = match &self.scope {
+            RuleScope::Organization => "organization".to_owned(),
+            RuleScope::AllProjects => "all projects".to_owned(),
+            RuleScope::Projects(p) => format!("projects {}", p.join(",")),
+        };
+        let mut parts = vec![scope, self.permission_sets.join("+")];
+        parts.extend(self.conditions.describe());
+        parts.join(" ")
+    }
+
     /// Shape checks that need no other state: a scope, at least one set, sane conditions.
     pub fn validate(&self) -> Result<(), String> {
         if self.permission_sets.is_empty() {
@@ -559,44 +479,9 @@ pub fn validate_app_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// RFC 3339 → Unix seconds.
-pub fn parse_time(s: &str) -> Result<i64, String> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map(|t| t.unix_timestamp())
-        .map_err(|_| format!("invalid time {s:?}: expected RFC 3339, e.g. 2030-01-02T00:00:00Z"))
-}
-
-/// Unix seconds → RFC 3339 in UTC.
-pub fn format_time(at: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(at)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| at.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs() {
-        for (p, t, ok) in [
-            ("curl/*", "curl/8.5.0", true),
-            ("curl/*", "xcurl/8", false),
-            ("*bot*", "my-bot-1", true),
-            ("a?c", "abc", true),
-            ("a?c", "ac", false),
-            ("*", "", true),
-            ("**a", "bba", true),
-            ("a*b*c", "aXbYc", true),
-            ("a*b*c", "aXbY", false),
-        ] {
-            assert_eq!(glob(p.as_bytes(), t.as_bytes()), ok, "{p} ~ {t}");
-        }
-    }
 
     #[test]
     fn sets_resolve_through_includes_and_cycles_are_named() {
@@ -646,5 +531,39 @@ mod tests {
         for bad in ["user:nope", "app:Bad Name", "alice", "group:x"] {
             assert!(bad.parse::<PrincipalRef>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_rule_has_exactly_one_scope_and_describes_itself() {
+        let projects = ["b".to_owned(), "a".to_owned(), "b".to_owned()];
+        assert_eq!(
+            RuleScope::choose(Some(&projects), false, false),
+            Ok(RuleScope::Projects(vec!["a".into(), "b".into()]))
+        );
+        assert_eq!(
+            RuleScope::choose(None, true, false),
+            Ok(RuleScope::AllProjects)
+        );
+        assert_eq!(
+            RuleScope::choose(None, false, true),
+            Ok(RuleScope::Organization)
+        );
+        assert_eq!(
+            RuleScope::choose(None, false, false),
+            Err(ScopeChoiceError::None)
+        );
+        assert_eq!(
+            RuleScope::choose(Some(&projects), true, false),
+            Err(ScopeChoiceError::Several)
+        );
+        let rule = Rule::new(
+            RuleScope::choose(Some(&projects), false, false).unwrap(),
+            vec!["Z".into(), "A".into(), "Z".into()],
+            Conditions::default(),
+        )
+        .unwrap();
+        assert_eq!(rule.describe(), "projects a,b A+Z");
+        assert!(Rule::new(RuleScope::AllProjects, Vec::new(), Conditions::default()).is_err());
+        assert!(PermissionSet::new("S".into(), String::new(), Vec::new(), Vec::new()).is_none());
     }
 }

@@ -479,7 +479,7 @@ impl PropagationMetrics {
     /// A change committed at `sent_at_ms` (Unix milliseconds, the writer's clock) is applied
     /// now. Clocks of different hosts may disagree: a negative lag counts as zero.
     pub fn applied_after(&self, sent_at_ms: i64) {
-        let lag_ms = crate::store::now_unix_ms()
+        let lag_ms = crate::clock::now_unix_ms()
             .saturating_sub(sent_at_ms)
             .max(0);
         self.lag.record(lag_ms as f64 / 1000.0);

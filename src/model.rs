@@ -335,6 +335,32 @@ pub struct ApiKey {
     pub details: Option<Box<KeyDetails>>,
 }
 
+impl ApiKey {
+    /// A live key: no expiry, no revocation, no previous secret, no details. The one way
+    /// tests, benches and examples build a key by hand; set the other fields on the result.
+    pub fn new(
+        id: impl Into<String>,
+        (principal_id, kind, name): (i64, PrincipalKind, &str),
+        scope: KeyScope,
+        secret_hash: &str,
+    ) -> ApiKey {
+        ApiKey {
+            id: id.into(),
+            principal: Principal {
+                id: principal_id,
+                kind,
+                name: name.to_owned(),
+            },
+            scope,
+            secret_hash: secret_hash.into(),
+            previous_secret: None,
+            expires_at: None,
+            revoked_at: None,
+            details: None,
+        }
+    }
+}
+
 /// A key's name, description and timestamps: for people, not for decisions.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KeyDetails {
@@ -464,18 +490,13 @@ mod tests {
     #[test]
     fn expiry_is_exclusive_at_the_instant() {
         let key = ApiKey {
-            id: "k".into(),
-            principal: Principal {
-                id: 1,
-                kind: PrincipalKind::Owner,
-                name: "o".into(),
-            },
-            scope: KeyScope::ControlOrganization,
-            secret_hash: "".into(),
-            previous_secret: None,
             expires_at: Some(100),
-            revoked_at: None,
-            details: None,
+            ..ApiKey::new(
+                "k",
+                (1, PrincipalKind::Owner, "o"),
+                KeyScope::ControlOrganization,
+                "",
+            )
         };
         assert!(!key.is_expired(99));
         assert!(key.is_expired(100));

@@ -368,7 +368,7 @@ fn scope_covers(scope: &KeyScope, target: &Target<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DataTarget, Principal};
+    use crate::model::DataTarget;
 
     const NOW: i64 = 1_800_000_000;
 
@@ -398,20 +398,7 @@ mod tests {
     }
 
     fn key(scope: KeyScope, kind: PrincipalKind) -> ApiKey {
-        ApiKey {
-            id: "AAAAAAAAAAAA".into(),
-            principal: Principal {
-                id: 1,
-                kind,
-                name: "owner@example.com".into(),
-            },
-            scope,
-            secret_hash: "".into(),
-            previous_secret: None,
-            expires_at: None,
-            revoked_at: None,
-            details: None,
-        }
+        ApiKey::new("AAAAAAAAAAAA", (1, kind, "owner@example.com"), scope, "")
     }
 
     fn data_key(targets: &[&str]) -> ApiKey {
@@ -751,25 +738,12 @@ mod iam_table {
 
     use super::*;
     use crate::iam::{self, Conditions, Policy, Rule, RuleScope, UserAgentMatch};
-    use crate::model::{DataTarget, Principal};
+    use crate::model::DataTarget;
 
     const NOW: i64 = 1_800_000_000;
 
     fn key(kind: PrincipalKind, scope: KeyScope) -> ApiKey {
-        ApiKey {
-            id: "KEYID0000001".into(),
-            principal: Principal {
-                id: 7,
-                kind,
-                name: "p".into(),
-            },
-            scope,
-            secret_hash: "".into(),
-            previous_secret: None,
-            expires_at: None,
-            revoked_at: None,
-            details: None,
-        }
+        ApiKey::new("KEYID0000001", (7, kind, "p"), scope, "")
     }
 
     fn data_key(kind: PrincipalKind, project: &str) -> ApiKey {

@@ -11,14 +11,13 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::cache::Caches;
 use crate::config::Propagation;
 use crate::metrics::PropagationMetrics;
-use crate::store::{Backend, Change, NOTIFY_CHANNEL, Store};
+use crate::store::{Backend, Change, Store};
 
 /// How many change rows one SQLite poll reads; a longer backlog means "flush everything".
 const POLL_BATCH: i64 = 1_000;
@@ -51,14 +50,7 @@ async fn listen(
     let mut backoff = Duration::from_millis(50).min(max_backoff);
     let mut first = true;
     loop {
-        let connected = async {
-            let mut listener = PgListener::connect(store.url()).await?;
-            // A lost connection is reported at once (and reconnected below, with backoff),
-            // rather than retried inside `try_recv` for up to its pool's 30 s acquire timeout.
-            listener.eager_reconnect(false);
-            listener.listen(NOTIFY_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
+        let connected = store.listen_for_changes();
         let mut listener = tokio::select! {
             () = stopped(&mut stop) => return,
             result = connected => match result {
@@ -87,22 +79,22 @@ async fn listen(
         loop {
             let notification = tokio::select! {
                 () = stopped(&mut stop) => return,
-                n = listener.try_recv() => n,
+                n = listener.next_payload() => n,
             };
             match notification {
-                Ok(Some(notification)) => match Change::from_payload(notification.payload()) {
+                Ok(Some(payload)) => match Change::from_payload(&payload) {
                     Some((origin, _)) if origin == store.origin() => {}
                     Some((_, change)) => {
                         debug!(?change, "change notified");
                         caches.apply(&change).await;
                         metrics.changes.count(&change);
-                        if let Some(sent_at) = Change::sent_at_ms(notification.payload()) {
+                        if let Some(sent_at) = Change::sent_at_ms(&payload) {
                             metrics.applied_after(sent_at);
                         }
                     }
                     None => {
                         warn!(
-                            payload = notification.payload(),
+                            payload = payload.as_str(),
                             "unknown change notification; flushing caches"
                         );
                         caches.flush();

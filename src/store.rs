@@ -12,10 +12,13 @@ use sqlx::{AnyPool, Executor, Row};
 
 mod availability;
 mod iam;
+mod listen;
 mod routes;
 
 use availability::Availability;
+pub use listen::ChangeListener;
 
+use crate::clock::{now_unix, now_unix_ms};
 use crate::model::{
     ApiKey, DataTarget, Deployment, DeploymentName, KeyDetails, KeyScope, Plane, PreviousSecret,
     Principal, PrincipalKind,
@@ -172,18 +175,6 @@ fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-pub fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A key to insert. `secret_hash` is the argon2id PHC string.

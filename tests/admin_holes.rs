@@ -5,8 +5,9 @@ mod support;
 
 use std::time::Duration;
 
+use keyward::clock::now_unix;
 use keyward::pb::{self, Plane, expiry};
-use keyward::store::{Change, now_unix};
+use keyward::store::Change;
 use support::{Admin, KEYWARD_BIN, Keyward};
 use tokio::process::Command;
 use tonic::Code;
@@ -463,7 +464,7 @@ async fn concurrent_iam_writers_are_serialized(keyward: Keyward) {
         "exactly the write closing the ring is refused"
     );
     let state = store.load_state().await.unwrap();
-    keyward::declare::validate(&state).expect("no cycle in the stored state");
+    keyward::state::validate(&state).expect("no cycle in the stored state");
     let events = store.changes_since(before, 1000).await.unwrap();
     let sets: Vec<_> = events
         .iter()

@@ -139,14 +139,14 @@ async fn bad_credentials_get_401_with_an_openai_error() {
 
     // Expired. An update cannot set an expiry in the past (issue 16, finding 2): the key is
     // created to expire in two seconds, and used before and after.
-    let at = keyward::store::now_unix() + 2;
+    let at = keyward::clock::now_unix() + 2;
     let (_, expiring) = w
         .admin
         .key_expiring(Plane::Data, &["demo/chat"], Some(at))
         .await;
     assert_eq!(w.status(Some(&expiring)).await, StatusCode::OK);
     support::eventually("the key to expire", Duration::from_secs(5), || async {
-        (keyward::store::now_unix() >= at).then_some(())
+        (keyward::clock::now_unix() >= at).then_some(())
     })
     .await;
     let (status, _, body) = w.chat(w.envoy.public_url(CHAT), Some(&expiring)).await;

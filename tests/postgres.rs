@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use keyward::authn::Authenticated;
+use keyward::clock::now_unix;
 use keyward::pb::{self, Plane};
 use keyward::policy::InvalidReason;
-use keyward::store::{Change, Store, now_unix};
+use keyward::store::{Change, Store};
 use keyward::token::Token;
 use support::{
     Keyward, PgDatabase, PrivatePostgres, check_request, eventually, http_status, test_config,

@@ -270,20 +270,7 @@ mod tests {
     const NOW: i64 = 1_800_000_000;
 
     fn key(id: &str, principal: i64, kind: PrincipalKind, scope: KeyScope) -> ApiKey {
-        ApiKey {
-            id: id.into(),
-            principal: Principal {
-                id: principal,
-                kind,
-                name: format!("p{principal}"),
-            },
-            scope,
-            secret_hash: "".into(),
-            previous_secret: None,
-            expires_at: None,
-            revoked_at: None,
-            details: None,
-        }
+        ApiKey::new(id, (principal, kind, &format!("p{principal}")), scope, "")
     }
 
     fn grants(scope: RuleScope, set: &str, conditions: Conditions) -> Grants {

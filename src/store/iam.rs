@@ -1,15 +1,16 @@
 //! Persistence of IAM and declarative state: principals, custom permission sets, policies
 //! (rules stored as JSON text, identical on SQLite and PostgreSQL), workloads. Every write goes
-//! through [`Store::apply_ops`]: one transaction, one change event per thing changed.
+//! through [`Store::update_state`]: one transaction, one change event per thing changed.
 
 use std::collections::BTreeMap;
 
 use sqlx::{AnyConnection, Row};
 
-use super::{Change, Result, Store, StoreError, Tx, now_unix, record_all};
-use crate::declare::{DeploymentSpec, Op, State};
+use super::{Change, Result, Store, StoreError, Tx, record_all};
+use crate::clock::now_unix;
 use crate::iam::{self, Grants, PermissionSet, Policy, PrincipalRef, Rule};
 use crate::model::{DeploymentName, Principal, PrincipalKind};
+use crate::state::{DeploymentSpec, Op, State};
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SetBody {
@@ -101,15 +102,6 @@ impl Store {
     /// Everything `apply` manages, as it is now.
     pub async fn load_state(&self) -> Result<State> {
         load_state(&mut *self.pool.acquire().await?).await
-    }
-
-    /// Applies `ops` in one transaction: all of them or none.
-    pub async fn apply_ops(&self, ops: &[Op]) -> Result<Vec<Change>> {
-        let mut tx = self.pool.begin().await?;
-        let org = lock_organization(&mut tx).await?;
-        let changes = self.apply_in(&mut tx, org, ops).await?;
-        tx.commit().await?;
-        Ok(changes)
     }
 
     /// Plans a change against the current state and applies the planned ops, in one

@@ -4,7 +4,8 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Change, Result, Store, StoreError, Tx, now_unix, organization_id, record_all};
+use super::{Change, Result, Store, StoreError, Tx, organization_id, record_all};
+use crate::clock::now_unix;
 use crate::model::{Endpoint, Plane};
 use crate::routes::{self, RouteKey, RouteSpec, RouteTable, RouteTarget};
 

@@ -1,0 +1,268 @@
+//! Protobuf stops here: every admin API message ↔ domain type conversion, written once.
+//! Values from the API are checked exactly like those of an `apply` file: the same
+//! constructors and validators ([`Rule::new`], [`RuleScope::choose`], [`crate::condition`]).
+
+use crate::condition::{ConditionArgs, parse_source_ip};
+use crate::errors::BadInput;
+use crate::iam::{
+    self, Action, Conditions, PermissionSet, Policy, PrincipalRef, Rule, RuleScope,
+    ScopeChoiceError, UserAgentMatch,
+};
+use crate::model::{
+    ApiKey, Deployment, DeploymentName, KeyDetails, Plane, Principal, PrincipalKind,
+};
+use crate::pb::{self, expiry};
+
+type Result<T> = std::result::Result<T, BadInput>;
+
+fn bad(message: impl Into<String>) -> BadInput {
+    BadInput(message.into())
+}
+
+pub fn plane(plane: i32) -> Result<Plane> {
+    match pb::Plane::try_from(plane) {
+        Ok(pb::Plane::Data) => Ok(Plane::Data),
+        Ok(pb::Plane::Control) => Ok(Plane::Control),
+        _ => Err(bad("plane must be data or control")),
+    }
+}
+
+impl From<Plane> for pb::Plane {
+    fn from(plane: Plane) -> Self {
+        match plane {
+            Plane::Data => pb::Plane::Data,
+            Plane::Control => pb::Plane::Control,
+        }
+    }
+}
+
+pub fn deployment_name(project: &str, slug: &str) -> Result<DeploymentName> {
+    format!("{project}/{slug}").parse().map_err(bad)
+}
+
+/// `None`: no change requested; `Some(None)`: never expires.
+pub fn expiry(expiry: Option<pb::Expiry>) -> Option<Option<i64>> {
+    match expiry.and_then(|e| e.kind) {
+        None => None,
+        Some(expiry::Kind::Never(_)) => Some(None),
+        Some(expiry::Kind::At(at)) => Some(Some(at)),
+    }
+}
+
+impl From<&Deployment> for pb::Deployment {
+    fn from(d: &Deployment) -> Self {
+        pb::Deployment {
+            project: d.name.project.clone(),
+            slug: d.name.slug.clone(),
+            model: d.model.clone(),
+            public_auth: d.public_auth,
+            private_auth: d.private_auth,
+            created_at: d.created_at,
+        }
+    }
+}
+
+/// `k` as the admin API shows it. Keys shown here come from the store, so they carry their
+/// details; a cached key (none) would show an empty name and no timestamps.
+pub fn key(k: &ApiKey, pending_last_use: Option<i64>) -> pb::Key {
+    let none = KeyDetails::default();
+    let details = k.details.as_deref().unwrap_or(&none);
+    pb::Key {
+        id: k.id.clone(),
+        plane: pb::Plane::from(k.plane()) as i32,
+        name: details.name.clone(),
+        description: details.description.clone(),
+        principal: k.principal.name.clone(),
+        scope: k.scope.to_strings(),
+        expires_at: k.expires_at,
+        created_at: details.created_at,
+        revoked_at: k.revoked_at,
+        last_used_at: details.last_used_at.max(pending_last_use),
+    }
+}
+
+pub fn principal(p: &Principal, keys: i64) -> pb::Principal {
+    let r = match p.kind {
+        PrincipalKind::Owner => "owner".to_owned(),
+        PrincipalKind::Member => PrincipalRef::User(p.name.clone()).to_string(),
+        PrincipalKind::Application => PrincipalRef::App(p.name.clone()).to_string(),
+    };
+    pb::Principal {
+        r#ref: r,
+        kind: p.kind.as_str().to_owned(),
+        name: p.name.clone(),
+        keys,
+    }
+}
+
+impl TryFrom<&pb::PermissionSet> for PermissionSet {
+    type Error = BadInput;
+
+    fn try_from(s: &pb::PermissionSet) -> Result<Self> {
+        iam::validate_set_name(&s.name).map_err(bad)?;
+        let actions = s
+            .actions
+            .iter()
+            .map(|a| a.parse::<Action>())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(bad)?;
+        let description = s.description.trim();
+        crate::model::validate_description("permission set description", description)
+            .map_err(bad)?;
+        PermissionSet::new(
+            s.name.clone(),
+            description.to_owned(),
+            actions,
+            s.includes.clone(),
+        )
+        .ok_or_else(|| bad("a permission set needs at least one action or include"))
+    }
+}
+
+pub fn permission_set(s: &PermissionSet, builtin: bool) -> pb::PermissionSet {
+    pb::PermissionSet {
+        name: s.name.clone(),
+        description: s.description.clone(),
+        actions: s.actions.iter().map(|a| a.as_str().to_owned()).collect(),
+        includes: s.includes.clone(),
+        builtin,
+    }
+}
+
+impl TryFrom<&pb::Rule> for Rule {
+    type Error = BadInput;
+
+    fn try_from(r: &pb::Rule) -> Result<Self> {
+        let projects = (!r.projects.is_empty()).then_some(r.projects.as_slice());
+        let scope =
+            RuleScope::choose(projects, r.all_projects, r.organization).map_err(|e| match e {
+                ScopeChoiceError::None => {
+                    bad("empty rule: give a scope (projects, all_projects or organization)")
+                }
+                ScopeChoiceError::Several => {
+                    bad("a rule has exactly one scope: projects, all_projects or organization")
+                }
+            })?;
+        Rule::new(scope, r.permission_sets.clone(), conditions(r)?).map_err(bad)
+    }
+}
+
+impl From<&Rule> for pb::Rule {
+    fn from(r: &Rule) -> Self {
+        let mut rule = pb::Rule {
+            projects: match &r.scope {
+                RuleScope::Projects(p) => p.clone(),
+                _ => Vec::new(),
+            },
+            all_projects: r.scope == RuleScope::AllProjects,
+            organization: r.scope == RuleScope::Organization,
+            permission_sets: r.permission_sets.clone(),
+            ..pb::Rule::default()
+        };
+        set_conditions(&mut rule, &r.conditions);
+        rule
+    }
+}
+
+/// A rule from the server as `keyward iam policies list` shows it ([`Rule::describe`]).
+pub fn rule_summary(r: &pb::Rule) -> String {
+    Rule::try_from(r).map_or_else(|e| format!("(invalid rule: {e})"), |rule| rule.describe())
+}
+
+/// A rule's conditions, one line a kind ([`crate::condition`]).
+fn conditions(r: &pb::Rule) -> Result<Conditions> {
+    let time = |t: &str| (!t.is_empty()).then(|| iam::parse_time(t)).transpose();
+    Ok(Conditions {
+        source_ips: r
+            .source_ips
+            .iter()
+            .map(|s| parse_source_ip(s))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(bad)?,
+        user_agents: r
+            .user_agents
+            .iter()
+            .map(|u| UserAgentMatch::new(&u.r#match, &u.pattern))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(bad)?,
+        not_before: time(&r.not_before).map_err(bad)?,
+        not_after: time(&r.not_after).map_err(bad)?,
+    })
+}
+
+fn set_conditions(rule: &mut pb::Rule, c: &Conditions) {
+    let time = |t: Option<i64>| t.map(iam::format_time).unwrap_or_default();
+    rule.source_ips = c.source_ips.iter().map(ToString::to_string).collect();
+    rule.user_agents = c.user_agents.iter().map(user_agent).collect();
+    rule.not_before = time(c.not_before);
+    rule.not_after = time(c.not_after);
+}
+
+fn user_agent(u: &UserAgentMatch) -> pb::UserAgent {
+    pb::UserAgent {
+        r#match: u.kind().to_owned(),
+        pattern: u.pattern().to_owned(),
+    }
+}
+
+/// The CLI's condition flags onto a rule, as text: the server validates them.
+pub fn set_condition_args(rule: &mut pb::Rule, c: ConditionArgs) -> Result<()> {
+    rule.user_agents = c
+        .user_agents
+        .iter()
+        .map(|u| {
+            let (kind, pattern) = u.split_once(':').ok_or_else(|| {
+                bad(format!(
+                    "--user-agent {u:?}: expected exact:V, prefix:V or glob:V"
+                ))
+            })?;
+            Ok(pb::UserAgent {
+                r#match: kind.to_owned(),
+                pattern: pattern.to_owned(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    rule.source_ips = c.source_ips;
+    rule.not_before = c.not_before.unwrap_or_default();
+    rule.not_after = c.not_after.unwrap_or_default();
+    Ok(())
+}
+
+impl TryFrom<&pb::Policy> for Policy {
+    type Error = BadInput;
+
+    fn try_from(p: &pb::Policy) -> Result<Self> {
+        iam::validate_policy_name(&p.name).map_err(bad)?;
+        let principal = if p.principal.is_empty() {
+            None
+        } else {
+            Some(p.principal.parse().map_err(bad)?)
+        };
+        if p.rules.is_empty() {
+            return Err(bad(format!("policy {} has no rules", p.name)));
+        }
+        let description = p.description.trim();
+        crate::model::validate_description("policy description", description).map_err(bad)?;
+        Ok(Policy {
+            name: p.name.clone(),
+            description: description.to_owned(),
+            principal,
+            rules: p.rules.iter().map(Rule::try_from).collect::<Result<_>>()?,
+        })
+    }
+}
+
+impl From<&Policy> for pb::Policy {
+    fn from(p: &Policy) -> Self {
+        pb::Policy {
+            name: p.name.clone(),
+            description: p.description.clone(),
+            principal: p
+                .principal
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            rules: p.rules.iter().map(pb::Rule::from).collect(),
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The declarative state: everything `apply` manages ([`State`]), its validation as a whole
+//! and the diff between two states as a list of [`Op`]s the store applies in one transaction.
+//!
+//! Pure: no I/O and no file format (the TOML of `apply` / `export` is [`crate::declare`]).
+//! Projects and deployments are created or updated, never removed; members, applications,
+//! custom permission sets, policies and workloads absent from the desired state are removed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::iam::{self, PermissionSet, Policy, PrincipalRef, RuleScope};
+use crate::model::DeploymentName;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentSpec {
+    pub model: String,
+    pub public_auth: bool,
+    pub private_auth: bool,
+}
+
+/// Everything `apply` manages, normalized (sorted maps, so diffs and exports are stable).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    pub projects: BTreeSet<String>,
+    pub deployments: BTreeMap<DeploymentName, DeploymentSpec>,
+    /// Workload id → project.
+    pub workloads: BTreeMap<String, String>,
+    pub members: BTreeSet<String>,
+    pub applications: BTreeSet<String>,
+    pub permission_sets: BTreeMap<String, PermissionSet>,
+    pub policies: BTreeMap<String, Policy>,
+}
+
+/// One write. `create` distinguishes insert from update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    CreateProject(String),
+    PutDeployment {
+        name: DeploymentName,
+        spec: DeploymentSpec,
+        create: bool,
+    },
+    PutWorkload {
+        id: String,
+        project: String,
+        create: bool,
+    },
+    AddMember(String),
+    AddApplication(String),
+    PutPermissionSet {
+        set: PermissionSet,
+        create: bool,
+    },
+    PutPolicy {
+        policy: Policy,
+        create: bool,
+    },
+    RemovePolicy(String),
+    RemovePermissionSet(String),
+    RemoveWorkload(String),
+    /// Removes the principal, deletes its keys and detaches its policies.
+    RemovePrincipal(PrincipalRef),
+}
+
+impl Op {
+    /// The dry-run line: `+` create, `~` update, `-` remove.
+    pub fn describe(&self) -> String {
+        match self {
+            Op::CreateProject(p) => format!("+ project {p}"),
+            Op::PutDeployment { name, spec, create } => format!(
+                "{} deployment {name} (model {}, public_auth {}, private_auth {})",
+                sign(*create),
+                spec.model,
+                on_off(spec.public_auth),
+                on_off(spec.private_auth)
+            ),
+            Op::PutWorkload {
+                id,
+                project,
+                create,
+            } => format!("{} workload {id} (project {project})", sign(*create)),
+            Op::AddMember(e) => format!("+ member {e}"),
+            Op::AddApplication(n) => format!("+ application {n}"),
+            Op::PutPermissionSet { set, create } => {
+                format!("{} permission set {}", sign(*create), set.name)
+            }
+            Op::PutPolicy { policy, create } => format!(
+                "{} policy {} ({} rule{}, {})",
+                sign(*create),
+                policy.name,
+                policy.rules.len(),
+                if policy.rules.len() == 1 { "" } else { "s" },
+                policy
+                    .principal
+                    .as_ref()
+                    .map_or("detached".to_owned(), |p| format!("attached to {p}"))
+            ),
+            Op::RemovePolicy(n) => format!("- policy {n}"),
+            Op::RemovePermissionSet(n) => format!("- permission set {n}"),
+            Op::RemoveWorkload(id) => format!("- workload {id}"),
+            Op::RemovePrincipal(p) => format!("- principal {p} (its keys are deleted)"),
+        }
+    }
+}
+
+fn sign(create: bool) -> char {
+    if create { '+' } else { '~' }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+/// What a validation error is about, so `apply` can point at its line.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Locator {
+    Deployment(DeploymentName),
+    Workload(String),
+    PermissionSet(String),
+    Policy(String),
+    Rule(String, usize),
+}
+
+/// Checks every reference of `state`: projects of deployments, workloads and rules; principals
+/// of policies; permission sets of rules and includes (cycles too); rule shapes.
+pub fn validate(state: &State) -> Result<(), (Locator, String)> {
+    for name in state.deployments.keys() {
+        if !state.projects.contains(&name.project) {
+            return Err((
+                Locator::Deployment(name.clone()),
+                format!("project {} does not exist", name.project),
+            ));
+        }
+    }
+    for (id, project) in &state.workloads {
+        if !state.projects.contains(project) {
+            return Err((
+                Locator::Workload(id.clone()),
+                format!("project {project} does not exist"),
+            ));
+        }
+    }
+    let custom: Vec<PermissionSet> = state.permission_sets.values().cloned().collect();
+    let sets = iam::resolve_sets(&custom).map_err(|e| {
+        let culprit = state
+            .permission_sets
+            .keys()
+            .find(|n| e.contains(&format!("{n:?}")) || e.contains(n.as_str()))
+            .cloned()
+            .unwrap_or_default();
+        (Locator::PermissionSet(culprit), e)
+    })?;
+    for policy in state.policies.values() {
+        let at = || Locator::Policy(policy.name.clone());
+        match &policy.principal {
+            None | Some(PrincipalRef::Owner) => {}
+            Some(PrincipalRef::User(e)) if state.members.contains(e) => {}
+            Some(PrincipalRef::App(n)) if state.applications.contains(n) => {}
+            Some(other) => return Err((at(), format!("principal {other} does not exist"))),
+        }
+        if policy.rules.is_empty() {
+            return Err((at(), format!("policy {} has no rules", policy.name)));
+        }
+        for (i, rule) in policy.rules.iter().enumerate() {
+            let at = || Locator::Rule(policy.name.clone(), i);
+            rule.validate().map_err(|e| (at(), e))?;
+            for set in &rule.permission_sets {
+                if !sets.contains_key(set) {
+                    return Err((at(), format!("unknown permission set {set:?}")));
+                }
+            }
+            if let RuleScope::Projects(projects) = &rule.scope {
+                for p in projects {
+                    if !state.projects.contains(p) {
+                        return Err((at(), format!("project {p} does not exist")));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The ops turning `current` into `desired`. Projects and deployments are never removed.
+pub fn diff(current: &State, desired: &State) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for p in desired.projects.difference(&current.projects) {
+        ops.push(Op::CreateProject(p.clone()));
+    }
+    for (name, spec) in &desired.deployments {
+        match current.deployments.get(name) {
+            Some(now) if now == spec => {}
+            now => ops.push(Op::PutDeployment {
+                name: name.clone(),
+                spec: spec.clone(),
+                create: now.is_none(),
+            }),
+        }
+    }
+    for (id, project) in &desired.workloads {
+        match current.workloads.get(id) {
+            Some(now) if now == project => {}
+            now => ops.push(Op::PutWorkload {
+                id: id.clone(),
+                project: project.clone(),
+                create: now.is_none(),
+            }),
+        }
+    }
+    for m in desired.members.difference(&current.members) {
+        ops.push(Op::AddMember(m.clone()));
+    }
+    for a in desired.applications.difference(&current.applications) {
+        ops.push(Op::AddApplication(a.clone()));
+    }
+    for (name, set) in &desired.permission_sets {
+        match current.permission_sets.get(name) {
+            Some(now) if now == set => {}
+            now => ops.push(Op::PutPermissionSet {
+                set: set.clone(),
+                create: now.is_none(),
+            }),
+        }
+    }
+    for (name, policy) in &desired.policies {
+        match current.policies.get(name) {
+            Some(now) if now == policy => {}
+            now => ops.push(Op::PutPolicy {
+                policy: policy.clone(),
+                create: now.is_none(),
+            }),
+        }
+    }
+    // Removals last, policies before what they reference.
+    for name in current.policies.keys() {
+        if !desired.policies.contains_key(name) {
+            ops.push(Op::RemovePolicy(name.clone()));
+        }
+    }
+    for name in current.permission_sets.keys() {
+        if !desired.permission_sets.contains_key(name) {
+            ops.push(Op::RemovePermissionSet(name.clone()));
+        }
+    }
+    for id in current.workloads.keys() {
+        if !desired.workloads.contains_key(id) {
+            ops.push(Op::RemoveWorkload(id.clone()));
+        }
+    }
+    for m in current.members.difference(&desired.members) {
+        ops.push(Op::RemovePrincipal(PrincipalRef::User(m.clone())));
+    }
+    for a in current.applications.difference(&desired.applications) {
+        ops.push(Op::RemovePrincipal(PrincipalRef::App(a.clone())));
+    }
+    ops
+}
