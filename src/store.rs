@@ -13,7 +13,7 @@ mod iam;
 mod listen;
 mod routes;
 
-pub use listen::ChangeListener;
+pub use listen::{ChangeListener, Notice};
 
 use crate::clock::now_unix;
 use crate::model::{
