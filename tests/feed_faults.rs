@@ -6,118 +6,15 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use keyward::pb::Plane;
+use support::pg_proxy::PgProxy;
 use support::{Keyward, check_request, eventually, http_status, test_config};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
 const WATCHDOG: Duration = Duration::from_secs(15);
-
-/// A TCP proxy in front of PostgreSQL that can freeze the connections that issued `LISTEN`:
-/// they stay open, but nothing the server sends reaches keyward any more.
-struct Proxy {
-    addr: SocketAddr,
-    /// The frozen flag of every connection that has sent `LISTEN`.
-    listening: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
-    listens: Arc<AtomicUsize>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let listening = Arc::new(Mutex::new(Vec::new()));
-        let listens = Arc::new(AtomicUsize::new(0));
-        tokio::spawn({
-            let (listening, listens) = (listening.clone(), listens.clone());
-            async move {
-                loop {
-                    let Ok((client, _)) = listener.accept().await else {
-                        return;
-                    };
-                    let Ok(server) = TcpStream::connect(upstream).await else {
-                        continue;
-                    };
-                    tokio::spawn(relay(client, server, listening.clone(), listens.clone()));
-                }
-            }
-        });
-        Proxy {
-            addr,
-            listening,
-            listens,
-        }
-    }
-
-    /// Freezes every connection that is listening now (later ones are left alone).
-    async fn freeze_listeners(&self) -> usize {
-        let listening = self.listening.lock().await;
-        for frozen in listening.iter() {
-            frozen.store(true, Ordering::SeqCst);
-        }
-        listening.len()
-    }
-
-    fn listens(&self) -> usize {
-        self.listens.load(Ordering::SeqCst)
-    }
-}
-
-async fn relay(
-    client: TcpStream,
-    server: TcpStream,
-    listening: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
-    listens: Arc<AtomicUsize>,
-) {
-    let frozen = Arc::new(AtomicBool::new(false));
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    let upstream = {
-        let frozen = frozen.clone();
-        async move {
-            let mut buffer = vec![0u8; 16 * 1024];
-            let mut marked = false;
-            loop {
-                let n = match client_read.read(&mut buffer).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                if !marked && buffer[..n].windows(7).any(|w| w == b"LISTEN ") {
-                    marked = true;
-                    listens.fetch_add(1, Ordering::SeqCst);
-                    listening.lock().await.push(frozen.clone());
-                }
-                if server_write.write_all(&buffer[..n]).await.is_err() {
-                    return;
-                }
-            }
-        }
-    };
-    let downstream = async move {
-        let mut buffer = vec![0u8; 16 * 1024];
-        loop {
-            let n = match server_read.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if frozen.load(Ordering::SeqCst) {
-                // Held open, delivering nothing: what a stalled middlebox looks like.
-                std::future::pending::<()>().await;
-            }
-            if client_write.write_all(&buffer[..n]).await.is_err() {
-                return;
-            }
-        }
-    };
-    tokio::join!(upstream, downstream);
-}
 
 async fn status(client: &mut AuthorizationClient<Channel>, token: &str) -> u16 {
     let bearer = format!("Bearer {token}");
@@ -142,13 +39,11 @@ async fn check_client(keyward: &Keyward) -> AuthorizationClient<Channel> {
 }
 
 /// Replica A on the database directly, replica B through the proxy; a key both have cached.
-async fn replicas_with_a_cached_key() -> (Keyward, Keyward, Proxy, String, String) {
+async fn replicas_with_a_cached_key() -> (Keyward, Keyward, PgProxy, String, String) {
     let a = Keyward::start_postgres().await;
-    let url = a.database_url.clone();
     let upstream: SocketAddr = "127.0.0.1:5432".parse().unwrap();
-    let proxy = Proxy::start(upstream).await;
-    let proxied = url.replacen("127.0.0.1:5432", &proxy.addr.to_string(), 1);
-    assert_ne!(proxied, url, "the test database is at 127.0.0.1:5432");
+    let proxy = PgProxy::start(upstream).await;
+    let proxied = proxy.url_for(&a.database_url, upstream);
     let b = Keyward::on(test_config(&proxied), a.owner_token.clone()).await;
     let mut admin = a.admin().await;
     admin.project("acme").await;
