@@ -2,6 +2,8 @@
 # Revocation propagation between two keyward replicas: p50 / p99 / max over 200 revocations.
 #   bench/revocation.sh                       # PostgreSQL (fresh database on 127.0.0.1:5432)
 #   bench/revocation.sh --database sqlite:///tmp/kw-bench.db   # SQLite, polling
+#   bench/revocation.sh --mode stalled        # B's LISTEN connections frozen (a stalled middlebox)
+#   bench/revocation.sh --mode after-outage   # B cut from the database for 1 s before every 20
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec cargo run --quiet --release --example revocation_propagation -- "$@"

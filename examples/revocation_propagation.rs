@@ -7,6 +7,16 @@
 //! first denial. Run by `bench/revocation.sh`.
 //!
 //!   cargo run --release --example revocation_propagation -- [--database URL] [--revocations N]
+//!       [--mode listen|stalled|after-outage]
+//!
+//! Modes (PostgreSQL; B reaches the database through a fault-injecting TCP proxy for the last
+//! two):
+//! - `listen` (default): the feed healthy.
+//! - `stalled`: every `LISTEN` connection of B's is frozen (held open, delivering nothing), the
+//!   current one and every new one: B learns changes only by reading the change table.
+//! - `after-outage`: before every 20 revocations B's database connections are cut for 1 s and
+//!   restored; the revocations are measured in the seconds right after the outage ends, while
+//!   B is still re-establishing `LISTEN`.
 //!
 //! Without `--database`, a fresh database is created on the PostgreSQL server at
 //! `$KEYWARD_TEST_POSTGRES` (default postgres://postgres@127.0.0.1:5432/test).
@@ -23,18 +33,30 @@ use keyward::config::Config;
 use keyward::pb::{self, admin_client::AdminClient};
 use keyward::server::{self, Listeners};
 use sqlx::Connection;
+
+#[path = "../tests/support/pg_proxy.rs"]
+mod pg_proxy;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Listen,
+    Stalled,
+    AfterOutage,
+}
 
 struct Args {
     database: Option<String>,
     revocations: usize,
+    mode: Mode,
 }
 
 fn args() -> anyhow::Result<Args> {
     let mut args = Args {
         database: None,
         revocations: 200,
+        mode: Mode::Listen,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -50,7 +72,23 @@ fn args() -> anyhow::Result<Args> {
                     bail!("--revocations must be at least 100");
                 }
             }
-            other => bail!("unknown argument {other:?} (expected --database URL, --revocations N)"),
+            "--mode" => {
+                args.mode = match it
+                    .next()
+                    .context("--mode needs listen, stalled or after-outage")?
+                    .as_str()
+                {
+                    "listen" => Mode::Listen,
+                    "stalled" => Mode::Stalled,
+                    "after-outage" => Mode::AfterOutage,
+                    other => {
+                        bail!("--mode: expected listen, stalled or after-outage, got {other:?}")
+                    }
+                }
+            }
+            other => bail!(
+                "unknown argument {other:?} (expected --database URL, --revocations N, --mode M)"
+            ),
         }
     }
     Ok(args)
@@ -143,8 +181,23 @@ async fn main() -> anyhow::Result<()> {
         Some(url) => url,
         None => fresh_postgres_database().await?,
     };
+    if args.mode != Mode::Listen && !database.starts_with("postgres") {
+        bail!("--mode {:?} needs PostgreSQL", args.mode);
+    }
+    // B reaches the database through the proxy (a no-op until a fault is injected).
+    let upstream = url::Url::parse(&database)?
+        .socket_addrs(|| Some(5432))?
+        .into_iter()
+        .next()
+        .context("the database URL names no address")?;
+    let proxy = pg_proxy::PgProxy::start(upstream).await;
+    let database_b = if args.mode == Mode::Listen {
+        database.clone()
+    } else {
+        proxy.url_for(&database, upstream)
+    };
     let (check_a, admin_a, services) = replica(&database).await?;
-    let (check_b, _, services_b) = replica(&database).await?;
+    let (check_b, _, services_b) = replica(&database_b).await?;
     let owner = keyward::admin::bootstrap(
         &services.store,
         &keyward::config::Config::default().argon2,
@@ -179,7 +232,19 @@ async fn main() -> anyhow::Result<()> {
     let mut after_ack = Vec::with_capacity(args.revocations);
     let mut after_call = Vec::with_capacity(args.revocations);
     let mut polls = 0u64;
-    for _ in 0..args.revocations {
+    if args.mode == Mode::Stalled {
+        // Wait until B listens, then freeze that connection and every later one.
+        while proxy.listens() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        proxy.freeze_all_listeners().await;
+    }
+    for n in 0..args.revocations {
+        if args.mode == Mode::AfterOutage && n % 20 == 0 {
+            proxy.cut().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            proxy.restore();
+        }
         let seen_by_b = services_b.directory.caches().applied();
         let created = admin
             .create_key(pb::CreateKeyRequest {
@@ -194,8 +259,16 @@ async fn main() -> anyhow::Result<()> {
         while services_b.directory.caches().applied() == seen_by_b {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        if !allowed(&mut a, &created.token).await? || !allowed(&mut b, &created.token).await? {
-            bail!("a fresh key was not allowed");
+        // Right after an outage B's pool may still be reconnecting: a 503 there is not a
+        // measurement; retry until B decides.
+        let warm_deadline = Instant::now() + Duration::from_secs(30);
+        while !allowed(&mut a, &created.token).await?
+            || !matches!(allowed(&mut b, &created.token).await, Ok(true))
+        {
+            if Instant::now() > warm_deadline {
+                bail!("a fresh key was not allowed");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if services_b.directory.caches().key(&id).await.is_none() {
             bail!("replica B does not have the key cached");
@@ -204,7 +277,7 @@ async fn main() -> anyhow::Result<()> {
         admin.revoke_key(pb::RevokeKeyRequest { id }).await?;
         let acked = Instant::now();
         let deadline = acked + Duration::from_secs(30);
-        while allowed(&mut b, &created.token).await? {
+        while allowed(&mut b, &created.token).await.unwrap_or(true) {
             polls += 1;
             if Instant::now() > deadline {
                 bail!("replica B still allowed a revoked key after 30 s");
@@ -226,8 +299,8 @@ async fn main() -> anyhow::Result<()> {
         })
         .unwrap_or_default();
     println!(
-        "revocation propagation, replica A -> replica B ({backend}), {} revocations",
-        args.revocations
+        "revocation propagation, replica A -> replica B ({backend}, mode {:?}), {} revocations",
+        args.mode, args.revocations
     );
     println!(
         "machine: {} cores, {cpu}",

@@ -101,10 +101,16 @@ pub struct Verify {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Propagation {
-    /// SQLite: how often the change counter is polled for other processes' writes.
+    /// How often the `changes` table is read for other replicas' writes: SQLite's only way to
+    /// learn them; PostgreSQL's backstop to `LISTEN`, bounding how late a change whose
+    /// notification was lost is applied.
     pub poll_interval_ms: u64,
-    /// PostgreSQL: the longest wait between attempts to re-establish `LISTEN`.
+    /// PostgreSQL: the longest wait between attempts to re-establish `LISTEN` (the table is
+    /// read every 50 ms meanwhile).
     pub max_backoff_ms: u64,
+    /// PostgreSQL: how often each replica sends itself a heartbeat through its `LISTEN`
+    /// connection; one unanswered for three intervals declares the connection dead.
+    pub heartbeat_ms: u64,
 }
 
 impl Default for Propagation {
@@ -112,6 +118,7 @@ impl Default for Propagation {
         Propagation {
             poll_interval_ms: 100,
             max_backoff_ms: 5_000,
+            heartbeat_ms: 250,
         }
     }
 }
@@ -385,6 +392,7 @@ impl Config {
         overlay!("KEYWARD_VERIFY_ADMIN_PER_PRINCIPAL" => self.verify.admin_per_principal);
         overlay!("KEYWARD_PROPAGATION_POLL_INTERVAL_MS" => self.propagation.poll_interval_ms);
         overlay!("KEYWARD_PROPAGATION_MAX_BACKOFF_MS" => self.propagation.max_backoff_ms);
+        overlay!("KEYWARD_PROPAGATION_HEARTBEAT_MS" => self.propagation.heartbeat_ms);
         overlay!("KEYWARD_USAGE_FLUSH_INTERVAL_SECS" => self.usage.flush_interval_secs);
         overlay!("KEYWARD_TLS_RELOAD_INTERVAL_SECS" => self.tls.reload_interval_secs);
         macro_rules! overlay_path {
@@ -498,6 +506,12 @@ impl Config {
                 ));
             }
         }
+        within(
+            "propagation.heartbeat_ms",
+            self.propagation.heartbeat_ms,
+            10,
+            MAX_INTERVAL_MS,
+        )?;
         within(
             "usage.flush_interval_secs",
             self.usage.flush_interval_secs,

@@ -2,25 +2,50 @@
 //! what it affects, so a revocation made through one replica holds on all of them within
 //! milliseconds, with the cache TTL only as the outer bound.
 //!
-//! - PostgreSQL: `LISTEN keyward_changes`; writes `pg_notify` inside their transaction. When the
-//!   connection drops, notifications may have been missed: keyward reconnects with capped
-//!   exponential backoff and, once listening again, flushes its key and deployment caches.
+//! - PostgreSQL: `LISTEN keyward_changes`; writes `pg_notify` inside their transaction.
+//!   Notifications are the fast path, not the only one:
+//!   - every `propagation.poll_interval_ms` the `changes` table is also read after the newest
+//!     change applied, so a change whose notification never came (a connection frozen without
+//!     a word) is applied within that interval while the store answers;
+//!   - the replica sends itself a heartbeat every `propagation.heartbeat_ms` through the pool and
+//!     expects it back on the listening connection within three intervals: when it does not
+//!     come, the feed is declared dead and the connection replaced;
+//!   - while not listening (connection lost, store down, reconnect backoff) the table is read
+//!     every [`DEGRADED_POLL`], and on listening again every change after the last one applied
+//!     is applied (catch-up by sequence: no cache flush, so no reload stampede).
 //! - SQLite: several processes may share one file; each polls the `changes` table's counter.
 //!
 //! A replica applies its own writes when it makes them, so it skips their events here.
+//! Applying a change twice (notified, then read from the table) is harmless: it only marks
+//! entries stale, and proofs of secrets survive it.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::cache::Caches;
 use crate::config::Propagation;
 use crate::metrics::PropagationMetrics;
-use crate::store::{Backend, Change, Store};
+use crate::store::{Backend, Change, ChangeListener, Notice, Store};
 
 /// How many change rows one SQLite poll reads; a longer backlog means "flush everything".
 const POLL_BATCH: i64 = 1_000;
+
+/// How often the `changes` table is read while PostgreSQL notifications are not flowing.
+pub const DEGRADED_POLL: Duration = Duration::from_millis(50);
+
+/// How far below the newest change applied each read looks again. Change ids come from a
+/// sequence when a write begins, but become visible when it commits: a write that took its id
+/// before another and committed after it would be skipped by reading only after the newest id.
+/// This many ids below are read again (and skipped when applied already).
+const LOOKBACK: i64 = 64;
+
+/// A read of the table gets this long before it counts as failed: a stalled store must not
+/// stall the follower.
+const READ_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Follows the store's change feed until `stop` turns true.
 pub async fn follow(
@@ -39,78 +64,290 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// The change ids applied from the `changes` table: all up to `newest` but for the ones
+/// within [`LOOKBACK`] below it that are not in `recent`.
+struct Applied {
+    metrics: PropagationMetrics,
+    newest: i64,
+    recent: BTreeSet<i64>,
+    /// The last read failed: log the next failure only after a success.
+    failing: bool,
+}
+
+impl Applied {
+    fn from(newest: i64, metrics: PropagationMetrics) -> Self {
+        Applied {
+            metrics,
+            newest,
+            recent: BTreeSet::new(),
+            failing: false,
+        }
+    }
+
+    /// Reads the changes after `newest - LOOKBACK` and applies those not applied yet. Returns
+    /// whether the read succeeded.
+    async fn catch_up(&mut self, store: &Store, caches: &Caches) -> bool {
+        let after = (self.newest - LOOKBACK).max(0);
+        let read = tokio::time::timeout(READ_TIMEOUT, store.changes_since(after, POLL_BATCH)).await;
+        let changes = match read {
+            Ok(Ok(changes)) => changes,
+            Ok(Err(error)) => {
+                if !std::mem::replace(&mut self.failing, true) {
+                    warn!(%error, "cannot read the change table");
+                }
+                return false;
+            }
+            Err(_) => {
+                if !std::mem::replace(&mut self.failing, true) {
+                    warn!("reading the change table timed out");
+                }
+                return false;
+            }
+        };
+        if std::mem::replace(&mut self.failing, false) {
+            info!("the change table answers again");
+        }
+        if changes.len() as i64 >= POLL_BATCH {
+            // A backlog longer than one read: too much to apply one by one.
+            caches.flush();
+            warn!("change backlog too long to apply one by one; caches flushed");
+        }
+        for (id, change) in changes {
+            let seen = id <= self.newest - LOOKBACK || !self.recent.insert(id);
+            if seen {
+                continue;
+            }
+            if let Some(change) = change {
+                debug!(?change, id, "change read from the table");
+                caches.apply(&change).await;
+                self.metrics.changes.count(&change);
+            }
+            self.newest = self.newest.max(id);
+        }
+        let floor = self.newest - LOOKBACK;
+        self.recent = self.recent.split_off(&(floor + 1));
+        true
+    }
+}
+
 async fn listen(
     store: Store,
     caches: Caches,
     config: Propagation,
     mut stop: watch::Receiver<bool>,
 ) {
-    let metrics = PropagationMetrics::default();
+    let poll_interval = Duration::from_millis(config.poll_interval_ms);
+    let heartbeat = Duration::from_millis(config.heartbeat_ms);
     let max_backoff = Duration::from_millis(config.max_backoff_ms);
-    let mut backoff = Duration::from_millis(50).min(max_backoff);
-    let mut first = true;
-    loop {
-        let connected = store.listen_for_changes();
-        let mut listener = tokio::select! {
-            () = stopped(&mut stop) => return,
-            result = connected => match result {
-                Ok(listener) => listener,
-                Err(error) => {
-                    warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot LISTEN for changes");
-                    tokio::select! {
-                        () = stopped(&mut stop) => return,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(max_backoff);
-                    continue;
-                }
-            },
-        };
-        if first {
-            first = false;
-        } else {
-            // Anything written while we were not listening was missed.
-            caches.flush();
-            metrics.reconnected();
-            info!("listening for changes again; caches flushed");
-        }
-        metrics.connected(true);
-        backoff = Duration::from_millis(50).min(max_backoff);
-        loop {
-            let notification = tokio::select! {
-                () = stopped(&mut stop) => return,
-                n = listener.next_payload() => n,
-            };
-            match notification {
-                Ok(Some(payload)) => match Change::from_payload(&payload) {
-                    Some((origin, _)) if origin == store.origin() => {}
-                    Some((_, change)) => {
-                        debug!(?change, "change notified");
-                        caches.apply(&change).await;
-                        metrics.changes.count(&change);
-                        if let Some(sent_at) = Change::sent_at_ms(&payload) {
-                            metrics.applied_after(sent_at);
-                        }
-                    }
-                    None => {
-                        warn!(
-                            payload = payload.as_str(),
-                            "unknown change notification; flushing caches"
-                        );
-                        caches.flush();
-                    }
-                },
-                Ok(None) => {
-                    metrics.connected(false);
-                    warn!("change notifications interrupted: the connection was lost");
-                    break;
-                }
-                Err(error) => {
-                    metrics.connected(false);
-                    warn!(%error, "change notifications interrupted");
-                    break;
+    let mut applied = loop {
+        match store.latest_change().await {
+            Ok(id) => break Applied::from(id, PropagationMetrics::default()),
+            Err(error) => {
+                warn!(%error, "cannot read the change counter");
+                tokio::select! {
+                    () = stopped(&mut stop) => return,
+                    () = tokio::time::sleep(DEGRADED_POLL) => {}
                 }
             }
+        }
+    };
+    let mut backoff = DEGRADED_POLL.min(max_backoff);
+    let mut heartbeats = Heartbeats::default();
+    let mut first = true;
+    loop {
+        let Some(mut listener) = connect_while_polling(
+            &store,
+            &caches,
+            &mut applied,
+            &mut backoff,
+            max_backoff,
+            &mut stop,
+        )
+        .await
+        else {
+            return;
+        };
+        backoff = DEGRADED_POLL.min(max_backoff);
+        // Whatever was written while not listening is applied now, by sequence.
+        applied.catch_up(&store, &caches).await;
+        heartbeats.restart();
+        if !std::mem::replace(&mut first, false) {
+            applied.metrics.reconnected();
+        }
+        applied.metrics.connected(true);
+        info!("listening for changes");
+        let lost = follow_listener(
+            &store,
+            &caches,
+            &mut listener,
+            &mut applied,
+            &mut heartbeats,
+            poll_interval,
+            heartbeat,
+            &mut stop,
+        )
+        .await;
+        applied.metrics.connected(false);
+        match lost {
+            None => return,
+            Some(why) => warn!(
+                why,
+                "change notifications interrupted; reading the change table until listening again"
+            ),
+        }
+    }
+}
+
+/// Connects a listener, reading the change table every [`DEGRADED_POLL`] meanwhile and
+/// between attempts (capped exponential backoff). `None` when stopped.
+async fn connect_while_polling(
+    store: &Store,
+    caches: &Caches,
+    applied: &mut Applied,
+    backoff: &mut Duration,
+    max_backoff: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<ChangeListener> {
+    loop {
+        let connecting = store.listen_for_changes();
+        tokio::pin!(connecting);
+        let failed = loop {
+            tokio::select! {
+                () = stopped(stop) => return None,
+                result = &mut connecting => match result {
+                    Ok(listener) => return Some(listener),
+                    Err(error) => break error,
+                },
+                () = tokio::time::sleep(DEGRADED_POLL) => {
+                    applied.catch_up(store, caches).await;
+                }
+            }
+        };
+        warn!(error = %failed, retry_in_ms = backoff.as_millis() as u64, "cannot LISTEN for changes");
+        let retry_at = Instant::now() + *backoff;
+        while Instant::now() < retry_at {
+            tokio::select! {
+                () = stopped(stop) => return None,
+                () = tokio::time::sleep(DEGRADED_POLL) => {}
+            }
+            applied.catch_up(store, caches).await;
+        }
+        *backoff = (*backoff * 2).min(max_backoff);
+    }
+}
+
+/// This replica's heartbeats: the newest sent, the newest received back, and when the oldest
+/// unanswered one was sent.
+#[derive(Default)]
+struct Heartbeats {
+    sent: u64,
+    received: u64,
+    unanswered_since: Option<Instant>,
+}
+
+impl Heartbeats {
+    /// On a new connection: heartbeats sent on the old one may never come back.
+    fn restart(&mut self) {
+        self.received = self.sent;
+        self.unanswered_since = None;
+    }
+
+    /// Heartbeat `n` came back.
+    fn received(&mut self, n: u64) {
+        self.received = self.received.max(n);
+        if self.received >= self.sent {
+            self.unanswered_since = None;
+        }
+    }
+
+    /// The sequence number of the next heartbeat to send.
+    fn next(&mut self, now: Instant) -> u64 {
+        self.sent += 1;
+        self.unanswered_since.get_or_insert(now);
+        self.sent
+    }
+
+    /// Whether a heartbeat has gone unanswered for longer than `limit`.
+    fn overdue(&self, now: Instant, limit: Duration) -> bool {
+        self.unanswered_since
+            .is_some_and(|since| now.duration_since(since) > limit)
+    }
+}
+
+/// Applies notifications until the connection is lost or the feed is found dead (the reason
+/// returned), or `None` when stopped. Reads the change table every `poll_interval` as well.
+#[allow(clippy::too_many_arguments)]
+async fn follow_listener(
+    store: &Store,
+    caches: &Caches,
+    listener: &mut ChangeListener,
+    applied: &mut Applied,
+    heartbeats: &mut Heartbeats,
+    poll_interval: Duration,
+    heartbeat: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<&'static str> {
+    let mut poll = tokio::time::interval(poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beat = tokio::time::interval(heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let overdue_after = heartbeat * 3;
+    loop {
+        tokio::select! {
+            () = stopped(stop) => return None,
+            notice = listener.next_notice() => match notice {
+                Ok(Some(Notice::Change(payload))) => {
+                    apply_payload(store, caches, &applied.metrics, &payload).await
+                }
+                Ok(Some(Notice::Heartbeat(n))) => heartbeats.received(n),
+                Ok(None) => return Some("the connection was lost"),
+                Err(error) => {
+                    warn!(%error, "change notification error");
+                    return Some("the connection failed");
+                }
+            },
+            _ = beat.tick() => {
+                let now = Instant::now();
+                if heartbeats.overdue(now, overdue_after) {
+                    return Some("a heartbeat did not come back: the listening connection is dead");
+                }
+                let n = heartbeats.next(now);
+                // Sent off this loop: a stalled pool must not stop notifications or polls.
+                let store = store.clone();
+                tokio::spawn(async move {
+                    if let Ok(Err(error)) =
+                        tokio::time::timeout(READ_TIMEOUT, store.send_heartbeat(n)).await
+                    {
+                        debug!(%error, "cannot send a heartbeat");
+                    }
+                });
+            }
+            _ = poll.tick() => {
+                applied.catch_up(store, caches).await;
+            }
+        }
+    }
+}
+
+async fn apply_payload(
+    store: &Store,
+    caches: &Caches,
+    metrics: &PropagationMetrics,
+    payload: &str,
+) {
+    match Change::from_payload(payload) {
+        Some((origin, _)) if origin == store.origin() => {}
+        Some((_, change)) => {
+            debug!(?change, "change notified");
+            caches.apply(&change).await;
+            metrics.changes.count(&change);
+            if let Some(sent_at) = Change::sent_at_ms(payload) {
+                metrics.applied_after(sent_at);
+            }
+        }
+        None => {
+            warn!(payload, "unknown change notification; flushing caches");
+            caches.flush();
         }
     }
 }

@@ -16,7 +16,7 @@ mod listen;
 mod routes;
 
 use availability::Availability;
-pub use listen::ChangeListener;
+pub use listen::{ChangeListener, Notice};
 
 use crate::clock::{now_unix, now_unix_ms};
 use crate::model::{

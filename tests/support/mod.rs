@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod pg_proxy;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
