@@ -32,15 +32,21 @@ pub enum Action {
     /// Organization feature: creating projects.
     #[serde(rename = "projects.write")]
     ProjectsWrite,
+    /// Organization feature: the route table (`keyward routes`). Routes are shared
+    /// infrastructure: an entry decides which deployment every matching request reaches, in
+    /// any project, so only an organization-scope rule grants it (and IAM managers hold it).
+    #[serde(rename = "routes.manage")]
+    RoutesManage,
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 6] = [
         Action::InferenceCall,
         Action::DeploymentsRead,
         Action::DeploymentsWrite,
         Action::IamManage,
         Action::ProjectsWrite,
+        Action::RoutesManage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,12 +56,16 @@ impl Action {
             Action::DeploymentsWrite => "deployments.write",
             Action::IamManage => "iam.manage",
             Action::ProjectsWrite => "projects.write",
+            Action::RoutesManage => "routes.manage",
         }
     }
 
     /// Whether only organization-scope rules grant this action.
     pub fn is_organization_feature(self) -> bool {
-        matches!(self, Action::IamManage | Action::ProjectsWrite)
+        matches!(
+            self,
+            Action::IamManage | Action::ProjectsWrite | Action::RoutesManage
+        )
     }
 }
 

@@ -149,6 +149,43 @@ pub fn path_prefix_of(prefix: &str) -> Result<String, String> {
     Ok(prefix.to_owned())
 }
 
+/// A route's spec from its parts as the admin API, `keyward routes add` and `apply` files give
+/// them: a data route names its deployment (`PROJECT/SLUG`); a control route names its project
+/// (`control_project`) or, with `control` alone, takes it from the path. The endpoint is
+/// `public` when not given: a private endpoint may skip key authentication
+/// (`private_auth off`), so it is never the default.
+pub fn spec_of(
+    endpoint: Option<&str>,
+    deployment: Option<&str>,
+    control_project: Option<&str>,
+    control: bool,
+) -> Result<RouteSpec, String> {
+    let endpoint = match endpoint {
+        None | Some("") => Endpoint::Public,
+        Some(e) => e.parse()?,
+    };
+    let target = match (deployment, control_project) {
+        (Some(_), Some(_)) => {
+            return Err("a route names a deployment or a control project, not both".into());
+        }
+        (Some(_), None) if control => {
+            return Err("a control route names no deployment".into());
+        }
+        (Some(name), None) => RouteTarget::Deployment(name.parse()?),
+        (None, Some(project)) => RouteTarget::Control(Some(project.to_owned())),
+        (None, None) if control => RouteTarget::Control(None),
+        (None, None) => {
+            return Err(
+                "a route needs a deployment (PROJECT/SLUG), a control project, or control for \
+                 the project named by the path"
+                    .into(),
+            );
+        }
+    };
+    validate_target(&target)?;
+    Ok(RouteSpec { endpoint, target })
+}
+
 /// Checks what a route sends to: the control project, when pinned, is a project slug.
 pub fn validate_target(target: &RouteTarget) -> Result<(), String> {
     match target {
