@@ -325,6 +325,14 @@ mod tests {
             ("reader", ProjectsWrite, org, "missing"),
             ("writer@acme", DeploymentsWrite, acme, "ok"),
             ("writer@acme", ProjectsWrite, org, "org key"),
+            // The route table is organization-wide: an organization key and routes.manage
+            // (AllProductsFullAccess on the organization, or an IAM manager).
+            ("owner", RoutesManage, org, "ok"),
+            ("manager", RoutesManage, org, "ok"),
+            ("manager@acme", RoutesManage, org, "org key"),
+            ("local manager", RoutesManage, org, "conditions"),
+            ("reader", RoutesManage, org, "missing"),
+            ("writer@acme", RoutesManage, org, "org key"),
         ];
         let callers = callers();
         for &(name, action, place, expected) in table {

@@ -170,6 +170,7 @@ impl Store {
             };
             state.policies.insert(policy.name.clone(), policy);
         }
+        state.routes = self.list_routes().await?.into_iter().collect();
         Ok(state)
     }
 
@@ -391,6 +392,10 @@ async fn apply_op(
             changes.push(Change::Workload(id.clone()));
         }
         Op::RemovePrincipal(r) => remove_principal(tx, r, changes).await?,
+        Op::PutRoute { key, spec, create } => {
+            super::routes::put_route_tx(tx, org, now, key, spec, *create, changes).await?
+        }
+        Op::RemoveRoute(key) => super::routes::remove_route_tx(tx, key, changes).await?,
     }
     Ok(())
 }
