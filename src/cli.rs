@@ -1492,4 +1492,30 @@ mod tests {
             assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?} accepted");
         }
     }
+
+    #[test]
+    fn a_route_has_exactly_one_target() {
+        let route = |target: &[&str]| {
+            let mut args = vec!["keyward", "routes", "add", "--host", "*", "--prefix", "/a"];
+            args.extend(target);
+            Cli::try_parse_from(args)
+        };
+        for good in [
+            &["--deployment", "a/b"][..],
+            &["--deployment", "a/b", "--endpoint", "private"],
+            &["--control-project", "a"],
+            &["--control"],
+        ] {
+            assert!(route(good).is_ok(), "{good:?} refused");
+        }
+        for bad in [
+            &[][..],
+            &["--deployment", "a/b", "--control-project", "a"],
+            &["--deployment", "a/b", "--control"],
+            &["--control-project", "a", "--control"],
+            &["--deployment", "a/b", "--endpoint", "internal"],
+        ] {
+            assert!(route(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

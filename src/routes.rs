@@ -548,6 +548,35 @@ mod tests {
         assert!(validate_target(&RouteTarget::Control(Some("Bad Slug".into()))).is_err());
     }
 
+    #[test]
+    fn specs_from_their_parts() {
+        let data = spec_of(None, Some("acme/chat"), None, false).unwrap();
+        assert_eq!(data.endpoint, Endpoint::Public, "public unless asked");
+        assert_eq!(data.plane(), Plane::Data);
+        let pinned = spec_of(Some("private"), None, Some("acme"), true).unwrap();
+        assert_eq!(pinned.target, RouteTarget::Control(Some("acme".into())));
+        assert_eq!(pinned.endpoint, Endpoint::Private);
+        let from_path = spec_of(Some(""), None, None, true).unwrap();
+        assert_eq!(from_path.target, RouteTarget::Control(None));
+        for (endpoint, deployment, project, control, why) in [
+            (None, None, None, false, "needs a deployment"),
+            (None, Some("acme/chat"), Some("acme"), false, "not both"),
+            (None, Some("acme/chat"), None, true, "names no deployment"),
+            (
+                Some("internal"),
+                Some("acme/chat"),
+                None,
+                false,
+                "unknown endpoint",
+            ),
+            (None, Some("acme"), None, false, "acme"),
+            (None, None, Some("Not A Slug"), false, "Not A Slug"),
+        ] {
+            let e = spec_of(endpoint, deployment, project, control).unwrap_err();
+            assert!(e.contains(why), "{why}: {e}");
+        }
+    }
+
     #[tokio::test]
     async fn a_load_racing_a_change_is_used_once_not_kept() {
         let slot = RouteSlot::default();
