@@ -6,12 +6,12 @@
 //! - a project-scoped control key acts only inside its project, an organization-wide key
 //!   (`*`, from `keyward init` or minted by an IAM manager) everywhere;
 //! - within that, the bearer needs the action: `deployments.write` / `.read` in the project
-//!   for deployments and workload ids, `projects.write` for projects, and `iam.manage` (an
-//!   organization-scope rule) for principals, permission sets, policies, `apply`, `export` and
-//!   other principals' keys; `deployments.auth` to turn a deployment's authentication off. The
-//!   owner may do everything, and only the owner mints, changes or deletes owner-borne keys.
-//!   Policy conditions (source IP: the gRPC peer address; user agent; time window) apply here
-//!   too.
+//!   for deployments and workload ids, `projects.write` for projects, `routes.manage` for the
+//!   route table, and `iam.manage` (an organization-scope rule) for principals, permission
+//!   sets, policies, `apply`, `export` and other principals' keys; `deployments.auth` to turn a
+//!   deployment's authentication off. The owner may do everything, and only the owner mints,
+//!   changes or deletes owner-borne keys. Policy conditions (source IP: the gRPC peer address;
+//!   user agent; time window) apply here too.
 //!
 //! Each write invalidates the caches it affects before it answers, so the very next Check
 //! sees it.
@@ -264,6 +264,12 @@ impl Caller {
     fn manage_iam(&self) -> Result<(), Status> {
         self.may(Action::IamManage, Place::Organization)
     }
+
+    /// The route table, listing included, needs an organization-wide key and `routes.manage`
+    /// (or `iam.manage`): an entry decides which deployment requests reach in any project.
+    fn manage_routes(&self) -> Result<(), Status> {
+        self.may(Action::RoutesManage, Place::Organization)
+    }
 }
 
 /// Logged here: the caller sees only the class of failure.
@@ -320,6 +326,9 @@ admin_calls! {
     register_workload(Workload) -> Workload;
     list_workloads(ListWorkloadsRequest) -> ListWorkloadsResponse;
     delete_workload(DeleteWorkloadRequest) -> DeleteWorkloadResponse;
+    put_route(PutRouteRequest) -> Route;
+    list_routes(ListRoutesRequest) -> ListRoutesResponse;
+    delete_route(DeleteRouteRequest) -> DeleteRouteResponse;
     apply(ApplyRequest) -> ApplyResponse;
     export(ExportRequest) -> ExportResponse;
 }
@@ -873,6 +882,52 @@ impl AdminService {
         })
         .await?;
         Ok(pb::DeleteWorkloadResponse {})
+    }
+
+    async fn put_route(&self, caller: &Caller, r: pb::PutRouteRequest) -> Reply<pb::Route> {
+        caller.manage_routes()?;
+        let route = r.route.ok_or_else(|| bad_input("route is required"))?;
+        let (key, spec) = convert::route(&route)?;
+        let done = if r.replace {
+            "route put"
+        } else {
+            "route added"
+        };
+        self.write(caller, done, &key, async {
+            Ok(((), self.store.put_route(&key, &spec, r.replace).await?))
+        })
+        .await?;
+        Ok(convert::route_pb(&key, &spec))
+    }
+
+    async fn list_routes(
+        &self,
+        caller: &Caller,
+        _: pb::ListRoutesRequest,
+    ) -> Reply<pb::ListRoutesResponse> {
+        caller.manage_routes()?;
+        let routes = self
+            .store
+            .list_routes()
+            .await?
+            .iter()
+            .map(|(key, spec)| convert::route_pb(key, spec))
+            .collect();
+        Ok(pb::ListRoutesResponse { routes })
+    }
+
+    async fn delete_route(
+        &self,
+        caller: &Caller,
+        r: pb::DeleteRouteRequest,
+    ) -> Reply<pb::DeleteRouteResponse> {
+        caller.manage_routes()?;
+        let key = convert::route_key(&r.host, &r.path_prefix)?;
+        self.write(caller, "route removed", &key, async {
+            Ok(((), self.store.remove_route(&key).await?))
+        })
+        .await?;
+        Ok(pb::DeleteRouteResponse {})
     }
 
     async fn apply(&self, caller: &Caller, r: pb::ApplyRequest) -> Reply<pb::ApplyResponse> {

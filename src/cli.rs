@@ -134,8 +134,16 @@ pub enum Command {
         #[command(subcommand)]
         command: WorkloadsCommand,
     },
+    /// The route table: which deployment or control project a request is for, by host and
+    /// path prefix, when Envoy sends no context extensions (Istio; docs/routes.md).
+    Routes {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: RoutesCommand,
+    },
     /// Create or update projects, deployments, workloads, members, applications, permission
-    /// sets and policies from a TOML file (docs/iam.md), all or nothing.
+    /// sets, policies and routes from a TOML file (docs/iam.md), all or nothing.
     Apply {
         #[command(flatten)]
         remote: Remote,
@@ -145,8 +153,8 @@ pub enum Command {
         /// Print the changes (+ create, ~ update, - remove) without making them.
         #[arg(long)]
         dry_run: bool,
-        /// Also remove members, applications, custom permission sets, policies and workloads
-        /// absent from the file.
+        /// Also remove members, applications, custom permission sets, policies, workloads and
+        /// routes absent from the file.
         #[arg(long)]
         prune: bool,
     },
@@ -272,6 +280,57 @@ pub enum WorkloadsCommand {
     },
     Delete {
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoutesCommand {
+    /// Add an entry: a data route names a deployment; a control route names its project or
+    /// takes it from the path. Effective on the next request (other replicas: ≤ 100 ms).
+    #[command(after_help = "Examples:
+  keyward routes add --host 'api.example.com' --prefix /v1/chat --deployment acme/chat --endpoint public
+  keyward routes add --host 'private.example.net' --prefix /acme/chat --deployment acme/chat --endpoint private
+  keyward routes add --host '*.example.com' --prefix /api/projects/acme --control-project acme
+  keyward routes add --host '*' --prefix /api --control
+
+Most specific first: exact host, then *.suffix (longest first), then *; within a host the
+longest prefix. Context extensions from Envoy, when sent, always win over the table.")]
+    Add {
+        /// `*` (any host), `*.example.com` (any subdomain) or an exact host, without a port.
+        #[arg(long)]
+        host: String,
+        /// Path prefix in whole segments: `/acme/chat` matches `/acme/chat/v1/...`, not
+        /// `/acme/chatty`.
+        #[arg(long)]
+        prefix: String,
+        /// Data route to this deployment, `PROJECT/SLUG`.
+        #[arg(long, conflicts_with_all = ["control_project", "control"], required_unless_present_any = ["control_project", "control"])]
+        deployment: Option<String>,
+        /// Control route pinned to this project.
+        #[arg(long, conflicts_with = "control")]
+        control_project: Option<String>,
+        /// Control route taking its project from the path (`/api/projects/:project/...`,
+        /// `/api/workloads/:id/...`).
+        #[arg(long)]
+        control: bool,
+        /// The endpoint requests on this route use: `public` or `private`.
+        #[arg(long, value_parser = ["public", "private"], default_value = "public")]
+        endpoint: String,
+        /// Overwrite the entry with the same host and prefix instead of refusing.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List the entries, by host then prefix.
+    List,
+    /// Remove the entry with this host and prefix.
+    #[command(
+        after_help = "Example:\n  keyward routes remove --host 'api.example.com' --prefix /v1/chat"
+    )]
+    Remove {
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        prefix: String,
     },
 }
 
@@ -517,6 +576,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::PermissionSets { remote, command } => permission_sets(remote, command).await,
         Command::Policies { remote, command } => policies(remote, command).await,
         Command::Workloads { remote, command } => workloads(remote, command).await,
+        Command::Routes { remote, command } => routes(remote, command).await,
         Command::Apply {
             remote,
             file,
@@ -1207,6 +1267,89 @@ async fn workloads(remote: Remote, command: WorkloadsCommand) -> anyhow::Result<
     Ok(())
 }
 
+async fn routes(remote: Remote, command: RoutesCommand) -> anyhow::Result<()> {
+    let mut admin = client(&remote).await?;
+    let routes = match command {
+        RoutesCommand::Add {
+            host,
+            prefix,
+            deployment,
+            control_project,
+            control,
+            endpoint,
+            replace,
+        } => {
+            let plane = if control || control_project.is_some() {
+                pb::Plane::Control
+            } else {
+                pb::Plane::Data
+            };
+            let route = pb::Route {
+                host,
+                path_prefix: prefix,
+                endpoint,
+                deployment: deployment.unwrap_or_default(),
+                control_project: control_project.unwrap_or_default(),
+                plane: plane.into(),
+            };
+            let request = pb::PutRouteRequest {
+                route: Some(route),
+                replace,
+            };
+            vec![admin.put_route(request).answer().await?]
+        }
+        RoutesCommand::List => {
+            admin
+                .list_routes(pb::ListRoutesRequest {})
+                .answer()
+                .await?
+                .routes
+        }
+        RoutesCommand::Remove { host, prefix } => {
+            admin
+                .delete_route(pb::DeleteRouteRequest {
+                    host: host.clone(),
+                    path_prefix: prefix.clone(),
+                })
+                .answer()
+                .await?;
+            println!("removed route {host}{prefix}");
+            return Ok(());
+        }
+    };
+    let optional = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let rows = routes
+        .iter()
+        .map(|r| {
+            let plane = if pb::Plane::try_from(r.plane) == Ok(pb::Plane::Control) {
+                "control"
+            } else {
+                "data"
+            };
+            let target = match (optional(&r.deployment), optional(&r.control_project)) {
+                (Some(deployment), _) => deployment,
+                (None, Some(project)) => format!("project {project}"),
+                (None, None) => "project from the path".to_owned(),
+            };
+            json!({
+                "host": r.host,
+                "path_prefix": r.path_prefix,
+                "plane": plane,
+                "endpoint": r.endpoint,
+                "target": target,
+                "deployment": optional(&r.deployment),
+                "control_project": optional(&r.control_project),
+            })
+        })
+        .collect();
+    print_rows(
+        remote.output,
+        &["host", "path_prefix", "plane", "endpoint", "target"],
+        rows,
+    );
+    Ok(())
+}
+
 fn key_json(k: &pb::Key) -> serde_json::Value {
     let plane = match pb::Plane::try_from(k.plane) {
         Ok(pb::Plane::Data) => "data",
@@ -1447,6 +1590,32 @@ mod tests {
             ],
         ] {
             assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_route_has_exactly_one_target() {
+        let route = |target: &[&str]| {
+            let mut args = vec!["keyward", "routes", "add", "--host", "*", "--prefix", "/a"];
+            args.extend(target);
+            Cli::try_parse_from(args)
+        };
+        for good in [
+            &["--deployment", "a/b"][..],
+            &["--deployment", "a/b", "--endpoint", "private"],
+            &["--control-project", "a"],
+            &["--control"],
+        ] {
+            assert!(route(good).is_ok(), "{good:?} refused");
+        }
+        for bad in [
+            &[][..],
+            &["--deployment", "a/b", "--control-project", "a"],
+            &["--deployment", "a/b", "--control"],
+            &["--control-project", "a", "--control"],
+            &["--deployment", "a/b", "--endpoint", "internal"],
+        ] {
+            assert!(route(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

@@ -2,8 +2,8 @@
 //! docs/iam.md): parsing a file into a [`State`] with line numbers for its errors, and rendering
 //! a state back. The state, its validation and its diff are [`crate::state`].
 //!
-//! Pure: no I/O. With `prune`, members, applications, custom permission sets, policies and
-//! workloads absent from the file are removed. Keys are never part of the state: their secret
+//! Pure: no I/O. With `prune`, members, applications, custom permission sets, policies,
+//! workloads and routes absent from the file are removed. Keys are never part of the state: their secret
 //! is shown once, at creation.
 
 use std::collections::BTreeMap;
@@ -18,6 +18,7 @@ use crate::iam::{
     ScopeChoiceError, UserAgentMatch,
 };
 use crate::model::{DeploymentName, validate_slug};
+use crate::routes::{self, RouteKey, RouteTarget};
 use crate::state::{DeploymentSpec, Locator, State, validate};
 
 /// A rejected file: the first line at fault and why. Nothing was changed.
@@ -49,6 +50,22 @@ struct Doc {
     permission_sets: Vec<Spanned<SetDoc>>,
     #[serde(default)]
     policies: Vec<Spanned<PolicyDoc>>,
+    #[serde(default)]
+    routes: Vec<Spanned<RouteDoc>>,
+}
+
+/// A route table entry (docs/routes.md): `deployment`, `control_project`, or `control = true`
+/// for a control route taking its project from the path.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteDoc {
+    host: Spanned<String>,
+    path_prefix: Spanned<String>,
+    endpoint: Option<String>,
+    deployment: Option<String>,
+    control_project: Option<String>,
+    #[serde(default)]
+    control: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -311,6 +328,25 @@ pub fn parse(text: &str) -> Result<File, FileError> {
             return lines.err(p.span().start, format!("policy {name} is listed twice"));
         }
     }
+    for r in &doc.routes {
+        let doc = r.get_ref();
+        let host = routes::host_pattern(doc.host.get_ref())
+            .or_else(|e| lines.err(doc.host.span().start, e))?;
+        let path_prefix = routes::path_prefix_of(doc.path_prefix.get_ref())
+            .or_else(|e| lines.err(doc.path_prefix.span().start, e))?;
+        let key = RouteKey { host, path_prefix };
+        let spec = routes::spec_of(
+            doc.endpoint.as_deref(),
+            doc.deployment.as_deref(),
+            doc.control_project.as_deref(),
+            doc.control,
+        )
+        .or_else(|e| lines.err(r.span().start, e))?;
+        at.insert(Locator::Route(key.clone()), lines.at(r.span().start));
+        if state.routes.insert(key.clone(), spec).is_some() {
+            return lines.err(r.span().start, format!("route {key} is listed twice"));
+        }
+    }
     Ok(File { state, lines: at })
 }
 
@@ -377,6 +413,7 @@ impl File {
         result.applications.extend(f.applications.iter().cloned());
         result.permission_sets.extend(f.permission_sets.clone());
         result.policies.extend(f.policies.clone());
+        result.routes.extend(f.routes.clone());
         validate(&result).map_err(|(locator, message)| FileError {
             line: self.line_of(&locator),
             message,
@@ -493,6 +530,22 @@ pub fn render(state: &State) -> String {
             }
         }
     }
+    for (key, spec) in &state.routes {
+        let _ = write!(
+            out,
+            "\n[[routes]]\nhost = {}\npath_prefix = {}\nendpoint = {}\n",
+            q(&key.host),
+            q(&key.path_prefix),
+            q(routes::endpoint_str(spec.endpoint))
+        );
+        let _ = match &spec.target {
+            RouteTarget::Deployment(name) => writeln!(out, "deployment = {}", q(&name.to_string())),
+            RouteTarget::Control(Some(project)) => {
+                writeln!(out, "control_project = {}", q(project))
+            }
+            RouteTarget::Control(None) => writeln!(out, "control = true"),
+        };
+    }
     out
 }
 
@@ -540,6 +593,28 @@ principal = "app:ci"
   [[policies.rules]]
   organization = true
   permission_sets = ["AllProductsFullAccess"]
+
+[[routes]]
+host = "*.Example.com"
+path_prefix = "/acme/chat/"
+deployment = "acme/chat"
+
+[[routes]]
+host = "private.example.net"
+path_prefix = "/acme/chat"
+endpoint = "private"
+deployment = "acme/chat"
+
+[[routes]]
+host = "*"
+path_prefix = "/api/projects/acme"
+control_project = "acme"
+
+[[routes]]
+host = "*"
+path_prefix = "/api"
+endpoint = "private"
+control = true
 "#;
 
     #[test]
@@ -548,6 +623,14 @@ principal = "app:ci"
         let state = file.resolve(&State::default(), false).unwrap();
         assert_eq!(state.deployments.len(), 1);
         assert!(!state.deployments.values().next().unwrap().public_auth);
+        assert_eq!(state.routes.len(), 4);
+        assert!(
+            state
+                .routes
+                .contains_key(&RouteKey::new("*.example.com", "/acme/chat").unwrap()),
+            "normalized: {:?}",
+            state.routes.keys()
+        );
         let rendered = render(&state);
         let again = parse(&rendered).unwrap().resolve(&State::default(), false);
         assert_eq!(again.unwrap(), state, "{rendered}");
@@ -593,6 +676,37 @@ principal = "app:ci"
                 "actions = [\"deployments.write\"]",
                 "actions = [\"deployments.rm\"]",
                 "unknown action",
+            ),
+            (
+                "path_prefix = \"/acme/chat/\"",
+                "path_prefix = \"acme/chat\"",
+                "must start with /",
+            ),
+            (
+                "host = \"*.Example.com\"",
+                "host = \"a.*.com\"",
+                "invalid route host",
+            ),
+            (
+                "endpoint = \"private\"\ndeployment",
+                "endpoint = \"internal\"\ndeployment",
+                "unknown endpoint",
+            ),
+            (
+                "deployment = \"acme/chat\"\n\n[[routes]]\nhost = \"private",
+                "deployment = \"acme/gone\"\n\n[[routes]]\nhost = \"private",
+                "deployment acme/gone does not exist",
+            ),
+            (
+                "control_project = \"acme\"",
+                "control_project = \"beta\"",
+                "project beta does not exist",
+            ),
+            ("control = true\n", "", "a route needs a deployment"),
+            (
+                "control_project = \"acme\"",
+                "control_project = \"acme\"\ndeployment = \"acme/chat\"",
+                "not both",
             ),
         ];
         for (from, to, reason) in cases {

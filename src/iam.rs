@@ -36,16 +36,22 @@ pub enum Action {
     /// Organization feature: creating projects.
     #[serde(rename = "projects.write")]
     ProjectsWrite,
+    /// Organization feature: the route table (`keyward routes`). Routes are shared
+    /// infrastructure: an entry decides which deployment every matching request reaches, in
+    /// any project, so only an organization-scope rule grants it (and IAM managers hold it).
+    #[serde(rename = "routes.manage")]
+    RoutesManage,
 }
 
 impl Action {
-    pub const ALL: [Action; 6] = [
+    pub const ALL: [Action; 7] = [
         Action::InferenceCall,
         Action::DeploymentsRead,
         Action::DeploymentsWrite,
         Action::DeploymentsAuth,
         Action::IamManage,
         Action::ProjectsWrite,
+        Action::RoutesManage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,12 +62,16 @@ impl Action {
             Action::DeploymentsAuth => "deployments.auth",
             Action::IamManage => "iam.manage",
             Action::ProjectsWrite => "projects.write",
+            Action::RoutesManage => "routes.manage",
         }
     }
 
     /// Whether only organization-scope rules grant this action.
     pub fn is_organization_feature(self) -> bool {
-        matches!(self, Action::IamManage | Action::ProjectsWrite)
+        matches!(
+            self,
+            Action::IamManage | Action::ProjectsWrite | Action::RoutesManage
+        )
     }
 }
 

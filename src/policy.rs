@@ -877,21 +877,23 @@ mod iam_table {
             }
             // Organization features are granted only by organization-scope rules.
             let facts = Facts::default();
-            assert_eq!(
-                g.evaluate(IamManage, Place::Organization, &facts),
-                Evaluation::NotGranted,
-                "{set} in a project scope grants no organization feature"
-            );
             let org = grants(vec![rule(
                 RuleScope::Organization,
                 &[set],
                 Conditions::default(),
             )]);
-            let granted = matches!(
-                org.evaluate(IamManage, Place::Organization, &facts),
-                Evaluation::Granted { .. }
-            );
-            assert_eq!(granted, set == "AllProductsFullAccess", "{set} iam.manage");
+            for feature in [IamManage, ProjectsWrite, RoutesManage] {
+                assert_eq!(
+                    g.evaluate(feature, Place::Organization, &facts),
+                    Evaluation::NotGranted,
+                    "{set} in a project scope grants no organization feature"
+                );
+                let granted = matches!(
+                    org.evaluate(feature, Place::Organization, &facts),
+                    Evaluation::Granted { .. }
+                );
+                assert_eq!(granted, set == "AllProductsFullAccess", "{set} {feature}");
+            }
             assert_eq!(
                 org.evaluate(InferenceCall, Place::Project("acme"), &facts),
                 Evaluation::NotGranted,

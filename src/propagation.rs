@@ -88,7 +88,11 @@ impl Applied {
     /// whether the read succeeded.
     async fn catch_up(&mut self, store: &Store, caches: &Caches) -> bool {
         let after = (self.newest - LOOKBACK).max(0);
-        let read = tokio::time::timeout(READ_TIMEOUT, store.changes_since(after, POLL_BATCH)).await;
+        // Guarded like the Check path's reads: while the database is known down this read is
+        // the background probe (one per 250 ms), and the first that succeeds ends the outage
+        // for every caller.
+        let read = store.guarded(store.changes_since(after, POLL_BATCH));
+        let read = tokio::time::timeout(READ_TIMEOUT, read).await;
         let changes = match read {
             Ok(Ok(changes)) => changes,
             Ok(Err(error)) => {

@@ -149,6 +149,43 @@ pub fn path_prefix_of(prefix: &str) -> Result<String, String> {
     Ok(prefix.to_owned())
 }
 
+/// A route's spec from its parts as the admin API, `keyward routes add` and `apply` files give
+/// them: a data route names its deployment (`PROJECT/SLUG`); a control route names its project
+/// (`control_project`) or, with `control` alone, takes it from the path. The endpoint is
+/// `public` when not given: a private endpoint may skip key authentication
+/// (`private_auth off`), so it is never the default.
+pub fn spec_of(
+    endpoint: Option<&str>,
+    deployment: Option<&str>,
+    control_project: Option<&str>,
+    control: bool,
+) -> Result<RouteSpec, String> {
+    let endpoint = match endpoint {
+        None | Some("") => Endpoint::Public,
+        Some(e) => e.parse()?,
+    };
+    let target = match (deployment, control_project) {
+        (Some(_), Some(_)) => {
+            return Err("a route names a deployment or a control project, not both".into());
+        }
+        (Some(_), None) if control => {
+            return Err("a control route names no deployment".into());
+        }
+        (Some(name), None) => RouteTarget::Deployment(name.parse()?),
+        (None, Some(project)) => RouteTarget::Control(Some(project.to_owned())),
+        (None, None) if control => RouteTarget::Control(None),
+        (None, None) => {
+            return Err(
+                "a route needs a deployment (PROJECT/SLUG), a control project, or control for \
+                 the project named by the path"
+                    .into(),
+            );
+        }
+    };
+    validate_target(&target)?;
+    Ok(RouteSpec { endpoint, target })
+}
+
 /// Checks what a route sends to: the control project, when pinned, is a project slug.
 pub fn validate_target(target: &RouteTarget) -> Result<(), String> {
     match target {
@@ -509,6 +546,35 @@ mod tests {
         assert_eq!(path_prefix_of("/acme/chat/").unwrap(), "/acme/chat");
         assert_eq!(path_prefix_of("/").unwrap(), "/");
         assert!(validate_target(&RouteTarget::Control(Some("Bad Slug".into()))).is_err());
+    }
+
+    #[test]
+    fn specs_from_their_parts() {
+        let data = spec_of(None, Some("acme/chat"), None, false).unwrap();
+        assert_eq!(data.endpoint, Endpoint::Public, "public unless asked");
+        assert_eq!(data.plane(), Plane::Data);
+        let pinned = spec_of(Some("private"), None, Some("acme"), true).unwrap();
+        assert_eq!(pinned.target, RouteTarget::Control(Some("acme".into())));
+        assert_eq!(pinned.endpoint, Endpoint::Private);
+        let from_path = spec_of(Some(""), None, None, true).unwrap();
+        assert_eq!(from_path.target, RouteTarget::Control(None));
+        for (endpoint, deployment, project, control, why) in [
+            (None, None, None, false, "needs a deployment"),
+            (None, Some("acme/chat"), Some("acme"), false, "not both"),
+            (None, Some("acme/chat"), None, true, "names no deployment"),
+            (
+                Some("internal"),
+                Some("acme/chat"),
+                None,
+                false,
+                "unknown endpoint",
+            ),
+            (None, Some("acme"), None, false, "acme"),
+            (None, None, Some("Not A Slug"), false, "Not A Slug"),
+        ] {
+            let e = spec_of(endpoint, deployment, project, control).unwrap_err();
+            assert!(e.contains(why), "{why}: {e}");
+        }
     }
 
     #[tokio::test]

@@ -3,12 +3,14 @@
 //!
 //! Pure: no I/O and no file format (the TOML of `apply` / `export` is [`crate::declare`]).
 //! Projects and deployments are created or updated, never removed; members, applications,
-//! custom permission sets, policies and workloads absent from the desired state are removed.
+//! custom permission sets, policies, workloads and routes absent from the desired state are
+//! removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::iam::{self, PermissionSet, Policy, PrincipalRef, RuleScope};
 use crate::model::DeploymentName;
+use crate::routes::{RouteKey, RouteSpec, RouteTarget};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeploymentSpec {
@@ -28,6 +30,7 @@ pub struct State {
     pub applications: BTreeSet<String>,
     pub permission_sets: BTreeMap<String, PermissionSet>,
     pub policies: BTreeMap<String, Policy>,
+    pub routes: BTreeMap<RouteKey, RouteSpec>,
 }
 
 /// One write. `create` distinguishes insert from update.
@@ -57,6 +60,12 @@ pub enum Op {
     RemovePolicy(String),
     RemovePermissionSet(String),
     RemoveWorkload(String),
+    PutRoute {
+        key: RouteKey,
+        spec: RouteSpec,
+        create: bool,
+    },
+    RemoveRoute(RouteKey),
     /// Removes the principal, deletes its keys and detaches its policies.
     RemovePrincipal(PrincipalRef),
 }
@@ -97,6 +106,19 @@ impl Op {
             Op::RemovePolicy(n) => format!("- policy {n}"),
             Op::RemovePermissionSet(n) => format!("- permission set {n}"),
             Op::RemoveWorkload(id) => format!("- workload {id}"),
+            Op::PutRoute { key, spec, create } => {
+                let target = match &spec.target {
+                    RouteTarget::Deployment(name) => format!("deployment {name}"),
+                    RouteTarget::Control(Some(project)) => format!("control project {project}"),
+                    RouteTarget::Control(None) => "control, project from the path".to_owned(),
+                };
+                format!(
+                    "{} route {key} ({}, {target})",
+                    sign(*create),
+                    crate::routes::endpoint_str(spec.endpoint)
+                )
+            }
+            Op::RemoveRoute(key) => format!("- route {key}"),
             Op::RemovePrincipal(p) => format!("- principal {p} (its keys are deleted)"),
         }
     }
@@ -118,6 +140,7 @@ pub enum Locator {
     PermissionSet(String),
     Policy(String),
     Rule(String, usize),
+    Route(RouteKey),
 }
 
 /// Checks every reference of `state`: projects of deployments, workloads and rules; principals
@@ -137,6 +160,18 @@ pub fn validate(state: &State) -> Result<(), (Locator, String)> {
                 Locator::Workload(id.clone()),
                 format!("project {project} does not exist"),
             ));
+        }
+    }
+    for (key, spec) in &state.routes {
+        let missing = match &spec.target {
+            RouteTarget::Deployment(name) => (!state.deployments.contains_key(name))
+                .then(|| format!("route {key}: deployment {name} does not exist")),
+            RouteTarget::Control(Some(project)) => (!state.projects.contains(project))
+                .then(|| format!("route {key}: project {project} does not exist")),
+            RouteTarget::Control(None) => None,
+        };
+        if let Some(message) = missing {
+            return Err((Locator::Route(key.clone()), message));
         }
     }
     let custom: Vec<PermissionSet> = state.permission_sets.values().cloned().collect();
@@ -230,6 +265,16 @@ pub fn diff(current: &State, desired: &State) -> Vec<Op> {
             }),
         }
     }
+    for (key, spec) in &desired.routes {
+        match current.routes.get(key) {
+            Some(now) if now == spec => {}
+            now => ops.push(Op::PutRoute {
+                key: key.clone(),
+                spec: spec.clone(),
+                create: now.is_none(),
+            }),
+        }
+    }
     // Removals last, policies before what they reference.
     for name in current.policies.keys() {
         if !desired.policies.contains_key(name) {
@@ -244,6 +289,11 @@ pub fn diff(current: &State, desired: &State) -> Vec<Op> {
     for id in current.workloads.keys() {
         if !desired.workloads.contains_key(id) {
             ops.push(Op::RemoveWorkload(id.clone()));
+        }
+    }
+    for key in current.routes.keys() {
+        if !desired.routes.contains_key(key) {
+            ops.push(Op::RemoveRoute(key.clone()));
         }
     }
     for m in current.members.difference(&desired.members) {

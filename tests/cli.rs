@@ -5,19 +5,29 @@ mod support;
 
 use std::process::Output;
 
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use serde_json::Value;
-use support::{KEYWARD_BIN, Keyward};
+use support::{KEYWARD_BIN, Keyward, check_request, http_status};
 
 struct Cli<'a> {
     keyward: &'a Keyward,
+    token: &'a str,
 }
 
-impl Cli<'_> {
+impl<'a> Cli<'a> {
+    fn owner(keyward: &'a Keyward) -> Cli<'a> {
+        Cli {
+            keyward,
+            token: &keyward.owner_token,
+        }
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         std::process::Command::new(KEYWARD_BIN)
             .args(args)
             .env("KEYWARD_SERVER", format!("http://{}", self.keyward.admin))
-            .env("KEYWARD_TOKEN", &self.keyward.owner_token)
+            .env("KEYWARD_TOKEN", self.token)
             .env_remove("KEYWARD_CONFIG")
             .output()
             .unwrap()
@@ -50,7 +60,7 @@ impl Cli<'_> {
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(
-            !stderr.contains(&self.keyward.owner_token),
+            !stderr.contains(&self.keyward.owner_token) && !stderr.contains(self.token),
             "the token leaked: {stderr}"
         );
     }
@@ -59,7 +69,7 @@ impl Cli<'_> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_key_lifecycle_through_the_cli() {
     let keyward = Keyward::start().await;
-    let cli = Cli { keyward: &keyward };
+    let cli = Cli::owner(&keyward);
     cli.ok(&["projects", "create", "acme"]);
     cli.ok(&[
         "deployments",
@@ -133,7 +143,7 @@ async fn the_key_lifecycle_through_the_cli() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_named_and_loses_nothing() {
     let keyward = Keyward::start().await;
-    let cli = Cli { keyward: &keyward };
+    let cli = Cli::owner(&keyward);
     cli.ok(&["projects", "create", "acme"]);
     cli.ok(&["deployments", "create", "acme/bot", "--model", "m"]);
     let key = cli.json(&["keys", "create", "--plane", "data", "--scope", "acme/bot"]);
@@ -326,7 +336,7 @@ fn init_twice_refuses_to_mint_a_second_owner_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_list_pages_with_limit_and_page_token() {
     let keyward = Keyward::start().await;
-    let cli = Cli { keyward: &keyward };
+    let cli = Cli::owner(&keyward);
     cli.ok(&["projects", "create", "acme"]);
     cli.ok(&["keys", "create", "--plane", "control", "--scope", "acme"]);
     let all = cli.json(&["keys", "list"]);
@@ -348,4 +358,267 @@ async fn keys_list_pages_with_limit_and_page_token() {
         &["keys", "list", "--page-token", "nonsense"],
         "invalid page_token",
     );
+}
+
+/// What keyward decides for a Check with no context extensions (so the route table routes it)
+/// for `host` and `path`: the HTTP status and, when denied, the error code.
+async fn routed_check(keyward: &Keyward, host: &str, path: &str, token: &str) -> (u16, String) {
+    let bearer = format!("Bearer {token}");
+    let mut request = check_request(&[], &[("authorization", bearer.as_str())]);
+    let http = request
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+        .unwrap();
+    http.host = host.to_owned();
+    http.path = path.to_owned();
+    let mut client = AuthorizationClient::connect(format!("http://{}", keyward.check))
+        .await
+        .unwrap();
+    let response = client.check(request).await.unwrap().into_inner();
+    let code = match &response.http_response {
+        Some(HttpResponse::DeniedResponse(denied)) => {
+            let body: Value = serde_json::from_str(&denied.body).unwrap();
+            body["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        }
+        _ => String::new(),
+    };
+    (http_status(&response), code)
+}
+
+const API_HOST: &str = "api.example.com";
+const CHAT_PATH: &str = "/v1/chat/completions";
+
+/// `keyward routes add|list|remove`, `apply` and `export` against a real server: each change
+/// decides the very next Check that carries no context extensions.
+async fn routes_through_the_cli(keyward: Keyward) {
+    let cli = Cli::owner(&keyward);
+    cli.ok(&["projects", "create", "acme"]);
+    cli.ok(&["deployments", "create", "acme/chat", "--model", "m"]);
+    let key = cli.json(&["keys", "create", "--plane", "data", "--scope", "acme/chat"]);
+    let token = key["token"].as_str().unwrap();
+    let owner = keyward.owner_token.as_str();
+    let decide = |host: &'static str, path: &'static str, token: &str| {
+        let token = token.to_owned();
+        let keyward = &keyward;
+        async move { routed_check(keyward, host, path, &token).await }
+    };
+    let unrouted = (403, "route_not_configured".to_owned());
+    let allowed = (200, String::new());
+    assert_eq!(decide(API_HOST, CHAT_PATH, token).await, unrouted);
+
+    let added = cli.json(&[
+        "routes",
+        "add",
+        "--host",
+        "API.example.com",
+        "--prefix",
+        "/v1/chat",
+        "--deployment",
+        "acme/chat",
+        "--endpoint",
+        "public",
+    ]);
+    assert_eq!(added[0]["host"], API_HOST, "normalized: {added}");
+    assert_eq!(added[0]["plane"], "data", "{added}");
+    assert_eq!(decide(API_HOST, CHAT_PATH, token).await, allowed);
+    assert_eq!(
+        decide("api.example.com:8443", "/v1/chat", token).await,
+        allowed
+    );
+    assert_eq!(
+        decide("other.example.com", CHAT_PATH, token).await,
+        unrouted
+    );
+    assert_eq!(decide(API_HOST, "/v1/chatty", token).await, unrouted);
+
+    cli.ok(&[
+        "routes",
+        "add",
+        "--host",
+        "ops.example.com",
+        "--prefix",
+        "/api",
+        "--control-project",
+        "acme",
+    ]);
+    let workloads = "/api/projects/acme/workloads";
+    assert_eq!(decide("ops.example.com", workloads, owner).await, allowed);
+    assert_eq!(
+        decide("ops.example.com", workloads, token).await.1,
+        "wrong_plane"
+    );
+
+    let table = cli.ok(&["routes", "list"]);
+    assert!(
+        table.starts_with("HOST") && table.contains("acme/chat") && table.contains("project acme"),
+        "{table}"
+    );
+    let listed = cli.json(&["routes", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(listed[0]["deployment"], "acme/chat", "{listed}");
+    assert_eq!(listed[1]["plane"], "control", "{listed}");
+    assert_eq!(listed[1]["control_project"], "acme", "{listed}");
+
+    // Bad input is named; nothing stored is lost.
+    let add = |host: &'static str, prefix: &'static str, target: [&'static str; 2]| {
+        let mut args = vec!["routes", "add", "--host", host, "--prefix", prefix];
+        args.extend(target);
+        args
+    };
+    let chat = ["--deployment", "acme/chat"];
+    cli.fails(&add(API_HOST, "/v1/chat/", chat), "already exists");
+    cli.fails(
+        &add("a.*.com", "/v1", chat),
+        "invalid route host \"a.*.com\"",
+    );
+    cli.fails(&add(API_HOST, "v1", chat), "must start with /");
+    cli.fails(
+        &add(API_HOST, "/v2", ["--deployment", "acme/ghost"]),
+        "deployment acme/ghost not found",
+    );
+    cli.fails(
+        &add(API_HOST, "/v2", ["--control-project", "ghost"]),
+        "project ghost not found",
+    );
+    cli.fails(
+        &["routes", "remove", "--host", API_HOST, "--prefix", "/v2"],
+        "not found",
+    );
+    let mut private = add(API_HOST, "/v1/chat", chat);
+    private.extend(["--endpoint", "private", "--replace"]);
+    assert_eq!(cli.json(&private)[0]["endpoint"], "private");
+    assert_eq!(cli.json(&["routes", "list"]).as_array().unwrap().len(), 2);
+
+    // export shows the table; remove unroutes; applying the export restores it.
+    let exported = cli.ok(&["export"]);
+    assert!(
+        exported.contains(
+            "[[routes]]\nhost = \"api.example.com\"\npath_prefix = \"/v1/chat\"\n\
+             endpoint = \"private\"\ndeployment = \"acme/chat\"\n"
+        ) && exported.contains("control_project = \"acme\""),
+        "{exported}"
+    );
+    let removed = cli.ok(&[
+        "routes", "remove", "--host", API_HOST, "--prefix", "/v1/chat",
+    ]);
+    assert!(
+        removed.contains("removed route api.example.com/v1/chat"),
+        "{removed}"
+    );
+    assert_eq!(decide(API_HOST, CHAT_PATH, token).await, unrouted);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state.toml");
+    std::fs::write(&file, &exported).unwrap();
+    let file = file.to_str().unwrap();
+    let applied = cli.ok(&["apply", "-f", file]);
+    assert_eq!(
+        applied.trim(),
+        "+ route api.example.com/v1/chat (private, deployment acme/chat)",
+        "only the removed route is new"
+    );
+    assert_eq!(decide(API_HOST, CHAT_PATH, token).await, allowed);
+    assert_eq!(cli.ok(&["export"]), exported, "the round trip is exact");
+    assert_eq!(cli.ok(&["apply", "-f", file]).trim(), "no changes");
+
+    // --prune removes the routes a file leaves out.
+    std::fs::write(
+        dir.path().join("bare.toml"),
+        "[[projects]]\nslug = \"acme\"\n",
+    )
+    .unwrap();
+    let bare = dir.path().join("bare.toml");
+    let pruned = cli.ok(&["apply", "--prune", "-f", bare.to_str().unwrap()]);
+    assert!(
+        pruned.contains("- route api.example.com/v1/chat")
+            && pruned.contains("- route ops.example.com/api"),
+        "{pruned}"
+    );
+    assert_eq!(decide(API_HOST, CHAT_PATH, token).await, unrouted);
+    assert_eq!(decide("ops.example.com", workloads, owner).await, unrouted);
+
+    // routes.manage: an application with inference rights on every project may not touch the
+    // table; one holding only routes.manage on the organization may, and nothing more.
+    let principals = r#"
+[[applications]]
+name = "deployer"
+
+[[applications]]
+name = "router"
+
+[[permission_sets]]
+name = "RouteOperator"
+actions = ["routes.manage"]
+
+[[policies]]
+name = "deployer-everywhere"
+principal = "app:deployer"
+
+  [[policies.rules]]
+  all_projects = true
+  permission_sets = ["InferenceFullAccess"]
+
+[[policies]]
+name = "router-routes"
+principal = "app:router"
+
+  [[policies.rules]]
+  organization = true
+  permission_sets = ["RouteOperator"]
+"#;
+    let principals_file = dir.path().join("principals.toml");
+    std::fs::write(&principals_file, principals).unwrap();
+    cli.ok(&["apply", "-f", principals_file.to_str().unwrap()]);
+    let control_key = |bearer: &str| {
+        let key = cli.json(&[
+            "keys", "create", "--plane", "control", "--scope", "*", "--bearer", bearer,
+        ]);
+        key["token"].as_str().unwrap().to_owned()
+    };
+    let deployer_token = control_key("app:deployer");
+    let router_token = control_key("app:router");
+    let deployer = Cli {
+        keyward: &keyward,
+        token: &deployer_token,
+    };
+    let missing = "missing permission routes.manage on the organization";
+    deployer.fails(&add(API_HOST, "/v1/chat", chat), missing);
+    deployer.fails(&["routes", "list"], missing);
+    deployer.fails(
+        &[
+            "routes", "remove", "--host", API_HOST, "--prefix", "/v1/chat",
+        ],
+        missing,
+    );
+    let mut grpc = support::Admin::connect(keyward.admin, &deployer_token).await;
+    let denied = grpc
+        .client
+        .list_routes(keyward::pb::ListRoutesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    assert_eq!(decide(API_HOST, CHAT_PATH, token).await, unrouted);
+
+    let router = Cli {
+        keyward: &keyward,
+        token: &router_token,
+    };
+    router.ok(&add(API_HOST, "/v1/chat", chat));
+    assert_eq!(decide(API_HOST, CHAT_PATH, token).await, allowed);
+    router.fails(&["apps", "create", "intruder"], "iam.manage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_through_the_cli_on_sqlite() {
+    routes_through_the_cli(Keyward::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_through_the_cli_on_postgres() {
+    routes_through_the_cli(Keyward::start_postgres().await).await;
 }

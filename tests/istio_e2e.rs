@@ -1,13 +1,12 @@
 //! End to end the way Istio calls keyward: a real Envoy 1.40 rendered from
 //! `tests/envoy/istio.yaml.tmpl` (the ext_authz filter Istio builds for an `envoyExtAuthzGrpc`
 //! CUSTOM provider: no context extensions, every header sent, peer certificate included, one
-//! generic catch-all route) in front of keyward, which decides through its route table only.
+//! generic catch-all route) in front of keyward, which decides through its route table only,
+//! managed through the admin API.
 
 mod support;
 
-use keyward::model::Endpoint;
 use keyward::pb::Plane;
-use keyward::routes::{RouteKey, RouteSpec, RouteTarget};
 use reqwest::StatusCode;
 use serde_json::Value;
 use support::{Admin, Backend, Envoy, Keyward};
@@ -36,56 +35,27 @@ async fn mesh() -> Mesh {
     admin.project("acme").await;
     admin.deployment("acme/chat").await;
     admin.deployment("acme/other").await;
-    let mesh = Mesh {
+    admin
+        .route("*", "/acme/chat", "public", Some("acme/chat"))
+        .await;
+    admin
+        .route("*", "/acme/other", "public", Some("acme/other"))
+        .await;
+    // Istio's private gateway is another host: that is what makes an entry private.
+    admin
+        .route(PRIVATE_HOST, "/acme/chat", "private", Some("acme/chat"))
+        .await;
+    admin.route("*", "/api", "public", None).await;
+    Mesh {
         http: envoy.client(),
         keyward,
         _backend: backend,
         envoy,
         admin,
-    };
-    let data = |name: &str, endpoint| RouteSpec {
-        endpoint,
-        target: RouteTarget::Deployment(name.parse().unwrap()),
-    };
-    mesh.route("*", "/acme/chat", data("acme/chat", Endpoint::Public))
-        .await;
-    mesh.route("*", "/acme/other", data("acme/other", Endpoint::Public))
-        .await;
-    // Istio's private gateway is another host: that is what makes an entry private.
-    mesh.route(
-        PRIVATE_HOST,
-        "/acme/chat",
-        data("acme/chat", Endpoint::Private),
-    )
-    .await;
-    mesh.route(
-        "*",
-        "/api",
-        RouteSpec {
-            endpoint: Endpoint::Public,
-            target: RouteTarget::Control(None),
-        },
-    )
-    .await;
-    mesh
+    }
 }
 
 impl Mesh {
-    /// Adds an entry through the store and applies its change, as an admin write does.
-    async fn route(&self, host: &str, prefix: &str, spec: RouteSpec) {
-        let key = RouteKey::new(host, prefix).unwrap();
-        let changes = self
-            .keyward
-            .services
-            .store
-            .put_route(&key, &spec, false)
-            .await
-            .unwrap();
-        for change in &changes {
-            self.keyward.services.directory.caches().apply(change).await;
-        }
-    }
-
     async fn chat(&self, url: String, token: Option<&str>) -> (StatusCode, Value) {
         let mut request = self
             .http
@@ -208,27 +178,12 @@ async fn a_route_change_holds_on_the_next_request() {
     let (status, body) = m.chat(m.envoy.public_url(path), Some(&token)).await;
     assert_eq!(body["error"]["code"], "route_not_configured", "{body}");
     assert_eq!(status, StatusCode::FORBIDDEN);
-    m.route(
-        "127.0.0.1",
-        "/chat-v2",
-        RouteSpec {
-            endpoint: Endpoint::Public,
-            target: RouteTarget::Deployment("acme/chat".parse().unwrap()),
-        },
-    )
-    .await;
+    m.admin
+        .route("127.0.0.1", "/chat-v2", "public", Some("acme/chat"))
+        .await;
     let (status, body) = m.chat(m.envoy.public_url(path), Some(&token)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let changes = m
-        .keyward
-        .services
-        .store
-        .remove_route(&RouteKey::new("127.0.0.1", "/chat-v2").unwrap())
-        .await
-        .unwrap();
-    for change in &changes {
-        m.keyward.services.directory.caches().apply(change).await;
-    }
+    m.admin.remove_route("127.0.0.1", "/chat-v2").await;
     let (status, body) = m.chat(m.envoy.public_url(path), Some(&token)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }

@@ -1,14 +1,13 @@
 //! The route table across replicas on PostgreSQL: an entry added or removed through one
-//! replica decides on the other one's next Checks (LISTEN/NOTIFY), asked over real gRPC.
+//! replica's admin API decides on the other one's next Checks (LISTEN/NOTIFY), asked over
+//! real gRPC.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use keyward::model::Endpoint;
 use keyward::pb::Plane;
-use keyward::routes::{RouteKey, RouteSpec, RouteTarget};
 use support::{Keyward, check_request, eventually, http_status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,21 +30,8 @@ async fn a_route_written_on_one_replica_decides_on_the_other() {
     };
     assert_eq!(status(&mut client).await, 403, "no route yet");
 
-    let key = RouteKey::new("*", "/v1").unwrap();
-    let spec = RouteSpec {
-        endpoint: Endpoint::Public,
-        target: RouteTarget::Deployment("acme/chat".parse().unwrap()),
-    };
     let written = Instant::now();
-    for change in a
-        .services
-        .store
-        .put_route(&key, &spec, false)
-        .await
-        .unwrap()
-    {
-        a.services.directory.caches().apply(&change).await;
-    }
+    admin.route("*", "/v1", "public", Some("acme/chat")).await;
     eventually(
         "the route on the other replica",
         Duration::from_secs(5),
@@ -61,9 +47,7 @@ async fn a_route_written_on_one_replica_decides_on_the_other() {
     );
 
     let removed = Instant::now();
-    for change in a.services.store.remove_route(&key).await.unwrap() {
-        a.services.directory.caches().apply(&change).await;
-    }
+    admin.remove_route("*", "/v1").await;
     eventually(
         "the removal on the other replica",
         Duration::from_secs(5),

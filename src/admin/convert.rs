@@ -12,6 +12,7 @@ use crate::model::{
     ApiKey, Deployment, DeploymentName, KeyDetails, Plane, Principal, PrincipalKind,
 };
 use crate::pb::{self, expiry};
+use crate::routes::{self, RouteKey, RouteSpec, RouteTarget};
 
 type Result<T> = std::result::Result<T, BadInput>;
 
@@ -264,5 +265,40 @@ impl From<&Policy> for pb::Policy {
                 .unwrap_or_default(),
             rules: p.rules.iter().map(pb::Rule::from).collect(),
         }
+    }
+}
+
+pub fn route_key(host: &str, path_prefix: &str) -> Result<RouteKey> {
+    RouteKey::new(host, path_prefix).map_err(bad)
+}
+
+/// A route from the API: the plane, when CONTROL, marks a control route without a deployment.
+pub fn route(r: &pb::Route) -> Result<(RouteKey, RouteSpec)> {
+    fn given(s: &str) -> Option<&str> {
+        Some(s.trim()).filter(|s| !s.is_empty())
+    }
+    let control = pb::Plane::try_from(r.plane) == Ok(pb::Plane::Control);
+    let spec = routes::spec_of(
+        given(&r.endpoint),
+        given(&r.deployment),
+        given(&r.control_project),
+        control,
+    )
+    .map_err(bad)?;
+    Ok((route_key(&r.host, &r.path_prefix)?, spec))
+}
+
+pub fn route_pb(key: &RouteKey, spec: &RouteSpec) -> pb::Route {
+    let (deployment, control_project) = match &spec.target {
+        RouteTarget::Deployment(name) => (name.to_string(), String::new()),
+        RouteTarget::Control(project) => (String::new(), project.clone().unwrap_or_default()),
+    };
+    pb::Route {
+        host: key.host.clone(),
+        path_prefix: key.path_prefix.clone(),
+        endpoint: routes::endpoint_str(spec.endpoint).to_owned(),
+        deployment,
+        control_project,
+        plane: pb::Plane::from(spec.plane()).into(),
     }
 }

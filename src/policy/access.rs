@@ -403,6 +403,14 @@ mod tests {
             ("writer@acme", DeploymentsAuth, acme, "missing"),
             ("manager", DeploymentsAuth, beta, "ok"),
             ("owner", DeploymentsAuth, beta, "ok"),
+            // The route table is organization-wide: an organization key and routes.manage
+            // (AllProductsFullAccess on the organization, or an IAM manager).
+            ("owner", RoutesManage, org, "ok"),
+            ("manager", RoutesManage, org, "ok"),
+            ("manager@acme", RoutesManage, org, "org key"),
+            ("local manager", RoutesManage, org, "conditions"),
+            ("reader", RoutesManage, org, "missing"),
+            ("writer@acme", RoutesManage, org, "org key"),
         ];
         let callers = callers();
         for &(name, action, place, expected) in table {

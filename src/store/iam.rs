@@ -222,6 +222,10 @@ async fn load_state(conn: &mut AnyConnection) -> Result<State> {
         };
         state.policies.insert(policy.name.clone(), policy);
     }
+    state.routes = super::routes::list_routes(conn)
+        .await?
+        .into_iter()
+        .collect();
     Ok(state)
 }
 
@@ -434,6 +438,10 @@ async fn apply_op(
             changes.push(Change::Workload(id.clone()));
         }
         Op::RemovePrincipal(r) => remove_principal(tx, r, changes).await?,
+        Op::PutRoute { key, spec, create } => {
+            super::routes::put_route_tx(tx, org, now, key, spec, *create, changes).await?
+        }
+        Op::RemoveRoute(key) => super::routes::remove_route_tx(tx, key, changes).await?,
     }
     Ok(())
 }

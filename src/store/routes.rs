@@ -37,13 +37,7 @@ fn route_from_row(row: &AnyRow) -> Result<(RouteKey, RouteSpec)> {
 impl Store {
     /// Every route entry, by host then prefix.
     pub async fn list_routes(&self) -> Result<Vec<(RouteKey, RouteSpec)>> {
-        let rows = sqlx::query(
-            "SELECT host, path_prefix, plane, endpoint, deployment, project FROM routes \
-             ORDER BY host, path_prefix",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(route_from_row).collect()
+        list_routes(&mut *self.pool.acquire().await?).await
     }
 
     /// The whole table, indexed for the Check path.
@@ -152,4 +146,17 @@ pub(super) async fn remove_route_tx(
         .await?;
     changes.push(Change::Route(key.to_string()));
     Ok(())
+}
+
+/// Every route, on `conn` (inside a transaction for [`Store::update_state`]).
+pub(super) async fn list_routes(
+    conn: &mut sqlx::AnyConnection,
+) -> Result<Vec<(RouteKey, RouteSpec)>> {
+    let rows = sqlx::query(
+        "SELECT host, path_prefix, plane, endpoint, deployment, project FROM routes \
+         ORDER BY host, path_prefix",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(route_from_row).collect()
 }

@@ -362,6 +362,46 @@ impl Admin {
             .unwrap();
     }
 
+    /// Adds a route table entry to `deployment` (`PROJECT/SLUG`) or, when `None`, a control
+    /// route taking its project from the path.
+    pub async fn route(
+        &mut self,
+        host: &str,
+        prefix: &str,
+        endpoint: &str,
+        deployment: Option<&str>,
+    ) {
+        let plane = match deployment {
+            Some(_) => pb::Plane::Data,
+            None => pb::Plane::Control,
+        };
+        let route = pb::Route {
+            host: host.into(),
+            path_prefix: prefix.into(),
+            endpoint: endpoint.into(),
+            deployment: deployment.unwrap_or_default().into(),
+            plane: plane.into(),
+            ..Default::default()
+        };
+        self.client
+            .put_route(pb::PutRouteRequest {
+                route: Some(route),
+                replace: false,
+            })
+            .await
+            .unwrap();
+    }
+
+    pub async fn remove_route(&mut self, host: &str, prefix: &str) {
+        self.client
+            .delete_route(pb::DeleteRouteRequest {
+                host: host.into(),
+                path_prefix: prefix.into(),
+            })
+            .await
+            .unwrap();
+    }
+
     /// Creates a key; returns (id, token).
     pub async fn key(&mut self, plane: pb::Plane, scope: &[&str]) -> (String, String) {
         self.key_expiring(plane, scope, None).await
