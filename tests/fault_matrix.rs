@@ -464,5 +464,8 @@ async fn no_fault_allows_a_revoked_key_refuses_a_valid_one_or_loses_a_row() {
         })
         .map(|(fault, _)| fault.label())
         .collect();
-    assert!(failed.is_empty(), "rows failing: {failed:?}\n{table}");
+    assert!(
+        failed.is_empty(),
+        "rows failing: {failed:?} (README \"Fault matrix\")\n{table}"
+    );
 }
