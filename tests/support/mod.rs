@@ -31,6 +31,8 @@ use tokio::task::JoinHandle;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
+pub mod proxy;
+
 /// A `CheckRequest` as Envoy sends it for `POST /v1/chat/completions` from 203.0.113.7, with
 /// these context extensions and headers.
 pub fn check_request(extensions: &[(&str, &str)], headers: &[(&str, &str)]) -> CheckRequest {
@@ -415,19 +417,7 @@ impl Admin {
     ) -> (String, String) {
         let created = self
             .client
-            .create_key(pb::CreateKeyRequest {
-                plane: plane as i32,
-                scope: scope.iter().map(|s| s.to_string()).collect(),
-                name: "test".into(),
-                description: String::new(),
-                expiry: Some(pb::Expiry {
-                    kind: Some(match at {
-                        Some(at) => expiry::Kind::At(at),
-                        None => expiry::Kind::Never(true),
-                    }),
-                }),
-                bearer: String::new(),
-            })
+            .create_key(key_request(plane, scope, at))
             .await
             .unwrap()
             .into_inner();
@@ -456,6 +446,23 @@ impl Admin {
             })
             .await
             .unwrap();
+    }
+}
+
+/// A request for a key named "test" on `scope`, expiring at `at` (never when `None`).
+pub fn key_request(plane: pb::Plane, scope: &[&str], at: Option<i64>) -> pb::CreateKeyRequest {
+    pb::CreateKeyRequest {
+        plane: plane as i32,
+        scope: scope.iter().map(|s| s.to_string()).collect(),
+        name: "test".into(),
+        description: String::new(),
+        expiry: Some(pb::Expiry {
+            kind: Some(match at {
+                Some(at) => expiry::Kind::At(at),
+                None => expiry::Kind::Never(true),
+            }),
+        }),
+        bearer: String::new(),
     }
 }
 
