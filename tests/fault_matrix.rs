@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use keyward::pb::{self, Plane};
 use reqwest::StatusCode;
-use support::proxy::Proxy;
+use support::pg_proxy::PgProxy as Proxy;
 use support::{Admin, Backend, Envoy, KEYWARD_BIN, PrivatePostgres, eventually, init, key_request};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -269,7 +269,8 @@ async fn lost_rows(admin: &mut Admin, created: &[String], revoked: &[String]) ->
     let keys = admin
         .client
         .list_keys(pb::ListKeysRequest {
-            project: String::new(),
+            page_size: 1000,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -317,7 +318,7 @@ async fn row(fault: Fault) -> Counts {
     let proxy = Proxy::start(upstream).await;
     // A on the database directly, B through the proxy (row 4 stalls B's LISTEN connection).
     let a = Replica::spawn(&url).await;
-    let mut b = Replica::spawn(&proxy.proxied(&url, upstream)).await;
+    let mut b = Replica::spawn(&proxy.url_for(&url, upstream)).await;
     let backend = Backend::start().await;
     let envoy = Envoy::start_many(&[a.check, b.check], backend.addr).await;
     let http = envoy.client();

@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
-pub mod proxy;
+
 
 /// A `CheckRequest` as Envoy sends it for `POST /v1/chat/completions` from 203.0.113.7, with
 /// these context extensions and headers.
