@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use argon2::Params;
 use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
 
 use crate::cache::{KeyEntry, Proven, Verdict};
 use crate::config;
@@ -125,7 +126,7 @@ impl Authenticator {
     pub async fn hash_secret(&self, secret: &str, principal: &str) -> Result<String, Undecidable> {
         let share = PerKeyBudget::claim(&self.admin_per_principal, principal)
             .ok_or_else(|| Undecidable::PrincipalOverloaded(principal.to_owned()))?;
-        let secret = secret.to_owned();
+        let secret = Zeroizing::new(secret.to_owned());
         self.on_argon2_worker(Lane::Background, share, move |hasher| {
             hasher.hash(secret.as_bytes())
         })
@@ -254,7 +255,7 @@ impl Authenticator {
                 .clone()
                 .try_acquire_owned()
                 .map_err(|_| Undecidable::Overloaded)?;
-            let secret = secret.to_owned();
+            let secret = Zeroizing::new(secret.to_owned());
             let verifications = self.verifications.clone();
             let (metrics, queued_at) = (self.metrics.clone(), std::time::Instant::now());
             let places = (waiting, suspect_place, share, self.metrics.queued());
@@ -367,7 +368,7 @@ fn judge(verdict: &Verdict, entry: &Arc<KeyEntry>, now: i64) -> Option<Authentic
 /// The argon2id PHC string of `secret` with a fresh salt, on one blocking thread: for the CLI's
 /// `init`, which hashes one secret and needs no worker pool.
 pub async fn hash_once(argon: &config::Argon2, secret: &str) -> Result<String, Undecidable> {
-    let (params, secret) = (params(argon), secret.to_owned());
+    let (params, secret) = (params(argon), Zeroizing::new(secret.to_owned()));
     tokio::task::spawn_blocking(move || Hasher::new(params, 1).hash(secret.as_bytes()))
         .await
         .map_err(|e| Undecidable::Internal(e.to_string()))?

@@ -6,6 +6,7 @@
 //! 6 base62 characters, so typos and junk are rejected before any storage lookup.
 
 use std::fmt;
+use zeroize::Zeroizing;
 
 use rand::TryRngCore;
 use rand::rngs::OsRng;
@@ -102,8 +103,10 @@ impl<'a> Token<'a> {
 
 /// A freshly minted token: shown once to its creator, then only its hash survives.
 pub struct NewToken {
+    /// The whole token, shown to its owner once (it leaves in the admin API's answer).
     pub token: String,
-    pub secret: String,
+    /// The secret part, only ever hashed: wiped from memory when dropped.
+    pub secret: Zeroizing<String>,
 }
 
 impl fmt::Debug for NewToken {
@@ -127,7 +130,10 @@ pub fn generate(plane: Plane, key_id: &str) -> NewToken {
     let mut token = format!("{prefix}{key_id}_{secret}");
     let checksum = encode_checksum(&token);
     token.push_str(std::str::from_utf8(&checksum).unwrap_or_default());
-    NewToken { token, secret }
+    NewToken {
+        token,
+        secret: Zeroizing::new(secret),
+    }
 }
 
 fn is_base62(s: &str) -> bool {
@@ -246,7 +252,7 @@ mod tests {
         for _ in 0..200 {
             let t = generate(Plane::Data, "abcdefghijkl");
             chars.extend(t.secret.bytes());
-            assert!(seen.insert(t.secret));
+            assert!(seen.insert(t.secret.to_string()));
         }
         assert_eq!(chars.len(), 62);
     }

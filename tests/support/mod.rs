@@ -31,8 +31,6 @@ use tokio::task::JoinHandle;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
-
-
 /// A `CheckRequest` as Envoy sends it for `POST /v1/chat/completions` from 203.0.113.7, with
 /// these context extensions and headers.
 pub fn check_request(extensions: &[(&str, &str)], headers: &[(&str, &str)]) -> CheckRequest {
