@@ -220,23 +220,43 @@ fn input_from<'a>(
 /// interpreted: keyward does not trust Envoy to have normalized it. An empty path (no HTTP
 /// path at all) has nothing to misread.
 pub fn is_normalized(path: &str) -> bool {
-    let path = path.split(['?', '#']).next().unwrap_or_default();
-    if path.is_empty() {
-        return true;
-    }
-    let Some(rest) = path.strip_prefix('/') else {
-        return false;
-    };
-    let lower = path.to_ascii_lowercase();
-    if path.contains('\\') || ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e)) {
-        return false;
-    }
-    let segments: Vec<&str> = rest.split('/').collect();
-    let last = segments.len() - 1;
-    segments
+    // One pass over the bytes: this runs on every Check.
+    let path = path.as_bytes();
+    let end = path
         .iter()
-        .enumerate()
-        .all(|(i, s)| !matches!(*s, "." | "..") && (!s.is_empty() || i == last))
+        .position(|&b| b == b'?' || b == b'#')
+        .unwrap_or(path.len());
+    let path = &path[..end];
+    match path.first() {
+        None => return true,
+        Some(b'/') => {}
+        Some(_) => return false,
+    }
+    let mut segment_start = 1;
+    for i in 1..=path.len() {
+        match path.get(i) {
+            None | Some(b'/') => {
+                let segment = &path[segment_start..i];
+                let inner = i < path.len();
+                if segment == b"." || segment == b".." || (segment.is_empty() && inner) {
+                    return false;
+                }
+                segment_start = i + 1;
+            }
+            Some(b'\\') => return false,
+            Some(b'%') => {
+                let encoded = (path.get(i + 1), path.get(i + 2).map(u8::to_ascii_lowercase));
+                if matches!(
+                    encoded,
+                    (Some(b'2'), Some(b'e' | b'f')) | (Some(b'5'), Some(b'c'))
+                ) {
+                    return false;
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    true
 }
 
 /// The target of a control route without an explicit `project` extension, from the

@@ -32,8 +32,11 @@ const CHAT: &str = "/demo/chat/v1/chat/completions";
 const WATCHDOG: Duration = Duration::from_secs(30);
 /// `propagation.poll_interval_ms`, set explicitly on both replicas.
 const POLL_INTERVAL_MS: u64 = 100;
-/// What one read of the change table may take on a shared, loaded 2-core machine.
-const ONE_READ_MS: u64 = 200;
+/// What one read of the change table (and the Check that sees its effect) may take on a
+/// shared 2-core machine running the rest of the suite at the same time. Still below what the
+/// faults cost without the feed's heartbeat and backstop reads (0.6-0.8 s after the
+/// acknowledgement in row 2, until the cache TTL in row 4).
+const ONE_READ_MS: u64 = 400;
 /// The staleness bound asserted: no 200 for a request sent later than this after the admin API
 /// acknowledged the key's revocation (README "Several replicas": the poll interval plus one
 /// read, while the database answers).
