@@ -391,6 +391,30 @@ mod tests {
     use crate::store::NewKey;
     use crate::token;
 
+    /// A job in `lane` that blocks the worker taking it until released: the spawned job, a
+    /// signal that a worker took it, and its release.
+    fn gate(
+        authn: &Authenticator,
+        lane: Lane,
+    ) -> (
+        tokio::task::JoinHandle<Result<(), Undecidable>>,
+        tokio::sync::oneshot::Receiver<()>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (started, running) = tokio::sync::oneshot::channel();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let authn = authn.clone();
+        let job = tokio::spawn(async move {
+            authn
+                .on_argon2_worker(lane, (), move |_| {
+                    let _ = started.send(());
+                    let _ = held.recv();
+                })
+                .await
+        });
+        (job, running, release)
+    }
+
     /// Yields until `done` holds: the spawned checks have reached the queue. Fails, rather than
     /// hangs, if they never do.
     async fn until(what: &str, done: impl Fn() -> bool) {
@@ -478,19 +502,7 @@ mod tests {
 
         // Hold the only worker, so every verification below waits in the queue (1 + 4 places,
         // 2 of them open to suspects).
-        let (started, holding) = tokio::sync::oneshot::channel();
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let holder = {
-            let authn = authn.clone();
-            tokio::spawn(async move {
-                authn
-                    .on_argon2_worker(Lane::Urgent, (), move |_| {
-                        let _ = started.send(());
-                        let _ = held.recv();
-                    })
-                    .await
-            })
-        };
+        let (holder, holding, release) = gate(&authn, Lane::Urgent);
         holding.await.expect("the worker is held");
 
         // Two wrong secrets for key 0 take its two places; a third is shed at once, but a caller
@@ -585,19 +597,7 @@ mod tests {
         let authn = services.authn.clone();
 
         // Hold the only worker.
-        let (started, holding) = tokio::sync::oneshot::channel();
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let holder = tokio::spawn({
-            let authn = authn.clone();
-            async move {
-                authn
-                    .on_argon2_worker(Lane::Urgent, (), move |_| {
-                        let _ = started.send(());
-                        let _ = held.recv();
-                    })
-                    .await
-            }
-        });
+        let (holder, holding, release) = gate(&authn, Lane::Urgent);
         holding.await.expect("the worker is held");
 
         // Two writes by principal 7 queue; a third is refused at once; principal 8 still queues.
@@ -615,19 +615,7 @@ mod tests {
 
         // A Check verification queued after them (even in the later lane) runs before them.
         let queued_before = Arc::strong_count(&authn.hasher);
-        let (check_started, check_running) = tokio::sync::oneshot::channel();
-        let (finish_check, check_gate) = std::sync::mpsc::channel::<()>();
-        let check = tokio::spawn({
-            let authn = authn.clone();
-            async move {
-                authn
-                    .on_argon2_worker(Lane::Later, (), move |_| {
-                        let _ = check_started.send(());
-                        let _ = check_gate.recv();
-                    })
-                    .await
-            }
-        });
+        let (check, check_running, finish_check) = gate(&authn, Lane::Later);
         // Its task holds a clone of the authenticator and its job one of the hasher.
         until("the check job is queued", || {
             Arc::strong_count(&authn.hasher) >= queued_before + 2

@@ -56,6 +56,17 @@ async fn database(dir: &Path) -> (Config, String) {
     (test_config(&url), token)
 }
 
+/// A fresh directory with the demo certificates (`certs/`), and keyward on a fresh SQLite
+/// database there, its configuration adjusted by `tls` first.
+async fn keyward_with_tls(tls: impl FnOnce(&mut Config, &Path)) -> (TempDir, PathBuf, Keyward) {
+    let dir = TempDir::new().unwrap();
+    let certs = gen_certs(dir.path());
+    let (mut config, owner) = database(dir.path()).await;
+    tls(&mut config, &certs);
+    let keyward = Keyward::on(config, owner).await;
+    (dir, certs, keyward)
+}
+
 async fn cli(args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(KEYWARD_BIN)
         .args(args)
@@ -73,11 +84,9 @@ fn stderr(out: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_reaches_a_tls_admin_api_with_its_ca_and_refuses_anything_less() {
-    let dir = TempDir::new().unwrap();
-    let certs = gen_certs(dir.path());
-    let (mut config, owner) = database(dir.path()).await;
-    config.tls.admin = files(&certs, "keyward", false);
-    let mut keyward = Keyward::on(config, owner.clone()).await;
+    let (_dir, certs, mut keyward) =
+        keyward_with_tls(|c, certs| c.tls.admin = files(certs, "keyward", false)).await;
+    let owner = keyward.owner_token.clone();
     let https = format!("https://localhost:{}", keyward.admin.port());
     let ca = certs.join("ca.pem");
     let ca = ca.to_str().unwrap();
@@ -123,11 +132,9 @@ async fn the_cli_reaches_a_tls_admin_api_with_its_ca_and_refuses_anything_less()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_api_asking_for_client_certificates_answers_only_the_cli_that_has_one() {
-    let dir = TempDir::new().unwrap();
-    let certs = gen_certs(dir.path());
-    let (mut config, owner) = database(dir.path()).await;
-    config.tls.admin = files(&certs, "keyward", true);
-    let mut keyward = Keyward::on(config, owner.clone()).await;
+    let (_dir, certs, mut keyward) =
+        keyward_with_tls(|c, certs| c.tls.admin = files(certs, "keyward", true)).await;
+    let owner = keyward.owner_token.clone();
     let https = format!("https://127.0.0.1:{}", keyward.admin.port());
     let path = |name: &str| certs.join(name).to_str().unwrap().to_owned();
     let (ca, cert, key) = (
@@ -225,11 +232,8 @@ async fn https_is_never_downgraded_to_plaintext() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_calls_check_over_mutual_tls_and_clients_without_a_certificate_are_refused() {
-    let dir = TempDir::new().unwrap();
-    let certs = gen_certs(dir.path());
-    let (mut config, owner) = database(dir.path()).await;
-    config.tls.check = files(&certs, "keyward", true);
-    let mut keyward = Keyward::on(config, owner).await;
+    let (_dir, certs, mut keyward) =
+        keyward_with_tls(|c, certs| c.tls.check = files(certs, "keyward", true)).await;
     let mut admin = keyward.admin().await;
     admin.project("demo").await;
     admin.deployment("demo/chat").await;
@@ -323,12 +327,11 @@ fn leaf(path: &Path) -> CertificateDer<'static> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewed_certificate_is_served_without_a_restart_and_a_broken_one_is_not() {
-    let dir = TempDir::new().unwrap();
-    let certs = gen_certs(dir.path());
-    let (mut config, owner) = database(dir.path()).await;
-    config.tls.check = files(&certs, "keyward", false);
-    config.tls.reload_interval_secs = 1;
-    let mut keyward = Keyward::on(config, owner).await;
+    let (dir, certs, mut keyward) = keyward_with_tls(|c, certs| {
+        c.tls.check = files(certs, "keyward", false);
+        c.tls.reload_interval_secs = 1;
+    })
+    .await;
     let ca = certs.join("ca.pem");
     let first = leaf(&certs.join("keyward.pem"));
     assert_eq!(presented(keyward.check, &ca).await, Some(first.clone()));
