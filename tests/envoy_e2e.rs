@@ -525,3 +525,35 @@ async fn denials_reach_the_access_log_with_code_key_id_and_request_id() {
         assert!(!log.contains(secret.as_str()), "a token in the access log");
     }
 }
+
+/// The template's generic `/v1/` route sends no context extensions: keyward's route table
+/// decides, so one Envoy route fronts any deployment a route entry names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generic_route_is_decided_by_the_route_table() {
+    let mut w = world().await;
+    let (_, chat_key) = w.admin.key(Plane::Data, &["demo/chat"]).await;
+    let (_, embed_key) = w.admin.key(Plane::Data, &["demo/embed"]).await;
+    let url = w.envoy.public_url("/v1/chat/completions");
+
+    let (status, _, body) = w.chat(url.clone(), Some(&chat_key)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no entry yet: {body}");
+    assert_eq!(body["error"]["code"], "route_not_configured", "{body}");
+
+    w.admin.route("*", "/v1", "public", Some("demo/chat")).await;
+    let (status, _, body) = w.chat(url.clone(), Some(&chat_key)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["object"], "chat.completion", "{body}");
+    assert_eq!(
+        w.chat(url.clone(), Some(&embed_key)).await.0,
+        StatusCode::FORBIDDEN,
+        "a key for another deployment is out of scope"
+    );
+    assert_eq!(w.chat(url.clone(), None).await.0, StatusCode::UNAUTHORIZED);
+
+    w.admin.remove_route("*", "/v1").await;
+    assert_eq!(
+        w.chat(url, Some(&chat_key)).await.0,
+        StatusCode::FORBIDDEN,
+        "removed: not routed on the next request"
+    );
+}
