@@ -59,12 +59,21 @@ impl Directory {
         }
     }
 
-    /// One round trip to the store, timed like every store read.
+    /// One round trip to the store, timed like every store read ([`Store::ping`] is guarded
+    /// itself).
     pub async fn ping_store(&self) -> Result<(), StoreError> {
-        self.metrics
-            .store
-            .time(StoreOp::Ping, self.store.ping())
-            .await
+        let ping = self.store.ping();
+        self.metrics.store.time(StoreOp::Ping, ping).await
+    }
+
+    /// A store read behind a cache miss: answered at once while the store is known to be down
+    /// ([`Store::guarded`]), otherwise timed and its failure counted as `op`.
+    async fn read<T>(
+        &self,
+        op: StoreOp,
+        read: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.metrics.store.time(op, self.store.guarded(read)).await
     }
 
     /// The cache entry of key `id` (`None`: no key has that id), reloaded from the store when
@@ -85,11 +94,7 @@ impl Directory {
         lookups.miss();
         let epoch = self.caches.epoch();
         let generation = self.caches.key_generation();
-        let loaded = self
-            .metrics
-            .store
-            .time(StoreOp::Key, self.store.guarded(self.store.get_key(id)));
-        let Some(key) = loaded.await? else {
+        let Some(key) = self.read(StoreOp::Key, self.store.get_key(id)).await? else {
             self.caches.insert_unknown_key(id, generation, epoch).await;
             return Ok(None);
         };
@@ -110,10 +115,9 @@ impl Directory {
             return Ok(table);
         }
         self.metrics.lookups.routes.miss();
-        let (store, metrics) = (&self.store, &self.metrics.store);
         self.caches
             .routes()
-            .get_or_load(|| metrics.time(StoreOp::Routes, store.guarded(store.route_table())))
+            .get_or_load(|| self.read(StoreOp::Routes, self.store.route_table()))
             .await
     }
 
@@ -130,11 +134,11 @@ impl Directory {
         }
         self.metrics.lookups.deployments.miss();
         let epoch = self.caches.epoch();
-        let loaded = self.store.guarded(self.store.get_deployment(project, slug));
         let loaded = self
-            .metrics
-            .store
-            .time(StoreOp::Deployment, loaded)
+            .read(
+                StoreOp::Deployment,
+                self.store.get_deployment(project, slug),
+            )
             .await?
             .map(Arc::new);
         self.caches
@@ -156,8 +160,7 @@ impl Directory {
         }
         self.metrics.lookups.grants.miss();
         let epoch = self.caches.epoch();
-        let loaded = self.store.guarded(self.store.grants_of(id));
-        let loaded = Arc::new(self.metrics.store.time(StoreOp::Grants, loaded).await?);
+        let loaded = Arc::new(self.read(StoreOp::Grants, self.store.grants_of(id)).await?);
         self.caches.insert_grants(id, loaded.clone(), epoch).await;
         Ok(loaded)
     }
@@ -170,9 +173,10 @@ impl Directory {
         }
         self.metrics.lookups.workloads.miss();
         let epoch = self.caches.epoch();
-        let loaded = self.store.guarded(self.store.workload_project(id));
-        let loaded = self.metrics.store.time(StoreOp::Workload, loaded).await?;
-        let loaded: Option<Arc<str>> = loaded.map(Arc::from);
+        let loaded: Option<Arc<str>> = self
+            .read(StoreOp::Workload, self.store.workload_project(id))
+            .await?
+            .map(Arc::from);
         self.caches.insert_workload(id, loaded.clone(), epoch).await;
         Ok(loaded)
     }
