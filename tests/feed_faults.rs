@@ -11,31 +11,17 @@ use std::time::Duration;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use keyward::pb::Plane;
 use support::pg_proxy::PgProxy;
-use support::{Keyward, check_request, eventually, http_status, test_config};
+use support::{Keyward, eventually, test_config};
 use tonic::transport::Channel;
 
 const WATCHDOG: Duration = Duration::from_secs(15);
 
 async fn status(client: &mut AuthorizationClient<Channel>, token: &str) -> u16 {
-    let bearer = format!("Bearer {token}");
-    let route = [
-        ("plane", "data"),
-        ("endpoint", "public"),
-        ("deployment", "acme/bot"),
-    ];
-    match client
-        .check(check_request(&route, &[("authorization", bearer.as_str())]))
-        .await
-    {
-        Ok(response) => http_status(&response.into_inner()),
-        Err(_) => 503,
-    }
+    support::data_status(client, "acme/bot", Some(token)).await
 }
 
 async fn check_client(keyward: &Keyward) -> AuthorizationClient<Channel> {
-    AuthorizationClient::connect(format!("http://{}", keyward.check))
-        .await
-        .unwrap()
+    keyward.check_client().await
 }
 
 /// Replica A on the database directly, replica B through the proxy; a key both have cached.

@@ -16,39 +16,13 @@ use keyward::pb::{self, Plane};
 use keyward::policy::InvalidReason;
 use keyward::store::{Change, Store};
 use keyward::token::Token;
-use support::{
-    Keyward, PgDatabase, PrivatePostgres, check_request, eventually, http_status, test_config,
-};
+use support::{Keyward, PgDatabase, PrivatePostgres, eventually, test_config};
 use tonic::transport::Channel;
 
 const WATCHDOG: Duration = Duration::from_secs(15);
 
-/// The HTTP status Envoy would return: 200/401/403, or 503 for a gRPC error.
-async fn status(
-    client: &mut AuthorizationClient<Channel>,
-    deployment: &str,
-    token: Option<&str>,
-) -> u16 {
-    let bearer = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = bearer
-        .iter()
-        .map(|b| ("authorization", b.as_str()))
-        .collect();
-    let route = [
-        ("plane", "data"),
-        ("endpoint", "public"),
-        ("deployment", deployment),
-    ];
-    match client.check(check_request(&route, &headers)).await {
-        Ok(response) => http_status(&response.into_inner()),
-        Err(_) => 503,
-    }
-}
-
 async fn check_client(keyward: &Keyward) -> AuthorizationClient<Channel> {
-    AuthorizationClient::connect(format!("http://{}", keyward.check))
-        .await
-        .unwrap()
+    keyward.check_client().await
 }
 
 /// When the grace of key `id`'s previous secret ends, as stored.

@@ -16,6 +16,7 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::core::v3::address::Address;
 use envoy_types::pb::envoy::config::core::v3::{Address as EnvoyAddress, SocketAddress};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
 use keyward::config::Config;
@@ -63,6 +64,29 @@ pub fn check_request(extensions: &[(&str, &str)], headers: &[(&str, &str)]) -> C
                 .collect(),
             ..Default::default()
         }),
+    }
+}
+
+/// What a data-plane Check for `deployment` (public endpoint) with `token` as a bearer decides,
+/// as the HTTP status Envoy would answer: 200/401/403, or 503 for a gRPC error.
+pub async fn data_status(
+    client: &mut AuthorizationClient<Channel>,
+    deployment: &str,
+    token: Option<&str>,
+) -> u16 {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|b| ("authorization", b.as_str()))
+        .collect();
+    let route = [
+        ("plane", "data"),
+        ("endpoint", "public"),
+        ("deployment", deployment),
+    ];
+    match client.check(check_request(&route, &headers)).await {
+        Ok(response) => http_status(&response.into_inner()),
+        Err(_) => 503,
     }
 }
 
@@ -296,6 +320,13 @@ impl Keyward {
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
         }
+    }
+
+    /// A real gRPC client of this replica's Check.
+    pub async fn check_client(&self) -> AuthorizationClient<Channel> {
+        AuthorizationClient::connect(format!("http://{}", self.check))
+            .await
+            .unwrap()
     }
 
     pub async fn admin(&self) -> Admin {
