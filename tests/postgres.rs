@@ -16,7 +16,9 @@ use keyward::pb::{self, Plane};
 use keyward::policy::InvalidReason;
 use keyward::store::{Change, Store};
 use keyward::token::Token;
-use support::{Keyward, PgDatabase, PrivatePostgres, eventually, test_config};
+use support::{
+    Keyward, PgDatabase, PrivatePostgres, data_status as status, eventually, test_config,
+};
 use tonic::transport::Channel;
 
 const WATCHDOG: Duration = Duration::from_secs(15);
