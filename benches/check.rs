@@ -1,5 +1,7 @@
 //! The whole Check handler in process, no network: `CheckService::check_request` on a warmed
-//! cache (key, verdict, deployment all cached), for an allowed and a denied request.
+//! cache (key, verdict, deployment all cached), for an allowed and a denied request. The change
+//! feed follower runs beside it, as in `keyward serve`, so the cache is trusted the way it is
+//! in production (confirmed by the feed, [`keyward::propagation`]).
 
 use std::hint::black_box;
 
@@ -24,6 +26,14 @@ fn bench(c: &mut Criterion) {
         let tokens = support::real_keys(&config, owner, 0, 1, support::Hashing::DEFAULT)
             .await
             .expect("keys");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(keyward::propagation::follow(
+            services.store.clone(),
+            services.directory.caches().clone(),
+            config.propagation.clone(),
+            stopped,
+        ));
+        std::mem::forget(stop);
         let service = CheckService::new(&services, config.credentials.sources.clone());
         let allowed = support::check_request(&tokens[0]);
         // A well-formed token for the same key with a wrong secret: denied, verdict cached.

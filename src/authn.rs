@@ -462,6 +462,63 @@ mod tests {
         config
     }
 
+    /// Fault matrix row 5 in miniature: a replica resumed from SIGSTOP runs a Check before its
+    /// feed task applied what other replicas wrote meanwhile. The cache is served only while
+    /// the feed confirmed it recently; past the bound the key is reloaded (its proof kept, so
+    /// no argon2 runs again).
+    #[tokio::test]
+    async fn a_cache_the_feed_has_not_confirmed_recently_is_reloaded_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = one_cheap_worker(dir.path());
+        let services = crate::services::Services::open(&config).await.unwrap();
+        let authn = services.authn.clone();
+        let owner = services
+            .store
+            .init_organization("owner", None)
+            .await
+            .unwrap();
+        let id = token::generate_key_id();
+        let minted = token::generate(Plane::Data, &id);
+        let secret_hash = authn.hash_secret(&minted.secret, "owner").await.unwrap();
+        let new = NewKey {
+            id: id.clone(),
+            principal_id: owner.id,
+            scope: KeyScope::Data(Arc::from(Vec::new())),
+            name: "k".into(),
+            description: String::new(),
+            secret_hash,
+            expires_at: None,
+        };
+        services.store.create_key(new).await.unwrap();
+        let revoked = |outcome: &Result<Authenticated, Undecidable>| match outcome {
+            Ok(Authenticated::Key(entry)) => entry.key.revoked_at.is_some(),
+            other => panic!("not a key: {other:?}"),
+        };
+        assert!(!revoked(&check(&authn, minted.token.clone()).await));
+
+        // Revoked through "another replica": the change is in the store, not applied here.
+        let (_, unapplied) = services.store.revoke_key(&id).await.unwrap();
+        assert!(!unapplied.is_empty());
+        let feed = services.directory.caches().feed();
+        feed.confirm(crate::clock::monotonic_ms().saturating_sub(5_000));
+        feed.bound(60_000);
+        assert!(
+            !revoked(&check(&authn, minted.token.clone()).await),
+            "confirmed 5 s ago, within a 60 s bound: the cache answers"
+        );
+        feed.bound(1_000);
+        let verifications = authn.verifications_run();
+        assert!(
+            revoked(&check(&authn, minted.token.clone()).await),
+            "confirmed 5 s ago, past a 1 s bound: reloaded"
+        );
+        assert_eq!(
+            authn.verifications_run(),
+            verifications,
+            "the reload kept the proof"
+        );
+    }
+
     #[tokio::test]
     async fn a_flood_on_some_keys_cannot_take_the_verification_queue_from_the_others() {
         let dir = tempfile::tempdir().unwrap();

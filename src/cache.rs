@@ -15,7 +15,8 @@
 //! - `workloads`: workload id → its project (or its absence).
 //!
 //! Every admin write invalidates what it changed before it answers, so the very next decision
-//! sees it. A load racing an invalidation can not re-insert stale data: loads bracket their
+//! sees it. Other replicas' writes arrive through the change feed, and [`FeedConfirmation`]
+//! bounds how long the caches are trusted without the feed confirming it is complete. A load racing an invalidation can not re-insert stale data: loads bracket their
 //! insert with an epoch read and undo it (or mark it stale) when an invalidation happened
 //! meanwhile.
 
@@ -230,6 +231,43 @@ pub struct Caches {
     routes: Arc<RouteSlot>,
     epoch: Arc<AtomicU64>,
     applied: Arc<AtomicU64>,
+    feed: Arc<FeedConfirmation>,
+}
+
+/// Until when the change feed has been confirmed complete: every change committed before that
+/// instant has been applied to the caches. The feed confirms itself by reading the `changes`
+/// table (as of the read's start) and by heartbeats coming back through `LISTEN` (as of their
+/// sending: notifications arrive in commit order).
+///
+/// Past `bound_ms` without a confirmation, cached entries are not trusted: a replica that was
+/// paused (SIGSTOP, a VM freeze, a long GC-like stall of its runtime) resumes with every task
+/// runnable at once, and a Check may run before the feed task has applied what was written
+/// meanwhile. Without this bound, that Check would answer from the pre-pause cache.
+#[derive(Debug, Default)]
+pub struct FeedConfirmation {
+    /// 0: no feed is followed (CLI paths, tests of the cache alone): the caches are trusted.
+    bound_ms: AtomicU64,
+    /// On [`crate::clock::monotonic_ms`].
+    confirmed_ms: AtomicU64,
+}
+
+impl FeedConfirmation {
+    /// From now on, trust the caches only while the feed was confirmed within `bound_ms`
+    /// (0: always). Called by the feed follower when it starts.
+    pub fn bound(&self, bound_ms: u64) {
+        self.bound_ms.store(bound_ms, Ordering::Release);
+    }
+
+    /// Every change committed before `as_of_ms` has been applied.
+    pub fn confirm(&self, as_of_ms: u64) {
+        self.confirmed_ms.fetch_max(as_of_ms, Ordering::AcqRel);
+    }
+
+    /// Whether the caches may be trusted at `now_ms`. Reads the clock only when bounded.
+    pub fn current(&self, now_ms: impl FnOnce() -> u64) -> bool {
+        let bound = self.bound_ms.load(Ordering::Acquire);
+        bound == 0 || now_ms().saturating_sub(self.confirmed_ms.load(Ordering::Acquire)) <= bound
+    }
 }
 
 impl Caches {
@@ -274,7 +312,13 @@ impl Caches {
             scopes: Arc::default(),
             epoch: Arc::new(AtomicU64::new(0)),
             applied: Arc::new(AtomicU64::new(0)),
+            feed: Arc::default(),
         }
+    }
+
+    /// How recently the change feed confirmed these caches complete.
+    pub fn feed(&self) -> &FeedConfirmation {
+        &self.feed
     }
 
     /// `key` with its data scope shared with every cached key that has the same targets.
@@ -435,6 +479,25 @@ impl Caches {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caches_are_trusted_only_within_the_bound_of_the_feed_confirmation() {
+        let feed = FeedConfirmation::default();
+        assert!(feed.current(|| unreachable!("no bound, no clock read")));
+        feed.bound(500);
+        assert!(!feed.current(|| 10_000), "never confirmed");
+        feed.confirm(9_600);
+        assert!(feed.current(|| 10_000));
+        assert!(feed.current(|| 10_100));
+        assert!(!feed.current(|| 10_101));
+        feed.confirm(9_000);
+        assert!(
+            !feed.current(|| 10_101),
+            "an older confirmation does not move it back"
+        );
+        feed.bound(0);
+        assert!(feed.current(|| 99_999));
+    }
     use crate::model::{KeyScope, PreviousSecret, PrincipalKind};
 
     fn key(hash: &str, previous: Option<&str>) -> ApiKey {

@@ -111,6 +111,12 @@ pub struct Propagation {
     /// PostgreSQL: how often each replica sends itself a heartbeat through its `LISTEN`
     /// connection; one unanswered for three intervals declares the connection dead.
     pub heartbeat_ms: u64,
+    /// The longest a replica answers from its caches without having confirmed that it has seen
+    /// every change up to then (a read of the `changes` table or a heartbeat back through the
+    /// feed). Past it, Check reloads what it needs from the store instead of trusting the
+    /// cache, unless the store is known to be down: a replica paused, starved or cut from
+    /// its feed cannot answer from a cache older than this. `0` turns the bound off.
+    pub max_unconfirmed_ms: u64,
 }
 
 impl Default for Propagation {
@@ -119,6 +125,7 @@ impl Default for Propagation {
             poll_interval_ms: 100,
             max_backoff_ms: 5_000,
             heartbeat_ms: 250,
+            max_unconfirmed_ms: 500,
         }
     }
 }
@@ -393,6 +400,7 @@ impl Config {
         overlay!("KEYWARD_PROPAGATION_POLL_INTERVAL_MS" => self.propagation.poll_interval_ms);
         overlay!("KEYWARD_PROPAGATION_MAX_BACKOFF_MS" => self.propagation.max_backoff_ms);
         overlay!("KEYWARD_PROPAGATION_HEARTBEAT_MS" => self.propagation.heartbeat_ms);
+        overlay!("KEYWARD_PROPAGATION_MAX_UNCONFIRMED_MS" => self.propagation.max_unconfirmed_ms);
         overlay!("KEYWARD_USAGE_FLUSH_INTERVAL_SECS" => self.usage.flush_interval_secs);
         overlay!("KEYWARD_TLS_RELOAD_INTERVAL_SECS" => self.tls.reload_interval_secs);
         macro_rules! overlay_path {
@@ -510,6 +518,19 @@ impl Config {
             "propagation.heartbeat_ms",
             self.propagation.heartbeat_ms,
             10,
+            MAX_INTERVAL_MS,
+        )?;
+        let unconfirmed = self.propagation.max_unconfirmed_ms;
+        if unconfirmed != 0 && unconfirmed <= self.propagation.poll_interval_ms {
+            return bad(format!(
+                "propagation.max_unconfirmed_ms ({unconfirmed}) must be above propagation.poll_interval_ms ({}), or 0 to turn the bound off: the feed is confirmed once per poll",
+                self.propagation.poll_interval_ms
+            ));
+        }
+        within(
+            "propagation.max_unconfirmed_ms",
+            unconfirmed,
+            0,
             MAX_INTERVAL_MS,
         )?;
         within(
@@ -735,6 +756,10 @@ mod range_tests {
             ),
             ("[verify]\nqueue = 18446744073709551615\n", "verify.queue"),
             ("[verify]\nworkers = 100000\n", "verify.workers"),
+            (
+                "[propagation]\npoll_interval_ms = 200\nmax_unconfirmed_ms = 150\n",
+                "propagation.max_unconfirmed_ms",
+            ),
             (
                 "[verify]\nper_key = 18446744073709551615\n",
                 "verify.per_key",

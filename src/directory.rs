@@ -66,6 +66,14 @@ impl Directory {
         self.metrics.store.time(StoreOp::Ping, ping).await
     }
 
+    /// Whether cached entries may answer: the change feed confirmed them complete recently
+    /// enough ([`crate::cache::FeedConfirmation`]), or the store is known to be down. During an
+    /// outage the caches are all there is, and an outage must not turn into refusals of valid
+    /// keys; otherwise a cache the feed cannot vouch for is reloaded, never served.
+    fn cache_trusted(&self) -> bool {
+        self.caches.feed().current(crate::clock::monotonic_ms) || self.store.is_known_down()
+    }
+
     /// A store read behind a cache miss: answered at once while the store is known to be down
     /// ([`Store::guarded`]), otherwise timed and its failure counted as `op`.
     async fn read<T>(
@@ -81,13 +89,15 @@ impl Directory {
     pub async fn key_entry(&self, id: &str) -> Result<Option<Arc<KeyEntry>>, StoreError> {
         let lookups = &self.metrics.lookups.keys;
         let cached = self.caches.key(id).await;
+        let trusted = self.cache_trusted();
         if let Some(entry) = &cached
             && self.caches.is_fresh(entry)
+            && trusted
         {
             lookups.hit();
             return Ok(Some(entry.clone()));
         }
-        if cached.is_none() && self.caches.is_unknown_key(id).await {
+        if cached.is_none() && trusted && self.caches.is_unknown_key(id).await {
             lookups.hit();
             return Ok(None);
         }
@@ -110,6 +120,11 @@ impl Directory {
     /// keyward's own route table, for requests that carry none of keyward's context
     /// extensions: cached, loaded again after a route change.
     pub async fn route_table(&self) -> Result<Arc<crate::routes::RouteTable>, StoreError> {
+        if !self.cache_trusted() {
+            self.metrics.lookups.routes.miss();
+            let table = self.read(StoreOp::Routes, self.store.route_table()).await?;
+            return Ok(Arc::new(table));
+        }
         if let Some(table) = self.caches.routes().get() {
             self.metrics.lookups.routes.hit();
             return Ok(table);
@@ -128,7 +143,9 @@ impl Directory {
         project: &str,
         slug: &str,
     ) -> Result<Option<Arc<Deployment>>, StoreError> {
-        if let Some(cached) = self.caches.deployment(name).await {
+        if let Some(cached) = self.caches.deployment(name).await
+            && self.cache_trusted()
+        {
             self.metrics.lookups.deployments.hit();
             return Ok(cached);
         }
@@ -154,7 +171,9 @@ impl Directory {
             return Ok(self.no_grants.clone());
         }
         let id = key.principal.id;
-        if let Some(cached) = self.caches.grants(id).await {
+        if let Some(cached) = self.caches.grants(id).await
+            && self.cache_trusted()
+        {
             self.metrics.lookups.grants.hit();
             return Ok(cached);
         }
@@ -167,7 +186,9 @@ impl Directory {
 
     /// The project of workload `id`, from the cache or the store.
     pub async fn workload_project(&self, id: &str) -> Result<Option<Arc<str>>, StoreError> {
-        if let Some(cached) = self.caches.workload(id).await {
+        if let Some(cached) = self.caches.workload(id).await
+            && self.cache_trusted()
+        {
             self.metrics.lookups.workloads.hit();
             return Ok(cached);
         }

@@ -74,7 +74,7 @@ pub mod iam;
 pub mod metrics;
 pub mod model;
 pub mod policy;
-mod propagation;
+pub mod propagation;
 pub mod routes;
 pub mod server;
 pub mod services;

@@ -15,6 +15,10 @@
 //!     is applied (catch-up by sequence: no cache flush, so no reload stampede).
 //! - SQLite: several processes may share one file; each polls the `changes` table's counter.
 //!
+//! Each successful read of the table, and each heartbeat back, confirms the caches complete as of
+//! when it began ([`crate::cache::FeedConfirmation`]); past `propagation.max_unconfirmed_ms`
+//! without one, the Check path reloads instead of trusting the cache.
+//!
 //! A replica applies its own writes when it makes them, so it skips their events here.
 //! Applying a change twice (notified, then read from the table) is harmless: it only marks
 //! entries stale, and proofs of secrets survive it.
@@ -54,6 +58,7 @@ pub async fn follow(
     config: Propagation,
     stop: watch::Receiver<bool>,
 ) {
+    caches.feed().bound(config.max_unconfirmed_ms);
     match store.backend() {
         Backend::Postgres => listen(store, caches, config, stop).await,
         Backend::Sqlite => poll(store, caches, config, stop).await,
@@ -88,6 +93,7 @@ impl Applied {
     /// whether the read succeeded.
     async fn catch_up(&mut self, store: &Store, caches: &Caches) -> bool {
         let after = (self.newest - LOOKBACK).max(0);
+        let started = crate::clock::monotonic_ms();
         // Guarded like the Check path's reads: while the database is known down this read is
         // the background probe (one per 250 ms), and the first that succeeds ends the outage
         // for every caller.
@@ -130,6 +136,7 @@ impl Applied {
         }
         let floor = self.newest - LOOKBACK;
         self.recent = self.recent.split_off(&(floor + 1));
+        caches.feed().confirm(started);
         true
     }
 }
@@ -240,13 +247,14 @@ async fn connect_while_polling(
     }
 }
 
-/// This replica's heartbeats: the newest sent, the newest received back, and when the oldest
-/// unanswered one was sent.
+/// This replica's heartbeats: the newest sent, the newest received back, when the oldest
+/// unanswered one was sent, and when each unanswered one was sent on the monotonic clock.
 #[derive(Default)]
 struct Heartbeats {
     sent: u64,
     received: u64,
     unanswered_since: Option<Instant>,
+    sent_at_ms: std::collections::VecDeque<(u64, u64)>,
 }
 
 impl Heartbeats {
@@ -254,20 +262,34 @@ impl Heartbeats {
     fn restart(&mut self) {
         self.received = self.sent;
         self.unanswered_since = None;
+        self.sent_at_ms.clear();
     }
 
-    /// Heartbeat `n` came back.
-    fn received(&mut self, n: u64) {
+    /// Heartbeat `n` came back: when it was sent (monotonic ms), if sent on this connection.
+    /// Notifications arrive in commit order, so every change committed before then has arrived.
+    fn received(&mut self, n: u64) -> Option<u64> {
         self.received = self.received.max(n);
         if self.received >= self.sent {
             self.unanswered_since = None;
         }
+        let mut sent_at = None;
+        while let Some(&(m, at)) = self.sent_at_ms.front()
+            && m <= n
+        {
+            self.sent_at_ms.pop_front();
+            if m == n {
+                sent_at = Some(at);
+            }
+        }
+        sent_at
     }
 
     /// The sequence number of the next heartbeat to send.
     fn next(&mut self, now: Instant) -> u64 {
         self.sent += 1;
         self.unanswered_since.get_or_insert(now);
+        self.sent_at_ms
+            .push_back((self.sent, crate::clock::monotonic_ms()));
         self.sent
     }
 
@@ -303,7 +325,11 @@ async fn follow_listener(
                 Ok(Some(Notice::Change(payload))) => {
                     apply_payload(store, caches, &applied.metrics, &payload).await
                 }
-                Ok(Some(Notice::Heartbeat(n))) => heartbeats.received(n),
+                Ok(Some(Notice::Heartbeat(n))) => {
+                    if let Some(sent_at) = heartbeats.received(n) {
+                        caches.feed().confirm(sent_at);
+                    }
+                }
                 Ok(None) => return Some("the connection was lost"),
                 Err(error) => {
                     warn!(%error, "change notification error");
@@ -378,6 +404,7 @@ async fn poll(store: Store, caches: Caches, config: Propagation, mut stop: watch
             () = stopped(&mut stop) => return,
             () = tokio::time::sleep(interval) => {}
         }
+        let started = crate::clock::monotonic_ms();
         match store.changes_since(seen, POLL_BATCH).await {
             Ok(changes) => {
                 if failing {
@@ -396,6 +423,7 @@ async fn poll(store: Store, caches: Caches, config: Propagation, mut stop: watch
                     }
                     seen = id;
                 }
+                caches.feed().confirm(started);
             }
             Err(error) => {
                 if !failing {

@@ -344,6 +344,11 @@ impl Store {
         result
     }
 
+    /// Whether the last attempt to reach the database failed (and no probe has succeeded since).
+    pub fn is_known_down(&self) -> bool {
+        self.availability.is_down()
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

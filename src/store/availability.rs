@@ -44,8 +44,7 @@ impl Availability {
         }
     }
 
-    #[cfg(test)]
-    fn is_down(&self) -> bool {
+    pub fn is_down(&self) -> bool {
         self.down.load(Ordering::Acquire)
     }
 }
