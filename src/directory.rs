@@ -66,12 +66,26 @@ impl Directory {
         self.metrics.store.time(StoreOp::Ping, ping).await
     }
 
-    /// Whether cached entries may answer: the change feed confirmed them complete recently
-    /// enough ([`crate::cache::FeedConfirmation`]), or the store is known to be down. During an
-    /// outage the caches are all there is, and an outage must not turn into refusals of valid
-    /// keys; otherwise a cache the feed cannot vouch for is reloaded, never served.
+    /// Whether cached entries may answer without a reload: the change feed confirmed them
+    /// complete recently enough ([`crate::cache::FeedConfirmation`]), or the store is known to
+    /// be down (during an outage the caches are all there is).
     fn cache_trusted(&self) -> bool {
         self.caches.feed().current(crate::clock::monotonic_ms) || self.store.is_known_down()
+    }
+
+    /// A cached value the feed cannot vouch for is reloaded, never served, except when the
+    /// store cannot be reached: then it answers, since an outage must not turn into refusals
+    /// (what the cache held when the store went away is the best knowledge there is).
+    async fn reload_or_cached<T>(
+        &self,
+        op: StoreOp,
+        unvouched: Option<T>,
+        read: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match (self.read(op, read).await, unvouched) {
+            (Err(StoreError::Unreachable(_)), Some(cached)) => Ok(cached),
+            (result, _) => result,
+        }
     }
 
     /// A store read behind a cache miss: answered at once while the store is known to be down
@@ -85,47 +99,57 @@ impl Directory {
     }
 
     /// The cache entry of key `id` (`None`: no key has that id), reloaded from the store when
-    /// missing or stale.
+    /// missing, stale, or not vouched for by the change feed.
     pub async fn key_entry(&self, id: &str) -> Result<Option<Arc<KeyEntry>>, StoreError> {
         let lookups = &self.metrics.lookups.keys;
         let cached = self.caches.key(id).await;
         let trusted = self.cache_trusted();
+        let mut unvouched = None;
         if let Some(entry) = &cached
             && self.caches.is_fresh(entry)
-            && trusted
         {
-            lookups.hit();
-            return Ok(Some(entry.clone()));
+            if trusted {
+                lookups.hit();
+                return Ok(Some(entry.clone()));
+            }
+            unvouched = Some(Some(entry.clone()));
         }
-        if cached.is_none() && trusted && self.caches.is_unknown_key(id).await {
-            lookups.hit();
-            return Ok(None);
+        if cached.is_none() && self.caches.is_unknown_key(id).await {
+            if trusted {
+                lookups.hit();
+                return Ok(None);
+            }
+            unvouched = Some(None);
         }
         lookups.miss();
         let epoch = self.caches.epoch();
         let generation = self.caches.key_generation();
-        let Some(key) = self.read(StoreOp::Key, self.store.get_key(id)).await? else {
-            self.caches.insert_unknown_key(id, generation, epoch).await;
-            return Ok(None);
+        let read = async {
+            let Some(key) = self.store.get_key(id).await? else {
+                self.caches.insert_unknown_key(id, generation, epoch).await;
+                return Ok(None);
+            };
+            let key = self.caches.share_scope(ApiKey {
+                details: None,
+                ..key
+            });
+            let entry = Arc::new(KeyEntry::new(key, generation, cached.as_deref()));
+            self.caches.insert_key(id, entry.clone(), epoch).await;
+            Ok(Some(entry))
         };
-        let key = self.caches.share_scope(ApiKey {
-            details: None,
-            ..key
-        });
-        let entry = Arc::new(KeyEntry::new(key, generation, cached.as_deref()));
-        self.caches.insert_key(id, entry.clone(), epoch).await;
-        Ok(Some(entry))
+        self.reload_or_cached(StoreOp::Key, unvouched, read).await
     }
 
     /// keyward's own route table, for requests that carry none of keyward's context
     /// extensions: cached, loaded again after a route change.
     pub async fn route_table(&self) -> Result<Arc<crate::routes::RouteTable>, StoreError> {
+        let cached = self.caches.routes().get();
         if !self.cache_trusted() {
             self.metrics.lookups.routes.miss();
-            let table = self.read(StoreOp::Routes, self.store.route_table()).await?;
-            return Ok(Arc::new(table));
+            let read = async { self.store.route_table().await.map(Arc::new) };
+            return self.reload_or_cached(StoreOp::Routes, cached, read).await;
         }
-        if let Some(table) = self.caches.routes().get() {
+        if let Some(table) = cached {
             self.metrics.lookups.routes.hit();
             return Ok(table);
         }
@@ -143,25 +167,28 @@ impl Directory {
         project: &str,
         slug: &str,
     ) -> Result<Option<Arc<Deployment>>, StoreError> {
-        if let Some(cached) = self.caches.deployment(name).await
+        let cached = self.caches.deployment(name).await;
+        if let Some(cached) = &cached
             && self.cache_trusted()
         {
             self.metrics.lookups.deployments.hit();
-            return Ok(cached);
+            return Ok(cached.clone());
         }
         self.metrics.lookups.deployments.miss();
         let epoch = self.caches.epoch();
-        let loaded = self
-            .read(
-                StoreOp::Deployment,
-                self.store.get_deployment(project, slug),
-            )
-            .await?
-            .map(Arc::new);
-        self.caches
-            .insert_deployment(name, loaded.clone(), epoch)
-            .await;
-        Ok(loaded)
+        let read = async {
+            let loaded = self
+                .store
+                .get_deployment(project, slug)
+                .await?
+                .map(Arc::new);
+            self.caches
+                .insert_deployment(name, loaded.clone(), epoch)
+                .await;
+            Ok(loaded)
+        };
+        self.reload_or_cached(StoreOp::Deployment, cached, read)
+            .await
     }
 
     /// What `key`'s bearer may do: its resolved policies, from the cache or the store. The
@@ -171,34 +198,39 @@ impl Directory {
             return Ok(self.no_grants.clone());
         }
         let id = key.principal.id;
-        if let Some(cached) = self.caches.grants(id).await
+        let cached = self.caches.grants(id).await;
+        if let Some(cached) = &cached
             && self.cache_trusted()
         {
             self.metrics.lookups.grants.hit();
-            return Ok(cached);
+            return Ok(cached.clone());
         }
         self.metrics.lookups.grants.miss();
         let epoch = self.caches.epoch();
-        let loaded = Arc::new(self.read(StoreOp::Grants, self.store.grants_of(id)).await?);
-        self.caches.insert_grants(id, loaded.clone(), epoch).await;
-        Ok(loaded)
+        let read = async {
+            let loaded = Arc::new(self.store.grants_of(id).await?);
+            self.caches.insert_grants(id, loaded.clone(), epoch).await;
+            Ok(loaded)
+        };
+        self.reload_or_cached(StoreOp::Grants, cached, read).await
     }
 
     /// The project of workload `id`, from the cache or the store.
     pub async fn workload_project(&self, id: &str) -> Result<Option<Arc<str>>, StoreError> {
-        if let Some(cached) = self.caches.workload(id).await
+        let cached = self.caches.workload(id).await;
+        if let Some(cached) = &cached
             && self.cache_trusted()
         {
             self.metrics.lookups.workloads.hit();
-            return Ok(cached);
+            return Ok(cached.clone());
         }
         self.metrics.lookups.workloads.miss();
         let epoch = self.caches.epoch();
-        let loaded: Option<Arc<str>> = self
-            .read(StoreOp::Workload, self.store.workload_project(id))
-            .await?
-            .map(Arc::from);
-        self.caches.insert_workload(id, loaded.clone(), epoch).await;
-        Ok(loaded)
+        let read = async {
+            let loaded: Option<Arc<str>> = self.store.workload_project(id).await?.map(Arc::from);
+            self.caches.insert_workload(id, loaded.clone(), epoch).await;
+            Ok(loaded)
+        };
+        self.reload_or_cached(StoreOp::Workload, cached, read).await
     }
 }
