@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use keyward::pb::{self, Plane};
 use reqwest::StatusCode;
-use support::{Backend, Envoy, Keyward, eventually};
+use support::{Backend, Envoy, Keyward, data_status, eventually};
 
 const CHAT: &str = "/demo/chat/v1/chat/completions";
 /// A liveness guard, not a performance assertion: the measured bound is milliseconds.
@@ -26,19 +26,29 @@ async fn post(http: &reqwest::Client, envoy: &Envoy, token: Option<&str>) -> Sta
     request.send().await.unwrap().status()
 }
 
-/// Sends until `expected` is seen (bounded by the watchdog), then asserts every one of the next
-/// requests gets it too.
+/// Waits until every replica decides `expected` (asked directly over gRPC, bounded by the
+/// watchdog), then asserts every one of the next requests through Envoy gets it too. Waiting
+/// for one answer through Envoy would not do: the replica that answered might be the one the
+/// change was made through, and the next request may reach the other before it learned it.
 async fn converges(
     http: &reqwest::Client,
     envoy: &Envoy,
+    replicas: &[&Keyward],
     token: Option<&str>,
     expected: StatusCode,
     what: &str,
 ) {
-    eventually(what, WATCHDOG, || async move {
-        (post(http, envoy, token).await == expected).then_some(())
-    })
-    .await;
+    for replica in replicas {
+        let client = replica.check_client().await;
+        eventually(what, WATCHDOG, || {
+            let mut client = client.clone();
+            async move {
+                (data_status(&mut client, "demo/chat", token).await == expected.as_u16())
+                    .then_some(())
+            }
+        })
+        .await;
+    }
     for i in 0..FOLLOW_UP {
         assert_eq!(
             post(http, envoy, token).await,
@@ -62,11 +72,18 @@ async fn a_change_through_one_replica_holds_on_every_request_through_envoy() {
     let (revoked_id, revoked) = admin.key(Plane::Data, &["demo/chat"]).await;
     let (detached_id, detached) = admin.key(Plane::Data, &["demo/chat", "demo/embed"]).await;
 
-    // Warm both keys on both replicas: round robin over two endpoints needs a few requests.
+    // Warm both keys on both replicas (their first check runs argon2, which can outlast
+    // Envoy's 0.5 s timeout on a loaded machine: each replica is asked directly first).
     for token in [&revoked, &detached] {
-        for _ in 0..8 {
-            assert_eq!(post(&http, &envoy, Some(token)).await, StatusCode::OK);
-        }
+        converges(
+            &http,
+            &envoy,
+            &[&a, &b],
+            Some(token),
+            StatusCode::OK,
+            "warm-up",
+        )
+        .await;
     }
     assert!(
         b.services
@@ -82,6 +99,7 @@ async fn a_change_through_one_replica_holds_on_every_request_through_envoy() {
     converges(
         &http,
         &envoy,
+        &[&a, &b],
         Some(&revoked),
         StatusCode::UNAUTHORIZED,
         "revocation",
@@ -100,6 +118,7 @@ async fn a_change_through_one_replica_holds_on_every_request_through_envoy() {
     converges(
         &http,
         &envoy,
+        &[&a, &b],
         Some(&detached),
         StatusCode::FORBIDDEN,
         "detach",
@@ -143,6 +162,7 @@ async fn a_change_through_one_replica_holds_on_every_request_through_envoy() {
     converges(
         &http,
         &envoy,
+        &[&a, &b],
         Some(&member),
         StatusCode::OK,
         "member allowed by policy",
@@ -158,6 +178,7 @@ async fn a_change_through_one_replica_holds_on_every_request_through_envoy() {
     converges(
         &http,
         &envoy,
+        &[&a, &b],
         Some(&member),
         StatusCode::FORBIDDEN,
         "policy deleted",
@@ -166,11 +187,20 @@ async fn a_change_through_one_replica_holds_on_every_request_through_envoy() {
 
     assert_eq!(post(&http, &envoy, None).await, StatusCode::UNAUTHORIZED);
     admin.set_auth("demo/chat", Some(false), None).await;
-    converges(&http, &envoy, None, StatusCode::OK, "auth flag off").await;
+    converges(
+        &http,
+        &envoy,
+        &[&a, &b],
+        None,
+        StatusCode::OK,
+        "auth flag off",
+    )
+    .await;
     admin_b.set_auth("demo/chat", Some(true), None).await;
     converges(
         &http,
         &envoy,
+        &[&a, &b],
         None,
         StatusCode::UNAUTHORIZED,
         "auth flag on",
@@ -195,6 +225,7 @@ async fn envoy_routes_around_a_stopped_replica() {
     converges(
         &http,
         &envoy,
+        &[&a, &b],
         Some(&token),
         StatusCode::OK,
         "both replicas serving",
