@@ -20,8 +20,9 @@
 //! without one, the Check path reloads instead of trusting the cache.
 //!
 //! A replica applies its own writes when it makes them, so it skips their events here.
-//! Applying a change twice (notified, then read from the table) is harmless: it only marks
-//! entries stale, and proofs of secrets survive it.
+//! A notification names its row in the table, so a change notified and then read from the table
+//! is applied once; were it applied twice (a notification from an older replica), that is
+//! harmless: it only marks entries stale, and proofs of secrets survive it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -46,6 +47,11 @@ pub const DEGRADED_POLL: Duration = Duration::from_millis(50);
 /// before another and committed after it would be skipped by reading only after the newest id.
 /// This many ids below are read again (and skipped when applied already).
 const LOOKBACK: i64 = 64;
+
+/// The most notified change ids remembered ahead of the table reads (while reads fail and
+/// notifications flow); past it, notified changes are applied again when read, which is
+/// harmless.
+const MAX_NOTIFIED_AHEAD: usize = 10_000;
 
 /// A read of the table gets this long before it counts as failed: a stalled store must not
 /// stall the follower.
@@ -124,6 +130,7 @@ impl Applied {
         }
         for (id, change) in changes {
             let seen = id <= self.newest - LOOKBACK || !self.recent.insert(id);
+            self.newest = self.newest.max(id);
             if seen {
                 continue;
             }
@@ -132,12 +139,18 @@ impl Applied {
                 caches.apply(&change).await;
                 self.metrics.changes.count(&change);
             }
-            self.newest = self.newest.max(id);
         }
         let floor = self.newest - LOOKBACK;
         self.recent = self.recent.split_off(&(floor + 1));
         caches.feed().confirm(started);
         true
+    }
+
+    /// Change `id` was applied from its notification: its row is skipped when read.
+    fn notified(&mut self, id: i64) {
+        if id > self.newest - LOOKBACK && self.recent.len() < MAX_NOTIFIED_AHEAD {
+            self.recent.insert(id);
+        }
     }
 }
 
@@ -323,7 +336,7 @@ async fn follow_listener(
             () = stopped(stop) => return None,
             notice = listener.next_notice() => match notice {
                 Ok(Some(Notice::Change(payload))) => {
-                    apply_payload(store, caches, &applied.metrics, &payload).await
+                    apply_payload(store, caches, applied, &payload).await
                 }
                 Ok(Some(Notice::Heartbeat(n))) => {
                     if let Some(sent_at) = heartbeats.received(n) {
@@ -359,20 +372,18 @@ async fn follow_listener(
     }
 }
 
-async fn apply_payload(
-    store: &Store,
-    caches: &Caches,
-    metrics: &PropagationMetrics,
-    payload: &str,
-) {
+async fn apply_payload(store: &Store, caches: &Caches, applied: &mut Applied, payload: &str) {
     match Change::from_payload(payload) {
         Some((origin, _)) if origin == store.origin() => {}
         Some((_, change)) => {
             debug!(?change, "change notified");
             caches.apply(&change).await;
-            metrics.changes.count(&change);
+            applied.metrics.changes.count(&change);
             if let Some(sent_at) = Change::sent_at_ms(payload) {
-                metrics.applied_after(sent_at);
+                applied.metrics.applied_after(sent_at);
+            }
+            if let Some(id) = Change::change_id(payload) {
+                applied.notified(id);
             }
         }
         None => {
@@ -433,5 +444,52 @@ async fn poll(store: Store, caches: Caches, config: Propagation, mut stop: watch
                 failing = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two replicas' handles on one SQLite file: a change `writer` records, as the follower
+    /// of `reader` sees it.
+    async fn two_replicas(dir: &std::path::Path) -> (Store, Store) {
+        let url = format!("sqlite://{}", dir.join("k.db").display());
+        let writer = Store::open(&url, 2).await.unwrap();
+        let reader = Store::open(&url, 2).await.unwrap();
+        (writer, reader)
+    }
+
+    #[tokio::test]
+    async fn a_change_applied_from_its_notification_is_not_applied_again_from_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, reader) = two_replicas(dir.path()).await;
+        writer.init_organization("owner", None).await.unwrap();
+        let caches = Caches::new(100, Duration::from_secs(60), Duration::from_secs(5));
+        let start = reader.latest_change().await.unwrap();
+        let mut applied = Applied::from(start, PropagationMetrics::default());
+        // The first read looks back below the starting point once.
+        assert!(applied.catch_up(&reader, &caches).await);
+        let settled = caches.applied();
+
+        let (_, _, changes) = writer.create_project("acme").await.unwrap();
+        assert_eq!(changes.len(), 1);
+        applied.notified(writer.latest_change().await.unwrap());
+        assert!(applied.catch_up(&reader, &caches).await);
+        assert_eq!(caches.applied(), settled, "notified: skipped when read");
+
+        writer.create_project("beta").await.unwrap();
+        assert!(applied.catch_up(&reader, &caches).await);
+        assert_eq!(
+            caches.applied(),
+            settled + 1,
+            "not notified: applied when read"
+        );
+        assert!(applied.catch_up(&reader, &caches).await);
+        assert_eq!(
+            caches.applied(),
+            settled + 1,
+            "read again within the look-back: skipped"
+        );
     }
 }

@@ -72,7 +72,20 @@ impl Change {
     /// When the writer sent the notification `payload` (Unix milliseconds), if it says.
     pub fn sent_at_ms(payload: &str) -> Option<i64> {
         let (origin, _) = payload.split_once(':')?;
-        origin.split_once('@')?.1.parse().ok()
+        let sent = origin.split_once('@')?.1;
+        sent.split_once('#')
+            .map_or(sent, |(sent, _)| sent)
+            .parse()
+            .ok()
+    }
+
+    /// The id of the change in the `changes` table, when the notification says
+    /// (`origin@sent_ms#id:…`): a replica that applied the notification skips the row when it
+    /// reads the table. Replicas before it read `sent_ms#id` as an unparsable time and only
+    /// lose the propagation-lag sample.
+    pub fn change_id(payload: &str) -> Option<i64> {
+        let (origin, _) = payload.split_once(':')?;
+        origin.split_once('#')?.1.parse().ok()
     }
 
     fn kind_and_subject(&self) -> (&'static str, String) {
@@ -916,18 +929,21 @@ type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 /// transactional: replicas hear of it only once the write is committed.
 async fn record(tx: &mut Tx<'_>, store: &Store, change: &Change) -> Result<()> {
     let (kind, subject) = change.kind_and_subject();
-    sqlx::query("INSERT INTO changes (kind, subject, created_at, origin) VALUES ($1, $2, $3, $4)")
-        .bind(kind)
-        .bind(subject.as_str())
-        .bind(now_unix())
-        .bind(&*store.origin)
-        .execute(&mut **tx)
-        .await?;
+    let row = sqlx::query(
+        "INSERT INTO changes (kind, subject, created_at, origin) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(kind)
+    .bind(subject.as_str())
+    .bind(now_unix())
+    .bind(&*store.origin)
+    .fetch_one(&mut **tx)
+    .await?;
     if store.backend == Backend::Postgres {
+        let id: i64 = row.try_get(0)?;
         sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
             .bind(NOTIFY_CHANNEL)
             .bind(format!(
-                "{}@{}:{kind}:{subject}",
+                "{}@{}#{id}:{kind}:{subject}",
                 store.origin,
                 now_unix_ms()
             ))
@@ -1136,8 +1152,19 @@ mod tests {
                 Some(("R3pl1ca", change.clone()))
             );
             let timed = format!("R3pl1ca@1700000000123:{kind}:{subject}");
-            assert_eq!(Change::from_payload(&timed), Some(("R3pl1ca", change)));
+            assert_eq!(
+                Change::from_payload(&timed),
+                Some(("R3pl1ca", change.clone()))
+            );
             assert_eq!(Change::sent_at_ms(&timed), Some(1_700_000_000_123));
+            assert_eq!(Change::change_id(&timed), None);
+            let numbered = format!("R3pl1ca@1700000000123#42:{kind}:{subject}");
+            assert_eq!(
+                Change::from_payload(&numbered),
+                Some(("R3pl1ca", change.clone()))
+            );
+            assert_eq!(Change::sent_at_ms(&numbered), Some(1_700_000_000_123));
+            assert_eq!(Change::change_id(&numbered), Some(42));
         }
         assert_eq!(Change::from_payload("nonsense"), None);
         assert_eq!(Change::sent_at_ms("R3pl1ca:key:AAAAAAAAAAAA"), None);
