@@ -451,6 +451,7 @@ longest prefix. Context extensions from Envoy, when sent, always win over the ta
 
 /// How to reach and authenticate to a running keyward.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Connection")]
 pub struct Remote {
     /// Admin API address: http://HOST:PORT, or https://HOST:PORT for an admin API with TLS
     /// (`https://` is TLS or an error, never plaintext).
