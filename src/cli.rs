@@ -188,7 +188,9 @@ Check the configuration first: keyward config check FILE")]
         prune: bool,
     },
     /// Print the current state in the `apply` format. Never contains a secret.
-    #[command(after_help = "Example:\n  keyward export > keyward-state.toml && keyward apply -f keyward-state.toml --dry-run")]
+    #[command(
+        after_help = "Example:\n  keyward export > keyward-state.toml && keyward apply -f keyward-state.toml --dry-run"
+    )]
     Export {
         #[command(flatten)]
         remote: Remote,
@@ -515,7 +517,9 @@ pub enum ProjectsCommand {
 #[derive(Debug, Subcommand)]
 pub enum DeploymentsCommand {
     /// Register a deployment: `PROJECT/SLUG`.
-    #[command(after_help = "Example:\n  keyward deployments create acme/chat --model llama-3-70b --private-auth off")]
+    #[command(
+        after_help = "Example:\n  keyward deployments create acme/chat --model llama-3-70b --private-auth off"
+    )]
     Create {
         /// `PROJECT/SLUG`.
         name: String,
@@ -536,7 +540,9 @@ pub enum DeploymentsCommand {
         project: Option<String>,
     },
     /// Switch API-key authentication on or off per endpoint, effective on the next request.
-    #[command(after_help = "Example:\n  keyward deployments set-auth acme/chat --public on --private off")]
+    #[command(
+        after_help = "Example:\n  keyward deployments set-auth acme/chat --public on --private off"
+    )]
     SetAuth {
         /// `PROJECT/SLUG`.
         name: String,
@@ -595,7 +601,9 @@ pub enum KeysCommand {
         id: String,
     },
     /// Change a key's name, description, scope or expiry, effective on the next request.
-    #[command(after_help = "Example:\n  keyward keys update 3kTMd9Qx2bLp --attach acme/embed --expires 2031-01-01")]
+    #[command(
+        after_help = "Example:\n  keyward keys update 3kTMd9Qx2bLp --attach acme/embed --expires 2031-01-01"
+    )]
     Update {
         /// The key id.
         id: String,
@@ -673,7 +681,9 @@ pub fn parse_expiry(s: &str) -> Result<Expiry, String> {
 /// A grace period in whole seconds: `0`, or a duration with units (`45s`, `15m`, `1h 30m`,
 /// `7d`, parsed by humantime), at most 30 days.
 pub fn parse_grace(s: &str) -> Result<u64, String> {
-    let bad = |why: String| format!("invalid grace {s:?}: {why} (use 0, or e.g. 30s, 15m, 2h, 7d; at most 30d)");
+    let bad = |why: String| {
+        format!("invalid grace {s:?}: {why} (use 0, or e.g. 30s, 15m, 2h, 7d; at most 30d)")
+    };
     if s == "0" {
         return Ok(0);
     }
@@ -765,7 +775,9 @@ pub fn parse() -> Result<(Cli, bool), std::process::ExitCode> {
         .any(|w| w[0] == "--output" && w[1] == "json")
         || args.iter().any(|a| a == "--output=json");
     let refused = |e: clap::Error| exit::report_parse_error(&e, json_asked);
-    let matches = Cli::command().try_get_matches_from(&args).map_err(refused)?;
+    let matches = Cli::command()
+        .try_get_matches_from(&args)
+        .map_err(refused)?;
     let cli = Cli::from_arg_matches(&matches).map_err(refused)?;
     Ok((cli, output_of(&matches) == Output::Json))
 }
@@ -877,10 +889,9 @@ async fn client(
     let token = control_token(remote)?;
     let unauthenticated = |message: &str| Failure::new(Kind::Unauthenticated, message);
     if token::Token::parse(&token).map(|t| t.plane) != Ok(Plane::Control) {
-        return Err(unauthenticated(
-            "the control token is malformed: expected an ik_sdk_ token",
-        )
-        .into());
+        return Err(
+            unauthenticated("the control token is malformed: expected an ik_sdk_ token").into(),
+        );
     }
     let bearer: MetadataValue<_> = format!("Bearer {}", token.as_str())
         .parse()
@@ -912,11 +923,14 @@ fn control_token(remote: &Remote) -> anyhow::Result<zeroize::Zeroizing<String>> 
         )
     };
     let Some(path) = &remote.token_file else {
-        return Ok(zeroize::Zeroizing::new(remote.token.clone().ok_or_else(missing)?));
+        return Ok(zeroize::Zeroizing::new(
+            remote.token.clone().ok_or_else(missing)?,
+        ));
     };
     let (shown, text) = if path == Path::new("-") {
-        let text = std::io::read_to_string(std::io::stdin())
-            .map_err(|e| Failure::usage(format!("cannot read the token from standard input: {e}")))?;
+        let text = std::io::read_to_string(std::io::stdin()).map_err(|e| {
+            Failure::usage(format!("cannot read the token from standard input: {e}"))
+        })?;
         ("standard input".to_owned(), text)
     } else {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -927,7 +941,11 @@ fn control_token(remote: &Remote) -> anyhow::Result<zeroize::Zeroizing<String>> 
     let text = zeroize::Zeroizing::new(text);
     let token = text.lines().next().unwrap_or_default().trim();
     if token.is_empty() {
-        return Err(Failure::new(Kind::Unauthenticated, format!("no control token in {shown}")).into());
+        return Err(Failure::new(
+            Kind::Unauthenticated,
+            format!("no control token in {shown}"),
+        )
+        .into());
     }
     Ok(zeroize::Zeroizing::new(token.to_owned()))
 }

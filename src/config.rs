@@ -429,18 +429,58 @@ impl Config {
         let c = &*self;
         within("cache.capacity", c.cache.capacity, 1, MAX_CACHE_CAPACITY);
         within("cache.ttl_secs", c.cache.ttl_secs, 1, MAX_TTL_SECS);
-        within("cache.negative_ttl_secs", c.cache.negative_ttl_secs, 0, MAX_TTL_SECS);
+        within(
+            "cache.negative_ttl_secs",
+            c.cache.negative_ttl_secs,
+            0,
+            MAX_TTL_SECS,
+        );
         let queue = MAX_VERIFY_QUEUE as u64;
-        within("verify.workers", c.verify.workers as u64, 1, MAX_VERIFY_WORKERS as u64);
+        within(
+            "verify.workers",
+            c.verify.workers as u64,
+            1,
+            MAX_VERIFY_WORKERS as u64,
+        );
         within("verify.queue", c.verify.queue as u64, 0, queue);
         within("verify.per_key", c.verify.per_key as u64, 1, queue);
-        within("verify.admin_per_principal", c.verify.admin_per_principal as u64, 1, queue);
+        within(
+            "verify.admin_per_principal",
+            c.verify.admin_per_principal as u64,
+            1,
+            queue,
+        );
         let interval = MAX_INTERVAL_MS;
-        within("propagation.poll_interval_ms", c.propagation.poll_interval_ms, 1, interval);
-        within("propagation.max_backoff_ms", c.propagation.max_backoff_ms, 1, interval);
-        within("propagation.heartbeat_ms", c.propagation.heartbeat_ms, 10, interval);
-        within("tls.reload_interval_secs", c.tls.reload_interval_secs, 1, interval / 1000);
-        within("usage.flush_interval_secs", c.usage.flush_interval_secs, 1, interval / 1000);
+        within(
+            "propagation.poll_interval_ms",
+            c.propagation.poll_interval_ms,
+            1,
+            interval,
+        );
+        within(
+            "propagation.max_backoff_ms",
+            c.propagation.max_backoff_ms,
+            1,
+            interval,
+        );
+        within(
+            "propagation.heartbeat_ms",
+            c.propagation.heartbeat_ms,
+            10,
+            interval,
+        );
+        within(
+            "tls.reload_interval_secs",
+            c.tls.reload_interval_secs,
+            1,
+            interval / 1000,
+        );
+        within(
+            "usage.flush_interval_secs",
+            c.usage.flush_interval_secs,
+            1,
+            interval / 1000,
+        );
         within(
             "database.max_connections",
             c.database.max_connections.into(),

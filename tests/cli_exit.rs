@@ -33,20 +33,43 @@ fn stderr(out: &Output) -> String {
 /// JSON error object of that code, naming `needle`; nothing leaks the token or panics.
 fn fails_with(keyward: &Keyward, token: Option<&str>, args: &[&str], code: i32, needle: &str) {
     let table = run(keyward, token, args);
-    assert_eq!(table.status.code(), Some(code), "{args:?}: {}", stderr(&table));
-    assert!(stderr(&table).contains(needle), "{args:?}: {}", stderr(&table));
+    assert_eq!(
+        table.status.code(),
+        Some(code),
+        "{args:?}: {}",
+        stderr(&table)
+    );
+    assert!(
+        stderr(&table).contains(needle),
+        "{args:?}: {}",
+        stderr(&table)
+    );
     // One line, except clap's usage errors, which add a tip.
     if !args.contains(&"frobnicate") {
-        assert_eq!(stderr(&table).trim().lines().count(), 1, "{}", stderr(&table));
+        assert_eq!(
+            stderr(&table).trim().lines().count(),
+            1,
+            "{}",
+            stderr(&table)
+        );
     }
 
     let mut json_args = args.to_vec();
     json_args.extend(["--output", "json"]);
     let json = run(keyward, token, &json_args);
-    assert_eq!(json.status.code(), Some(code), "{json_args:?}: {}", stderr(&json));
+    assert_eq!(
+        json.status.code(),
+        Some(code),
+        "{json_args:?}: {}",
+        stderr(&json)
+    );
     assert!(json.stdout.is_empty(), "{json_args:?} printed a result");
-    let error: Value = serde_json::from_str(stderr(&json).trim())
-        .unwrap_or_else(|e| panic!("{json_args:?}: stderr is not one JSON object ({e}): {}", stderr(&json)));
+    let error: Value = serde_json::from_str(stderr(&json).trim()).unwrap_or_else(|e| {
+        panic!(
+            "{json_args:?}: stderr is not one JSON object ({e}): {}",
+            stderr(&json)
+        )
+    });
     assert_eq!(error["error"]["exit_code"], code, "{error}");
     assert!(
         error["error"]["message"].as_str().unwrap().contains(needle),
@@ -55,7 +78,10 @@ fn fails_with(keyward: &Keyward, token: Option<&str>, args: &[&str], code: i32, 
     for out in [&table, &json] {
         let text = stderr(out);
         assert!(!text.contains("panicked"), "{text}");
-        assert!(!text.contains(&keyward.owner_token), "the token leaked: {text}");
+        assert!(
+            !text.contains(&keyward.owner_token),
+            "the token leaked: {text}"
+        );
         if let Some(token) = token {
             assert!(!text.contains(token), "the token leaked: {text}");
         }
@@ -78,14 +104,44 @@ async fn each_kind_of_failure_has_its_exit_code_in_table_and_json() {
 
     // 2: usage, from clap, from the CLI's own checks and from the server's INVALID_ARGUMENT.
     fails_with(&keyward, owner, &["keys", "frobnicate"], 2, "frobnicate");
-    fails_with(&keyward, owner, &["projects", "create", "Not_A_Slug"], 2, "Not_A_Slug");
-    fails_with(&keyward, owner, &["deployments", "set-auth", "acme/chat"], 2, "nothing to change");
+    fails_with(
+        &keyward,
+        owner,
+        &["projects", "create", "Not_A_Slug"],
+        2,
+        "Not_A_Slug",
+    );
+    fails_with(
+        &keyward,
+        owner,
+        &["deployments", "set-auth", "acme/chat"],
+        2,
+        "nothing to change",
+    );
     // 3: not found.
-    fails_with(&keyward, owner, &["keys", "revoke", "nope"], 3, "key nope not found");
-    fails_with(&keyward, owner, &["policies", "show", "ghost"], 3, "policy ghost not found");
+    fails_with(
+        &keyward,
+        owner,
+        &["keys", "revoke", "nope"],
+        3,
+        "key nope not found",
+    );
+    fails_with(
+        &keyward,
+        owner,
+        &["policies", "show", "ghost"],
+        3,
+        "policy ghost not found",
+    );
     // 4: no token, a malformed one, one the server refuses (revoked).
     fails_with(&keyward, None, &["keys", "list"], 4, "no control token");
-    fails_with(&keyward, Some("ik_sdk_garbage"), &["keys", "list"], 4, "malformed");
+    fails_with(
+        &keyward,
+        Some("ik_sdk_garbage"),
+        &["keys", "list"],
+        4,
+        "malformed",
+    );
     let control = ok(&["keys", "create", "--plane", "control", "--scope", "acme"]);
     let control_token = control["token"].as_str().unwrap().to_owned();
     let control_id = control["id"].as_str().unwrap().to_owned();
@@ -100,7 +156,13 @@ async fn each_kind_of_failure_has_its_exit_code_in_table_and_json() {
     ok(&["keys", "revoke", &control_id]);
     fails_with(&keyward, Some(&control_token), &["projects", "list"], 4, "");
     // 6: conflict.
-    fails_with(&keyward, owner, &["projects", "create", "acme"], 6, "already exists");
+    fails_with(
+        &keyward,
+        owner,
+        &["projects", "create", "acme"],
+        6,
+        "already exists",
+    );
     // 7: unavailable: nothing listens there.
     let mut unreachable = Command::new(KEYWARD_BIN);
     let out = unreachable
@@ -204,15 +266,23 @@ fn config_check_prints_the_example_and_names_every_bad_value() {
             && !key.contains(' ')
         {
             let full = format!("{section}.{key}");
-            assert!(text.contains(&format!("{full} = ")) || text.contains(&format!("# {full} (unset)")),
-                "{full} missing from config check:\n{text}");
+            assert!(
+                text.contains(&format!("{full} = ")) || text.contains(&format!("# {full} (unset)")),
+                "{full} missing from config check:\n{text}"
+            );
             keys += 1;
         }
     }
     assert!(keys >= 25, "only {keys} keys found in the example");
-    assert!(text.contains("database.url = \"postgres://kw:REDACTED@db/kw\""), "{text}");
+    assert!(
+        text.contains("database.url = \"postgres://kw:REDACTED@db/kw\""),
+        "{text}"
+    );
     assert!(text.contains("KEYWARD_DATABASE_URL"), "{text}");
-    assert!(text.contains("cache.ttl_secs = 300") && text.contains("# file"), "{text}");
+    assert!(
+        text.contains("cache.ttl_secs = 300") && text.contains("# file"),
+        "{text}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
@@ -241,7 +311,11 @@ fn config_check_prints_the_example_and_names_every_bad_value() {
         assert!(problems.contains(needle), "{needle}: {problems}");
     }
     assert_eq!(report["valid"], false);
-    assert!(report["warnings"].to_string().contains("KEYWARD_CACHE_TTL "));
+    assert!(
+        report["warnings"]
+            .to_string()
+            .contains("KEYWARD_CACHE_TTL ")
+    );
     let error: Value = serde_json::from_str(stderr(&out).trim()).unwrap();
     assert_eq!(error["error"]["kind"], "config");
 }

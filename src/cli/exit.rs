@@ -76,7 +76,9 @@ impl Kind {
             Kind::Unauthenticated => "no control token, a malformed one, or one refused",
             Kind::PermissionDenied => "permission denied",
             Kind::Conflict => "conflict: already exists, or the state does not allow it",
-            Kind::Unavailable => "unavailable: server unreachable, storage down, overloaded (retry)",
+            Kind::Unavailable => {
+                "unavailable: server unreachable, storage down, overloaded (retry)"
+            }
             Kind::Config => "invalid configuration (file or KEYWARD_* variable)",
         }
     }
@@ -90,12 +92,9 @@ impl Kind {
             C::PermissionDenied => Kind::PermissionDenied,
             C::AlreadyExists | C::FailedPrecondition | C::Aborted => Kind::Conflict,
             C::Unavailable | C::DeadlineExceeded | C::ResourceExhausted => Kind::Unavailable,
-            C::Ok
-            | C::Cancelled
-            | C::Unknown
-            | C::Unimplemented
-            | C::Internal
-            | C::DataLoss => Kind::Error,
+            C::Ok | C::Cancelled | C::Unknown | C::Unimplemented | C::Internal | C::DataLoss => {
+                Kind::Error
+            }
         }
     }
 }
@@ -261,8 +260,7 @@ mod tests {
 
     #[test]
     fn the_kind_is_found_under_context() {
-        let refused: anyhow::Error =
-            Refused(tonic::Status::not_found("key x not found")).into();
+        let refused: anyhow::Error = Refused(tonic::Status::not_found("key x not found")).into();
         let wrapped = Err::<(), _>(refused).context("apply.toml").unwrap_err();
         assert_eq!(kind_of(&wrapped), Kind::NotFound);
         assert_eq!(format!("{wrapped:#}"), "apply.toml: key x not found");

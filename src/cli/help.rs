@@ -11,8 +11,14 @@ use super::exit::{self, Failure};
 /// Topics `keyward help TOPIC` knows besides the commands.
 pub const TOPICS: [(&str, &str); 3] = [
     ("exit-codes", "what each exit status means"),
-    ("environment", "the KEYWARD_* variables the CLI and the server read"),
-    ("config", "the configuration file, its layering and `keyward config check`"),
+    (
+        "environment",
+        "the KEYWARD_* variables the CLI and the server read",
+    ),
+    (
+        "config",
+        "the configuration file, its layering and `keyward config check`",
+    ),
 ];
 
 /// The CLI's own variables; the server's are derived from its configuration fields.

@@ -145,7 +145,14 @@ pub(crate) fn redact_url(text: &str) -> String {
         .query_pairs()
         .map(|(k, v)| {
             let secret = k.to_ascii_lowercase().contains("password");
-            (k.into_owned(), if secret { "REDACTED".into() } else { v.into_owned() })
+            (
+                k.into_owned(),
+                if secret {
+                    "REDACTED".into()
+                } else {
+                    v.into_owned()
+                },
+            )
         })
         .collect();
     if !query.is_empty() {
@@ -179,8 +186,11 @@ impl CheckReport {
     }
 
     pub fn to_json(&self) -> Value {
-        let sources: BTreeMap<&String, String> =
-            self.sources.iter().map(|(k, s)| (k, s.to_string())).collect();
+        let sources: BTreeMap<&String, String> = self
+            .sources
+            .iter()
+            .map(|(k, s)| (k, s.to_string()))
+            .collect();
         json!({
             "file": self.file.as_ref().map(|p| p.display().to_string()),
             "valid": self.ok(),
@@ -258,7 +268,10 @@ mod tests {
         let json = report.to_json().to_string();
         for shown in [&text, &json] {
             assert!(!shown.contains("hunter"), "{shown}");
-            assert!(shown.contains("REDACTED") && shown.contains("sslmode=require"), "{shown}");
+            assert!(
+                shown.contains("REDACTED") && shown.contains("sslmode=require"),
+                "{shown}"
+            );
         }
         assert!(text.contains("cache.ttl_secs = 600"), "{text}");
         assert!(text.contains("# tls.check.cert (unset)"), "{text}");

@@ -101,7 +101,11 @@ mod tests {
         for bad in ["1500ms", "1.5s", "", "-1s", "5 parsecs", "ten"] {
             assert!(s(bad).is_err(), "{bad:?} accepted as seconds");
         }
-        assert!(ms("1us").unwrap_err().contains("whole number of milliseconds"));
+        assert!(
+            ms("1us")
+                .unwrap_err()
+                .contains("whole number of milliseconds")
+        );
         assert!(s("99999999999999999999999y").is_err());
     }
 }

@@ -112,7 +112,8 @@ pub fn overlay(
     config: &Config,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Config, Overlay), ConfigError> {
-    let mut value = serde_json::to_value(config).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let mut value =
+        serde_json::to_value(config).map_err(|e| ConfigError::Invalid(e.to_string()))?;
     let mut report = Overlay::default();
     for variable in variables() {
         let set: Vec<(String, String)> = variable
@@ -146,8 +147,7 @@ pub fn overlay(
             }),
         }
     }
-    let config =
-        serde_json::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let config = serde_json::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
     Ok((config, report))
 }
 
@@ -217,8 +217,14 @@ mod tests {
                 .clone()
         };
         assert_eq!(names("cache.ttl_secs"), ["KEYWARD_CACHE_TTL_SECS"]);
-        assert_eq!(names("tls.check.client_ca"), ["KEYWARD_TLS_CHECK_CLIENT_CA"]);
-        assert_eq!(names("listen.check"), ["KEYWARD_LISTEN_CHECK", "KEYWARD_CHECK_ADDR"]);
+        assert_eq!(
+            names("tls.check.client_ca"),
+            ["KEYWARD_TLS_CHECK_CLIENT_CA"]
+        );
+        assert_eq!(
+            names("listen.check"),
+            ["KEYWARD_LISTEN_CHECK", "KEYWARD_CHECK_ADDR"]
+        );
         // Optional keys, unset by default, have their variable too.
         assert_eq!(names("tls.admin.cert"), ["KEYWARD_TLS_ADMIN_CERT"]);
         assert_eq!(
@@ -235,7 +241,10 @@ mod tests {
             let (c, report) =
                 overlay(&Config::default(), &|n| (n == var).then(|| value.clone())).unwrap();
             assert_eq!(c.listen.check.port().to_string(), port);
-            assert_eq!(report.applied, [("listen.check".to_owned(), var.to_owned())]);
+            assert_eq!(
+                report.applied,
+                [("listen.check".to_owned(), var.to_owned())]
+            );
         }
     }
 
@@ -288,9 +297,15 @@ mod tests {
             "KEYWARD_CACHE_TTL_SECS",
             "KEYWARD_LISTEN_ADMIN",
         ] {
-            assert!(problems.iter().any(|p| p.contains(var)), "{var}: {problems:#?}");
+            assert!(
+                problems.iter().any(|p| p.contains(var)),
+                "{var}: {problems:#?}"
+            );
         }
-        assert!(problems.iter().all(|p| !p.contains("hunter2")), "{problems:#?}");
+        assert!(
+            problems.iter().all(|p| !p.contains("hunter2")),
+            "{problems:#?}"
+        );
         // The good one still applied; the refused ones kept their values.
         assert_eq!(c.usage.flush_interval_secs, 7);
         assert_eq!(c.listen.check, Config::default().listen.check);
