@@ -50,7 +50,7 @@ fn in_unit(text: &str, unit: Unit) -> Result<u64, String> {
         )
     })?;
     let nanos = duration.as_nanos();
-    if nanos % unit.nanos() != 0 {
+    if !nanos.is_multiple_of(unit.nanos()) {
         return Err(format!("not a whole number of {}", unit.name()));
     }
     u64::try_from(nanos / unit.nanos()).map_err(|_| "too long".to_owned())
