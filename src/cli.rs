@@ -1,11 +1,16 @@
 //! The `keyward` command line. `serve` runs the server and `init` works on the database
 //! directly; every other command calls the admin API of a running server with a control token.
-//! Tables for people, `--output json` for scripts; failures print one line and exit non-zero.
+//! Tables for people, `--output json` for scripts; failures print one line (one JSON object
+//! with `--output json`) and exit with the code of their kind (`keyward help exit-codes`).
+
+pub mod exit;
+mod help;
+mod table;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use anyhow::anyhow;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -21,6 +26,7 @@ use crate::model::{KeyScope, Plane, PrincipalKind};
 use crate::pb::admin_client::AdminClient;
 use crate::pb::{self, expiry};
 use crate::token;
+use exit::{Failure, Kind, Refused};
 
 /// Every line the CLI prints goes through here: a closed stdout (`keyward keys list | head -1`)
 /// ends the process quietly with the shell's SIGPIPE status, 141, instead of panicking.
@@ -41,11 +47,28 @@ fn emit(line: std::fmt::Arguments<'_>) {
     }
 }
 
+/// Shown under `keyward --help`.
+const TOP_AFTER_HELP: &str = "\
+Get started:
+  keyward init --database sqlite://keyward.db     # prints the owner's control token once
+  keyward serve --config examples/keyward.toml
+  export KEYWARD_TOKEN_FILE=~/.config/keyward/token   # or KEYWARD_TOKEN; `-` reads stdin
+  keyward projects create acme
+  keyward deployments create acme/chat --model llama-3-70b
+  keyward keys create --plane data --scope acme/chat --name ci
+
+More: keyward help COMMAND…, keyward help exit-codes|environment|config, keyward man,
+keyward completions bash|zsh|fish. Exit status: 0 ok, 2 usage, 3 not found, 4 unauthenticated,
+5 permission denied, 6 conflict, 7 unavailable (retry), 8 bad configuration, 1 anything else.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "keyward",
     version,
-    about = "Envoy ext_authz server for inference API keys"
+    about = "Envoy ext_authz server for inference API keys",
+    after_help = TOP_AFTER_HELP,
+    disable_help_subcommand = true,
+    propagate_version = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -55,6 +78,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the Check, admin and health servers.
+    #[command(after_help = "Examples:
+  keyward serve --config /etc/keyward/keyward.toml
+  KEYWARD_DATABASE_URL=postgres://keyward@db/keyward KEYWARD_CHECK_ADDR=0.0.0.0:9191 keyward serve
+Check the configuration first: keyward config check FILE")]
     Serve {
         /// TOML configuration file; KEYWARD_* variables override it.
         #[arg(long, env = "KEYWARD_CONFIG")]
@@ -66,6 +93,7 @@ pub enum Command {
         /// Database URL (default: the configuration's, `sqlite://keyward.db`).
         #[arg(long)]
         database: Option<String>,
+        /// TOML configuration file (for the database and argon2 settings).
         #[arg(long, env = "KEYWARD_CONFIG")]
         config: Option<PathBuf>,
         /// The owner's name or email.
@@ -75,6 +103,7 @@ pub enum Command {
         /// owner (lost, revoked or deleted keys), print it once and log its id.
         #[arg(long, conflicts_with = "owner")]
         recover: bool,
+        /// `table` for people, `json` for scripts (errors too, on stderr).
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
@@ -159,50 +188,113 @@ pub enum Command {
         prune: bool,
     },
     /// Print the current state in the `apply` format. Never contains a secret.
+    #[command(
+        after_help = "Example:\n  keyward export > keyward-state.toml && keyward apply -f keyward-state.toml --dry-run"
+    )]
     Export {
         #[command(flatten)]
         remote: Remote,
+    },
+    /// The configuration: `keyward config check [FILE]`.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print shell completions: `source <(keyward completions bash)`.
+    #[command(after_help = "Install:
+  bash: keyward completions bash > /etc/bash_completion.d/keyward   (or source <(keyward completions bash))
+  zsh:  keyward completions zsh > \"${fpath[1]}/_keyward\"
+  fish: keyward completions fish > ~/.config/fish/completions/keyward.fish")]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `keyward man | man -l -`.
+    Man,
+    /// Help on a command (`keyward help keys create`) or a topic: exit-codes, environment,
+    /// config.
+    Help {
+        /// A command path or a topic; none: the overview.
+        #[arg(value_name = "COMMAND|TOPIC")]
+        topic: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file and the KEYWARD_* environment as `serve` would read them;
+    /// print the effective values (secrets redacted) and where each came from; name every bad
+    /// value. Exit 8 when any is bad.
+    #[command(after_help = "Examples:
+  keyward config check examples/keyward.toml
+  KEYWARD_CACHE_TTL_SECS=10m keyward config check /etc/keyward/keyward.toml --output json")]
+    Check {
+        /// The TOML file; none: the defaults and the environment only.
+        #[arg(env = "KEYWARD_CONFIG")]
+        file: Option<PathBuf>,
+        /// `table` for people, `json` for scripts.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum MembersCommand {
+    /// Add a member by email.
     Add {
+        /// The member's email.
         email: String,
     },
+    /// List members with their key counts.
     List,
     /// Remove a member: its keys are deleted at once, its policies detached.
     Remove {
+        /// The member's email.
         email: String,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AppsCommand {
+    /// Create an application (a CI job, a service) that can bear keys.
     Create {
+        /// The application's name.
         name: String,
     },
+    /// List applications with their key counts.
     List,
     /// Remove an application: its keys are deleted at once, its policies detached.
     Remove {
+        /// The application's name.
         name: String,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SetsCommand {
+    /// List the built-in and custom permission sets.
     List,
     /// Create or replace a custom permission set.
+    #[command(
+        after_help = "Example:\n  keyward permission-sets put ChatOnly --actions inference.chat --includes InferenceReadOnly"
+    )]
     Put {
+        /// The set's name.
         name: String,
+        /// Actions it grants (comma separated).
         #[arg(long, value_delimiter = ',')]
         actions: Vec<String>,
+        /// Other sets whose actions it includes (comma separated).
         #[arg(long, value_delimiter = ',')]
         includes: Vec<String>,
+        /// Free text.
         #[arg(long, default_value = "")]
         description: String,
     },
+    /// Delete a custom permission set.
     Delete {
+        /// The set's name.
         name: String,
     },
 }
@@ -228,20 +320,28 @@ pub struct RuleArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PoliciesCommand {
+    /// List policies and their rules.
     List {
         /// Only policies attached to this principal (user:EMAIL or app:NAME).
         #[arg(long)]
         principal: Option<String>,
     },
+    /// Show one policy and its rules.
     Show {
+        /// The policy's name.
         name: String,
     },
     /// Create (or replace) a policy with one rule.
+    #[command(after_help = "Example:
+  keyward policies create ci-chat --principal app:ci --projects acme --sets InferenceReadOnly \\
+    --ip 10.0.0.0/8 --not-after 2030-01-01T00:00:00Z")]
     Create {
+        /// The policy's name.
         name: String,
         /// user:EMAIL or app:NAME; omitted: detached.
         #[arg(long)]
         principal: Option<String>,
+        /// Free text.
         #[arg(long, default_value = "")]
         description: String,
         #[command(flatten)]
@@ -249,36 +349,51 @@ pub enum PoliciesCommand {
     },
     /// Append a rule to a policy.
     AddRule {
+        /// The policy's name.
         name: String,
         #[command(flatten)]
         rule: RuleArgs,
     },
     /// Attach a policy to a principal (user:EMAIL or app:NAME).
     Attach {
+        /// The policy's name.
         name: String,
+        /// user:EMAIL or app:NAME.
         #[arg(long)]
         to: String,
     },
+    /// Detach a policy from its principal (it is kept, granting nothing).
     Detach {
+        /// The policy's name.
         name: String,
     },
+    /// Delete a policy.
     Delete {
+        /// The policy's name.
         name: String,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum WorkloadsCommand {
+    /// Register a workload id under a project.
+    #[command(after_help = "Example:\n  keyward workloads register wl-7f3a --project acme")]
     Register {
+        /// The workload id, as it appears in `/api/workloads/:id`.
         id: String,
+        /// The project it belongs to.
         #[arg(long)]
         project: String,
     },
+    /// List workload ids.
     List {
+        /// Only this project's.
         #[arg(long)]
         project: Option<String>,
     },
+    /// Delete a workload id.
     Delete {
+        /// The workload id.
         id: String,
     },
 }
@@ -327,8 +442,10 @@ longest prefix. Context extensions from Envoy, when sent, always win over the ta
         after_help = "Example:\n  keyward routes remove --host 'api.example.com' --prefix /v1/chat"
     )]
     Remove {
+        /// The entry's host, as it was added.
         #[arg(long)]
         host: String,
+        /// The entry's path prefix, as it was added.
         #[arg(long)]
         prefix: String,
     },
@@ -336,6 +453,7 @@ longest prefix. Context extensions from Envoy, when sent, always win over the ta
 
 /// How to reach and authenticate to a running keyward.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Connection")]
 pub struct Remote {
     /// Admin API address: http://HOST:PORT, or https://HOST:PORT for an admin API with TLS
     /// (`https://` is TLS or an error, never plaintext).
@@ -365,9 +483,15 @@ pub struct Remote {
         requires = "client_cert"
     )]
     client_key: Option<PathBuf>,
-    /// Control-plane token (ik_sdk_…).
+    /// Control-plane token (ik_sdk_…). Visible in the process list: prefer --token-file or the
+    /// KEYWARD_TOKEN variable.
     #[arg(long, global = true, env = "KEYWARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Read the control token from this file, or from standard input with `-` (first line;
+    /// surrounding whitespace ignored). Wins over --token and KEYWARD_TOKEN.
+    #[arg(long, global = true, env = "KEYWARD_TOKEN_FILE", value_name = "PATH|-")]
+    token_file: Option<PathBuf>,
+    /// `table` for people, `json` for scripts (errors too: one JSON object on stderr).
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
 }
@@ -380,31 +504,52 @@ pub enum Output {
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectsCommand {
-    Create { slug: String },
+    /// Create a project.
+    #[command(after_help = "Example:\n  keyward projects create acme")]
+    Create {
+        /// Lower-case letters, digits and dashes.
+        slug: String,
+    },
+    /// List projects.
     List,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum DeploymentsCommand {
     /// Register a deployment: `PROJECT/SLUG`.
+    #[command(
+        after_help = "Example:\n  keyward deployments create acme/chat --model llama-3-70b --private-auth off"
+    )]
     Create {
+        /// `PROJECT/SLUG`.
         name: String,
+        /// The model it serves (free text, shown in lists).
         #[arg(long)]
         model: String,
+        /// API keys required on the public endpoint: on or off.
         #[arg(long, value_parser = on_off, default_value = "on", action = clap::ArgAction::Set)]
         public_auth: bool,
+        /// API keys required on the private endpoint: on or off.
         #[arg(long, value_parser = on_off, default_value = "on", action = clap::ArgAction::Set)]
         private_auth: bool,
     },
+    /// List deployments.
     List {
+        /// Only this project's.
         #[arg(long)]
         project: Option<String>,
     },
     /// Switch API-key authentication on or off per endpoint, effective on the next request.
+    #[command(
+        after_help = "Example:\n  keyward deployments set-auth acme/chat --public on --private off"
+    )]
     SetAuth {
+        /// `PROJECT/SLUG`.
         name: String,
+        /// The public endpoint: on or off.
         #[arg(long, value_parser = on_off)]
         public: Option<bool>,
+        /// The private endpoint: on or off.
         #[arg(long, value_parser = on_off)]
         private: Option<bool>,
     },
@@ -413,14 +558,21 @@ pub enum DeploymentsCommand {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Create a key and print its token once.
+    #[command(after_help = "Examples:
+  keyward keys create --plane data --scope acme/chat acme/embed --name ci --expires 2030-01-01
+  keyward keys create --plane data --scope 'acme/*' --bearer app:ci
+  keyward keys create --plane control --scope acme --output json | jq -r .token > ci.token")]
     Create {
+        /// `data` (calls deployments) or `control` (calls the admin API).
         #[arg(long, value_parser = parse_plane)]
         plane: Plane,
         /// Data keys: one or more PROJECT/SLUG or PROJECT/*; control keys: one PROJECT.
         #[arg(long, num_args = 1.., required = true)]
         scope: Vec<String>,
+        /// A name to recognize it by (not unique).
         #[arg(long, default_value = "")]
         name: String,
+        /// Free text.
         #[arg(long, default_value = "")]
         description: String,
         /// YYYY-MM-DD (00:00 UTC that day), RFC 3339, or never.
@@ -432,6 +584,7 @@ pub enum KeysCommand {
     },
     /// List keys, newest first: all of them, or one page with --limit / --page-token.
     List {
+        /// Only keys scoped to this project.
         #[arg(long)]
         project: Option<String>,
         /// One page of at most this many keys (at most 1000); the next page's token goes to
@@ -442,34 +595,52 @@ pub enum KeysCommand {
         #[arg(long)]
         page_token: Option<String>,
     },
+    /// Show one key (never its secret).
     Show {
+        /// The key id (the part of the token after the prefix).
         id: String,
     },
+    /// Change a key's name, description, scope or expiry, effective on the next request.
+    #[command(
+        after_help = "Example:\n  keyward keys update 3kTMd9Qx2bLp --attach acme/embed --expires 2031-01-01"
+    )]
     Update {
+        /// The key id.
         id: String,
+        /// New name.
         #[arg(long)]
         name: Option<String>,
+        /// New description.
         #[arg(long)]
         description: Option<String>,
+        /// Add a scope entry, PROJECT/SLUG or PROJECT/* (repeatable).
         #[arg(long)]
         attach: Vec<String>,
+        /// Remove a scope entry (repeatable).
         #[arg(long)]
         detach: Vec<String>,
+        /// New expiry: YYYY-MM-DD, RFC 3339, or never.
         #[arg(long, value_parser = parse_expiry)]
         expires: Option<Expiry>,
     },
     /// Give a key a new secret (same id, scope, bearer, name and expiry); print it once.
+    #[command(after_help = "Example:\n  keyward keys rotate 3kTMd9Qx2bLp --grace 1h")]
     Rotate {
+        /// The key id.
         id: String,
-        /// How long the old secret keeps working: 0 (default: at once), or e.g. 30s, 15m, 2h, 7d.
+        /// How long the old secret keeps working: 0 (default: at once), or e.g. 30s, 15m, 2h,
+        /// 7d, 1h 30m (at most 30 days).
         #[arg(long, value_parser = parse_grace, default_value = "0")]
         grace: u64,
     },
     /// Revoke a key: every later request with it is denied.
     Revoke {
+        /// The key id.
         id: String,
     },
+    /// Delete a key: like revoke, and it no longer appears in lists.
     Delete {
+        /// The key id.
         id: String,
     },
 }
@@ -507,29 +678,23 @@ pub fn parse_expiry(s: &str) -> Result<Expiry, String> {
         .map_err(|_| format!("invalid expiry {s:?}: use YYYY-MM-DD, an RFC 3339 time, or never"))
 }
 
-/// A grace period in seconds: `0`, or a whole number with a unit `s`, `m`, `h` or `d`, at most
-/// 30 days.
+/// A grace period in whole seconds: `0`, or a duration with units (`45s`, `15m`, `1h 30m`,
+/// `7d`, parsed by humantime), at most 30 days.
 pub fn parse_grace(s: &str) -> Result<u64, String> {
-    let bad = || format!("invalid grace {s:?}: use 0 or a number with s, m, h or d (at most 30d)");
+    let bad = |why: String| {
+        format!("invalid grace {s:?}: {why} (use 0, or e.g. 30s, 15m, 2h, 7d; at most 30d)")
+    };
     if s == "0" {
         return Ok(0);
     }
-    // The unit is the last character, which may be more than one byte.
-    let split = s.char_indices().last().ok_or_else(bad)?.0;
-    let (number, unit) = s.split_at(split);
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    };
-    let seconds = number.checked_mul(scale).ok_or_else(bad)?;
-    if seconds > 30 * 86_400 {
-        return Err(bad());
+    let grace = humantime::parse_duration(s).map_err(|e| bad(e.to_string()))?;
+    if grace.subsec_nanos() != 0 {
+        return Err(bad("not a whole number of seconds".into()));
     }
-    Ok(seconds)
+    if grace.as_secs() > 30 * 86_400 {
+        return Err(bad("longer than 30 days".into()));
+    }
+    Ok(grace.as_secs())
 }
 
 fn expiry_pb(expiry: Expiry) -> pb::Expiry {
@@ -589,6 +754,89 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", exported.document);
             Ok(())
         }
+        Command::Config {
+            command: ConfigCommand::Check { file, output },
+        } => config_check(file.as_deref(), output),
+        Command::Completions { shell } => write_out(&help::completions(shell)),
+        Command::Man => write_out(&help::man_page()?),
+        Command::Help { topic } => {
+            print!("{}", help::show(&topic)?);
+            Ok(())
+        }
+    }
+}
+
+/// Parses the command line. `Err`: the exit code of a refused command line (2), or of `--help`
+/// and `--version` (0), already printed. `Ok`'s flag: errors go out as JSON (`--output json`).
+pub fn parse() -> Result<(Cli, bool), std::process::ExitCode> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let json_asked = args
+        .windows(2)
+        .any(|w| w[0] == "--output" && w[1] == "json")
+        || args.iter().any(|a| a == "--output=json");
+    let refused = |e: clap::Error| exit::report_parse_error(&e, json_asked);
+    let matches = Cli::command()
+        .try_get_matches_from(&args)
+        .map_err(refused)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(refused)?;
+    Ok((cli, output_of(&matches) == Output::Json))
+}
+
+/// The `--output` of the deepest command that has one, so any command with that flag gets JSON
+/// errors.
+fn output_of(matches: &ArgMatches) -> Output {
+    let mut output = Output::Table;
+    let mut at = Some(matches);
+    while let Some(m) = at {
+        if let Ok(Some(found)) = m.try_get_one::<Output>("output") {
+            output = *found;
+        }
+        at = m.subcommand().map(|(_, sub)| sub);
+    }
+    output
+}
+
+/// Writes generated bytes (a man page, completions) to stdout; a closed pipe ends quietly.
+fn write_out(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        if error.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: cannot write to standard output: {error}");
+        }
+        std::process::exit(exit::BROKEN_PIPE.into());
+    }
+    Ok(())
+}
+
+/// `keyward config check`: the effective configuration on stdout, every problem on stderr, and
+/// exit 8 when there is any.
+fn config_check(file: Option<&Path>, output: Output) -> anyhow::Result<()> {
+    let environment: std::collections::BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k.starts_with("KEYWARD_"))
+        .collect();
+    let report = Config::check(file, &environment);
+    match output {
+        Output::Json => println!("{}", report.to_json()),
+        Output::Table => {
+            let shown = file.map_or("(none: defaults)".to_owned(), |f| f.display().to_string());
+            println!("# keyward config check: file {shown}; KEYWARD_* variables applied");
+            for line in report.effective_lines() {
+                println!("{line}");
+            }
+            for warning in &report.warnings {
+                eprintln!("warning: {warning}");
+            }
+            for problem in &report.problems {
+                eprintln!("problem: {problem}");
+            }
+        }
+    }
+    match report.problems.len() {
+        0 => Ok(()),
+        1 => Err(Failure::new(Kind::Config, report.problems[0].clone()).into()),
+        n => Err(Failure::new(Kind::Config, format!("{n} problems in the configuration")).into()),
     }
 }
 
@@ -638,16 +886,16 @@ async fn client(
         tonic::service::interceptor::InterceptedService<Channel, impl tonic::service::Interceptor>,
     >,
 > {
-    let token = remote
-        .token
-        .clone()
-        .ok_or_else(|| anyhow!("no control token: set KEYWARD_TOKEN or pass --token"))?;
+    let token = control_token(remote)?;
+    let unauthenticated = |message: &str| Failure::new(Kind::Unauthenticated, message);
     if token::Token::parse(&token).map(|t| t.plane) != Ok(Plane::Control) {
-        bail!("the control token is malformed: expected an ik_sdk_ token");
+        return Err(
+            unauthenticated("the control token is malformed: expected an ik_sdk_ token").into(),
+        );
     }
-    let bearer: MetadataValue<_> = format!("Bearer {token}")
+    let bearer: MetadataValue<_> = format!("Bearer {}", token.as_str())
         .parse()
-        .map_err(|_| anyhow!("the control token contains invalid characters"))?;
+        .map_err(|_| unauthenticated("the control token contains invalid characters"))?;
     let tls = crate::tls::ClientTls {
         ca: remote.ca.clone(),
         cert: remote.client_cert.clone(),
@@ -665,8 +913,45 @@ async fn client(
     ))
 }
 
+/// The token from `--token-file` (a file, or `-` for standard input), else `--token` or
+/// `KEYWARD_TOKEN`. Errors name the file, never its content.
+fn control_token(remote: &Remote) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let missing = || {
+        Failure::new(
+            Kind::Unauthenticated,
+            "no control token: set KEYWARD_TOKEN_FILE or KEYWARD_TOKEN, or pass --token-file",
+        )
+    };
+    let Some(path) = &remote.token_file else {
+        return Ok(zeroize::Zeroizing::new(
+            remote.token.clone().ok_or_else(missing)?,
+        ));
+    };
+    let (shown, text) = if path == Path::new("-") {
+        let text = std::io::read_to_string(std::io::stdin()).map_err(|e| {
+            Failure::usage(format!("cannot read the token from standard input: {e}"))
+        })?;
+        ("standard input".to_owned(), text)
+    } else {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Failure::usage(format!("cannot read --token-file {}: {e}", path.display()))
+        })?;
+        (path.display().to_string(), text)
+    };
+    let text = zeroize::Zeroizing::new(text);
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.is_empty() {
+        return Err(Failure::new(
+            Kind::Unauthenticated,
+            format!("no control token in {shown}"),
+        )
+        .into());
+    }
+    Ok(zeroize::Zeroizing::new(token.to_owned()))
+}
+
 fn status(e: tonic::Status) -> anyhow::Error {
-    anyhow!("{}", e.message())
+    Refused(e).into()
 }
 
 /// `admin.call(…).answer().await?`: the call's message, or its status as the CLI's error.
@@ -711,7 +996,7 @@ async fn projects(remote: Remote, command: ProjectsCommand) -> anyhow::Result<()
 async fn deployments(remote: Remote, command: DeploymentsCommand) -> anyhow::Result<()> {
     let mut admin = client(&remote).await?;
     let split = |name: &str| -> anyhow::Result<(String, String)> {
-        let parsed: crate::model::DeploymentName = name.parse().map_err(|e: String| anyhow!(e))?;
+        let parsed: crate::model::DeploymentName = name.parse().map_err(Failure::usage)?;
         Ok((parsed.project, parsed.slug))
     };
     let deployments = match command {
@@ -750,7 +1035,10 @@ async fn deployments(remote: Remote, command: DeploymentsCommand) -> anyhow::Res
             private,
         } => {
             if public.is_none() && private.is_none() {
-                bail!("nothing to change: give --public on|off and/or --private on|off");
+                return Err(Failure::usage(
+                    "nothing to change: give --public on|off and/or --private on|off",
+                )
+                .into());
             }
             let (project, slug) = split(&name)?;
             vec![
@@ -797,11 +1085,11 @@ async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
             expires,
             bearer,
         } => {
-            KeyScope::parse(plane, &scope).map_err(|e| anyhow!(e))?;
+            KeyScope::parse(plane, &scope).map_err(Failure::usage)?;
             if let Expiry::At(at) = expires
                 && at <= now_unix()
             {
-                bail!("--expires is in the past");
+                return Err(Failure::usage("--expires is in the past").into());
             }
             let created = admin
                 .create_key(pb::CreateKeyRequest {
@@ -872,9 +1160,10 @@ async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
                 && detach.is_empty()
                 && expires.is_none()
             {
-                bail!(
-                    "nothing to change: give --name, --description, --attach, --detach or --expires"
-                );
+                return Err(Failure::usage(
+                    "nothing to change: give --name, --description, --attach, --detach or --expires",
+                )
+                .into());
             }
             vec![
                 admin
@@ -940,9 +1229,17 @@ fn print_created(output: Output, created: pb::CreateKeyResponse) -> anyhow::Resu
 
 async fn apply(remote: Remote, file: &Path, dry_run: bool, prune: bool) -> anyhow::Result<()> {
     let document = if file == Path::new("-") {
-        std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+        if remote.token_file.as_deref() == Some(Path::new("-")) {
+            return Err(Failure::usage(
+                "standard input cannot carry both the token (--token-file -) and the file (-f -)",
+            )
+            .into());
+        }
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| Failure::usage(format!("cannot read standard input: {e}")))?
     } else {
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+        std::fs::read_to_string(file)
+            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?
     };
     let mut admin = client(&remote).await?;
     let applied = admin
@@ -952,7 +1249,7 @@ async fn apply(remote: Remote, file: &Path, dry_run: bool, prune: bool) -> anyho
             prune,
         })
         .await
-        .map_err(|e| anyhow!("{}: {}", file.display(), e.message()))?
+        .map_err(|e| status(e).context(file.display().to_string()))?
         .into_inner();
     match remote.output {
         Output::Json => println!(
@@ -1157,7 +1454,7 @@ async fn policies(remote: Remote, command: PoliciesCommand) -> anyhow::Result<()
             .policies
             .into_iter()
             .find(|p| p.name == name)
-            .ok_or_else(|| anyhow!("policy {name} not found"))
+            .ok_or_else(|| Failure::new(Kind::NotFound, format!("policy {name} not found")).into())
     };
     let policies = match command {
         PoliciesCommand::List { principal } => {
@@ -1398,28 +1695,6 @@ fn time_str(at: Option<i64>) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
-/// The longest cell a table shows, in characters.
-const CELL_MAX: usize = 80;
-
-/// Text as a table shows it: at most [`CELL_MAX`] of its characters, control characters
-/// escaped (a name stored with an ANSI escape must not drive the terminal).
-fn table_cell(text: &str) -> String {
-    let long = text.chars().nth(CELL_MAX).is_some();
-    let kept = if long { CELL_MAX - 1 } else { CELL_MAX };
-    let mut shown = String::new();
-    for c in text.chars().take(kept) {
-        if c.is_control() {
-            shown.extend(c.escape_default());
-        } else {
-            shown.push(c);
-        }
-    }
-    if long {
-        shown.push('…');
-    }
-    shown
-}
-
 /// JSON: an array of objects (one object for a single created or updated item). Table: the
 /// named columns, aligned.
 fn print_rows(output: Output, columns: &[&str], rows: Vec<serde_json::Value>) {
@@ -1427,64 +1702,12 @@ fn print_rows(output: Output, columns: &[&str], rows: Vec<serde_json::Value>) {
         println!("{}", serde_json::Value::Array(rows));
         return;
     }
-    let cell = |row: &serde_json::Value, column: &str| match &row[column] {
-        serde_json::Value::String(s) => table_cell(s),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .map(|i| i.as_str().unwrap_or_default().to_owned())
-            .collect::<Vec<_>>()
-            .join(","),
-        serde_json::Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    };
-    let widths: Vec<usize> = columns
-        .iter()
-        .map(|c| {
-            rows.iter()
-                .map(|r| cell(r, c).chars().count())
-                .max()
-                .unwrap_or(0)
-                .max(c.len())
-        })
-        .collect();
-    let line = |cells: Vec<String>| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
-    };
-    println!(
-        "{}",
-        line(columns.iter().map(|c| c.to_uppercase()).collect())
-    );
-    for row in &rows {
-        println!("{}", line(columns.iter().map(|c| cell(row, c)).collect()));
-    }
+    println!("{}", table::render(columns, &rows));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn table_cells_are_bounded_and_inert() {
-        // Stored before names were bounded: a huge name and a terminal escape.
-        let rows = vec![
-            json!({"id": "a", "name": "k".repeat(65_536)}),
-            json!({"id": "b", "name": "\u{1b}[2Jowned"}),
-        ];
-        print_rows(Output::Table, &["id", "name"], rows);
-        let long = "k".repeat(65_536);
-        assert_eq!(table_cell(&long).chars().count(), CELL_MAX);
-        assert!(table_cell(&long).ends_with("k…"));
-        assert_eq!(table_cell(&"k".repeat(CELL_MAX)), "k".repeat(CELL_MAX));
-        assert_eq!(table_cell("\u{1b}[2Jowned"), "\\u{1b}[2Jowned");
-        assert_eq!(table_cell("deploy bot — CI"), "deploy bot — CI");
-    }
 
     #[test]
     fn expiry_dates_mean_midnight_utc() {
@@ -1507,14 +1730,18 @@ mod tests {
         assert_eq!(parse_grace("15m"), Ok(900));
         assert_eq!(parse_grace("2h"), Ok(7_200));
         assert_eq!(parse_grace("30d"), Ok(2_592_000));
+        assert_eq!(parse_grace("1h 30m"), Ok(5_400));
+        assert_eq!(parse_grace("1w"), Ok(604_800));
+        assert_eq!(parse_grace("1.5h"), Ok(5_400));
         for bad in [
             "",
             "5",
             "-1s",
             "31d",
-            "1w",
+            "5w",
             "h",
-            "1.5h",
+            "0.5s",
+            "1500ms",
             "99999999999999999999d",
         ] {
             assert!(parse_grace(bad).is_err(), "{bad:?} accepted");

@@ -194,7 +194,7 @@ impl UserAgentMatch {
         match self {
             UserAgentMatch::Exact(p) => user_agent == p,
             UserAgentMatch::Prefix(p) => user_agent.starts_with(p.as_str()),
-            UserAgentMatch::Glob(p) => user_agent::glob(p.as_bytes(), user_agent.as_bytes()),
+            UserAgentMatch::Glob(p) => user_agent::glob(p, user_agent),
         }
     }
 }
@@ -221,26 +221,10 @@ mod user_agent {
         (!uas.is_empty()).then(|| format!("ua {}", uas.join("|")))
     }
 
-    /// Iterative glob with backtracking to the last `*`: linear in practice, no recursion.
-    pub(super) fn glob(pattern: &[u8], text: &[u8]) -> bool {
-        let (mut p, mut t) = (0, 0);
-        let mut star: Option<(usize, usize)> = None;
-        while t < text.len() {
-            if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
-                p += 1;
-                t += 1;
-            } else if p < pattern.len() && pattern[p] == b'*' {
-                star = Some((p, t));
-                p += 1;
-            } else if let Some((sp, st)) = star {
-                p = sp + 1;
-                t = st + 1;
-                star = Some((sp, st + 1));
-            } else {
-                return false;
-            }
-        }
-        pattern[p..].iter().all(|&c| c == b'*')
+    /// `*` any run of characters, `?` exactly one character (not byte); wildmatch matches
+    /// without recursion or regex compilation.
+    pub(super) fn glob(pattern: &str, text: &str) -> bool {
+        wildmatch::WildMatch::new(pattern).matches(text)
     }
 }
 
@@ -294,6 +278,7 @@ mod tests {
 
     #[test]
     fn globs() {
+        let (star_a, a99) = ("*a".repeat(100), "a".repeat(99));
         for (p, t, ok) in [
             ("curl/*", "curl/8.5.0", true),
             ("curl/*", "xcurl/8", false),
@@ -304,12 +289,15 @@ mod tests {
             ("**a", "bba", true),
             ("a*b*c", "aXbYc", true),
             ("a*b*c", "aXbY", false),
+            // `?` is one character, however many bytes it takes.
+            ("caf?/1", "café/1", true),
+            ("caf??/1", "café/1", false),
+            ("*", "\u{1F600}", true),
+            // Backtracking to the last `*` stays linear on a pattern built to defeat it.
+            (star_a.as_str(), a99.as_str(), false),
+            ("CURL/*", "curl/8", false),
         ] {
-            assert_eq!(
-                user_agent::glob(p.as_bytes(), t.as_bytes()),
-                ok,
-                "{p} ~ {t}"
-            );
+            assert_eq!(user_agent::glob(p, t), ok, "{p} ~ {t}");
         }
     }
 

@@ -33,11 +33,13 @@
 //! - [`errors`]: the one map from failures to gRPC statuses.
 //! - [`declare`]: the `apply` / `export` TOML file format, parsed into and rendered from a state.
 //! - [`metrics`]: Prometheus metrics (`/metrics` on the health port), bounded label sets.
-//! - [`config`]: TOML file plus `KEYWARD_*` environment overrides.
+//! - [`config`]: TOML file plus `KEYWARD_*` environment overrides (one variable per key, derived
+//!   from the fields), `config check`'s report.
 //! - [`server`]: listeners, serving, health and graceful shutdown.
 //! - [`tls`]: TLS (and mTLS) for the Check and admin listeners, reloaded without a restart;
 //!   the CLI's TLS to the admin API.
-//! - [`cli`]: the `keyward` command line.
+//! - [`cli`]: the `keyward` command line; `cli::exit` maps every failure to its exit code,
+//!   `cli::table` prints tables, `cli::help` generates help topics, the man page and completions.
 //!
 //! Where to start a change (docs/design-notes.md has the longer map):
 //! - **A condition kind**: [`condition`] (its field, text form, validation, evaluation,

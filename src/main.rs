@@ -1,14 +1,16 @@
 //! The `keyward` binary: parse the command line, set up logging, run, and turn any error into
-//! one line on stderr and a non-zero exit.
+//! one line on stderr and the exit code of its kind (`keyward help exit-codes`).
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = keyward::cli::Cli::parse();
+    let (cli, json_errors) = match keyward::cli::parse() {
+        Ok(parsed) => parsed,
+        Err(code) => return code,
+    };
     let filter = EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("KEYWARD_LOG_FORMAT").is_ok_and(|f| f == "json");
     let subscriber = tracing_subscriber::fmt()
@@ -21,9 +23,6 @@ async fn main() -> ExitCode {
     }
     match keyward::cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
+        Err(error) => keyward::cli::exit::report(&error, json_errors),
     }
 }

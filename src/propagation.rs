@@ -27,6 +27,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use backon::BackoffBuilder as _;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -175,7 +176,7 @@ async fn listen(
             }
         }
     };
-    let mut backoff = DEGRADED_POLL.min(max_backoff);
+    let mut backoff = reconnect_backoff(max_backoff);
     let mut heartbeats = Heartbeats::default();
     let mut first = true;
     loop {
@@ -191,7 +192,7 @@ async fn listen(
         else {
             return;
         };
-        backoff = DEGRADED_POLL.min(max_backoff);
+        backoff = reconnect_backoff(max_backoff);
         // Whatever was written while not listening is applied now, by sequence.
         applied.catch_up(&store, &caches).await;
         heartbeats.restart();
@@ -222,13 +223,26 @@ async fn listen(
     }
 }
 
+/// The waits between attempts to `LISTEN` again: from [`DEGRADED_POLL`], doubling, with jitter
+/// (replicas that lost the database together do not reconnect in step), never above `max`.
+fn reconnect_backoff(max: Duration) -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::new()
+        .with_min_delay(DEGRADED_POLL.min(max))
+        .with_max_delay(max)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .map(move |wait| wait.min(max))
+}
+
 /// Connects a listener, reading the change table every [`DEGRADED_POLL`] meanwhile and
-/// between attempts (capped exponential backoff). `None` when stopped.
+/// between attempts (`backoff`). `None` when stopped.
 async fn connect_while_polling(
     store: &Store,
     caches: &Caches,
     applied: &mut Applied,
-    backoff: &mut Duration,
+    backoff: &mut impl Iterator<Item = Duration>,
     max_backoff: Duration,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<ChangeListener> {
@@ -247,8 +261,9 @@ async fn connect_while_polling(
                 }
             }
         };
-        warn!(error = %failed, retry_in_ms = backoff.as_millis() as u64, "cannot LISTEN for changes");
-        let retry_at = Instant::now() + *backoff;
+        let wait = backoff.next().unwrap_or(max_backoff);
+        warn!(error = %failed, retry_in_ms = wait.as_millis() as u64, "cannot LISTEN for changes");
+        let retry_at = Instant::now() + wait;
         while Instant::now() < retry_at {
             tokio::select! {
                 () = stopped(stop) => return None,
@@ -256,7 +271,6 @@ async fn connect_while_polling(
             }
             applied.catch_up(store, caches).await;
         }
-        *backoff = (*backoff * 2).min(max_backoff);
     }
 }
 
@@ -491,5 +505,20 @@ mod tests {
             settled + 1,
             "read again within the look-back: skipped"
         );
+    }
+
+    #[test]
+    fn the_reconnect_backoff_doubles_with_jitter_and_never_passes_its_cap() {
+        let max = Duration::from_millis(5_000);
+        let waits: Vec<Duration> = reconnect_backoff(max).take(20).collect();
+        assert!(
+            waits[0] >= DEGRADED_POLL && waits[0] <= DEGRADED_POLL * 2,
+            "{waits:?}"
+        );
+        assert!(waits.iter().all(|w| *w <= max), "{waits:?}");
+        assert!(waits[12..].iter().all(|w| *w == max), "{waits:?}");
+        // A cap below the first wait is the wait.
+        let tight = Duration::from_millis(10);
+        assert!(reconnect_backoff(tight).take(5).all(|w| w == tight));
     }
 }

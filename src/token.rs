@@ -8,8 +8,9 @@
 use std::fmt;
 use zeroize::Zeroizing;
 
-use rand::TryRngCore;
+use rand::distr::Alphanumeric;
 use rand::rngs::OsRng;
+use rand::{Rng as _, TryRngCore as _};
 use sha2::{Digest, Sha256};
 
 use crate::model::Plane;
@@ -150,26 +151,35 @@ fn encode_checksum(body: &str) -> [u8; CHECKSUM_LEN] {
     out
 }
 
-/// Uniform base62 by rejection sampling: bytes ≥ 248 (= 4 × 62) are dropped to avoid bias.
+/// Uniform base62 from the operating system's CSPRNG: rand's `Alphanumeric` draws each
+/// character uniformly from the 62 (by rejection, so without modulo bias). Panics if the
+/// operating system's random source fails: no token is better than a guessable one.
 fn random_base62(len: usize) -> String {
-    let mut out = String::with_capacity(len);
-    let mut buf = [0u8; 64];
-    while out.len() < len {
-        OsRng
-            .try_fill_bytes(&mut buf)
-            .expect("the operating system's random source failed");
-        for &b in &buf {
-            if b < 248 && out.len() < len {
-                out.push(BASE62[(b % 62) as usize] as char);
-            }
-        }
-    }
-    out
+    OsRng
+        .unwrap_err()
+        .sample_iter(Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_base62_is_base62_of_the_asked_length_and_uniform() {
+        assert_eq!(random_base62(0), "");
+        let text = random_base62(62 * 1_000);
+        assert_eq!(text.len(), 62 * 1_000);
+        assert!(is_base62(&text));
+        // Each of the 62 characters ~1000 times (σ ≈ 31): a biased or truncated alphabet shows.
+        for &c in BASE62 {
+            let n = text.bytes().filter(|&b| b == c).count();
+            assert!((700..1_300).contains(&n), "{} drawn {n} times", c as char);
+        }
+        assert_ne!(random_base62(SECRET_LEN), random_base62(SECRET_LEN));
+    }
 
     fn mint(plane: Plane) -> String {
         generate(plane, &generate_key_id()).token
