@@ -165,18 +165,21 @@ impl Directory {
         Ok(loaded)
     }
 
-    /// The project of workload `id`, from the cache or the store.
-    pub async fn workload_project(&self, id: &str) -> Result<Option<Arc<str>>, StoreError> {
+    /// The projects holding a workload of id `id` (none: no such workload), from the cache or
+    /// the store. Which one a request means depends on its key ([`crate::policy::workload_project`]).
+    pub async fn workload_projects(&self, id: &str) -> Result<Arc<[Arc<str>]>, StoreError> {
         if let Some(cached) = self.caches.workload(id).await {
             self.metrics.lookups.workloads.hit();
             return Ok(cached);
         }
         self.metrics.lookups.workloads.miss();
         let epoch = self.caches.epoch();
-        let loaded: Option<Arc<str>> = self
-            .read(StoreOp::Workload, self.store.workload_project(id))
+        let loaded: Arc<[Arc<str>]> = self
+            .read(StoreOp::Workload, self.store.workload_projects(id))
             .await?
-            .map(Arc::from);
+            .into_iter()
+            .map(Arc::from)
+            .collect();
         self.caches.insert_workload(id, loaded.clone(), epoch).await;
         Ok(loaded)
     }
