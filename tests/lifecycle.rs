@@ -607,3 +607,84 @@ async fn restoring_an_open_public_endpoint_needs_deployments_auth() {
     let client = keyward.check_client().await;
     assert_eq!(data(&client, "public", "acme/chat", None).await, 404);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Migration 0005 keeps what was stored.
+// ---------------------------------------------------------------------------------------------
+
+/// A database migrated up to 0004, with rows in it, then opened by keyward (0005 runs): every
+/// workload, deployment and project is still there, deployments keep their public endpoint,
+/// and the same workload id can now be registered in a second project.
+async fn migrates_without_loss(url: &str, backend: &str) {
+    use sqlx::Executor;
+    let mut migrator =
+        sqlx::migrate::Migrator::new(support::repo().join("migrations").join(backend))
+            .await
+            .unwrap();
+    migrator.migrations = std::borrow::Cow::Owned(migrator.migrations[..4].to_vec());
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    migrator.run(&pool).await.unwrap();
+    for statement in [
+        "INSERT INTO organizations (id, name, created_at) VALUES (1, 'default', 1)",
+        "INSERT INTO principals (organization_id, kind, name, created_at) \
+         VALUES (1, 'owner', 'owner@example.com', 1)",
+        "INSERT INTO projects (id, organization_id, slug, created_at) VALUES (10, 1, 'acme', 1)",
+        "INSERT INTO projects (id, organization_id, slug, created_at) VALUES (11, 1, 'beta', 1)",
+        "INSERT INTO deployments (project_id, slug, model, public_auth, private_auth, created_at) \
+         VALUES (10, 'chat', 'llama', 0, 1, 1)",
+        "INSERT INTO workloads (id, project_id, created_at) VALUES ('w-1', 10, 1)",
+        "INSERT INTO workloads (id, project_id, created_at) VALUES ('w-2', 11, 1)",
+    ] {
+        pool.execute(statement).await.unwrap();
+    }
+    pool.close().await;
+
+    let store = keyward::store::Store::open(url, 2).await.unwrap();
+    let state = store.load_state().await.unwrap();
+    let workloads: Vec<(String, String)> = state
+        .workloads
+        .iter()
+        .map(|w| (w.project.clone(), w.id.clone()))
+        .collect();
+    assert_eq!(
+        workloads,
+        [("acme".into(), "w-1".into()), ("beta".into(), "w-2".into())]
+    );
+    let chat = &state.deployments[&"acme/chat".parse().unwrap()];
+    assert_eq!(
+        (chat.model.as_str(), chat.public_auth, chat.private_auth),
+        ("llama", false, true)
+    );
+    assert!(chat.public_endpoint && chat.description.is_empty());
+    assert_eq!(state.projects.len(), 2);
+    store
+        .update_state(|_| {
+            Ok::<_, keyward::store::StoreError>(vec![keyward::state::Op::AddWorkload(
+                keyward::state::WorkloadRef {
+                    project: "beta".into(),
+                    id: "w-1".into(),
+                },
+            )])
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.workload_projects("w-1").await.unwrap(),
+        ["acme", "beta"]
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn migration_0005_keeps_every_row_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("k.db").display());
+    migrates_without_loss(&url, "sqlite").await;
+}
+
+#[tokio::test]
+async fn migration_0005_keeps_every_row_on_postgres() {
+    let database = support::PgDatabase::create().await;
+    migrates_without_loss(&database.url, "postgres").await;
+}
