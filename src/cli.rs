@@ -442,7 +442,8 @@ pub enum DeploymentsCommand {
   keyward deployments public-endpoint acme/chat on")]
     PublicEndpoint {
         name: String,
-        #[arg(value_parser = on_off)]
+        /// `off` (private only) or `on`.
+        #[arg(value_parser = on_off, action = clap::ArgAction::Set)]
         state: bool,
     },
     /// Delete a deployment. Keys attached to it lose that attachment at once (requests are

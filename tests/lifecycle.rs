@@ -688,3 +688,128 @@ async fn migration_0005_keeps_every_row_on_postgres() {
     let database = support::PgDatabase::create().await;
     migrates_without_loss(&database.url, "postgres").await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The CLI and the apply/export file.
+// ---------------------------------------------------------------------------------------------
+
+fn cli(keyward: &Keyward, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(support::KEYWARD_BIN)
+        .args(args)
+        .env("KEYWARD_SERVER", format!("http://{}", keyward.admin))
+        .env("KEYWARD_TOKEN", &keyward.owner_token)
+        .env_remove("KEYWARD_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn ok(keyward: &Keyward, args: &[&str], stdin: Option<&str>) -> String {
+    let out = cli(keyward, args, stdin);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(keyward: &Keyward, args: &[&str]) -> serde_json::Value {
+    let mut args = args.to_vec();
+    args.extend(["--output", "json"]);
+    serde_json::from_str(&ok(keyward, &args, None)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lifecycle_through_the_cli_and_the_state_file() {
+    let keyward = Keyward::start().await;
+    ok(&keyward, &["projects", "create", "acme"], None);
+    ok(
+        &keyward,
+        &["deployments", "create", "acme/bot", "--model", "m"],
+        None,
+    );
+    let updated = json(
+        &keyward,
+        &[
+            "deployments",
+            "update",
+            "acme/bot",
+            "--model",
+            "llama-3.1-8b",
+            "--description",
+            "support bot",
+        ],
+    );
+    assert_eq!(updated[0]["model"], "llama-3.1-8b");
+    assert_eq!(updated[0]["description"], "support bot");
+    let project = json(
+        &keyward,
+        &["projects", "update", "acme", "--description", "Acme"],
+    );
+    assert_eq!(project[0]["description"], "Acme");
+
+    let off = json(
+        &keyward,
+        &["deployments", "public-endpoint", "acme/bot", "off"],
+    );
+    assert_eq!(off[0]["public_endpoint"], "off");
+    assert_eq!(off[0]["public_auth"], "on");
+    let bad = cli(
+        &keyward,
+        &["deployments", "public-endpoint", "acme/bot", "maybe"],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && stderr.contains("maybe"),
+        "{stderr}"
+    );
+    let client = keyward.check_client().await;
+    assert_eq!(data(&client, "public", "acme/bot", None).await, 404);
+    assert_eq!(data(&client, "private", "acme/bot", None).await, 401);
+
+    // The state file carries it: exported here, applied on another keyward.
+    let exported = ok(&keyward, &["export"], None);
+    for line in [
+        "public_endpoint = false",
+        "description = \"support bot\"",
+        "description = \"Acme\"",
+    ] {
+        assert!(exported.contains(line), "{line} in\n{exported}");
+    }
+    let elsewhere = Keyward::start().await;
+    ok(&elsewhere, &["apply", "-f", "-"], Some(&exported));
+    assert_eq!(ok(&elsewhere, &["export"], None), exported);
+    let there = elsewhere.check_client().await;
+    assert_eq!(data(&there, "public", "acme/bot", None).await, 404);
+    let restored = exported.replace("public_endpoint = false\n", "");
+    let planned = ok(&elsewhere, &["apply", "-f", "-"], Some(&restored));
+    assert!(planned.contains("public_endpoint on"), "{planned}");
+    assert_eq!(data(&there, "public", "acme/bot", None).await, 401);
+
+    ok(
+        &keyward,
+        &["workloads", "register", "w-1", "--project", "acme"],
+        None,
+    );
+    ok(
+        &keyward,
+        &["workloads", "delete", "w-1", "--project", "acme"],
+        None,
+    );
+    let refused = cli(&keyward, &["projects", "delete", "acme"], None);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("deployment acme/bot"),
+        "{stderr}"
+    );
+    let deleted = ok(&keyward, &["deployments", "delete", "acme/bot"], None);
+    assert!(deleted.contains("deleted deployment acme/bot"), "{deleted}");
+    ok(&keyward, &["projects", "delete", "acme"], None);
+    assert_eq!(json(&keyward, &["projects", "list"]), serde_json::json!([]));
+}
