@@ -454,7 +454,9 @@ impl CheckService {
         let holders;
         let resolved;
         let route = match (route.target, authentication) {
-            (Target::Workload { id, .. }, Authentication::Verified(key)) => {
+            (Target::Workload { id, .. }, Authentication::Verified(key))
+                if key.plane() == Plane::Control =>
+            {
                 holders = self.directory.workload_projects(id).await?;
                 resolved = Route {
                     target: Target::Workload {

@@ -720,7 +720,15 @@ project = "beta"
             .for_each(|d| d.public_endpoint = true);
         let ops = diff(&state, &restored);
         assert_eq!(ops.len(), 1, "{ops:?}");
-        assert!(ops[0].describe().contains("public_endpoint on"), "{ops:?}");
+        assert!(
+            ops[0].describe().starts_with("~ deployment acme/chat"),
+            "{ops:?}"
+        );
+        assert!(
+            diff(&restored, &state)[0]
+                .describe()
+                .contains("public_endpoint off")
+        );
     }
 
     fn rejected(text: &str) -> FileError {

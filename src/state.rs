@@ -100,12 +100,16 @@ impl Op {
             Op::CreateProject(p) => format!("+ project {p}"),
             Op::DescribeProject { slug, .. } => format!("~ project {slug} (description)"),
             Op::PutDeployment { name, spec, create } => format!(
-                "{} deployment {name} (model {}, public_auth {}, private_auth {}, public_endpoint {})",
+                "{} deployment {name} (model {}, public_auth {}, private_auth {}{})",
                 sign(*create),
                 spec.model,
                 on_off(spec.public_auth),
                 on_off(spec.private_auth),
-                on_off(spec.public_endpoint)
+                if spec.public_endpoint {
+                    ""
+                } else {
+                    ", public_endpoint off"
+                }
             ),
             Op::AddWorkload(w) => format!("+ workload {w}"),
             Op::AddMember(e) => format!("+ member {e}"),

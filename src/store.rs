@@ -619,8 +619,12 @@ impl Store {
 
     /// Inserts a key. Every target of a data key must name a registered deployment or project,
     /// and a control key's project must exist.
+    ///
+    /// Serialized with the state writes (the organization's lock): a key cannot be scoped to a
+    /// deployment or project that a concurrent deletion is removing.
     pub async fn create_key(&self, key: NewKey) -> Result<(ApiKey, Vec<Change>)> {
         let mut tx = self.pool.begin().await?;
+        iam::lock_organization(&mut tx).await?;
         insert_key(&mut tx, &key).await?;
         self.commit_key_change(tx, &key.id).await
     }
@@ -723,6 +727,10 @@ impl Store {
             ));
         }
         let mut tx = self.pool.begin().await?;
+        if !update.attach.is_empty() {
+            // As in `create_key`: no attachment to what a concurrent deletion removes.
+            iam::lock_organization(&mut tx).await?;
+        }
         sqlx::query(
             "UPDATE api_keys SET name = COALESCE($1, name), description = COALESCE($2, description) \
              WHERE id = $3",

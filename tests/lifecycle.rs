@@ -789,7 +789,7 @@ async fn the_lifecycle_through_the_cli_and_the_state_file() {
     assert_eq!(data(&there, "public", "acme/bot", None).await, 404);
     let restored = exported.replace("public_endpoint = false\n", "");
     let planned = ok(&elsewhere, &["apply", "-f", "-"], Some(&restored));
-    assert!(planned.contains("public_endpoint on"), "{planned}");
+    assert!(planned.contains("~ deployment acme/bot"), "{planned}");
     assert_eq!(data(&there, "public", "acme/bot", None).await, 401);
 
     ok(

@@ -144,7 +144,7 @@ impl Store {
 /// lock, so it sees the previous writer's commit (a deferred `BEGIN` that read first could
 /// not upgrade: SQLITE_BUSY); PostgreSQL holds the row lock until commit, and each later
 /// statement of a read-committed transaction sees what was committed before it.
-async fn lock_organization(tx: &mut Tx<'_>) -> Result<i64> {
+pub(super) async fn lock_organization(tx: &mut Tx<'_>) -> Result<i64> {
     let lock = "UPDATE organizations SET name = name WHERE name = 'default' RETURNING id";
     super::organization_row(tx, lock).await
 }
