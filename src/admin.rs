@@ -6,10 +6,12 @@
 //! - a project-scoped control key acts only inside its project, an organization-wide key
 //!   (`*`, from `keyward init` or minted by an IAM manager) everywhere;
 //! - within that, the bearer needs the action: `deployments.write` / `.read` in the project
-//!   for deployments and workload ids, `projects.write` for projects, `routes.manage` for the
-//!   route table, and `iam.manage` (an organization-scope rule) for principals, permission
-//!   sets, policies, `apply`, `export` and other principals' keys; `deployments.auth` to turn a
-//!   deployment's authentication off. The owner may do everything, and only the owner mints,
+//!   for deployments (updating and deleting them, removing and restoring their public endpoint)
+//!   and workload ids, `projects.write` for projects (creating, updating, deleting),
+//!   `routes.manage` for the route table, and `iam.manage` (an organization-scope rule) for
+//!   principals, permission sets, policies, `apply`, `export` and other principals' keys;
+//!   `deployments.auth` to turn a deployment's authentication off (or to restore a public
+//!   endpoint whose authentication is off). The owner may do everything, and only the owner mints,
 //!   changes or deletes owner-borne keys. Policy conditions (source IP: the gRPC peer address;
 //!   user agent; time window) apply here too.
 //!

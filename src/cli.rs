@@ -127,7 +127,8 @@ pub enum Command {
         #[command(subcommand)]
         command: PoliciesCommand,
     },
-    /// Workload ids, so `/api/workloads/:id` control routes resolve their project.
+    /// Workload ids, so `/api/workloads/:id` control routes resolve their project (ids are
+    /// unique per project; a request resolves within its key's own project).
     Workloads {
         #[command(flatten)]
         remote: Remote,
