@@ -499,6 +499,14 @@ async fn a_private_only_deployment_is_not_there_on_the_public_listener() {
     assert_eq!(data(&writer, "public", "demo/chat", Some(&key)).await, 404);
     assert_eq!(data(&writer, "private", "demo/chat", Some(&key)).await, 200);
 
+    let reader = b.check_client().await;
+    eventually(
+        "the public endpoint gone on replica B",
+        WATCHDOG,
+        || async { (data(&reader, "public", "demo/chat", Some(&key)).await == 404).then_some(()) },
+    )
+    .await;
+    assert_eq!(data(&reader, "private", "demo/chat", Some(&key)).await, 200);
     eventually(
         "the public endpoint gone on both replicas",
         WATCHDOG,
