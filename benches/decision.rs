@@ -28,6 +28,8 @@ fn bench(c: &mut Criterion) {
         model: "m".into(),
         public_auth: true,
         private_auth: true,
+        description: String::new(),
+        public_endpoint: true,
         created_at: 0,
     };
     let route = Route {

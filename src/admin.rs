@@ -6,10 +6,12 @@
 //! - a project-scoped control key acts only inside its project, an organization-wide key
 //!   (`*`, from `keyward init` or minted by an IAM manager) everywhere;
 //! - within that, the bearer needs the action: `deployments.write` / `.read` in the project
-//!   for deployments and workload ids, `projects.write` for projects, `routes.manage` for the
-//!   route table, and `iam.manage` (an organization-scope rule) for principals, permission
-//!   sets, policies, `apply`, `export` and other principals' keys; `deployments.auth` to turn a
-//!   deployment's authentication off. The owner may do everything, and only the owner mints,
+//!   for deployments (updating and deleting them, removing and restoring their public endpoint)
+//!   and workload ids, `projects.write` for projects (creating, updating, deleting),
+//!   `routes.manage` for the route table, and `iam.manage` (an organization-scope rule) for
+//!   principals, permission sets, policies, `apply`, `export` and other principals' keys;
+//!   `deployments.auth` to turn a deployment's authentication off (or to restore a public
+//!   endpoint whose authentication is off). The owner may do everything, and only the owner mints,
 //!   changes or deletes owner-borne keys. Policy conditions (source IP: the gRPC peer address;
 //!   user agent; time window) apply here too.
 //!
@@ -39,13 +41,13 @@ use crate::errors::{
     bad_input, conflict, not_found, permission_denied, precondition, unauthenticated,
 };
 use crate::iam::{self, Action, Facts, Grants, PermissionSet, Place, Policy, PrincipalRef};
-use crate::model::{ApiKey, DataTarget, KeyScope, Plane};
+use crate::model::{ApiKey, DataTarget, DeploymentName, KeyScope, Plane};
 use crate::model::{validate_description, validate_name, validate_slug};
 use crate::pb;
 use crate::pb::admin_server::Admin;
 use crate::policy::{self, Bearer};
 use crate::services::Services;
-use crate::state::{self, Op, State};
+use crate::state::{self, Op, State, WorkloadRef};
 use crate::store::{self, Change, KeyCursor, KeyUpdate, NewKey, Store};
 use crate::token::{self, Token};
 use crate::usage::LastUsed;
@@ -331,6 +333,11 @@ admin_calls! {
     delete_route(DeleteRouteRequest) -> DeleteRouteResponse;
     apply(ApplyRequest) -> ApplyResponse;
     export(ExportRequest) -> ExportResponse;
+    update_deployment(UpdateDeploymentRequest) -> Deployment;
+    set_public_endpoint(SetPublicEndpointRequest) -> Deployment;
+    delete_deployment(DeleteDeploymentRequest) -> DeleteDeploymentResponse;
+    update_project(UpdateProjectRequest) -> Project;
+    delete_project(DeleteProjectRequest) -> DeleteProjectResponse;
 }
 
 /// What an admin call answers (the gRPC layer wraps it in a `Response`).
@@ -361,7 +368,11 @@ impl AdminService {
                 Ok(((slug, created_at), changes))
             })
             .await?;
-        Ok(pb::Project { slug, created_at })
+        Ok(pb::Project {
+            slug,
+            created_at,
+            description: String::new(),
+        })
     }
 
     async fn list_projects(
@@ -374,8 +385,8 @@ impl AdminService {
             .list_projects()
             .await?
             .into_iter()
-            .filter(|(slug, _)| policy::reaches(caller, Place::Project(slug)).is_ok())
-            .map(|(slug, created_at)| pb::Project { slug, created_at })
+            .filter(|p| policy::reaches(caller, Place::Project(&p.slug)).is_ok())
+            .map(|p| pb::Project::from(&p))
             .collect();
         Ok(pb::ListProjectsResponse { projects })
     }
@@ -389,10 +400,7 @@ impl AdminService {
         caller
             .bearer()
             .may_set_auth(&name.project, r.public_auth, r.private_auth)?;
-        let model = r.model.trim();
-        if model.is_empty() || model.len() > 255 {
-            return Err(bad_input("model must be 1-255 characters"));
-        }
+        let model = convert::model(&r.model)?;
         let public_auth = r.public_auth.unwrap_or(true);
         let private_auth = r.private_auth.unwrap_or(true);
         let deployment = self
@@ -821,20 +829,24 @@ impl AdminService {
         Ok(pb::DeletePolicyResponse {})
     }
 
+    /// Registers a workload id in one project. Ids are unique per project only: another
+    /// project's workload of the same id neither stands in the way nor is revealed.
     async fn register_workload(&self, caller: &Caller, r: pb::Workload) -> Reply<pb::Workload> {
         let w = r;
         validate_slug("workload", &w.id).map_err(bad_input)?;
         validate_slug("project", &w.project).map_err(bad_input)?;
         caller.may(Action::DeploymentsWrite, Place::Project(&w.project))?;
-        let (id, project) = (w.id.clone(), w.project.clone());
+        let workload = WorkloadRef {
+            project: w.project.clone(),
+            id: w.id.clone(),
+        };
         self.mutate(caller, move |state| {
-            if state.workloads.contains_key(&id) {
-                return Err(conflict(format_args!("workload {id}")));
+            if !state.projects.contains_key(&workload.project) {
+                return Err(not_found(format_args!("project {}", workload.project)));
             }
-            if !state.projects.contains(&project) {
-                return Err(not_found(format_args!("project {project}")));
+            if !state.workloads.insert(workload.clone()) {
+                return Err(conflict(format_args!("workload {workload}")));
             }
-            state.workloads.insert(id, project);
             Ok(())
         })
         .await?;
@@ -851,13 +863,16 @@ impl AdminService {
         let workloads = state
             .workloads
             .into_iter()
-            .filter(|(_, p)| project.is_empty() || p == project)
-            .filter(|(_, p)| {
+            .filter(|w| project.is_empty() || w.project == project)
+            .filter(|w| {
                 caller
-                    .may(Action::DeploymentsRead, Place::Project(p))
+                    .may(Action::DeploymentsRead, Place::Project(&w.project))
                     .is_ok()
             })
-            .map(|(id, project)| pb::Workload { id, project })
+            .map(|w| pb::Workload {
+                id: w.id,
+                project: w.project,
+            })
             .collect();
         Ok(pb::ListWorkloadsResponse { workloads })
     }
@@ -869,15 +884,27 @@ impl AdminService {
     ) -> Reply<pb::DeleteWorkloadResponse> {
         let id = r.id.clone();
         let not_found = || not_found(format_args!("workload {id}"));
-        let project = self
+        let visible: Vec<String> = self
             .store
-            .workload_project(&id)
+            .workload_projects(&id)
             .await?
-            .ok_or_else(not_found)?;
-        caller.bearer().may_see_workload(&id, &project)?;
+            .into_iter()
+            .filter(|p| r.project.is_empty() || *p == r.project)
+            .filter(|p| caller.bearer().may_see_workload(&id, p).is_ok())
+            .collect();
+        let project = match visible.as_slice() {
+            [] => return Err(not_found()),
+            [project] => project.clone(),
+            _ => {
+                return Err(bad_input(format!(
+                    "workload {id} is registered in several projects: name one (--project)"
+                )));
+            }
+        };
         caller.may(Action::DeploymentsWrite, Place::Project(&project))?;
+        let workload = WorkloadRef { project, id };
         self.mutate(caller, |state| {
-            state.workloads.remove(&id);
+            state.workloads.remove(&workload);
             Ok(())
         })
         .await?;
@@ -956,6 +983,178 @@ impl AdminService {
             document: declare::render(&state),
         })
     }
+}
+
+/// Lifecycle: deployments and projects are updated and deleted through the state path
+/// ([`AdminService::mutate`] / [`AdminService::write_state`]), serialized with every other
+/// state write, so what a deletion checks (routes, rules, keys) cannot change under it.
+impl AdminService {
+    async fn update_deployment(
+        &self,
+        caller: &Caller,
+        r: pb::UpdateDeploymentRequest,
+    ) -> Reply<pb::Deployment> {
+        let name = convert::deployment_name(&r.project, &r.slug)?;
+        caller.may(Action::DeploymentsWrite, Place::Project(&name.project))?;
+        let model = r.model.as_deref().map(convert::model).transpose()?;
+        let description = r.description.as_deref().map(str::trim);
+        if let Some(description) = description {
+            validate_description("deployment description", description).map_err(bad_input)?;
+        }
+        if model.is_none() && description.is_none() {
+            return Err(bad_input(
+                "nothing to change: give a model and/or a description",
+            ));
+        }
+        self.mutate(caller, |state| {
+            let spec = deployment_spec(state, &name)?;
+            if let Some(model) = model {
+                spec.model = model.to_owned();
+            }
+            if let Some(description) = description {
+                spec.description = description.to_owned();
+            }
+            Ok(())
+        })
+        .await?;
+        self.deployment_pb(&name).await
+    }
+
+    async fn set_public_endpoint(
+        &self,
+        caller: &Caller,
+        r: pb::SetPublicEndpointRequest,
+    ) -> Reply<pb::Deployment> {
+        let name = convert::deployment_name(&r.project, &r.slug)?;
+        caller.may(Action::DeploymentsWrite, Place::Project(&name.project))?;
+        self.mutate(caller, |state| {
+            let spec = deployment_spec(state, &name)?;
+            caller
+                .bearer()
+                .may_set_public_endpoint(&name.project, r.enabled, spec.public_auth)?;
+            spec.public_endpoint = r.enabled;
+            Ok(())
+        })
+        .await?;
+        info!(deployment = %name, public_endpoint = r.enabled, by = %caller.id,
+              "deployment public endpoint set");
+        self.deployment_pb(&name).await
+    }
+
+    async fn delete_deployment(
+        &self,
+        caller: &Caller,
+        r: pb::DeleteDeploymentRequest,
+    ) -> Reply<pb::DeleteDeploymentResponse> {
+        let name = convert::deployment_name(&r.project, &r.slug)?;
+        caller.may(Action::DeploymentsWrite, Place::Project(&name.project))?;
+        let (_, changes) = self
+            .write_state(caller, |current| {
+                if !current.deployments.contains_key(&name) {
+                    return Err(not_found(format_args!("deployment {name}")));
+                }
+                refuse_while_referenced(
+                    &format!("deployment {name}"),
+                    state::deployment_references(current, &name),
+                )?;
+                Ok(vec![Op::RemoveDeployment(name.clone())])
+            })
+            .await?;
+        let keys_detached = changes
+            .iter()
+            .filter(|c| matches!(c, Change::Key(_)))
+            .count() as i64;
+        Ok(pb::DeleteDeploymentResponse { keys_detached })
+    }
+
+    async fn update_project(
+        &self,
+        caller: &Caller,
+        r: pb::UpdateProjectRequest,
+    ) -> Reply<pb::Project> {
+        caller.may(Action::ProjectsWrite, Place::Organization)?;
+        let slug = r.slug.as_str();
+        validate_slug("project", slug).map_err(bad_input)?;
+        let Some(description) = r.description.as_deref().map(str::trim) else {
+            return Err(bad_input("nothing to change: give a description"));
+        };
+        validate_description("project description", description).map_err(bad_input)?;
+        self.mutate(caller, |state| {
+            let current = state
+                .projects
+                .get_mut(slug)
+                .ok_or_else(|| not_found(format_args!("project {slug}")))?;
+            *current = description.to_owned();
+            Ok(())
+        })
+        .await?;
+        self.store
+            .list_projects()
+            .await?
+            .iter()
+            .find(|p| p.slug == slug)
+            .map(pb::Project::from)
+            .ok_or_else(|| not_found(format_args!("project {slug}")))
+    }
+
+    async fn delete_project(
+        &self,
+        caller: &Caller,
+        r: pb::DeleteProjectRequest,
+    ) -> Reply<pb::DeleteProjectResponse> {
+        caller.may(Action::ProjectsWrite, Place::Organization)?;
+        let slug = r.slug.as_str();
+        validate_slug("project", slug).map_err(bad_input)?;
+        self.write_state(caller, |current| {
+            if !current.projects.contains_key(slug) {
+                return Err(not_found(format_args!("project {slug}")));
+            }
+            refuse_while_referenced(
+                &format!("project {slug}"),
+                state::project_references(current, slug),
+            )?;
+            Ok(vec![Op::RemoveProject(slug.to_owned())])
+        })
+        .await?;
+        Ok(pb::DeleteProjectResponse {})
+    }
+
+    async fn deployment_pb(&self, name: &DeploymentName) -> Result<pb::Deployment, Status> {
+        self.store
+            .get_deployment(&name.project, &name.slug)
+            .await?
+            .map(|d| pb::Deployment::from(&d))
+            .ok_or_else(|| not_found(format_args!("deployment {name}")))
+    }
+}
+
+/// The spec of deployment `name` in `state`, to change in place.
+fn deployment_spec<'s>(
+    state: &'s mut State,
+    name: &DeploymentName,
+) -> Result<&'s mut state::DeploymentSpec, Status> {
+    state
+        .deployments
+        .get_mut(name)
+        .ok_or_else(|| not_found(format_args!("deployment {name}")))
+}
+
+/// A deletion is refused, naming what still refers to the thing (at most ten of them).
+fn refuse_while_referenced(what: &str, references: Vec<String>) -> Result<(), Status> {
+    if references.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<&str> = references.iter().take(10).map(String::as_str).collect();
+    let more = references.len().saturating_sub(shown.len());
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    Err(precondition(format!(
+        "{what} is still referred to by {}{more}: remove those first",
+        shown.join(", ")
+    )))
 }
 
 impl AdminService {

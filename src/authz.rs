@@ -411,20 +411,7 @@ impl CheckService {
             }
         };
         *plane = Some(input.route.plane);
-        let workload_project;
-        let route = &match input.route.target {
-            Target::Workload { id, .. } => {
-                workload_project = self.directory.workload_project(id).await?;
-                Route {
-                    target: Target::Workload {
-                        id,
-                        project: workload_project.as_deref(),
-                    },
-                    ..input.route
-                }
-            }
-            _ => input.route,
-        };
+        let route = &input.route;
         let deployment = match route.target {
             Target::Deployment {
                 name,
@@ -433,6 +420,9 @@ impl CheckService {
             } => self.directory.deployment(name, project, slug).await?,
             Target::Project(_) | Target::Workload { .. } => None,
         };
+        if policy::endpoint_removed(route, deployment.as_deref()) {
+            return Ok((no_endpoint(), Outcome::Deny(NOT_FOUND_CODE)));
+        }
         if !policy::auth_required(route, deployment.as_deref()) {
             return Ok((
                 allowed(route, Grant::Anonymous, &self.sources),
@@ -458,6 +448,26 @@ impl CheckService {
                 Authentication::Verified(&entry.key),
                 self.directory.grants(&entry.key).await?,
             ),
+        };
+        // A workload id names a workload of the key's own project: resolved only for a
+        // verified key, so an unauthenticated request costs no lookup and learns nothing.
+        let holders;
+        let resolved;
+        let route = match (route.target, authentication) {
+            (Target::Workload { id, .. }, Authentication::Verified(key))
+                if key.plane() == Plane::Control =>
+            {
+                holders = self.directory.workload_projects(id).await?;
+                resolved = Route {
+                    target: Target::Workload {
+                        id,
+                        project: policy::workload_project(key, &holders),
+                    },
+                    ..*route
+                };
+                &resolved
+            }
+            _ => route,
         };
         let decision = policy::decide(route, deployment.as_deref(), authentication, &grants, now);
         Ok(match decision {
@@ -587,6 +597,7 @@ fn string_value(s: &str) -> Value {
 /// HTTP status, OpenAI error `type` and `code` for each denial.
 fn status_of(denial: &Denial) -> (u16, &'static str, &'static str) {
     match denial {
+        Denial::NoEndpoint => (404, "invalid_request_error", NOT_FOUND_CODE),
         Denial::MissingCredential => (401, "invalid_request_error", "missing_api_key"),
         Denial::InvalidKey {
             route_plane: Plane::Data,
@@ -607,6 +618,9 @@ fn status_of(denial: &Denial) -> (u16, &'static str, &'static str) {
 /// A denial; `key_id` is the presented token's key id when it parsed (public: it is in every
 /// token, never the secret), for the access log.
 fn denied(denial: &Denial, key_id: Option<&str>) -> CheckResponse {
+    if *denial == Denial::NoEndpoint {
+        return no_endpoint();
+    }
     let (status, kind, code) = status_of(denial);
     let mut headers = vec![header(
         "content-type",
@@ -637,6 +651,30 @@ fn denial_metadata(code: &str, key_id: Option<&str>) -> Struct {
         fields.insert("key_id".to_owned(), string_value(id));
     }
     Struct { fields }
+}
+
+/// The `code` of the 404 of a removed public endpoint.
+const NOT_FOUND_CODE: &str = "not_found";
+
+/// Envoy's own answer for a path no deployment is routed at (the catch-all `direct_response`
+/// of `envoy/envoy.yaml.tmpl`), byte for byte: a removed public endpoint must read exactly
+/// like a deployment that is not there.
+pub const NOT_FOUND_BODY: &str = r#"{"error":{"message":"No deployment is routed at this path.","type":"invalid_request_error","param":null,"code":"not_found"}}"#;
+
+/// The answer on a removed public endpoint: Envoy's not-found reply, with no credential
+/// challenge and nothing in the access log's metadata beyond the code.
+fn no_endpoint() -> CheckResponse {
+    let headers = vec![header(
+        "content-type",
+        "application/json",
+        HeaderAppendAction::OverwriteIfExistsOrAdd,
+    )];
+    deny_response(
+        404,
+        headers,
+        NOT_FOUND_BODY.to_owned(),
+        denial_metadata(NOT_FOUND_CODE, None),
+    )
 }
 
 fn misrouted(error: RouteError) -> CheckResponse {
@@ -671,6 +709,7 @@ fn deny_response(
     let grpc_code = crate::errors::check_code(false, status == 401);
     let http_code = match status {
         401 => HttpStatusCode::Unauthorized,
+        404 => HttpStatusCode::NotFound,
         _ => HttpStatusCode::Forbidden,
     };
     CheckResponse {
@@ -692,6 +731,38 @@ fn deny_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_removed_public_endpoint_answers_envoys_own_not_found() {
+        let template = include_str!("../envoy/envoy.yaml.tmpl");
+        assert!(
+            template.contains(&format!("inline_string: '{NOT_FOUND_BODY}'")),
+            "envoy/envoy.yaml.tmpl's catch-all 404 and NOT_FOUND_BODY must stay identical"
+        );
+        let Some(HttpResponse::DeniedResponse(reply)) = no_endpoint().http_response else {
+            panic!("a denial");
+        };
+        assert_eq!(
+            reply.status.map(|s| s.code),
+            Some(HttpStatusCode::NotFound as i32)
+        );
+        assert_eq!(reply.body, NOT_FOUND_BODY);
+        let names: Vec<_> = reply
+            .headers
+            .iter()
+            .flat_map(|h| &h.header)
+            .map(|h| h.key.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["content-type"],
+            "no www-authenticate: no key is asked"
+        );
+        assert_eq!(
+            denied(&Denial::NoEndpoint, Some("AAAAAAAAAAAA")),
+            no_endpoint()
+        );
+    }
 
     #[test]
     fn throttled_log_lines() {

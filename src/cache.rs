@@ -12,7 +12,8 @@
 //! - `grants`: principal id → its policies resolved against the permission sets, so the hot
 //!   path decides without a database round trip. Any policy, permission set or principal
 //!   change drops them all: such changes are rare and may move grants between principals.
-//! - `workloads`: workload id → its project (or its absence).
+//! - `workloads`: workload id → the projects holding a workload of that id (ids are unique
+//!   per project only; none: no such workload).
 //!
 //! Every admin write invalidates what it changed before it answers, so the very next decision
 //! sees it. Other replicas' writes arrive through the change feed, and [`FeedConfirmation`]
@@ -226,7 +227,7 @@ pub struct Caches {
     scopes: Arc<Mutex<Scopes>>,
     deployments: Cache<String, Option<Arc<Deployment>>>,
     grants: Cache<i64, Arc<Grants>>,
-    workloads: Cache<String, Option<Arc<str>>>,
+    workloads: Cache<String, Arc<[Arc<str>]>>,
     /// The route table ([`crate::routes`]): dropped on any route change, reloaded on use.
     routes: Arc<RouteSlot>,
     epoch: Arc<AtomicU64>,
@@ -384,7 +385,7 @@ impl Caches {
         &self.routes
     }
 
-    pub async fn workload(&self, id: &str) -> Option<Option<Arc<str>>> {
+    pub async fn workload(&self, id: &str) -> Option<Arc<[Arc<str>]>> {
         self.workloads.get(id).await
     }
 
@@ -395,8 +396,8 @@ impl Caches {
         }
     }
 
-    pub async fn insert_workload(&self, id: &str, project: Option<Arc<str>>, loaded_at: u64) {
-        self.workloads.insert(id.to_owned(), project).await;
+    pub async fn insert_workload(&self, id: &str, projects: Arc<[Arc<str>]>, loaded_at: u64) {
+        self.workloads.insert(id.to_owned(), projects).await;
         if self.epoch() != loaded_at {
             self.workloads.invalidate(id).await;
         }

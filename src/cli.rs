@@ -156,7 +156,8 @@ Check the configuration first: keyward config check FILE")]
         #[command(subcommand)]
         command: PoliciesCommand,
     },
-    /// Workload ids, so `/api/workloads/:id` control routes resolve their project.
+    /// Workload ids, so `/api/workloads/:id` control routes resolve their project (ids are
+    /// unique per project; a request resolves within its key's own project).
     Workloads {
         #[command(flatten)]
         remote: Remote,
@@ -395,6 +396,10 @@ pub enum WorkloadsCommand {
     Delete {
         /// The workload id.
         id: String,
+        /// The project whose workload this is (ids are unique per project only); needed when
+        /// the id is registered in several projects you can see.
+        #[arg(long)]
+        project: Option<String>,
     },
 }
 
@@ -512,6 +517,23 @@ pub enum ProjectsCommand {
     },
     /// List projects.
     List,
+    /// Change a project's description.
+    #[command(
+        after_help = "Example:\n  keyward projects update acme --description \"Acme's chat products\""
+    )]
+    Update {
+        /// The project's slug.
+        slug: String,
+        /// The new description (printable, bounded like names).
+        #[arg(long)]
+        description: String,
+    },
+    /// Delete a project. Refused while anything refers to it (deployments, workloads, keys,
+    /// route entries, policy rules): the error lists them; delete or change those first.
+    Delete {
+        /// The project's slug.
+        slug: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -552,6 +574,41 @@ pub enum DeploymentsCommand {
         /// The private endpoint: on or off.
         #[arg(long, value_parser = on_off)]
         private: Option<bool>,
+    },
+    /// Change a deployment's model and/or description.
+    #[command(
+        after_help = "Example:\n  keyward deployments update acme/chat --model llama-3.1-70b"
+    )]
+    Update {
+        /// `PROJECT/SLUG`.
+        name: String,
+        /// The model it serves (shown to callers as the deployment's model).
+        #[arg(long)]
+        model: Option<String>,
+        /// The new description.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Remove (off) or restore (on) a deployment's public endpoint, effective on the next
+    /// request on every replica. Off: the public listener answers 404 for it exactly as for a
+    /// deployment that is not there, asking no key; the private listener keeps working.
+    /// (Not `set-auth --public off`, which keeps the endpoint and drops its key check.)
+    #[command(after_help = "Examples:
+  keyward deployments public-endpoint acme/chat off   # private network only
+  keyward deployments public-endpoint acme/chat on")]
+    PublicEndpoint {
+        /// `PROJECT/SLUG`.
+        name: String,
+        /// `off` (private only) or `on`.
+        #[arg(value_parser = on_off, action = clap::ArgAction::Set)]
+        state: bool,
+    },
+    /// Delete a deployment. Keys attached to it lose that attachment at once (requests are
+    /// denied on the next request, on every replica); `PROJECT/*` keys keep their other
+    /// deployments. Refused while a route table entry names it.
+    Delete {
+        /// `PROJECT/SLUG`.
+        name: String,
     },
 }
 
@@ -984,12 +1041,32 @@ async fn projects(remote: Remote, command: ProjectsCommand) -> anyhow::Result<()
                 .await?
                 .projects
         }
+        ProjectsCommand::Update { slug, description } => vec![
+            admin
+                .update_project(pb::UpdateProjectRequest {
+                    slug,
+                    description: Some(description),
+                })
+                .answer()
+                .await?,
+        ],
+        ProjectsCommand::Delete { slug } => {
+            admin
+                .delete_project(pb::DeleteProjectRequest { slug: slug.clone() })
+                .answer()
+                .await?;
+            println!("deleted project {slug}");
+            return Ok(());
+        }
     };
     let rows: Vec<_> = projects
         .iter()
-        .map(|p| json!({"slug": p.slug, "created_at": time_str(Some(p.created_at))}))
+        .map(|p| {
+            json!({"slug": p.slug, "created_at": time_str(Some(p.created_at)),
+                   "description": p.description})
+        })
         .collect();
-    print_rows(remote.output, &["slug", "created_at"], rows);
+    print_rows(remote.output, &["slug", "created_at", "description"], rows);
     Ok(())
 }
 
@@ -1053,6 +1130,54 @@ async fn deployments(remote: Remote, command: DeploymentsCommand) -> anyhow::Res
                     .await?,
             ]
         }
+        DeploymentsCommand::Update {
+            name,
+            model,
+            description,
+        } => {
+            if model.is_none() && description.is_none() {
+                return Err(
+                    Failure::usage("nothing to change: give --model and/or --description").into(),
+                );
+            }
+            let (project, slug) = split(&name)?;
+            vec![
+                admin
+                    .update_deployment(pb::UpdateDeploymentRequest {
+                        project,
+                        slug,
+                        model,
+                        description,
+                    })
+                    .answer()
+                    .await?,
+            ]
+        }
+        DeploymentsCommand::PublicEndpoint { name, state } => {
+            let (project, slug) = split(&name)?;
+            vec![
+                admin
+                    .set_public_endpoint(pb::SetPublicEndpointRequest {
+                        project,
+                        slug,
+                        enabled: state,
+                    })
+                    .answer()
+                    .await?,
+            ]
+        }
+        DeploymentsCommand::Delete { name } => {
+            let (project, slug) = split(&name)?;
+            let deleted = admin
+                .delete_deployment(pb::DeleteDeploymentRequest { project, slug })
+                .answer()
+                .await?;
+            println!(
+                "deleted deployment {name}; {} key(s) lost their attachment to it",
+                deleted.keys_detached
+            );
+            return Ok(());
+        }
     };
     let on = |b: bool| if b { "on" } else { "off" };
     let rows: Vec<_> = deployments
@@ -1063,12 +1188,21 @@ async fn deployments(remote: Remote, command: DeploymentsCommand) -> anyhow::Res
                 "model": d.model,
                 "public_auth": on(d.public_auth),
                 "private_auth": on(d.private_auth),
+                "public_endpoint": on(d.public_endpoint),
+                "description": d.description,
             })
         })
         .collect();
     print_rows(
         remote.output,
-        &["deployment", "model", "public_auth", "private_auth"],
+        &[
+            "deployment",
+            "model",
+            "public_auth",
+            "private_auth",
+            "public_endpoint",
+            "description",
+        ],
         rows,
     );
     Ok(())
@@ -1547,9 +1681,12 @@ async fn workloads(remote: Remote, command: WorkloadsCommand) -> anyhow::Result<
                 .await?
                 .workloads
         }
-        WorkloadsCommand::Delete { id } => {
+        WorkloadsCommand::Delete { id, project } => {
             admin
-                .delete_workload(pb::DeleteWorkloadRequest { id: id.clone() })
+                .delete_workload(pb::DeleteWorkloadRequest {
+                    id: id.clone(),
+                    project: project.unwrap_or_default(),
+                })
                 .answer()
                 .await?;
             println!("deleted workload {id}");

@@ -17,9 +17,9 @@ use crate::iam::{
     self, Action, Conditions, PermissionSet, Policy, PrincipalRef, Rule, RuleScope,
     ScopeChoiceError, UserAgentMatch,
 };
-use crate::model::{DeploymentName, validate_slug};
+use crate::model::{DeploymentName, validate_description, validate_slug};
 use crate::routes::{self, RouteKey, RouteTarget};
-use crate::state::{DeploymentSpec, Locator, State, validate};
+use crate::state::{DeploymentSpec, Locator, State, WorkloadRef, validate};
 
 /// A rejected file: the first line at fault and why. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +72,8 @@ struct RouteDoc {
 #[serde(deny_unknown_fields)]
 struct ProjectDoc {
     slug: Spanned<String>,
+    #[serde(default)]
+    description: String,
 }
 
 fn yes() -> bool {
@@ -87,6 +89,11 @@ struct DeploymentDoc {
     public_auth: bool,
     #[serde(default = "yes")]
     private_auth: bool,
+    #[serde(default)]
+    description: String,
+    /// `false`: private-only; the public listener answers 404 for it.
+    #[serde(default = "yes")]
+    public_endpoint: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,7 +197,15 @@ pub fn parse(text: &str) -> Result<File, FileError> {
         if let Err(e) = validate_slug("project", slug) {
             return lines.err(p.span().start, e);
         }
-        if !state.projects.insert(slug.clone()) {
+        let description = p.get_ref().description.trim();
+        if let Err(e) = validate_description("project description", description) {
+            return lines.err(p.span().start, e);
+        }
+        if state
+            .projects
+            .insert(slug.clone(), description.to_owned())
+            .is_some()
+        {
             return lines.err(p.span().start, format!("project {slug} is listed twice"));
         }
     }
@@ -204,10 +219,16 @@ pub fn parse(text: &str) -> Result<File, FileError> {
         if model.is_empty() || model.len() > 255 {
             return lines.err(d.span().start, "model must be 1-255 characters");
         }
+        let description = doc.description.trim();
+        if let Err(e) = validate_description("deployment description", description) {
+            return lines.err(d.span().start, e);
+        }
         let spec = DeploymentSpec {
             model: model.to_owned(),
+            description: description.to_owned(),
             public_auth: doc.public_auth,
             private_auth: doc.private_auth,
+            public_endpoint: doc.public_endpoint,
         };
         at.insert(Locator::Deployment(name.clone()), lines.at(d.span().start));
         if state.deployments.insert(name.clone(), spec).is_some() {
@@ -223,13 +244,19 @@ pub fn parse(text: &str) -> Result<File, FileError> {
         if let Err(e) = validate_slug("project", &doc.project) {
             return lines.err(w.span().start, e);
         }
-        at.insert(Locator::Workload(id.clone()), lines.at(w.span().start));
-        if state
-            .workloads
-            .insert(id.clone(), doc.project.clone())
-            .is_some()
-        {
-            return lines.err(w.span().start, format!("workload {id} is listed twice"));
+        let workload = WorkloadRef {
+            project: doc.project.clone(),
+            id: id.clone(),
+        };
+        at.insert(
+            Locator::Workload(workload.clone()),
+            lines.at(w.span().start),
+        );
+        if !state.workloads.insert(workload.clone()) {
+            return lines.err(
+                w.span().start,
+                format!("workload {workload} is listed twice"),
+            );
         }
     }
     for m in &doc.members {
@@ -406,7 +433,7 @@ impl File {
             current.clone()
         };
         let f = &self.state;
-        result.projects.extend(f.projects.iter().cloned());
+        result.projects.extend(f.projects.clone());
         result.deployments.extend(f.deployments.clone());
         result.workloads.extend(f.workloads.clone());
         result.members.extend(f.members.iter().cloned());
@@ -451,8 +478,11 @@ fn list<T: AsRef<str>>(items: &[T]) -> String {
 pub fn render(state: &State) -> String {
     let mut out =
         String::from("# keyward state, `keyward export`; apply with `keyward apply -f`.\n");
-    for p in &state.projects {
-        let _ = write!(out, "\n[[projects]]\nslug = {}\n", q(p));
+    for (slug, description) in &state.projects {
+        let _ = write!(out, "\n[[projects]]\nslug = {}\n", q(slug));
+        if !description.is_empty() {
+            let _ = writeln!(out, "description = {}", q(description));
+        }
     }
     for (name, spec) in &state.deployments {
         let _ = write!(
@@ -463,13 +493,19 @@ pub fn render(state: &State) -> String {
             spec.public_auth,
             spec.private_auth
         );
+        if !spec.public_endpoint {
+            out.push_str("public_endpoint = false\n");
+        }
+        if !spec.description.is_empty() {
+            let _ = writeln!(out, "description = {}", q(&spec.description));
+        }
     }
-    for (id, project) in &state.workloads {
+    for w in &state.workloads {
         let _ = write!(
             out,
             "\n[[workloads]]\nid = {}\nproject = {}\n",
-            q(id),
-            q(project)
+            q(&w.id),
+            q(&w.project)
         );
     }
     for m in &state.members {
@@ -637,6 +673,62 @@ control = true
         assert!(diff(&state, &state).is_empty());
         let ops = diff(&State::default(), &state);
         assert!(ops.iter().all(|o| o.describe().starts_with('+')), "{ops:?}");
+    }
+
+    #[test]
+    fn lifecycle_fields_round_trip() {
+        let text = r#"
+[[projects]]
+slug = "acme"
+description = "Acme's assistants"
+
+[[projects]]
+slug = "beta"
+
+[[deployments]]
+name = "acme/chat"
+model = "llama"
+public_endpoint = false
+description = "private network only"
+
+[[workloads]]
+id = "w-1"
+project = "acme"
+
+[[workloads]]
+id = "w-1"
+project = "beta"
+"#;
+        let state = parse(text)
+            .unwrap()
+            .resolve(&State::default(), false)
+            .unwrap();
+        let chat = state.deployments.values().next().unwrap();
+        assert!(!chat.public_endpoint && chat.public_auth);
+        assert_eq!(chat.description, "private network only");
+        assert_eq!(state.projects["acme"], "Acme's assistants");
+        assert_eq!(state.workloads.len(), 2, "one id, two projects");
+        let rendered = render(&state);
+        let again = parse(&rendered).unwrap().resolve(&State::default(), false);
+        assert_eq!(again.unwrap(), state, "{rendered}");
+        let twice = text.replace("project = \"beta\"", "project = \"acme\"");
+        assert!(rejected(&twice).message.contains("listed twice"));
+        let mut restored = state.clone();
+        restored
+            .deployments
+            .values_mut()
+            .for_each(|d| d.public_endpoint = true);
+        let ops = diff(&state, &restored);
+        assert_eq!(ops.len(), 1, "{ops:?}");
+        assert!(
+            ops[0].describe().starts_with("~ deployment acme/chat"),
+            "{ops:?}"
+        );
+        assert!(
+            diff(&restored, &state)[0]
+                .describe()
+                .contains("public_endpoint off")
+        );
     }
 
     fn rejected(text: &str) -> FileError {

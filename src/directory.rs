@@ -215,8 +215,9 @@ impl Directory {
         self.reload_or_cached(StoreOp::Grants, cached, read).await
     }
 
-    /// The project of workload `id`, from the cache or the store.
-    pub async fn workload_project(&self, id: &str) -> Result<Option<Arc<str>>, StoreError> {
+    /// The projects holding a workload of id `id` (none: no such workload), from the cache or
+    /// the store. Which one a request means depends on its key ([`crate::policy::workload_project`]).
+    pub async fn workload_projects(&self, id: &str) -> Result<Arc<[Arc<str>]>, StoreError> {
         let cached = self.caches.workload(id).await;
         if let Some(cached) = &cached
             && self.cache_trusted()
@@ -227,7 +228,13 @@ impl Directory {
         self.metrics.lookups.workloads.miss();
         let epoch = self.caches.epoch();
         let read = async {
-            let loaded: Option<Arc<str>> = self.store.workload_project(id).await?.map(Arc::from);
+            let loaded: Arc<[Arc<str>]> = self
+                .store
+                .workload_projects(id)
+                .await?
+                .into_iter()
+                .map(Arc::from)
+                .collect();
             self.caches.insert_workload(id, loaded.clone(), epoch).await;
             Ok(loaded)
         };

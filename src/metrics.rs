@@ -150,6 +150,7 @@ const DENY_CODES: &[&str] = &[
     "permission_denied",
     "conditions_not_met",
     "route_not_configured",
+    "not_found",
     "other",
 ];
 const ERROR_CODES: &[&str] = &["overloaded", "storage_unavailable", "internal", "other"];

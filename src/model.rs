@@ -140,17 +140,36 @@ impl fmt::Display for DeploymentName {
     }
 }
 
+/// A project: the isolation boundary deployments, workloads and keys belong to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    pub slug: String,
+    pub description: String,
+    pub created_at: i64,
+}
+
 /// A deployment and its per-endpoint authentication flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deployment {
     pub name: DeploymentName,
     pub model: String,
+    pub description: String,
     pub public_auth: bool,
     pub private_auth: bool,
+    /// `false`: a private-only deployment; the public listener answers as if it were not there.
+    pub public_endpoint: bool,
     pub created_at: i64,
 }
 
 impl Deployment {
+    /// Whether the deployment answers on `endpoint` at all (the private one always does).
+    pub fn has_endpoint(&self, endpoint: Endpoint) -> bool {
+        match endpoint {
+            Endpoint::Public => self.public_endpoint,
+            Endpoint::Private => true,
+        }
+    }
+
     pub fn auth_required(&self, endpoint: Endpoint) -> bool {
         match endpoint {
             Endpoint::Public => self.public_auth,

@@ -116,7 +116,8 @@ pub enum Target<'a> {
     /// A control route: a project's workload lifecycle.
     Project(&'a str),
     /// A control route on one workload (`/api/workloads/:id`); keyward resolves its project
-    /// itself (`None`: no such workload is registered).
+    /// itself, within the presenting key's scope ([`workload_project`]; `None`: no such
+    /// workload is registered there).
     Workload {
         id: &'a str,
         project: Option<&'a str>,
@@ -170,6 +171,9 @@ pub enum Authentication<'k> {
 /// Why a request is denied. [`crate::authz`] maps each to an HTTP status in one place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
+    /// The deployment's public endpoint is removed (private-only): the public route answers
+    /// as if no deployment were routed there.
+    NoEndpoint,
     MissingCredential,
     InvalidKey {
         route_plane: Plane,
@@ -201,6 +205,7 @@ impl fmt::Display for Denial {
     /// The caller-facing message: names only what the caller itself asked for.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Denial::NoEndpoint => f.write_str("No deployment is routed at this path."),
             Denial::MissingCredential => f.write_str(
                 "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
             ),
@@ -251,6 +256,32 @@ pub fn auth_required(route: &Route<'_>, deployment: Option<&Deployment>) -> bool
     }
 }
 
+/// Whether the route's endpoint is removed for its deployment: a private-only deployment has
+/// no public endpoint. Asked before any credential is read, so the public listener answers
+/// alike for any request, with or without a key, and reveals nothing about the private one.
+pub fn endpoint_removed(route: &Route<'_>, deployment: Option<&Deployment>) -> bool {
+    matches!(route.target, Target::Deployment { .. })
+        && deployment.is_some_and(|d| !d.has_endpoint(route.endpoint))
+}
+
+/// Which of the projects holding a workload of id `id` a request on `/api/workloads/:id`
+/// means: the one the presenting key is scoped to. Workload ids are unique per project only,
+/// so an organization-wide key reaching several holders is ambiguous: none is chosen (fail
+/// closed), and the request is denied as for an unregistered workload. A data key gets none:
+/// it is on the wrong plane anyway.
+pub fn workload_project<'h>(key: &ApiKey, holders: &'h [std::sync::Arc<str>]) -> Option<&'h str> {
+    match &key.scope {
+        KeyScope::ControlProject(project) => {
+            holders.iter().find(|h| ***h == **project).map(|h| &**h)
+        }
+        KeyScope::ControlOrganization => match holders {
+            [only] => Some(only),
+            _ => None,
+        },
+        KeyScope::Data(_) => None,
+    }
+}
+
 /// Decides an authenticated request. `deployment` is the stored row for a data route's target
 /// (`None` when it is not registered); `grants` are the key's bearer's resolved policies
 /// (ignored for the owner); `now` is Unix seconds.
@@ -261,6 +292,9 @@ pub fn decide<'k>(
     grants: &Grants,
     now: i64,
 ) -> Decision<'k> {
+    if endpoint_removed(route, deployment) {
+        return Decision::Deny(Denial::NoEndpoint);
+    }
     let key = match auth {
         Authentication::Missing => return Decision::Deny(Denial::MissingCredential),
         Authentication::Invalid(reason) => return Decision::Deny(invalid(route, reason)),
@@ -445,6 +479,8 @@ mod tests {
             model: "llama".into(),
             public_auth,
             private_auth,
+            description: String::new(),
+            public_endpoint: true,
             created_at: 0,
         }
     }
@@ -462,6 +498,73 @@ mod tests {
             "unknown deployment fails closed"
         );
         assert!(auth_required(&control_route("acme", "GET"), None));
+    }
+
+    #[test]
+    fn a_removed_public_endpoint_answers_alike_for_every_request() {
+        let private_only = Deployment {
+            public_endpoint: false,
+            ..bot(true, true)
+        };
+        let open_private_only = Deployment {
+            public_endpoint: false,
+            ..bot(false, false)
+        };
+        let owner = data_key(&["acme/bot"]);
+        let revoked = ApiKey {
+            revoked_at: Some(1),
+            ..data_key(&["acme/bot"])
+        };
+        let public = data_route(Endpoint::Public);
+        for d in [&private_only, &open_private_only] {
+            assert!(endpoint_removed(&public, Some(d)));
+            assert!(!endpoint_removed(&data_route(Endpoint::Private), Some(d)));
+            for auth in [
+                Authentication::Missing,
+                Authentication::Invalid(InvalidReason::WrongSecret),
+                Authentication::Verified(&revoked),
+                Authentication::Verified(&owner),
+            ] {
+                let decision = decide(&public, Some(d), auth, &Grants::default(), NOW);
+                assert_eq!(decision, Decision::Deny(Denial::NoEndpoint), "{auth:?}");
+            }
+        }
+        let decision = decide(
+            &data_route(Endpoint::Private),
+            Some(&private_only),
+            Authentication::Verified(&owner),
+            &Grants::default(),
+            NOW,
+        );
+        assert_eq!(decision, Decision::Allow(Grant::Key(&owner)));
+        assert!(!endpoint_removed(&public, Some(&bot(true, true))));
+        assert!(
+            !endpoint_removed(&public, None),
+            "unknown stays 403 after a key"
+        );
+        assert!(!endpoint_removed(&control_route("acme", "GET"), None));
+    }
+
+    #[test]
+    fn a_workload_id_resolves_within_the_key_scope() {
+        use std::sync::Arc;
+        let holders: Vec<Arc<str>> = vec!["acme".into(), "beta".into()];
+        let control = |scope| key(scope, PrincipalKind::Member);
+        let acme = control(KeyScope::ControlProject("acme".into()));
+        let beta = control(KeyScope::ControlProject("beta".into()));
+        let gamma = control(KeyScope::ControlProject("gamma".into()));
+        let org = control(KeyScope::ControlOrganization);
+        assert_eq!(workload_project(&acme, &holders), Some("acme"));
+        assert_eq!(workload_project(&beta, &holders), Some("beta"));
+        assert_eq!(workload_project(&gamma, &holders), None);
+        assert_eq!(
+            workload_project(&org, &holders),
+            None,
+            "ambiguous: fail closed"
+        );
+        assert_eq!(workload_project(&org, &holders[1..]), Some("beta"));
+        assert_eq!(workload_project(&org, &[]), None);
+        assert_eq!(workload_project(&data_key(&["acme/*"]), &holders), None);
     }
 
     #[test]
@@ -759,6 +862,8 @@ mod iam_table {
             model: "m".into(),
             public_auth: true,
             private_auth: true,
+            description: String::new(),
+            public_endpoint: true,
             created_at: 0,
         }
     }

@@ -2,9 +2,10 @@
 //! and the diff between two states as a list of [`Op`]s the store applies in one transaction.
 //!
 //! Pure: no I/O and no file format (the TOML of `apply` / `export` is [`crate::declare`]).
-//! Projects and deployments are created or updated, never removed; members, applications,
-//! custom permission sets, policies, workloads and routes absent from the desired state are
-//! removed.
+//! Projects and deployments are created or updated, never removed by a diff (they are deleted
+//! one at a time, [`Op::RemoveDeployment`] and [`Op::RemoveProject`], by the admin calls that
+//! check what refers to them); members, applications, custom permission sets, policies,
+//! workloads and routes absent from the desired state are removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,17 +16,34 @@ use crate::routes::{RouteKey, RouteSpec, RouteTarget};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeploymentSpec {
     pub model: String,
+    pub description: String,
     pub public_auth: bool,
     pub private_auth: bool,
+    /// `false`: private-only (the public listener answers 404 for it).
+    pub public_endpoint: bool,
+}
+
+/// A workload id is unique within its project only: the same id may name workloads of two
+/// projects, and neither project can learn of the other's.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkloadRef {
+    pub project: String,
+    pub id: String,
+}
+
+impl std::fmt::Display for WorkloadRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (project {})", self.id, self.project)
+    }
 }
 
 /// Everything `apply` manages, normalized (sorted maps, so diffs and exports are stable).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
-    pub projects: BTreeSet<String>,
+    /// Project slug → its description.
+    pub projects: BTreeMap<String, String>,
     pub deployments: BTreeMap<DeploymentName, DeploymentSpec>,
-    /// Workload id → project.
-    pub workloads: BTreeMap<String, String>,
+    pub workloads: BTreeSet<WorkloadRef>,
     pub members: BTreeSet<String>,
     pub applications: BTreeSet<String>,
     pub permission_sets: BTreeMap<String, PermissionSet>,
@@ -37,16 +55,17 @@ pub struct State {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     CreateProject(String),
+    /// Sets a project's description (a new project's too).
+    DescribeProject {
+        slug: String,
+        description: String,
+    },
     PutDeployment {
         name: DeploymentName,
         spec: DeploymentSpec,
         create: bool,
     },
-    PutWorkload {
-        id: String,
-        project: String,
-        create: bool,
-    },
+    AddWorkload(WorkloadRef),
     AddMember(String),
     AddApplication(String),
     PutPermissionSet {
@@ -59,7 +78,11 @@ pub enum Op {
     },
     RemovePolicy(String),
     RemovePermissionSet(String),
-    RemoveWorkload(String),
+    RemoveWorkload(WorkloadRef),
+    /// Deletes a deployment; its keys' attachments to it go with it (`PROJECT/*` stays).
+    RemoveDeployment(DeploymentName),
+    /// Deletes a project that nothing refers to any more.
+    RemoveProject(String),
     PutRoute {
         key: RouteKey,
         spec: RouteSpec,
@@ -75,18 +98,20 @@ impl Op {
     pub fn describe(&self) -> String {
         match self {
             Op::CreateProject(p) => format!("+ project {p}"),
+            Op::DescribeProject { slug, .. } => format!("~ project {slug} (description)"),
             Op::PutDeployment { name, spec, create } => format!(
-                "{} deployment {name} (model {}, public_auth {}, private_auth {})",
+                "{} deployment {name} (model {}, public_auth {}, private_auth {}{})",
                 sign(*create),
                 spec.model,
                 on_off(spec.public_auth),
-                on_off(spec.private_auth)
+                on_off(spec.private_auth),
+                if spec.public_endpoint {
+                    ""
+                } else {
+                    ", public_endpoint off"
+                }
             ),
-            Op::PutWorkload {
-                id,
-                project,
-                create,
-            } => format!("{} workload {id} (project {project})", sign(*create)),
+            Op::AddWorkload(w) => format!("+ workload {w}"),
             Op::AddMember(e) => format!("+ member {e}"),
             Op::AddApplication(n) => format!("+ application {n}"),
             Op::PutPermissionSet { set, create } => {
@@ -105,7 +130,11 @@ impl Op {
             ),
             Op::RemovePolicy(n) => format!("- policy {n}"),
             Op::RemovePermissionSet(n) => format!("- permission set {n}"),
-            Op::RemoveWorkload(id) => format!("- workload {id}"),
+            Op::RemoveWorkload(w) => format!("- workload {w}"),
+            Op::RemoveDeployment(name) => {
+                format!("- deployment {name} (its keys' attachments to it are removed)")
+            }
+            Op::RemoveProject(slug) => format!("- project {slug}"),
             Op::PutRoute { key, spec, create } => {
                 let target = match &spec.target {
                     RouteTarget::Deployment(name) => format!("deployment {name}"),
@@ -136,7 +165,7 @@ fn on_off(b: bool) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Locator {
     Deployment(DeploymentName),
-    Workload(String),
+    Workload(WorkloadRef),
     PermissionSet(String),
     Policy(String),
     Rule(String, usize),
@@ -147,18 +176,18 @@ pub enum Locator {
 /// of policies; permission sets of rules and includes (cycles too); rule shapes.
 pub fn validate(state: &State) -> Result<(), (Locator, String)> {
     for name in state.deployments.keys() {
-        if !state.projects.contains(&name.project) {
+        if !state.projects.contains_key(&name.project) {
             return Err((
                 Locator::Deployment(name.clone()),
                 format!("project {} does not exist", name.project),
             ));
         }
     }
-    for (id, project) in &state.workloads {
-        if !state.projects.contains(project) {
+    for w in &state.workloads {
+        if !state.projects.contains_key(&w.project) {
             return Err((
-                Locator::Workload(id.clone()),
-                format!("project {project} does not exist"),
+                Locator::Workload(w.clone()),
+                format!("project {} does not exist", w.project),
             ));
         }
     }
@@ -166,7 +195,7 @@ pub fn validate(state: &State) -> Result<(), (Locator, String)> {
         let missing = match &spec.target {
             RouteTarget::Deployment(name) => (!state.deployments.contains_key(name))
                 .then(|| format!("route {key}: deployment {name} does not exist")),
-            RouteTarget::Control(Some(project)) => (!state.projects.contains(project))
+            RouteTarget::Control(Some(project)) => (!state.projects.contains_key(project))
                 .then(|| format!("route {key}: project {project} does not exist")),
             RouteTarget::Control(None) => None,
         };
@@ -205,7 +234,7 @@ pub fn validate(state: &State) -> Result<(), (Locator, String)> {
             }
             if let RuleScope::Projects(projects) = &rule.scope {
                 for p in projects {
-                    if !state.projects.contains(p) {
+                    if !state.projects.contains_key(p) {
                         return Err((at(), format!("project {p} does not exist")));
                     }
                 }
@@ -215,11 +244,72 @@ pub fn validate(state: &State) -> Result<(), (Locator, String)> {
     Ok(())
 }
 
+/// What in `state` refers to project `slug` and so stands in the way of deleting it: its
+/// deployments, workloads, route entries and policies whose rules name it. (Keys are not part
+/// of the state: the store refuses a project keys are scoped to.)
+pub fn project_references(state: &State, slug: &str) -> Vec<String> {
+    let mut found: Vec<String> = state
+        .deployments
+        .keys()
+        .filter(|d| d.project == slug)
+        .map(|d| format!("deployment {d}"))
+        .collect();
+    found.extend(
+        state
+            .workloads
+            .iter()
+            .filter(|w| w.project == slug)
+            .map(|w| format!("workload {}", w.id)),
+    );
+    found.extend(
+        state
+            .routes
+            .iter()
+            .filter(|(_, spec)| match &spec.target {
+                RouteTarget::Deployment(name) => name.project == slug,
+                RouteTarget::Control(project) => project.as_deref() == Some(slug),
+            })
+            .map(|(key, _)| format!("route {key}")),
+    );
+    found.extend(
+        state
+            .policies
+            .values()
+            .filter(|p| {
+                p.rules.iter().any(|r| {
+                    matches!(&r.scope, RuleScope::Projects(projects) if projects.iter().any(|p| p == slug))
+                })
+            })
+            .map(|p| format!("policy {}", p.name)),
+    );
+    found
+}
+
+/// What in `state` refers to deployment `name` by name and so stands in the way of deleting
+/// it: route table entries (keys' attachments are removed with it).
+pub fn deployment_references(state: &State, name: &DeploymentName) -> Vec<String> {
+    state
+        .routes
+        .iter()
+        .filter(|(_, spec)| spec.target == RouteTarget::Deployment(name.clone()))
+        .map(|(key, _)| format!("route {key}"))
+        .collect()
+}
+
 /// The ops turning `current` into `desired`. Projects and deployments are never removed.
 pub fn diff(current: &State, desired: &State) -> Vec<Op> {
     let mut ops = Vec::new();
-    for p in desired.projects.difference(&current.projects) {
-        ops.push(Op::CreateProject(p.clone()));
+    for (slug, description) in &desired.projects {
+        let now = current.projects.get(slug);
+        if now.is_none() {
+            ops.push(Op::CreateProject(slug.clone()));
+        }
+        if now.is_some_and(|d| d != description) || (now.is_none() && !description.is_empty()) {
+            ops.push(Op::DescribeProject {
+                slug: slug.clone(),
+                description: description.clone(),
+            });
+        }
     }
     for (name, spec) in &desired.deployments {
         match current.deployments.get(name) {
@@ -231,15 +321,8 @@ pub fn diff(current: &State, desired: &State) -> Vec<Op> {
             }),
         }
     }
-    for (id, project) in &desired.workloads {
-        match current.workloads.get(id) {
-            Some(now) if now == project => {}
-            now => ops.push(Op::PutWorkload {
-                id: id.clone(),
-                project: project.clone(),
-                create: now.is_none(),
-            }),
-        }
+    for w in desired.workloads.difference(&current.workloads) {
+        ops.push(Op::AddWorkload(w.clone()));
     }
     for m in desired.members.difference(&current.members) {
         ops.push(Op::AddMember(m.clone()));
@@ -286,10 +369,8 @@ pub fn diff(current: &State, desired: &State) -> Vec<Op> {
             ops.push(Op::RemovePermissionSet(name.clone()));
         }
     }
-    for id in current.workloads.keys() {
-        if !desired.workloads.contains_key(id) {
-            ops.push(Op::RemoveWorkload(id.clone()));
-        }
+    for w in current.workloads.difference(&desired.workloads) {
+        ops.push(Op::RemoveWorkload(w.clone()));
     }
     for key in current.routes.keys() {
         if !desired.routes.contains_key(key) {

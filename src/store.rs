@@ -21,7 +21,7 @@ pub use listen::{ChangeListener, Notice};
 use crate::clock::{now_unix, now_unix_ms};
 use crate::model::{
     ApiKey, DataTarget, Deployment, DeploymentName, KeyDetails, KeyScope, Plane, PreviousSecret,
-    Principal, PrincipalKind,
+    Principal, PrincipalKind, Project,
 };
 
 /// What an admin write changed; caches drop exactly what it names.
@@ -240,6 +240,9 @@ pub struct KeyUpdate {
 
 /// The advisory lock id serializing migrations across replicas ("keyward" in ASCII).
 const MIGRATION_LOCK: i64 = 0x006b_6579_7761_7264;
+
+const DEPLOYMENT_COLUMNS: &str = "p.slug AS project, d.slug, d.model, d.description, \
+     d.public_auth, d.private_auth, d.public_endpoint, d.created_at";
 
 const KEY_COLUMNS: &str = "k.id, k.plane, k.control_project, k.name, k.description, k.secret_hash, \
      k.previous_secret_hash, k.previous_valid_until, k.created_at, k.expires_at, k.revoked_at, k.last_used_at, p.id AS principal_id, \
@@ -468,17 +471,23 @@ impl Store {
         Ok((slug.to_owned(), now, changes))
     }
 
-    pub async fn list_projects(&self) -> Result<Vec<(String, i64)>> {
+    pub async fn list_projects(&self) -> Result<Vec<Project>> {
         list_projects(&mut *self.pool.acquire().await?).await
     }
 }
 
-async fn list_projects(conn: &mut AnyConnection) -> Result<Vec<(String, i64)>> {
-    let rows = sqlx::query("SELECT slug, created_at FROM projects ORDER BY slug")
+async fn list_projects(conn: &mut AnyConnection) -> Result<Vec<Project>> {
+    let rows = sqlx::query("SELECT slug, description, created_at FROM projects ORDER BY slug")
         .fetch_all(&mut *conn)
         .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get("slug")?, r.try_get("created_at")?)))
+        .map(|r| {
+            Ok(Project {
+                slug: r.try_get("slug")?,
+                description: r.try_get("description")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
         .collect()
 }
 
@@ -491,6 +500,7 @@ impl Store {
             .is_some())
     }
 
+    /// Inserts a deployment, with no description and its public endpoint on.
     pub async fn create_deployment(
         &self,
         name: &DeploymentName,
@@ -498,6 +508,15 @@ impl Store {
         public_auth: bool,
         private_auth: bool,
     ) -> Result<(Deployment, Vec<Change>)> {
+        let deployment = Deployment {
+            name: name.clone(),
+            model: model.to_owned(),
+            description: String::new(),
+            public_auth,
+            private_auth,
+            public_endpoint: true,
+            created_at: 0,
+        };
         let mut tx = self.pool.begin().await?;
         let project_id: i64 = sqlx::query("SELECT id FROM projects WHERE slug = $1")
             .bind(&name.project)
@@ -515,36 +534,34 @@ impl Store {
         }
         let now = now_unix();
         sqlx::query(
-            "INSERT INTO deployments (project_id, slug, model, public_auth, private_auth, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO deployments (project_id, slug, model, public_auth, private_auth, created_at, \
+               description, public_endpoint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(project_id)
         .bind(&name.slug)
-        .bind(model)
-        .bind(i64::from(public_auth))
-        .bind(i64::from(private_auth))
+        .bind(&deployment.model)
+        .bind(i64::from(deployment.public_auth))
+        .bind(i64::from(deployment.private_auth))
         .bind(now)
+        .bind(&deployment.description)
+        .bind(i64::from(deployment.public_endpoint))
         .execute(&mut *tx)
         .await?;
         let changes = vec![Change::Deployment(name.clone())];
         record_all(&mut tx, self, &changes).await?;
         tx.commit().await?;
         let deployment = Deployment {
-            name: name.clone(),
-            model: model.to_owned(),
-            public_auth,
-            private_auth,
             created_at: now,
+            ..deployment
         };
         Ok((deployment, changes))
     }
 
     pub async fn get_deployment(&self, project: &str, slug: &str) -> Result<Option<Deployment>> {
-        let row = sqlx::query(
-            "SELECT p.slug AS project, d.slug, d.model, d.public_auth, d.private_auth, d.created_at \
-             FROM deployments d JOIN projects p ON p.id = d.project_id \
+        let row = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d JOIN projects p ON p.id = d.project_id \
              WHERE p.slug = $1 AND d.slug = $2",
-        )
+        ))
         .bind(project)
         .bind(slug)
         .fetch_optional(&self.pool)
@@ -561,11 +578,10 @@ async fn list_deployments(
     conn: &mut AnyConnection,
     project: Option<&str>,
 ) -> Result<Vec<Deployment>> {
-    let rows = sqlx::query(
-        "SELECT p.slug AS project, d.slug, d.model, d.public_auth, d.private_auth, d.created_at \
-             FROM deployments d JOIN projects p ON p.id = d.project_id \
+    let rows = sqlx::query(&format!(
+        "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d JOIN projects p ON p.id = d.project_id \
              WHERE $1 = '' OR p.slug = $1 ORDER BY p.slug, d.slug",
-    )
+    ))
     .bind(project.unwrap_or(""))
     .fetch_all(&mut *conn)
     .await?;
@@ -621,8 +637,12 @@ impl Store {
 
     /// Inserts a key. Every target of a data key must name a registered deployment or project,
     /// and a control key's project must exist.
+    ///
+    /// Serialized with the state writes (the organization's lock): a key cannot be scoped to a
+    /// deployment or project that a concurrent deletion is removing.
     pub async fn create_key(&self, key: NewKey) -> Result<(ApiKey, Vec<Change>)> {
         let mut tx = self.pool.begin().await?;
+        iam::lock_organization(&mut tx).await?;
         insert_key(&mut tx, &key).await?;
         self.commit_key_change(tx, &key.id).await
     }
@@ -725,6 +745,10 @@ impl Store {
             ));
         }
         let mut tx = self.pool.begin().await?;
+        if !update.attach.is_empty() {
+            // As in `create_key`: no attachment to what a concurrent deletion removes.
+            iam::lock_organization(&mut tx).await?;
+        }
         sqlx::query(
             "UPDATE api_keys SET name = COALESCE($1, name), description = COALESCE($2, description) \
              WHERE id = $3",
@@ -1070,8 +1094,10 @@ fn deployment_from_row(row: &AnyRow) -> Result<Deployment> {
             slug: row.try_get("slug")?,
         },
         model: row.try_get("model")?,
+        description: row.try_get("description")?,
         public_auth: public_auth != 0,
         private_auth: private_auth != 0,
+        public_endpoint: row.try_get::<i64, _>("public_endpoint")? != 0,
         created_at: row.try_get("created_at")?,
     })
 }

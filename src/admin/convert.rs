@@ -59,8 +59,29 @@ impl From<&Deployment> for pb::Deployment {
             public_auth: d.public_auth,
             private_auth: d.private_auth,
             created_at: d.created_at,
+            description: d.description.clone(),
+            public_endpoint: d.public_endpoint,
         }
     }
+}
+
+impl From<&crate::model::Project> for pb::Project {
+    fn from(p: &crate::model::Project) -> Self {
+        pb::Project {
+            slug: p.slug.clone(),
+            created_at: p.created_at,
+            description: p.description.clone(),
+        }
+    }
+}
+
+/// A deployment's model: trimmed, 1-255 characters.
+pub fn model(model: &str) -> Result<&str> {
+    let model = model.trim();
+    if model.is_empty() || model.len() > 255 {
+        return Err(bad("model must be 1-255 characters"));
+    }
+    Ok(model)
 }
 
 /// `k` as the admin API shows it. Keys shown here come from the store, so they carry their

@@ -252,6 +252,24 @@ impl Bearer<'_> {
         Ok(())
     }
 
+    /// Whether the bearer may remove (`enabled` false) or restore a deployment's public
+    /// endpoint. Removing one only narrows who can reach it: `deployments.write`. Restoring one
+    /// whose public authentication is off opens the deployment to anyone on the public
+    /// listener, as turning authentication off does: `deployments.auth` as well.
+    pub fn may_set_public_endpoint(
+        &self,
+        project: &str,
+        enabled: bool,
+        public_auth: bool,
+    ) -> Result<(), AccessDenied> {
+        let place = Place::Project(project);
+        self.may(Action::DeploymentsWrite, place)?;
+        if enabled && !public_auth {
+            self.may(Action::DeploymentsAuth, place)?;
+        }
+        Ok(())
+    }
+
     /// Whether the bearer may see workload `id` of `project` at all; another project's
     /// workload reads as absent.
     pub fn may_see_workload(&self, id: &str, project: &str) -> Result<(), AccessDenied> {
@@ -551,6 +569,31 @@ mod tests {
                 Err(other) => panic!("{name}: {other:?}"),
             };
             assert_eq!(got, expected, "{name} {public:?} {private:?}");
+        }
+    }
+
+    #[test]
+    fn removing_and_restoring_a_public_endpoint() {
+        let callers = callers();
+        let find = |name: &str| callers.iter().find(|(n, ..)| *n == name).unwrap();
+        // (caller, enabled, public_auth, outcome)
+        let table = [
+            ("writer@acme", false, true, "ok"),
+            ("writer@acme", false, false, "ok"),
+            ("writer@acme", true, true, "ok"),
+            ("writer@acme", true, false, "deployments.auth"),
+            ("reader@acme", false, true, "deployments.write"),
+            ("manager", true, false, "ok"),
+            ("owner", true, false, "ok"),
+        ];
+        for (name, enabled, public_auth, expected) in table {
+            let (_, k, g) = find(name);
+            let got = match bearer(k, g).may_set_public_endpoint("acme", enabled, public_auth) {
+                Ok(()) => "ok",
+                Err(AccessDenied::MissingPermission { action, .. }) => action.as_str(),
+                Err(other) => panic!("{name}: {other:?}"),
+            };
+            assert_eq!(got, expected, "{name} {enabled} {public_auth}");
         }
     }
 

@@ -10,7 +10,7 @@ use super::{Change, Result, Store, StoreError, Tx, record_all};
 use crate::clock::now_unix;
 use crate::iam::{self, Grants, PermissionSet, Policy, PrincipalRef, Rule};
 use crate::model::{DeploymentName, Principal, PrincipalKind};
-use crate::state::{DeploymentSpec, Op, State};
+use crate::state::{DeploymentSpec, Op, State, WorkloadRef};
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SetBody {
@@ -64,16 +64,18 @@ impl Store {
         Ok(found.map(|(id, kind, name)| Principal { id, kind, name }))
     }
 
-    /// The project a workload id belongs to.
-    pub async fn workload_project(&self, id: &str) -> Result<Option<String>> {
-        let row = sqlx::query(
-            "SELECT p.slug FROM workloads w JOIN projects p ON p.id = w.project_id WHERE w.id = $1",
+    /// The projects holding a workload of id `id` (ids are unique per project only).
+    pub async fn workload_projects(&self, id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT p.slug FROM workloads w JOIN projects p ON p.id = w.project_id \
+             WHERE w.id = $1 ORDER BY p.slug",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        row.map(|r| r.try_get(0).map_err(StoreError::from))
-            .transpose()
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(StoreError::from))
+            .collect()
     }
 
     /// The resolved grants of one principal: its policies with their permission sets expanded.
@@ -142,7 +144,7 @@ impl Store {
 /// lock, so it sees the previous writer's commit (a deferred `BEGIN` that read first could
 /// not upgrade: SQLITE_BUSY); PostgreSQL holds the row lock until commit, and each later
 /// statement of a read-committed transaction sees what was committed before it.
-async fn lock_organization(tx: &mut Tx<'_>) -> Result<i64> {
+pub(super) async fn lock_organization(tx: &mut Tx<'_>) -> Result<i64> {
     let lock = "UPDATE organizations SET name = name WHERE name = 'default' RETURNING id";
     super::organization_row(tx, lock).await
 }
@@ -167,16 +169,18 @@ async fn permission_sets(conn: &mut AnyConnection) -> Result<Vec<PermissionSet>>
 
 async fn load_state(conn: &mut AnyConnection) -> Result<State> {
     let mut state = State::default();
-    for (slug, _) in super::list_projects(conn).await? {
-        state.projects.insert(slug);
+    for project in super::list_projects(conn).await? {
+        state.projects.insert(project.slug, project.description);
     }
     for d in super::list_deployments(conn, None).await? {
         state.deployments.insert(
             d.name,
             DeploymentSpec {
                 model: d.model,
+                description: d.description,
                 public_auth: d.public_auth,
                 private_auth: d.private_auth,
+                public_endpoint: d.public_endpoint,
             },
         );
     }
@@ -185,7 +189,10 @@ async fn load_state(conn: &mut AnyConnection) -> Result<State> {
             .fetch_all(&mut *conn)
             .await?;
     for r in &rows {
-        state.workloads.insert(r.try_get(0)?, r.try_get(1)?);
+        state.workloads.insert(WorkloadRef {
+            id: r.try_get(0)?,
+            project: r.try_get(1)?,
+        });
     }
     for p in list_principals(conn).await? {
         match p.kind {
@@ -334,37 +341,28 @@ async fn apply_op(
             put_deployment(tx, now, name, spec, *create).await?;
             changes.push(Change::Deployment(name.clone()));
         }
-        Op::PutWorkload {
-            id,
-            project,
-            create,
-        } => {
-            let pid = project_id(tx, project).await?;
-            if *create {
-                let taken = sqlx::query("SELECT 1 FROM workloads WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                if taken.is_some() {
-                    return Err(StoreError::Conflict(format!("workload {id}")));
-                }
-                sqlx::query(
-                    "INSERT INTO workloads (id, project_id, created_at) VALUES ($1, $2, $3)",
-                )
-                .bind(id)
+        Op::DescribeProject { slug, description } => {
+            sqlx::query("UPDATE projects SET description = $1 WHERE slug = $2")
+                .bind(description)
+                .bind(slug)
+                .execute(&mut **tx)
+                .await?;
+            changes.push(Change::Project(slug.clone()));
+        }
+        Op::AddWorkload(w) => {
+            // Only this project's ids are looked at: another project's workload of the same
+            // id is none of this caller's business, and does not stand in the way.
+            let pid = project_id(tx, &w.project).await?;
+            sqlx::query("INSERT INTO workloads (id, project_id, created_at) VALUES ($1, $2, $3)")
+                .bind(&w.id)
                 .bind(pid)
                 .bind(now)
                 .execute(&mut **tx)
                 .await?;
-            } else {
-                sqlx::query("UPDATE workloads SET project_id = $1 WHERE id = $2")
-                    .bind(pid)
-                    .bind(id)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            changes.push(Change::Workload(id.clone()));
+            changes.push(Change::Workload(w.id.clone()));
         }
+        Op::RemoveDeployment(name) => remove_deployment(tx, name, changes).await?,
+        Op::RemoveProject(slug) => remove_project(tx, slug, changes).await?,
         Op::AddMember(email) => add_principal(tx, org, now, "member", email, changes).await?,
         Op::AddApplication(name) => {
             add_principal(tx, org, now, "application", name, changes).await?
@@ -430,12 +428,14 @@ async fn apply_op(
                 .await?;
             changes.push(Change::PermissionSet(name.clone()));
         }
-        Op::RemoveWorkload(id) => {
-            sqlx::query("DELETE FROM workloads WHERE id = $1")
-                .bind(id)
+        Op::RemoveWorkload(w) => {
+            let pid = project_id(tx, &w.project).await?;
+            sqlx::query("DELETE FROM workloads WHERE id = $1 AND project_id = $2")
+                .bind(&w.id)
+                .bind(pid)
                 .execute(&mut **tx)
                 .await?;
-            changes.push(Change::Workload(id.clone()));
+            changes.push(Change::Workload(w.id.clone()));
         }
         Op::RemovePrincipal(r) => remove_principal(tx, r, changes).await?,
         Op::PutRoute { key, spec, create } => {
@@ -455,10 +455,11 @@ async fn put_deployment(
 ) -> Result<()> {
     let pid = project_id(tx, &name.project).await?;
     let sql = if create {
-        "INSERT INTO deployments (project_id, slug, model, public_auth, private_auth, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)"
+        "INSERT INTO deployments (project_id, slug, model, public_auth, private_auth, created_at, \
+           description, public_endpoint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
     } else {
-        "UPDATE deployments SET model = $3, public_auth = $4, private_auth = $5 \
+        "UPDATE deployments SET model = $3, public_auth = $4, private_auth = $5, \
+           description = $7, public_endpoint = $8 \
          WHERE project_id = $1 AND slug = $2 AND $6 = $6"
     };
     sqlx::query(sql)
@@ -468,8 +469,74 @@ async fn put_deployment(
         .bind(i64::from(spec.public_auth))
         .bind(i64::from(spec.private_auth))
         .bind(now)
+        .bind(&spec.description)
+        .bind(i64::from(spec.public_endpoint))
         .execute(&mut **tx)
         .await?;
+    Ok(())
+}
+
+/// Deletes a deployment and every key's attachment to it, in the caller's transaction: each
+/// such key is reloaded on its next request (on every replica, from the returned changes), so
+/// it is denied there from then on. `PROJECT/*` attachments are the project's, and stay.
+async fn remove_deployment(
+    tx: &mut Tx<'_>,
+    name: &DeploymentName,
+    changes: &mut Vec<Change>,
+) -> Result<()> {
+    let pid = project_id(tx, &name.project).await?;
+    let attached = sqlx::query(
+        "SELECT key_id FROM api_key_targets WHERE project = $1 AND deployment = $2 ORDER BY key_id",
+    )
+    .bind(&name.project)
+    .bind(&name.slug)
+    .fetch_all(&mut **tx)
+    .await?;
+    sqlx::query("DELETE FROM api_key_targets WHERE project = $1 AND deployment = $2")
+        .bind(&name.project)
+        .bind(&name.slug)
+        .execute(&mut **tx)
+        .await?;
+    let deleted = sqlx::query("DELETE FROM deployments WHERE project_id = $1 AND slug = $2")
+        .bind(pid)
+        .bind(&name.slug)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if deleted == 0 {
+        return Err(StoreError::NotFound(format!("deployment {name}")));
+    }
+    for row in &attached {
+        changes.push(Change::Key(row.try_get(0)?));
+    }
+    changes.push(Change::Deployment(name.clone()));
+    Ok(())
+}
+
+/// Deletes a project nothing refers to. Keys name projects by slug: a key left scoped to a
+/// deleted project would reach a later project of the same slug, so a project with keys is
+/// refused (the caller's state validation refuses deployments, workloads, routes and rules).
+async fn remove_project(tx: &mut Tx<'_>, slug: &str, changes: &mut Vec<Change>) -> Result<()> {
+    let pid = project_id(tx, slug).await?;
+    let keys: i64 = sqlx::query(
+        "SELECT COUNT(*) FROM api_keys k WHERE k.control_project = $1 \
+           OR EXISTS (SELECT 1 FROM api_key_targets t WHERE t.key_id = k.id AND t.project = $1)",
+    )
+    .bind(slug)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get(0)?;
+    if keys > 0 {
+        return Err(StoreError::Invalid(format!(
+            "project {slug} still has {keys} key(s) scoped to it: delete them first \
+             (keyward keys list --project {slug})"
+        )));
+    }
+    sqlx::query("DELETE FROM projects WHERE id = $1")
+        .bind(pid)
+        .execute(&mut **tx)
+        .await?;
+    changes.push(Change::Project(slug.to_owned()));
     Ok(())
 }
 
