@@ -19,6 +19,7 @@ pub struct Config {
     pub propagation: Propagation,
     pub usage: Usage,
     pub tls: Tls,
+    pub audit: Audit,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -128,6 +129,22 @@ impl Default for Propagation {
 pub struct Usage {
     /// How often recorded last-use times are written, in one batch.
     pub flush_interval_secs: u64,
+}
+
+/// The audit log of admin calls (`keyward audit list`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    /// Records older than this many days are deleted, hourly, by every replica.
+    pub retention_days: u64,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit {
+            retention_days: 365,
+        }
+    }
 }
 
 /// TLS for the TCP listeners (the Unix socket for Check stays local and plaintext). Off by
@@ -267,6 +284,8 @@ pub const MAX_ARGON2_ITERATIONS: u32 = 1_000;
 pub const MAX_ARGON2_PARALLELISM: u32 = 64;
 pub const MAX_DATABASE_CONNECTIONS: u32 = 10_000;
 pub const MAX_INTERVAL_MS: u64 = 3_600_000;
+/// A hundred years: past it, `now - retention` would leave the range of a timestamp.
+pub const MAX_AUDIT_RETENTION_DAYS: u64 = 36_500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -395,6 +414,7 @@ impl Config {
         overlay!("KEYWARD_PROPAGATION_HEARTBEAT_MS" => self.propagation.heartbeat_ms);
         overlay!("KEYWARD_USAGE_FLUSH_INTERVAL_SECS" => self.usage.flush_interval_secs);
         overlay!("KEYWARD_TLS_RELOAD_INTERVAL_SECS" => self.tls.reload_interval_secs);
+        overlay!("KEYWARD_AUDIT_RETENTION_DAYS" => self.audit.retention_days);
         macro_rules! overlay_path {
             ($var:literal => $field:expr) => {
                 if let Some(value) = lookup($var) {
@@ -517,6 +537,12 @@ impl Config {
             self.usage.flush_interval_secs,
             1,
             MAX_INTERVAL_MS / 1000,
+        )?;
+        within(
+            "audit.retention_days",
+            self.audit.retention_days,
+            1,
+            MAX_AUDIT_RETENTION_DAYS,
         )?;
         within(
             "database.max_connections",
@@ -758,6 +784,11 @@ mod range_tests {
             (
                 "[usage]\nflush_interval_secs = 18446744073709551615\n",
                 "usage.flush_interval_secs",
+            ),
+            ("[audit]\nretention_days = 0\n", "audit.retention_days"),
+            (
+                "[audit]\nretention_days = 18446744073709551615\n",
+                "audit.retention_days",
             ),
         ];
         for (toml, field) in cases {

@@ -10,6 +10,7 @@ use sqlx::AnyConnection;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+mod audit;
 mod availability;
 mod iam;
 mod listen;
@@ -169,6 +170,9 @@ pub struct Store {
     /// Whether the database is known to be down: reads on the Check path and readiness then
     /// fail at once ([`Self::guarded`]).
     availability: std::sync::Arc<Availability>,
+    /// Set on the copy [`Self::audited`] returns: the audit record its writes append, in their
+    /// own transaction.
+    audit: Option<std::sync::Arc<crate::audit::Record>>,
 }
 
 fn now_millis() -> i64 {
@@ -281,6 +285,7 @@ impl Store {
             url: url.as_str().into(),
             origin: crate::token::generate_key_id().into(),
             availability: Default::default(),
+            audit: None,
         };
         store
             .migrate()
@@ -385,15 +390,16 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
-        record(&mut tx, self, &Change::Principal(id)).await?;
+        let mut changes = vec![Change::Principal(id)];
         if let Some(key) = owner_key {
             let key = NewKey {
                 principal_id: id,
                 ..key
             };
             insert_key(&mut tx, &key).await?;
-            record(&mut tx, self, &Change::Key(key.id)).await?;
+            changes.push(Change::Key(key.id));
         }
+        record_all(&mut tx, self, &changes).await?;
         tx.commit().await?;
         Ok(Principal {
             id,
@@ -421,7 +427,7 @@ impl Store {
             ..key
         };
         insert_key(&mut tx, &key).await?;
-        record(&mut tx, self, &Change::Key(key.id)).await?;
+        record_all(&mut tx, self, &[Change::Key(key.id)]).await?;
         tx.commit().await?;
         Ok(owner)
     }
@@ -932,9 +938,14 @@ async fn record(tx: &mut Tx<'_>, store: &Store, change: &Change) -> Result<()> {
     Ok(())
 }
 
+/// Records every change event of a write and, when the store is [`Store::audited`], its audit
+/// record: each write path calls this once, just before it commits.
 async fn record_all(tx: &mut Tx<'_>, store: &Store, changes: &[Change]) -> Result<()> {
     for change in changes {
         record(tx, store, change).await?;
+    }
+    if let Some(entry) = &store.audit {
+        audit::append_for(tx, entry, changes).await?;
     }
     Ok(())
 }
