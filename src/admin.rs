@@ -40,8 +40,7 @@ use crate::credential;
 use crate::declare;
 use crate::directory::Directory;
 use crate::errors::{
-    bad_input, conflict, not_found, permission_denied, precondition, take_denial,
-    unauthenticated,
+    bad_input, conflict, not_found, permission_denied, precondition, take_denial, unauthenticated,
 };
 use crate::iam::{self, Action, Facts, Grants, PermissionSet, Place, Policy, PrincipalRef};
 use crate::model::{ApiKey, DataTarget, DeploymentName, KeyScope, Plane};
@@ -93,7 +92,10 @@ pub async fn bootstrap(
 ) -> anyhow::Result<Bootstrap> {
     let (key, token) = owner_key(argon, "owner bootstrap").await?;
     let key_id = key.id.clone();
-    let record = local_record("init", format!("organization created, owner {owner}, owner key {key_id}"));
+    let record = local_record(
+        "init",
+        format!("organization created, owner {owner}, owner key {key_id}"),
+    );
     let principal = store
         .audited(record)
         .init_organization(owner, Some(key))
@@ -306,7 +308,9 @@ impl Caller {
             at: now_unix(),
             principal: principal_ref(&self.principal).to_string(),
             key_id: self.id.clone(),
-            peer: self.peer.map_or_else(|| "unknown".to_owned(), |a| a.to_string()),
+            peer: self
+                .peer
+                .map_or_else(|| "unknown".to_owned(), |a| a.to_string()),
             action: self.call.to_owned(),
             target,
             summary,
@@ -1105,10 +1109,7 @@ impl AdminService {
             }
             n => n,
         };
-        let entries = self
-            .store
-            .list_audit(&filter, i64::from(page_size))
-            .await?;
+        let entries = self.store.list_audit(&filter, i64::from(page_size)).await?;
         let next_page_token = match entries.last() {
             Some(last) => last.id.to_string(),
             None => r.page_token,

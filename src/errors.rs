@@ -59,9 +59,10 @@ impl From<AccessDenied> for Status {
             AccessDenied::Hidden { .. } => Status::new(Code::NotFound, denied.to_string()),
             _ => permission_denied(denied.to_string()),
         };
-        status
-            .metadata_mut()
-            .insert(DENIED_MARK, tonic::metadata::MetadataValue::from_static("1"));
+        status.metadata_mut().insert(
+            DENIED_MARK,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
         status
     }
 }

@@ -467,7 +467,12 @@ mod tests {
         };
         let direct = key("direct", &["acme/bot"], Some(now + 3 * DAY), now - 90 * DAY);
         let project = key("project", &["acme/*"], None, now - 90 * DAY);
-        let other = key("other", &["acme/chat", "beta/*"], Some(now + 30 * DAY), now - DAY);
+        let other = key(
+            "other",
+            &["acme/chat", "beta/*"],
+            Some(now + 30 * DAY),
+            now - DAY,
+        );
         let mut revoked = key("revoked", &["acme/bot"], Some(now + DAY), now - 90 * DAY);
         revoked.revoked_at = Some(now - DAY);
         let expired = key("expired", &["acme/bot"], Some(now - DAY), now - 90 * DAY);
@@ -516,7 +521,10 @@ mod tests {
         assert!(expires_soon(None, Some(now + 7 * DAY), now));
         assert!(!expires_soon(None, Some(now + 7 * DAY + 1), now));
         assert!(!expires_soon(None, Some(now), now), "already expired");
-        assert!(!expires_soon(Some(now - 1), Some(now + DAY), now), "revoked");
+        assert!(
+            !expires_soon(Some(now - 1), Some(now + DAY), now),
+            "revoked"
+        );
         assert!(!expires_soon(None, None, now));
     }
 

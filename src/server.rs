@@ -97,7 +97,10 @@ async fn prune_audit(store: &crate::store::Store, retention_days: u64) {
     let before = crate::clock::now_unix().saturating_sub(retention);
     match store.prune_audit(before).await {
         Ok(0) => {}
-        Ok(pruned) => info!(pruned, retention_days, "audit records past their retention deleted"),
+        Ok(pruned) => info!(
+            pruned,
+            retention_days, "audit records past their retention deleted"
+        ),
         Err(error) => warn!(%error, "cannot prune the audit log; will retry"),
     }
 }

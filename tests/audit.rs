@@ -53,7 +53,10 @@ impl Cli<'_> {
         let out = self.run(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(stderr.contains(needle), "{args:?}: {stderr:?} lacks {needle:?}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: {stderr:?} lacks {needle:?}"
+        );
     }
 
     /// `audit list --output json`: one JSON object a line.
@@ -122,7 +125,10 @@ async fn stored_hashes(url: &str) -> Vec<String> {
 
 /// The owner's key id: the one in the owner's token.
 fn key_id_of(token: &str) -> String {
-    keyward::token::Token::parse(token).unwrap().key_id.to_owned()
+    keyward::token::Token::parse(token)
+        .unwrap()
+        .key_id
+        .to_owned()
 }
 
 async fn scripted_session_leaves_the_expected_trail(keyward: &Keyward) {
@@ -133,7 +139,13 @@ async fn scripted_session_leaves_the_expected_trail(keyward: &Keyward) {
     let owner_key = key_id_of(&keyward.owner_token);
 
     owner.ok(&["projects", "create", "acme"]);
-    owner.ok(&["deployments", "create", "acme/bot", "--model", "llama-3.1-8b"]);
+    owner.ok(&[
+        "deployments",
+        "create",
+        "acme/bot",
+        "--model",
+        "llama-3.1-8b",
+    ]);
     owner.ok(&["apps", "create", "ci"]);
     owner.ok(&[
         "policies",
@@ -149,11 +161,50 @@ async fn scripted_session_leaves_the_expected_trail(keyward: &Keyward) {
     let (data_id, data_token) = created_key(&owner.json(&[
         "keys", "create", "--plane", "data", "--scope", "acme/bot", "--name", "bot",
     ]));
-    let (ci_id, ci_token) = created_key(&owner.json(&[
+    let (ci_id, _) = created_key(&owner.json(&[
         "keys", "create", "--plane", "control", "--scope", "acme", "--name", "ci", "--bearer",
         "app:ci",
     ]));
     owner.ok(&["keys", "revoke", &data_id]);
+    owner.ok(&["deployments", "set-auth", "acme/bot", "--private", "off"]);
+    let (_, ci_token) = created_key(&owner.json(&["keys", "rotate", &ci_id]));
+    owner.ok(&["keys", "update", &ci_id, "--name", "ci2"]);
+    owner.ok(&["workloads", "register", "w-1", "--project", "acme"]);
+    owner.ok(&[
+        "routes",
+        "add",
+        "--host",
+        "api.example.com",
+        "--prefix",
+        "/v1/chat",
+        "--deployment",
+        "acme/bot",
+    ]);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "[[members]]\nemail = \"alice@example.com\"\n").unwrap();
+    owner.ok(&["apply", "-f", file.path().to_str().unwrap()]);
+    owner.ok(&["apply", "-f", file.path().to_str().unwrap(), "--dry-run"]);
+    owner.ok(&["keys", "delete", &data_id]);
+    // A write that fails (the project exists) leaves no record: the record is in its
+    // transaction.
+    owner.fails(&["projects", "create", "acme"], "already exists");
+    // A local command on the store itself.
+    let recovered = std::process::Command::new(KEYWARD_BIN)
+        .args([
+            "init",
+            "--recover",
+            "--database",
+            &keyward.database_url,
+            "--output",
+            "json",
+        ])
+        .env_remove("KEYWARD_CONFIG")
+        .output()
+        .unwrap();
+    assert!(recovered.status.success(), "{recovered:?}");
+    let recovered: Value = serde_json::from_slice(&recovered.stdout).unwrap();
+    let recovered_token = recovered["token"].as_str().unwrap().to_owned();
+    let recovered_id = key_id_of(&recovered_token);
     let ci = Cli {
         keyward,
         token: ci_token.clone(),
@@ -165,11 +216,22 @@ async fn scripted_session_leaves_the_expected_trail(keyward: &Keyward) {
     ci.fails(&["audit", "list"], "organization");
 
     let trail = owner.audit(&[]);
+    // Principals' ids are whatever the store gave them: `principal:N`.
+    let principal_id = |t: String| match t.strip_prefix("principal:") {
+        Some(id) if id.bytes().all(|b| b.is_ascii_digit()) => "principal:N".to_owned(),
+        _ => t,
+    };
     let got: Vec<(String, String, String, String, String)> = trail
         .iter()
         .map(|r| {
             let s = |k: &str| r[k].as_str().unwrap().to_owned();
-            (s("action"), s("outcome"), s("principal"), s("key_id"), s("target"))
+            (
+                s("action"),
+                s("outcome"),
+                s("principal"),
+                s("key_id"),
+                principal_id(s("target")),
+            )
         })
         .collect();
     let row = |action: &str, outcome: &str, principal: &str, key: &str, target: &str| {
@@ -181,30 +243,110 @@ async fn scripted_session_leaves_the_expected_trail(keyward: &Keyward) {
             target.to_owned(),
         )
     };
-    // The application's principal id is whatever the store gave it; the trail names it.
-    let app_target = got[3].4.clone();
-    assert!(app_target.starts_with("principal:"), "{app_target}");
+    let app_target = "principal:N";
     let expected = vec![
-        row("init", "ok", "", "", &format!("principal:1, key:{owner_key}")),
+        row(
+            "init",
+            "ok",
+            "",
+            "",
+            &format!("principal:1, key:{owner_key}"),
+        ),
         row("create_project", "ok", "owner", &owner_key, "project:acme"),
-        row("create_deployment", "ok", "owner", &owner_key, "deployment:acme/bot"),
+        row(
+            "create_deployment",
+            "ok",
+            "owner",
+            &owner_key,
+            "deployment:acme/bot",
+        ),
         row("create_application", "ok", "owner", &owner_key, &app_target),
         row("put_policy", "ok", "owner", &owner_key, "policy:ci-read"),
-        row("create_key", "ok", "owner", &owner_key, &format!("key:{data_id}")),
-        row("create_key", "ok", "owner", &owner_key, &format!("key:{ci_id}")),
-        row("revoke_key", "ok", "owner", &owner_key, &format!("key:{data_id}")),
+        row(
+            "create_key",
+            "ok",
+            "owner",
+            &owner_key,
+            &format!("key:{data_id}"),
+        ),
+        row(
+            "create_key",
+            "ok",
+            "owner",
+            &owner_key,
+            &format!("key:{ci_id}"),
+        ),
+        row(
+            "revoke_key",
+            "ok",
+            "owner",
+            &owner_key,
+            &format!("key:{data_id}"),
+        ),
+        row(
+            "set_deployment_auth",
+            "ok",
+            "owner",
+            &owner_key,
+            "deployment:acme/bot",
+        ),
+        row(
+            "rotate_key",
+            "ok",
+            "owner",
+            &owner_key,
+            &format!("key:{ci_id}"),
+        ),
+        row(
+            "update_key",
+            "ok",
+            "owner",
+            &owner_key,
+            &format!("key:{ci_id}"),
+        ),
+        row(
+            "register_workload",
+            "ok",
+            "owner",
+            &owner_key,
+            "workload:w-1",
+        ),
+        row(
+            "put_route",
+            "ok",
+            "owner",
+            &owner_key,
+            "route:api.example.com/v1/chat",
+        ),
+        row("apply", "ok", "owner", &owner_key, "principal:N"),
+        row(
+            "delete_key",
+            "ok",
+            "owner",
+            &owner_key,
+            &format!("key:{data_id}"),
+        ),
+        row("init_recover", "ok", "", "", &format!("key:{recovered_id}")),
         row("create_project", "denied", "app:ci", &ci_id, "project:beta"),
-        row("revoke_key", "denied", "app:ci", &ci_id, &format!("key:{owner_key}")),
+        row(
+            "revoke_key",
+            "denied",
+            "app:ci",
+            &ci_id,
+            &format!("key:{owner_key}"),
+        ),
         row("list_audit", "denied", "app:ci", &ci_id, ""),
     ];
     assert_eq!(got, expected);
 
     // What and where: summaries describe the change; remote calls come from the CLI's address.
     let summary = |i: usize| trail[i]["summary"].as_str().unwrap().to_owned();
-    assert_eq!(trail[0]["peer"], "local");
-    for record in &trail[1..] {
+    for (i, record) in trail.iter().enumerate() {
         let peer = record["peer"].as_str().unwrap();
-        assert!(peer.starts_with("127.0.0.1:"), "{peer}");
+        match i {
+            0 | 15 => assert_eq!(peer, "local"),
+            _ => assert!(peer.starts_with("127.0.0.1:"), "{peer}"),
+        }
         assert!(record["at"].as_str().unwrap().ends_with('Z'), "{record}");
     }
     assert_eq!(summary(1), "project acme created");
@@ -214,19 +356,42 @@ async fn scripted_session_leaves_the_expected_trail(keyward: &Keyward) {
     assert!(summary(5).contains("scope acme/bot"), "{}", summary(5));
     assert!(summary(6).contains("for app:ci"), "{}", summary(6));
     assert_eq!(summary(7), "revoked");
-    assert!(summary(8).contains("organization"), "{}", summary(8));
-    assert!(summary(10).contains("organization"), "{}", summary(10));
+    assert_eq!(summary(8), "deployment acme/bot, private_auth off");
+    assert_eq!(summary(9), "rotated; the previous secret stopped at once");
+    assert_eq!(summary(10), "updated: name \"ci2\"");
+    assert_eq!(summary(11), "+ workload w-1 (project acme)");
+    assert!(
+        summary(12).contains("deployment acme/bot"),
+        "{}",
+        summary(12)
+    );
+    assert_eq!(summary(13), "+ member alice@example.com");
+    assert_eq!(summary(14), "deleted");
+    assert_eq!(summary(15), format!("owner key {recovered_id} minted"));
+    assert!(summary(16).contains("organization"), "{}", summary(16));
+    assert_eq!(summary(17), format!("key {owner_key} not found"));
+    assert!(summary(18).contains("organization"), "{}", summary(18));
 
     // Filters, server side.
     let actions = |records: Vec<Value>| -> Vec<String> {
         records
             .iter()
-            .map(|r| format!("{}/{}", r["action"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+            .map(|r| {
+                format!(
+                    "{}/{}",
+                    r["action"].as_str().unwrap(),
+                    r["outcome"].as_str().unwrap()
+                )
+            })
             .collect()
     };
     assert_eq!(
         actions(owner.audit(&["--principal", "app:ci"])),
-        ["create_project/denied", "revoke_key/denied", "list_audit/denied"]
+        [
+            "create_project/denied",
+            "revoke_key/denied",
+            "list_audit/denied"
+        ]
     );
     assert_eq!(
         actions(owner.audit(&["--action", "revoke_key"])),
@@ -234,11 +399,11 @@ async fn scripted_session_leaves_the_expected_trail(keyward: &Keyward) {
     );
     assert_eq!(
         actions(owner.audit(&["--target", "acme/bot"])),
-        ["create_deployment/ok"]
+        ["create_deployment/ok", "set_deployment_auth/ok"]
     );
     assert_eq!(
         actions(owner.audit(&["--target", &data_id, "--principal", "owner"])),
-        ["create_key/ok", "revoke_key/ok"]
+        ["create_key/ok", "revoke_key/ok", "delete_key/ok"]
     );
     assert!(owner.audit(&["--since", "2999-01-01"]).is_empty());
     assert_eq!(owner.audit(&["--since", "1h"]).len(), trail.len());
@@ -256,7 +421,12 @@ async fn scripted_session_leaves_the_expected_trail(keyward: &Keyward) {
     // No token, secret or hash in any column of any row, as stored.
     let rows = raw_audit_rows(&keyward.database_url).await;
     assert_eq!(rows.len(), trail.len());
-    let mut secrets = vec![keyward.owner_token.clone(), data_token, ci_token];
+    let mut secrets = vec![
+        keyward.owner_token.clone(),
+        data_token,
+        ci_token,
+        recovered_token,
+    ];
     for token in secrets.clone() {
         // The secret and its checksum: what follows the key id.
         secrets.push(token.rsplit('_').next().unwrap().to_owned());
@@ -267,7 +437,10 @@ async fn scripted_session_leaves_the_expected_trail(keyward: &Keyward) {
             assert!(!row.contains(secret.as_str()), "a secret in {row}");
         }
         assert!(!row.contains("$argon2"), "a hash in {row}");
-        assert!(!row.contains("ik_sdk_") && !row.contains("ik_live_"), "{row}");
+        assert!(
+            !row.contains("ik_sdk_") && !row.contains("ik_live_"),
+            "{row}"
+        );
     }
 }
 
@@ -312,14 +485,18 @@ async fn retention_is_enforced_by_the_server(database_url: &str, owner_token: St
         keyward: &keyward,
         token: keyward.owner_token.clone(),
     };
-    eventually("the upkeep task prunes the audit log", Duration::from_secs(20), || async {
-        let actions: Vec<String> = owner
-            .audit(&[])
-            .iter()
-            .map(|r| r["action"].as_str().unwrap().to_owned())
-            .collect();
-        (!actions.contains(&"ancient".to_owned())).then_some(actions)
-    })
+    eventually(
+        "the upkeep task prunes the audit log",
+        Duration::from_secs(20),
+        || async {
+            let actions: Vec<String> = owner
+                .audit(&[])
+                .iter()
+                .map(|r| r["action"].as_str().unwrap().to_owned())
+                .collect();
+            (!actions.contains(&"ancient".to_owned())).then_some(actions)
+        },
+    )
     .await
     .contains(&"recent".to_owned())
     .then_some(())
@@ -416,7 +593,10 @@ async fn keys_as_a_user_looks_for_them(database_url: &str, owner_token: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
-    let marked: Vec<&str> = table.lines().filter(|l| l.contains("EXPIRES SOON")).collect();
+    let marked: Vec<&str> = table
+        .lines()
+        .filter(|l| l.contains("EXPIRES SOON"))
+        .collect();
     assert!(marked.len() == 1 && marked[0].contains(&soon), "{table}");
     assert!(
         stderr.contains("warning: 1 key expires within 7 days") && stderr.contains(&soon),
@@ -436,20 +616,37 @@ async fn keys_as_a_user_looks_for_them(database_url: &str, owner_token: &str) {
     // The bot key is used through replica A's Check; replica B learns it from the store once A
     // has written its batch (at most usage.flush_interval_secs later).
     let mut check = a.check_client().await;
-    assert_eq!(data_status(&mut check, "acme/bot", Some(&bot_token)).await, 200);
-    eventually("replica B sees A's last use", Duration::from_secs(20), || async {
-        let stale = on_b.json(&["keys", "list", "--unused-for", "30d"]);
-        (ids(&stale) == sorted(&[&project, &soon, &later])).then_some(())
-    })
+    assert_eq!(
+        data_status(&mut check, "acme/bot", Some(&bot_token)).await,
+        200
+    );
+    eventually(
+        "replica B sees A's last use",
+        Duration::from_secs(20),
+        || async {
+            let stale = on_b.json(&["keys", "list", "--unused-for", "30d"]);
+            (ids(&stale) == sorted(&[&project, &soon, &later])).then_some(())
+        },
+    )
     .await;
     let shown = on_b.json(&["keys", "show", &bot]);
     assert_ne!(shown[0]["last_used_at"], "-", "{shown}");
     // Filters combine, and page like an unfiltered list.
-    let both = on_b.json(&["keys", "list", "--deployment", "acme/bot", "--unused-for", "30d"]);
+    let both = on_b.json(&[
+        "keys",
+        "list",
+        "--deployment",
+        "acme/bot",
+        "--unused-for",
+        "30d",
+    ]);
     assert_eq!(ids(&both), sorted(&[&project]));
     let page = on_b.json(&["keys", "list", "--unused-for", "30d", "--limit", "1"]);
     assert_eq!(page.as_array().unwrap().len(), 1);
-    on_b.fails(&["keys", "list", "--unused-for", "30 days"], "invalid duration");
+    on_b.fails(
+        &["keys", "list", "--unused-for", "30 days"],
+        "invalid duration",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -465,4 +662,69 @@ async fn keys_are_found_by_deployment_expiry_and_use_on_postgres() {
     let postgres = PgDatabase::create().await;
     let token = init(&postgres.url).await;
     keys_as_a_user_looks_for_them(&postgres.url, &token).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_denial_reads_as_absent_and_is_audited() {
+    let keyward = Keyward::start().await;
+    let mut owner = keyward.admin().await;
+    owner.project("acme").await;
+    owner
+        .client
+        .create_application(keyward::pb::CreateApplicationRequest { name: "ci".into() })
+        .await
+        .unwrap();
+    let mut request = support::key_request(keyward::pb::Plane::Control, &["acme"], None);
+    request.bearer = "app:ci".into();
+    let ci_token = owner
+        .client
+        .create_key(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let owner_key = key_id_of(&keyward.owner_token);
+    let mut ci = support::Admin::connect(keyward.admin, &ci_token).await;
+    let hidden = ci
+        .client
+        .revoke_key(keyward::pb::RevokeKeyRequest {
+            id: owner_key.clone(),
+        })
+        .await
+        .unwrap_err();
+    let absent = ci
+        .client
+        .revoke_key(keyward::pb::RevokeKeyRequest {
+            id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+        })
+        .await
+        .unwrap_err();
+    // The caller cannot tell the hidden key from an absent one: same code, no extra metadata.
+    assert_eq!(hidden.code(), tonic::Code::NotFound);
+    assert_eq!(absent.code(), tonic::Code::NotFound);
+    let names = |s: &tonic::Status| -> Vec<String> {
+        s.metadata()
+            .keys()
+            .map(|k| format!("{k:?}"))
+            .filter(|k| k.contains("keyward"))
+            .collect()
+    };
+    assert!(names(&hidden).is_empty(), "{:?}", hidden.metadata());
+    assert_eq!(names(&hidden), names(&absent));
+    // Only the hidden one was an access denial; the absent key is a plain failure.
+    let denied = keyward
+        .services
+        .store
+        .list_audit(
+            &keyward::audit::Filter {
+                action: "revoke_key".into(),
+                ..Default::default()
+            },
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0].record.target, format!("key:{owner_key}"));
+    assert_eq!(denied[0].record.outcome, keyward::audit::Outcome::Denied);
 }

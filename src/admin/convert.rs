@@ -2,13 +2,13 @@
 //! Values from the API are checked exactly like those of an `apply` file: the same
 //! constructors and validators ([`Rule::new`], [`RuleScope::choose`], [`crate::condition`]).
 
+use crate::audit;
 use crate::condition::{ConditionArgs, parse_source_ip};
 use crate::errors::BadInput;
 use crate::iam::{
     self, Action, Conditions, PermissionSet, Policy, PrincipalRef, Rule, RuleScope,
     ScopeChoiceError, UserAgentMatch,
 };
-use crate::audit;
 use crate::model::{
     ApiKey, Deployment, DeploymentName, KeyDetails, KeyFilter, Plane, Principal, PrincipalKind,
 };
