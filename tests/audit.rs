@@ -260,7 +260,7 @@ async fn scripted_session_leaves_the_expected_trail(keyward: &Keyward) {
             &owner_key,
             "deployment:acme/bot",
         ),
-        row("create_application", "ok", "owner", &owner_key, &app_target),
+        row("create_application", "ok", "owner", &owner_key, app_target),
         row("put_policy", "ok", "owner", &owner_key, "policy:ci-read"),
         row(
             "create_key",
