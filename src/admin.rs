@@ -92,7 +92,7 @@ pub async fn bootstrap(
 ) -> anyhow::Result<Bootstrap> {
     let (key, token) = owner_key(argon, "owner bootstrap").await?;
     let key_id = key.id.clone();
-    let record = local_record(
+    let record = audit::Record::local(
         "init",
         format!("organization created, owner {owner}, owner key {key_id}"),
     );
@@ -115,7 +115,7 @@ pub async fn bootstrap(
 pub async fn recover_owner(store: &Store, argon: &config::Argon2) -> anyhow::Result<Bootstrap> {
     let (key, token) = owner_key(argon, "owner recovery").await?;
     let key_id = key.id.clone();
-    let record = local_record("init_recover", format!("owner key {key_id} minted"));
+    let record = audit::Record::local("init_recover", format!("owner key {key_id} minted"));
     let principal = store
         .audited(record)
         .recover_owner(key)
@@ -128,20 +128,6 @@ pub async fn recover_owner(store: &Store, argon: &config::Argon2) -> anyhow::Res
         key_id,
         token,
     })
-}
-
-/// The audit record of a command run on the store itself, by whoever can write to it.
-fn local_record(action: &str, summary: String) -> audit::Record {
-    audit::Record {
-        at: now_unix(),
-        principal: String::new(),
-        key_id: String::new(),
-        peer: audit::LOCAL.to_owned(),
-        action: action.to_owned(),
-        target: String::new(),
-        summary,
-        outcome: Outcome::Ok,
-    }
 }
 
 /// `keys list` pages: the default and the largest page size.

@@ -56,6 +56,22 @@ pub struct Record {
     pub outcome: Outcome,
 }
 
+impl Record {
+    /// A command run on the store itself (`keyward init`), by whoever can write to it.
+    pub fn local(action: &str, summary: String) -> Record {
+        Record {
+            at: crate::clock::now_unix(),
+            principal: String::new(),
+            key_id: String::new(),
+            peer: LOCAL.to_owned(),
+            action: action.to_owned(),
+            target: String::new(),
+            summary,
+            outcome: Outcome::Ok,
+        }
+    }
+}
+
 /// A stored record and its id (ids grow with commits: pages go by id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {

@@ -470,11 +470,10 @@ mod tests {
         config.verify.per_key = 2;
         let services = crate::services::Services::open(&config).await.unwrap();
         let authn = services.authn.clone();
-        let owner = services
+        let store = services
             .store
-            .init_organization("owner", None)
-            .await
-            .unwrap();
+            .audited(crate::audit::Record::local("test", String::new()));
+        let owner = store.init_organization("owner", None).await.unwrap();
         let mut keys = Vec::new();
         for _ in 0..5 {
             let id = token::generate_key_id();
@@ -489,7 +488,7 @@ mod tests {
                 secret_hash,
                 expires_at: None,
             };
-            services.store.create_key(new).await.unwrap();
+            store.create_key(new).await.unwrap();
             keys.push((id, minted.token));
         }
         // Key 2 was just sent a wrong secret and key 3's real token is proven: any other token

@@ -938,16 +938,22 @@ async fn record(tx: &mut Tx<'_>, store: &Store, change: &Change) -> Result<()> {
     Ok(())
 }
 
-/// Records every change event of a write and, when the store is [`Store::audited`], its audit
-/// record: each write path calls this once, just before it commits.
+/// Records every change event of a write and its audit record: each write path calls this once,
+/// just before it commits, on a store made by [`Store::audited`] (without one, a write that
+/// changed anything fails and rolls back).
 async fn record_all(tx: &mut Tx<'_>, store: &Store, changes: &[Change]) -> Result<()> {
     for change in changes {
         record(tx, store, change).await?;
     }
-    if let Some(entry) = &store.audit {
-        audit::append_for(tx, entry, changes).await?;
+    match &store.audit {
+        Some(entry) => audit::append_for(tx, entry, changes).await,
+        // Fail closed: a write path that forgot its audit record is a bug, and its write must
+        // not commit unaudited.
+        None if !changes.is_empty() => Err(StoreError::Unavailable(
+            "a write without an audit record: make it through Store::audited".into(),
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Inserts a key and its targets. Every target of a data key must name a registered deployment
@@ -1154,6 +1160,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("k.db").display());
         let store = Store::open(&url, 1).await.unwrap();
+        let store = store.audited(crate::audit::Record::local("test", String::new()));
         store.init_organization("owner", None).await.unwrap();
         store.create_project("acme").await.unwrap();
         // Bypass the existence check, as a concurrent writer would.
@@ -1166,6 +1173,27 @@ mod tests {
         .unwrap_err()
         .into();
         assert!(matches!(raced, StoreError::Conflict(_)), "{raced:?}");
+    }
+
+    #[tokio::test]
+    async fn a_write_without_an_audit_record_fails_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("k.db").display());
+        let store = Store::open(&url, 1).await.unwrap();
+        let refused = store.init_organization("owner", None).await.unwrap_err();
+        assert!(refused.to_string().contains("audit"), "{refused}");
+        assert_eq!(store.owner().await.unwrap(), None, "rolled back");
+        let audited = store.audited(crate::audit::Record::local("init", "seed".into()));
+        audited.init_organization("owner", None).await.unwrap();
+        assert!(store.create_project("acme").await.is_err());
+        assert!(!store.project_exists("acme").await.unwrap());
+        let records = store
+            .list_audit(&crate::audit::Filter::default(), 10)
+            .await
+            .unwrap();
+        let actions: Vec<&str> = records.iter().map(|e| e.record.action.as_str()).collect();
+        assert_eq!(actions, ["init"]);
+        assert_eq!(records[0].record.target, "principal:1");
     }
 
     #[test]
