@@ -907,7 +907,9 @@ async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
                 }
                 request.page_token = page.next_page_token;
             }
-            warn_expiring(&keys);
+            if remote.output == Output::Table {
+                warn_expiring(&keys);
+            }
             keys
         }
         KeysCommand::Show { id } => vec![admin.get_key(pb::GetKeyRequest { id }).answer().await?],

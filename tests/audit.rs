@@ -603,6 +603,9 @@ async fn keys_as_a_user_looks_for_them(database_url: &str, owner_token: &str) {
         "{stderr}"
     );
     assert!(!stderr.contains(&later), "{stderr}");
+    // JSON carries the field instead: stdout stays one document and stderr stays quiet.
+    let json = on_b.run(&["keys", "list", "--output", "json"]);
+    assert!(json.status.success() && json.stderr.is_empty(), "{json:?}");
 
     // Unused for 30 days, by last use on any replica. The keys were made 90 days old.
     let pool = raw_pool(database_url).await;
