@@ -16,20 +16,24 @@
 //!   user agent; time window) apply here too.
 //!
 //! Each write invalidates the caches it affects before it answers, so the very next Check
-//! sees it.
+//! sees it, and appends its audit record in its own transaction ([`Store::audited`]): who
+//! (principal, key id), what (the call, its target, a summary), when and from where (the peer
+//! address). Calls refused by an access rule are audited too, on their own; calls without a
+//! valid control token are not stored (anyone can send them) but logged.
 
 mod convert;
 
 pub(crate) use convert::{rule_summary, set_condition_args};
 
 use std::fmt::Display;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use tracing::{debug, info, warn};
 
+use crate::audit::{self, Outcome};
 use crate::authn::{Authenticated, Authenticator, Undecidable};
 use crate::cache::KeyEntry;
 use crate::clock::now_unix;
@@ -38,7 +42,7 @@ use crate::credential;
 use crate::declare;
 use crate::directory::Directory;
 use crate::errors::{
-    bad_input, conflict, not_found, permission_denied, precondition, unauthenticated,
+    bad_input, conflict, not_found, permission_denied, precondition, take_denial, unauthenticated,
 };
 use crate::iam::{self, Action, Facts, Grants, PermissionSet, Place, Policy, PrincipalRef};
 use crate::model::{ApiKey, DataTarget, DeploymentName, KeyScope, Plane};
@@ -90,7 +94,12 @@ pub async fn bootstrap(
 ) -> anyhow::Result<Bootstrap> {
     let (key, token) = owner_key(argon, "owner bootstrap").await?;
     let key_id = key.id.clone();
+    let record = audit::Record::local(
+        "init",
+        format!("organization created, owner {owner}, owner key {key_id}"),
+    );
     let principal = store
+        .audited(record)
         .init_organization(owner, Some(key))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -108,7 +117,9 @@ pub async fn bootstrap(
 pub async fn recover_owner(store: &Store, argon: &config::Argon2) -> anyhow::Result<Bootstrap> {
     let (key, token) = owner_key(argon, "owner recovery").await?;
     let key_id = key.id.clone();
+    let record = audit::Record::local("init_recover", format!("owner key {key_id} minted"));
     let principal = store
+        .audited(record)
         .recover_owner(key)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -148,7 +159,7 @@ impl AdminService {
     }
 
     /// The caller's verified, live control key, its bearer's grants and the request's facts.
-    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+    async fn caller<T>(&self, request: &Request<T>, call: &'static str) -> Result<Caller, Status> {
         let presented = request
             .metadata()
             .get("authorization")
@@ -182,6 +193,8 @@ impl AdminService {
         Ok(Caller {
             entry,
             grants,
+            call,
+            peer: request.remote_addr(),
             source_ip: request.remote_addr().map(|a| a.ip()),
             user_agent: request
                 .metadata()
@@ -216,7 +229,7 @@ impl AdminService {
         caller: &Caller,
         plan: impl FnOnce(&State) -> Result<Vec<Op>, Status>,
     ) -> Result<(Vec<Op>, Vec<Change>), Status> {
-        let (ops, changes) = self.store.update_state(plan).await?;
+        let (ops, changes) = self.audited(caller, "").update_state(plan).await?;
         self.directory.invalidate(&changes).await;
         for op in &ops {
             info!(change = %op.describe(), by = %caller.id, "iam change");
@@ -225,10 +238,45 @@ impl AdminService {
     }
 }
 
+impl AdminService {
+    /// The store whose writes append the caller's audit record, in their own transaction: the
+    /// call, the caller, `summary` (empty for IAM state writes: the store describes the ops it
+    /// planned) and the targets the write changes.
+    fn audited(&self, caller: &Caller, summary: impl Into<String>) -> Store {
+        self.store
+            .audited(caller.audit_record(String::new(), summary.into(), Outcome::Ok))
+    }
+
+    /// Audits the call's outcome when an access rule refused it (the refusal has no write to
+    /// ride on), and hands the result back without the mark that said so.
+    async fn audit_denial<T>(
+        &self,
+        caller: &Caller,
+        target: String,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        let mut status = match result {
+            Ok(value) => return Ok(value),
+            Err(status) => status,
+        };
+        if take_denial(&mut status) {
+            let record = caller.audit_record(target, status.message().to_owned(), Outcome::Denied);
+            if let Err(error) = self.store.append_audit(&record).await {
+                warn!(%error, call = caller.call, by = %caller.id, "cannot audit a denied admin call");
+            }
+        }
+        Err(status)
+    }
+}
+
 /// An authenticated admin caller: what [`policy::Bearer`] is made of, owned.
 struct Caller {
     entry: Arc<KeyEntry>,
     grants: Arc<Grants>,
+    /// The admin call (`create_key`), as audited.
+    call: &'static str,
+    /// The client's address as this server saw it, as audited.
+    peer: Option<SocketAddr>,
     source_ip: Option<IpAddr>,
     user_agent: Option<String>,
     now: i64,
@@ -242,6 +290,22 @@ impl std::ops::Deref for Caller {
 }
 
 impl Caller {
+    /// An audit record of this call by this caller, now.
+    fn audit_record(&self, target: String, summary: String, outcome: Outcome) -> audit::Record {
+        audit::Record {
+            at: now_unix(),
+            principal: principal_ref(&self.principal).to_string(),
+            key_id: self.id.clone(),
+            peer: self
+                .peer
+                .map_or_else(|| "unknown".to_owned(), |a| a.to_string()),
+            action: self.call.to_owned(),
+            target,
+            summary,
+            outcome,
+        }
+    }
+
     fn bearer(&self) -> Bearer<'_> {
         Bearer {
             key: &self.entry.key,
@@ -291,10 +355,10 @@ macro_rules! admin_calls {
                     &self,
                     request: Request<pb::$request>,
                 ) -> Result<Response<pb::$response>, Status> {
-                    let caller = self.caller(&request).await?;
-                    AdminService::$name(self, &caller, request.into_inner())
-                        .await
-                        .map(Response::new)
+                    let caller = self.caller(&request, stringify!($name)).await?;
+                    let target = convert::AuditTarget::audit_target(request.get_ref());
+                    let result = AdminService::$name(self, &caller, request.into_inner()).await;
+                    self.audit_denial(&caller, target, result).await.map(Response::new)
                 }
             )*
         }
@@ -338,6 +402,8 @@ admin_calls! {
     delete_deployment(DeleteDeploymentRequest) -> DeleteDeploymentResponse;
     update_project(UpdateProjectRequest) -> Project;
     delete_project(DeleteProjectRequest) -> DeleteProjectResponse;
+    // ---- audit ----
+    list_audit(ListAuditRequest) -> ListAuditResponse;
 }
 
 /// What an admin call answers (the gRPC layer wraps it in a `Response`).
@@ -364,7 +430,10 @@ impl AdminService {
         validate_slug("project", slug).map_err(bad_input)?;
         let (slug, created_at) = self
             .write(caller, "project created", slug, async {
-                let (slug, created_at, changes) = self.store.create_project(slug).await?;
+                let (slug, created_at, changes) = self
+                    .audited(caller, format!("project {slug} created"))
+                    .create_project(slug)
+                    .await?;
                 Ok(((slug, created_at), changes))
             })
             .await?;
@@ -408,8 +477,15 @@ impl AdminService {
                 caller,
                 "deployment created",
                 &name,
-                self.store
-                    .create_deployment(&name, model, public_auth, private_auth),
+                self.audited(
+                    caller,
+                    format!(
+                        "deployment {name} created (model {model}, public_auth {}, private_auth {})",
+                        on_off(public_auth),
+                        on_off(private_auth)
+                    ),
+                )
+                .create_deployment(&name, model, public_auth, private_auth),
             )
             .await?;
         Ok(pb::Deployment::from(&deployment))
@@ -456,7 +532,7 @@ impl AdminService {
                 caller,
                 "deployment auth changed",
                 &name,
-                self.store
+                self.audited(caller, auth_change(&name, r.public_auth, r.private_auth))
                     .set_deployment_auth(&name, r.public_auth, r.private_auth),
             )
             .await?;
@@ -487,6 +563,17 @@ impl AdminService {
             .authn
             .hash_secret(&minted.secret, &caller.principal.id.to_string())
             .await?;
+        let summary = audit::key_summary(
+            plane.as_str(),
+            name,
+            if r.bearer.is_empty() {
+                "the caller"
+            } else {
+                &r.bearer
+            },
+            &scope.to_strings(),
+            expires_at,
+        );
         let new = NewKey {
             id: id.clone(),
             principal_id: bearer,
@@ -497,7 +584,13 @@ impl AdminService {
             expires_at,
         };
         let key = self
-            .write(caller, "key created", &id, self.store.create_key(new))
+            .write(
+                caller,
+                "key created",
+                &id,
+                self.audited(caller, format!("created {summary}"))
+                    .create_key(new),
+            )
             .await?;
         Ok(pb::CreateKeyResponse {
             key: Some(self.key_pb(&key)),
@@ -527,13 +620,18 @@ impl AdminService {
             "" => None,
             token => Some(KeyCursor::parse(token).ok_or_else(|| bad_input("invalid page_token"))?),
         };
+        let filter = convert::key_filter(&r)?;
+        let now = now_unix();
         let (keys, next) = self
             .store
             .list_keys_page(
                 (!project.is_empty()).then_some(project),
                 after.as_ref(),
                 page_size as usize,
-                |k| caller.bearer().may_manage_key(k).is_ok(),
+                |k| {
+                    caller.bearer().may_manage_key(k).is_ok()
+                        && filter.admits(k, self.last_used_at(k), now)
+                },
             )
             .await?;
         let keys = keys.iter().map(|k| self.key_pb(k)).collect();
@@ -584,7 +682,8 @@ impl AdminService {
                 caller,
                 "key updated",
                 &r.id,
-                self.store.update_key(&r.id, update),
+                self.audited(caller, key_update_summary(&update))
+                    .update_key(&r.id, update),
             )
             .await?;
         Ok(self.key_pb(&key))
@@ -594,7 +693,12 @@ impl AdminService {
         let id = &r.id;
         self.changeable_key(caller, id).await?;
         let key = self
-            .write(caller, "key revoked", id, self.store.revoke_key(id))
+            .write(
+                caller,
+                "key revoked",
+                id,
+                self.audited(caller, "revoked").revoke_key(id),
+            )
             .await?;
         Ok(self.key_pb(&key))
     }
@@ -626,7 +730,17 @@ impl AdminService {
                 caller,
                 "key rotated",
                 &key.id,
-                self.store.rotate_key(&key.id, &secret_hash, grace_until),
+                self.audited(
+                    caller,
+                    match grace_until {
+                        Some(until) => format!(
+                            "rotated; the previous secret works until {}",
+                            audit::format_time(until)
+                        ),
+                        None => "rotated; the previous secret stopped at once".to_owned(),
+                    },
+                )
+                .rotate_key(&key.id, &secret_hash, grace_until),
             )
             .await?;
         Ok(pb::CreateKeyResponse {
@@ -643,7 +757,7 @@ impl AdminService {
         let id = &r.id;
         self.changeable_key(caller, id).await?;
         self.write(caller, "key deleted", id, async {
-            Ok(((), self.store.delete_key(id).await?))
+            Ok(((), self.audited(caller, "deleted").delete_key(id).await?))
         })
         .await?;
         Ok(pb::DeleteKeyResponse {})
@@ -921,7 +1035,18 @@ impl AdminService {
             "route added"
         };
         self.write(caller, done, &key, async {
-            Ok(((), self.store.put_route(&key, &spec, r.replace).await?))
+            let summary = Op::PutRoute {
+                key: key.clone(),
+                spec: spec.clone(),
+                create: !r.replace,
+            }
+            .describe();
+            Ok((
+                (),
+                self.audited(caller, summary)
+                    .put_route(&key, &spec, r.replace)
+                    .await?,
+            ))
         })
         .await?;
         Ok(convert::route_pb(&key, &spec))
@@ -951,7 +1076,12 @@ impl AdminService {
         caller.manage_routes()?;
         let key = convert::route_key(&r.host, &r.path_prefix)?;
         self.write(caller, "route removed", &key, async {
-            Ok(((), self.store.remove_route(&key).await?))
+            Ok((
+                (),
+                self.audited(caller, format!("- route {key}"))
+                    .remove_route(&key)
+                    .await?,
+            ))
         })
         .await?;
         Ok(pb::DeleteRouteResponse {})
@@ -974,6 +1104,33 @@ impl AdminService {
         let changes: Vec<String> = ops.iter().map(Op::describe).collect();
         let applied = !r.dry_run && !ops.is_empty();
         Ok(pb::ApplyResponse { changes, applied })
+    }
+
+    async fn list_audit(
+        &self,
+        caller: &Caller,
+        r: pb::ListAuditRequest,
+    ) -> Reply<pb::ListAuditResponse> {
+        caller.bearer().may_read_audit()?;
+        let filter = convert::audit_filter(&r)?;
+        let page_size = match r.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(bad_input(format!(
+                    "page_size must be at most {MAX_PAGE_SIZE}"
+                )));
+            }
+            n => n,
+        };
+        let entries = self.store.list_audit(&filter, i64::from(page_size)).await?;
+        let next_page_token = match entries.last() {
+            Some(last) => last.id.to_string(),
+            None => r.page_token,
+        };
+        Ok(pb::ListAuditResponse {
+            records: entries.iter().map(convert::audit_record).collect(),
+            next_page_token,
+        })
     }
 
     async fn export(&self, caller: &Caller, _: pb::ExportRequest) -> Reply<pb::ExportResponse> {
@@ -1225,6 +1382,13 @@ impl AdminService {
 }
 
 impl AdminService {
+    /// The newest known use of `key`: as stored by every replica, or noted here and not yet
+    /// written.
+    fn last_used_at(&self, key: &ApiKey) -> Option<i64> {
+        let stored = key.details.as_ref().and_then(|d| d.last_used_at);
+        stored.max(self.last_used.pending(&key.id))
+    }
+
     /// The key as stored, with this replica's not yet written last use folded in.
     fn key_pb(&self, key: &ApiKey) -> pb::Key {
         convert::key(key, self.last_used.pending(&key.id))
@@ -1247,5 +1411,63 @@ impl AdminService {
         let key = self.visible_key(caller, id).await?;
         caller.bearer().may_change_key(&key)?;
         Ok(key)
+    }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
+/// The audit summary of `set-auth`.
+fn auth_change(name: &DeploymentName, public: Option<bool>, private: Option<bool>) -> String {
+    let mut parts = vec![format!("deployment {name}")];
+    if let Some(on) = public {
+        parts.push(format!("public_auth {}", on_off(on)));
+    }
+    if let Some(on) = private {
+        parts.push(format!("private_auth {}", on_off(on)));
+    }
+    parts.join(", ")
+}
+
+/// The audit summary of a key update: what changes, never a secret.
+fn key_update_summary(update: &KeyUpdate) -> String {
+    let mut parts = Vec::new();
+    if let Some(name) = &update.name {
+        parts.push(format!("name {name:?}"));
+    }
+    if update.description.is_some() {
+        parts.push("description changed".to_owned());
+    }
+    let list = |targets: &[DataTarget]| -> String {
+        targets
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    if !update.attach.is_empty() {
+        parts.push(format!("attach {}", list(&update.attach)));
+    }
+    if !update.detach.is_empty() {
+        parts.push(format!("detach {}", list(&update.detach)));
+    }
+    match update.expires_at {
+        Some(Some(at)) => parts.push(format!("expires {}", audit::format_time(at))),
+        Some(None) => parts.push("never expires".to_owned()),
+        None => {}
+    }
+    match parts.is_empty() {
+        true => "no change".to_owned(),
+        false => format!("updated: {}", parts.join(", ")),
+    }
+}
+
+/// How an admin caller's principal is named in audit records and `--principal` filters.
+fn principal_ref(p: &crate::model::Principal) -> PrincipalRef {
+    match p.kind {
+        crate::model::PrincipalKind::Owner => PrincipalRef::Owner,
+        crate::model::PrincipalKind::Member => PrincipalRef::User(p.name.clone()),
+        crate::model::PrincipalKind::Application => PrincipalRef::App(p.name.clone()),
     }
 }

@@ -472,11 +472,10 @@ mod tests {
         let config = one_cheap_worker(dir.path());
         let services = crate::services::Services::open(&config).await.unwrap();
         let authn = services.authn.clone();
-        let owner = services
+        let store = services
             .store
-            .init_organization("owner", None)
-            .await
-            .unwrap();
+            .audited(crate::audit::Record::local("test", String::new()));
+        let owner = store.init_organization("owner", None).await.unwrap();
         let id = token::generate_key_id();
         let minted = token::generate(Plane::Data, &id);
         let secret_hash = authn.hash_secret(&minted.secret, "owner").await.unwrap();
@@ -489,7 +488,7 @@ mod tests {
             secret_hash,
             expires_at: None,
         };
-        services.store.create_key(new).await.unwrap();
+        store.create_key(new).await.unwrap();
         let revoked = |outcome: &Result<Authenticated, Undecidable>| match outcome {
             Ok(Authenticated::Key(entry)) => entry.key.revoked_at.is_some(),
             other => panic!("not a key: {other:?}"),
@@ -497,7 +496,7 @@ mod tests {
         assert!(!revoked(&check(&authn, minted.token.clone()).await));
 
         // Revoked through "another replica": the change is in the store, not applied here.
-        let (_, unapplied) = services.store.revoke_key(&id).await.unwrap();
+        let (_, unapplied) = store.revoke_key(&id).await.unwrap();
         assert!(!unapplied.is_empty());
         let feed = services.directory.caches().feed();
         feed.confirm(crate::clock::monotonic_ms().saturating_sub(5_000));
@@ -527,11 +526,10 @@ mod tests {
         config.verify.per_key = 2;
         let services = crate::services::Services::open(&config).await.unwrap();
         let authn = services.authn.clone();
-        let owner = services
+        let store = services
             .store
-            .init_organization("owner", None)
-            .await
-            .unwrap();
+            .audited(crate::audit::Record::local("test", String::new()));
+        let owner = store.init_organization("owner", None).await.unwrap();
         let mut keys = Vec::new();
         for _ in 0..5 {
             let id = token::generate_key_id();
@@ -546,7 +544,7 @@ mod tests {
                 secret_hash,
                 expires_at: None,
             };
-            services.store.create_key(new).await.unwrap();
+            store.create_key(new).await.unwrap();
             keys.push((id, minted.token));
         }
         // Key 2 was just sent a wrong secret and key 3's real token is proven: any other token

@@ -220,6 +220,13 @@ Check the configuration first: keyward config check FILE")]
         #[arg(value_name = "COMMAND|TOPIC")]
         topic: Vec<String>,
     },
+    /// The audit log: every admin write and every denied admin call (needs audit.read).
+    Audit {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,6 +244,33 @@ pub enum ConfigCommand {
         /// `table` for people, `json` for scripts.
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Audit records, oldest first; `--output json` prints one JSON object a line (for a SIEM).
+    List {
+        /// Records at or after this time: YYYY-MM-DD, an RFC 3339 instant, or a duration ago
+        /// (`90m`, `24h`, `7d`).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<i64>,
+        /// Only this principal's calls: `owner`, `user:EMAIL` or `app:NAME`.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Only records whose target contains this text (`acme/bot`, `key:ID`).
+        #[arg(long)]
+        target: Option<String>,
+        /// Only this admin call (`create_key`, `revoke_key`, `put_policy`, …).
+        #[arg(long)]
+        action: Option<String>,
+        /// At most this many records (one page, at most 1000); the next page's token goes to
+        /// stderr.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// The records after the page that printed this token.
+        #[arg(long)]
+        page_token: Option<String>,
     },
 }
 
@@ -651,6 +685,17 @@ pub enum KeysCommand {
         /// The page after the one that printed this token.
         #[arg(long)]
         page_token: Option<String>,
+        /// Only data keys that reach this deployment (PROJECT/SLUG), attached to it or to
+        /// PROJECT/*.
+        #[arg(long)]
+        deployment: Option<String>,
+        /// Only active keys expiring within this duration (`7d`, `12h`).
+        #[arg(long, value_name = "WITHIN", value_parser = parse_duration)]
+        expiring: Option<u64>,
+        /// Only active keys neither used nor created for this duration (`30d`), by last use on
+        /// any replica (written every usage.flush_interval_secs).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        unused_for: Option<u64>,
     },
     /// Show one key (never its secret).
     Show {
@@ -799,6 +844,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policies { remote, command } => policies(remote, command).await,
         Command::Workloads { remote, command } => workloads(remote, command).await,
         Command::Routes { remote, command } => routes(remote, command).await,
+        Command::Audit { remote, command } => audit(remote, command).await,
         Command::Apply {
             remote,
             file,
@@ -1257,12 +1303,18 @@ async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
             project,
             limit,
             page_token,
+            deployment,
+            expiring,
+            unused_for,
         } => {
             let one_page = limit.is_some() || page_token.is_some();
             let mut request = pb::ListKeysRequest {
                 project: project.unwrap_or_default(),
                 page_size: limit.unwrap_or(0),
                 page_token: page_token.unwrap_or_default(),
+                deployment: deployment.unwrap_or_default(),
+                expiring_within_seconds: expiring,
+                unused_for_seconds: unused_for,
             };
             let mut keys = Vec::new();
             loop {
@@ -1276,6 +1328,9 @@ async fn keys(remote: Remote, command: KeysCommand) -> anyhow::Result<()> {
                     break;
                 }
                 request.page_token = page.next_page_token;
+            }
+            if remote.output == Output::Table {
+                warn_expiring(&keys);
             }
             keys
         }
@@ -1795,6 +1850,7 @@ fn key_json(k: &pb::Key) -> serde_json::Value {
         Err(crate::policy::InvalidReason::Revoked) => "revoked",
         Err(_) => "expired",
     };
+    let expiring_soon = crate::model::expires_soon(k.revoked_at, k.expires_at, now_unix());
     json!({
         "id": k.id,
         "plane": plane,
@@ -1803,6 +1859,7 @@ fn key_json(k: &pb::Key) -> serde_json::Value {
         "principal": k.principal,
         "scope": k.scope,
         "status": status,
+        "expiring_soon": expiring_soon,
         "expires_at": k.expires_at.map_or("never".to_owned(), |at| time_str(Some(at))),
         "created_at": time_str(Some(k.created_at)),
         "revoked_at": time_str(k.revoked_at),
@@ -1810,7 +1867,12 @@ fn key_json(k: &pb::Key) -> serde_json::Value {
     })
 }
 
-fn print_key_table(rows: Vec<serde_json::Value>) {
+fn print_key_table(mut rows: Vec<serde_json::Value>) {
+    for row in &mut rows {
+        if row["expiring_soon"] == json!(true) {
+            row["status"] = json!(EXPIRING_MARK);
+        }
+    }
     print_rows(
         Output::Table,
         &[
@@ -1824,6 +1886,138 @@ fn print_key_table(rows: Vec<serde_json::Value>) {
         ],
         rows,
     );
+}
+
+/// The status a key table shows for an active key expiring within 7 days.
+const EXPIRING_MARK: &str = "active (EXPIRES SOON)";
+
+/// One line on stderr naming the listed keys that expire within 7 days.
+fn warn_expiring(keys: &[pb::Key]) {
+    let now = now_unix();
+    let soon: Vec<&str> = keys
+        .iter()
+        .filter(|k| crate::model::expires_soon(k.revoked_at, k.expires_at, now))
+        .map(|k| k.id.as_str())
+        .collect();
+    if !soon.is_empty() {
+        eprintln!(
+            "warning: {} key{} expire{} within 7 days: {}",
+            soon.len(),
+            if soon.len() == 1 { "" } else { "s" },
+            if soon.len() == 1 { "s" } else { "" },
+            soon.join(", ")
+        );
+    }
+}
+
+async fn audit(remote: Remote, command: AuditCommand) -> anyhow::Result<()> {
+    let mut admin = client(&remote).await?;
+    let AuditCommand::List {
+        since,
+        principal,
+        target,
+        action,
+        limit,
+        page_token,
+    } = command;
+    let one_page = limit.is_some();
+    let mut request = pb::ListAuditRequest {
+        since,
+        principal: principal.unwrap_or_default(),
+        target: target.unwrap_or_default(),
+        action: action.unwrap_or_default(),
+        page_size: limit.unwrap_or(0),
+        page_token: page_token.unwrap_or_default(),
+    };
+    let mut records = Vec::new();
+    loop {
+        let page = admin.list_audit(request.clone()).answer().await?;
+        let asked = match request.page_size {
+            0 => 100,
+            n => n as usize,
+        };
+        let more = page.records.len() == asked;
+        records.extend(page.records);
+        if !more {
+            break;
+        }
+        if one_page {
+            eprintln!("more records: --page-token {}", page.next_page_token);
+            break;
+        }
+        request.page_token = page.next_page_token;
+    }
+    let rows: Vec<serde_json::Value> = records.iter().map(audit_json).collect();
+    match remote.output {
+        // JSON lines: one record a line, ready for a log shipper.
+        Output::Json => {
+            for row in rows {
+                println!("{row}");
+            }
+        }
+        Output::Table => print_rows(
+            Output::Table,
+            &[
+                "at",
+                "outcome",
+                "principal",
+                "key_id",
+                "peer",
+                "action",
+                "target",
+                "summary",
+            ],
+            rows,
+        ),
+    }
+    Ok(())
+}
+
+fn audit_json(r: &pb::AuditRecord) -> serde_json::Value {
+    json!({
+        "id": r.id,
+        "at": time_str(Some(r.at)),
+        "principal": r.principal,
+        "key_id": r.key_id,
+        "peer": r.peer,
+        "action": r.action,
+        "target": r.target,
+        "summary": r.summary,
+        "outcome": r.outcome,
+    })
+}
+
+/// A duration: a whole number with a unit `s`, `m`, `h`, `d` or `w` (`30d`), at most 100 years.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid duration {s:?}: use a number with s, m, h, d or w (e.g. 30d)");
+    let split = s.char_indices().last().ok_or_else(bad)?.0;
+    let (number, unit) = s.split_at(split);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    number
+        .checked_mul(scale)
+        .filter(|seconds| *seconds <= 100 * 365 * 86_400)
+        .ok_or_else(bad)
+}
+
+/// `--since`: `YYYY-MM-DD` (00:00 UTC), an RFC 3339 instant, or a duration ago (`24h`).
+pub fn parse_since(s: &str) -> Result<i64, String> {
+    if let Ok(ago) = parse_duration(s) {
+        return Ok(now_unix().saturating_sub(ago as i64));
+    }
+    match parse_expiry(s) {
+        Ok(Expiry::At(at)) => Ok(at),
+        _ => Err(format!(
+            "invalid --since {s:?}: use YYYY-MM-DD, an RFC 3339 time, or a duration ago (24h, 7d)"
+        )),
+    }
 }
 
 fn time_str(at: Option<i64>) -> String {

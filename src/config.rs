@@ -26,6 +26,7 @@ pub struct Config {
     pub propagation: Propagation,
     pub usage: Usage,
     pub tls: Tls,
+    pub audit: Audit,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -149,6 +150,22 @@ pub struct Usage {
     /// How often recorded last-use times are written, in one batch.
     #[serde(deserialize_with = "duration::secs")]
     pub flush_interval_secs: u64,
+}
+
+/// The audit log of admin calls (`keyward audit list`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    /// Records older than this many days are deleted, hourly, by every replica.
+    pub retention_days: u64,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit {
+            retention_days: 365,
+        }
+    }
 }
 
 /// TLS for the TCP listeners (the Unix socket for Check stays local and plaintext). Off by
@@ -289,6 +306,8 @@ pub const MAX_ARGON2_ITERATIONS: u32 = 1_000;
 pub const MAX_ARGON2_PARALLELISM: u32 = 64;
 pub const MAX_DATABASE_CONNECTIONS: u32 = 10_000;
 pub const MAX_INTERVAL_MS: u64 = 3_600_000;
+/// A hundred years: past it, `now - retention` would leave the range of a timestamp.
+pub const MAX_AUDIT_RETENTION_DAYS: u64 = 36_500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -482,6 +501,12 @@ impl Config {
             c.propagation.max_unconfirmed_ms,
             0,
             interval,
+        );
+        within(
+            "audit.retention_days",
+            c.audit.retention_days,
+            1,
+            MAX_AUDIT_RETENTION_DAYS,
         );
         within(
             "tls.reload_interval_secs",
@@ -767,6 +792,11 @@ mod range_tests {
             (
                 "[usage]\nflush_interval_secs = 18446744073709551615\n",
                 "usage.flush_interval_secs",
+            ),
+            ("[audit]\nretention_days = 0\n", "audit.retention_days"),
+            (
+                "[audit]\nretention_days = 18446744073709551615\n",
+                "audit.retention_days",
             ),
         ];
         for (toml, field) in cases {

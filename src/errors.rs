@@ -49,13 +49,30 @@ impl From<StoreError> for Status {
 }
 
 /// A refused admin call. What the caller may not know exists reads as absent.
+///
+/// The status carries [`DENIED_MARK`] so the admin layer can audit the denial (a hidden target
+/// is a denial too); [`take_denial`] removes it before the caller sees the status, which would
+/// otherwise tell "hidden" from "absent".
 impl From<AccessDenied> for Status {
     fn from(denied: AccessDenied) -> Self {
-        match denied {
+        let mut status = match denied {
             AccessDenied::Hidden { .. } => Status::new(Code::NotFound, denied.to_string()),
             _ => permission_denied(denied.to_string()),
-        }
+        };
+        status.metadata_mut().insert(
+            DENIED_MARK,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        status
     }
+}
+
+/// The metadata key marking a status made from an [`AccessDenied`]; never sent to a caller.
+const DENIED_MARK: &str = "x-keyward-access-denied";
+
+/// Whether `status` is an access denial, removing the mark that says so.
+pub fn take_denial(status: &mut Status) -> bool {
+    status.metadata_mut().remove(DENIED_MARK).is_some()
 }
 
 impl From<ExpiryRefused> for Status {

@@ -41,10 +41,15 @@ pub enum Action {
     /// any project, so only an organization-scope rule grants it (and IAM managers hold it).
     #[serde(rename = "routes.manage")]
     RoutesManage,
+    /// Organization feature: reading the audit log (`keyward audit list`). It names every
+    /// principal, key id and target in the organization, so only an organization-scope rule
+    /// grants it (AllProductsFullAccess and IAM managers hold it).
+    #[serde(rename = "audit.read")]
+    AuditRead,
 }
 
 impl Action {
-    pub const ALL: [Action; 7] = [
+    pub const ALL: [Action; 8] = [
         Action::InferenceCall,
         Action::DeploymentsRead,
         Action::DeploymentsWrite,
@@ -52,6 +57,7 @@ impl Action {
         Action::IamManage,
         Action::ProjectsWrite,
         Action::RoutesManage,
+        Action::AuditRead,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +69,7 @@ impl Action {
             Action::IamManage => "iam.manage",
             Action::ProjectsWrite => "projects.write",
             Action::RoutesManage => "routes.manage",
+            Action::AuditRead => "audit.read",
         }
     }
 
@@ -70,7 +77,7 @@ impl Action {
     pub fn is_organization_feature(self) -> bool {
         matches!(
             self,
-            Action::IamManage | Action::ProjectsWrite | Action::RoutesManage
+            Action::IamManage | Action::ProjectsWrite | Action::RoutesManage | Action::AuditRead
         )
     }
 }

@@ -10,6 +10,7 @@
 //! - [`state`]: the declarative state (everything `apply` manages), its validation and diff.
 //! - [`routes`]: the route table (host + path prefix → target) for Envoys sending no context
 //!   extensions.
+//! - [`audit`]: audit records of admin calls (who, what, target, when, from where, outcome).
 //! - [`clock`]: the wall clock in Unix seconds (decisions take `now` as an argument).
 //!
 //! Data and the work around it:
@@ -60,6 +61,7 @@
 #![allow(rustdoc::private_intra_doc_links)]
 
 pub mod admin;
+pub mod audit;
 pub mod authn;
 pub mod authz;
 mod cache;

@@ -406,8 +406,147 @@ impl ApiKey {
     }
 }
 
+/// `keys list` warns about active keys expiring within this many seconds (7 days).
+pub const EXPIRY_WARNING_SECONDS: i64 = 7 * 86_400;
+
+/// Whether an active key expires within [`EXPIRY_WARNING_SECONDS`] of `now`.
+pub fn expires_soon(revoked_at: Option<i64>, expires_at: Option<i64>, now: i64) -> bool {
+    crate::policy::validity(revoked_at, expires_at, now).is_ok()
+        && expires_at.is_some_and(|at| at - now <= EXPIRY_WARNING_SECONDS)
+}
+
+/// The `keys list` filters, as a user looks for keys; every one set must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyFilter {
+    /// Data keys that reach this deployment: attached to it, or to its whole project.
+    pub deployment: Option<DeploymentName>,
+    /// Active keys expiring within this many seconds.
+    pub expiring_within: Option<i64>,
+    /// Active keys neither used nor created in this many seconds.
+    pub unused_for: Option<i64>,
+}
+
+impl KeyFilter {
+    /// Whether `key` passes at `now`; `last_used` is the newest use known (stored, or noted on
+    /// this replica and not yet written).
+    pub fn admits(&self, key: &ApiKey, last_used: Option<i64>, now: i64) -> bool {
+        let active = crate::policy::validity(key.revoked_at, key.expires_at, now).is_ok();
+        if let Some(name) = &self.deployment {
+            let reaches = match &key.scope {
+                KeyScope::Data(targets) => targets.iter().any(|t| match t {
+                    DataTarget::Deployment(d) => d == name,
+                    DataTarget::Project(p) => *p == name.project,
+                }),
+                _ => false,
+            };
+            if !reaches {
+                return false;
+            }
+        }
+        if let Some(within) = self.expiring_within {
+            let soon = key
+                .expires_at
+                .is_some_and(|at| at.saturating_sub(now) <= within);
+            if !(active && soon) {
+                return false;
+            }
+        }
+        if let Some(unused_for) = self.unused_for {
+            let created = key.details.as_ref().map_or(i64::MIN, |d| d.created_at);
+            let seen = last_used.map_or(created, |used| used.max(created));
+            if !(active && now.saturating_sub(seen) >= unused_for) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn key_filters_as_a_user_looks_for_keys() {
+        use super::*;
+        const DAY: i64 = 86_400;
+        let now = 1_000 * DAY;
+        let key = |id: &str, targets: &[&str], expires: Option<i64>, created: i64| {
+            let targets: Vec<DataTarget> = targets.iter().map(|t| t.parse().unwrap()).collect();
+            let mut k = ApiKey::new(
+                id,
+                (1, PrincipalKind::Owner, "o"),
+                KeyScope::Data(targets.into()),
+                "h",
+            );
+            k.expires_at = expires;
+            k.details = Some(Box::new(KeyDetails {
+                created_at: created,
+                ..KeyDetails::default()
+            }));
+            k
+        };
+        let direct = key("direct", &["acme/bot"], Some(now + 3 * DAY), now - 90 * DAY);
+        let project = key("project", &["acme/*"], None, now - 90 * DAY);
+        let other = key(
+            "other",
+            &["acme/chat", "beta/*"],
+            Some(now + 30 * DAY),
+            now - DAY,
+        );
+        let mut revoked = key("revoked", &["acme/bot"], Some(now + DAY), now - 90 * DAY);
+        revoked.revoked_at = Some(now - DAY);
+        let expired = key("expired", &["acme/bot"], Some(now - DAY), now - 90 * DAY);
+        let control = ApiKey::new(
+            "control",
+            (1, PrincipalKind::Owner, "o"),
+            KeyScope::ControlProject("acme".into()),
+            "h",
+        );
+        let keys = [&direct, &project, &other, &revoked, &expired, &control];
+        let ids = |f: &KeyFilter, used: &dyn Fn(&str) -> Option<i64>| -> Vec<&str> {
+            keys.iter()
+                .filter(|k| f.admits(k, used(&k.id), now))
+                .map(|k| k.id.as_str())
+                .collect()
+        };
+        let never = |_: &str| None;
+        let bot = KeyFilter {
+            deployment: Some("acme/bot".parse().unwrap()),
+            ..KeyFilter::default()
+        };
+        assert_eq!(
+            ids(&bot, &never),
+            ["direct", "project", "revoked", "expired"]
+        );
+        let expiring = KeyFilter {
+            expiring_within: Some(7 * DAY),
+            ..KeyFilter::default()
+        };
+        assert_eq!(ids(&expiring, &never), ["direct"]);
+        let stale = KeyFilter {
+            unused_for: Some(30 * DAY),
+            ..KeyFilter::default()
+        };
+        // Never used: judged by creation (`other` is a day old; `control` has no details).
+        assert_eq!(ids(&stale, &never), ["direct", "project", "control"]);
+        // `direct` used an hour ago (on any replica) is not stale.
+        let used = |id: &str| (id == "direct").then_some(now - 3_600);
+        assert_eq!(ids(&stale, &used), ["project", "control"]);
+        let both = KeyFilter {
+            deployment: Some("acme/bot".parse().unwrap()),
+            unused_for: Some(30 * DAY),
+            ..KeyFilter::default()
+        };
+        assert_eq!(ids(&both, &used), ["project"]);
+        assert!(expires_soon(None, Some(now + 7 * DAY), now));
+        assert!(!expires_soon(None, Some(now + 7 * DAY + 1), now));
+        assert!(!expires_soon(None, Some(now), now), "already expired");
+        assert!(
+            !expires_soon(Some(now - 1), Some(now + DAY), now),
+            "revoked"
+        );
+        assert!(!expires_soon(None, None, now));
+    }
+
     #[test]
     fn names_and_descriptions() {
         let long_name = "n".repeat(NAME_MAX + 1);

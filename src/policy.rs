@@ -987,7 +987,7 @@ mod iam_table {
                 &[set],
                 Conditions::default(),
             )]);
-            for feature in [IamManage, ProjectsWrite, RoutesManage] {
+            for feature in [IamManage, ProjectsWrite, RoutesManage, AuditRead] {
                 assert_eq!(
                     g.evaluate(feature, Place::Organization, &facts),
                     Evaluation::NotGranted,

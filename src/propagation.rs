@@ -469,7 +469,10 @@ mod tests {
     /// of `reader` sees it.
     async fn two_replicas(dir: &std::path::Path) -> (Store, Store) {
         let url = format!("sqlite://{}", dir.join("k.db").display());
-        let writer = Store::open(&url, 2).await.unwrap();
+        let writer = Store::open(&url, 2)
+            .await
+            .unwrap()
+            .audited(crate::audit::Record::local("test", String::new()));
         let reader = Store::open(&url, 2).await.unwrap();
         (writer, reader)
     }

@@ -87,6 +87,24 @@ fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
         .with_context(|| format!("cannot listen on {} (listen.check_unix)", path.display()))
 }
 
+/// How often each replica deletes audit records past `audit.retention_days`.
+const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Deletes audit records older than `retention_days`; a failure is logged and retried at the
+/// next interval.
+async fn prune_audit(store: &crate::store::Store, retention_days: u64) {
+    let retention = i64::try_from(retention_days.saturating_mul(86_400)).unwrap_or(i64::MAX);
+    let before = crate::clock::now_unix().saturating_sub(retention);
+    match store.prune_audit(before).await {
+        Ok(0) => {}
+        Ok(pruned) => info!(
+            pruned,
+            retention_days, "audit records past their retention deleted"
+        ),
+        Err(error) => warn!(%error, "cannot prune the audit log; will retry"),
+    }
+}
+
 /// Opens the store named by the configuration and everything serving runs on.
 pub async fn open(config: &Config) -> anyhow::Result<Services> {
     Services::open(config).await
@@ -205,14 +223,25 @@ pub async fn serve(
         stop_rx_background.clone(),
     ));
     // Histogram samples wait in lock-free buckets until drained: drain them even when nothing
-    // scrapes /metrics, so memory stays flat under load.
+    // scrapes /metrics, so memory stays flat under load. The same task prunes the audit log
+    // past its retention, at start and then hourly.
     let mut upkeep_stop = stop_rx_background.clone();
+    let (upkeep_store, retention_days) = (services.store.clone(), config.audit.retention_days);
     let metrics_upkeep = tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(5));
+        let mut audit_pruned: Option<tokio::time::Instant> = None;
         loop {
-            tokio::select! {
-                _ = every.tick() => crate::metrics::upkeep(),
-                _ = upkeep_stop.wait_for(|stop| *stop) => break,
+            let stopping = tokio::select! {
+                _ = every.tick() => false,
+                _ = upkeep_stop.wait_for(|stop| *stop) => true,
+            };
+            if stopping {
+                break;
+            }
+            crate::metrics::upkeep();
+            if audit_pruned.is_none_or(|at| at.elapsed() >= AUDIT_PRUNE_INTERVAL) {
+                audit_pruned = Some(tokio::time::Instant::now());
+                prune_audit(&upkeep_store, retention_days).await;
             }
         }
     });

@@ -10,6 +10,7 @@ use sqlx::AnyConnection;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+mod audit;
 mod availability;
 mod iam;
 mod listen;
@@ -182,6 +183,9 @@ pub struct Store {
     /// Whether the database is known to be down: reads on the Check path and readiness then
     /// fail at once ([`Self::guarded`]).
     availability: std::sync::Arc<Availability>,
+    /// Set on the copy [`Self::audited`] returns: the audit record its writes append, in their
+    /// own transaction.
+    audit: Option<std::sync::Arc<crate::audit::Record>>,
 }
 
 fn now_millis() -> i64 {
@@ -297,6 +301,7 @@ impl Store {
             url: url.as_str().into(),
             origin: crate::token::generate_key_id().into(),
             availability: Default::default(),
+            audit: None,
         };
         store
             .migrate()
@@ -406,15 +411,16 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
-        record(&mut tx, self, &Change::Principal(id)).await?;
+        let mut changes = vec![Change::Principal(id)];
         if let Some(key) = owner_key {
             let key = NewKey {
                 principal_id: id,
                 ..key
             };
             insert_key(&mut tx, &key).await?;
-            record(&mut tx, self, &Change::Key(key.id)).await?;
+            changes.push(Change::Key(key.id));
         }
+        record_all(&mut tx, self, &changes).await?;
         tx.commit().await?;
         Ok(Principal {
             id,
@@ -442,7 +448,7 @@ impl Store {
             ..key
         };
         insert_key(&mut tx, &key).await?;
-        record(&mut tx, self, &Change::Key(key.id)).await?;
+        record_all(&mut tx, self, &[Change::Key(key.id)]).await?;
         tx.commit().await?;
         Ok(owner)
     }
@@ -977,11 +983,22 @@ async fn record(tx: &mut Tx<'_>, store: &Store, change: &Change) -> Result<()> {
     Ok(())
 }
 
+/// Records every change event of a write and its audit record: each write path calls this once,
+/// just before it commits, on a store made by [`Store::audited`] (without one, a write that
+/// changed anything fails and rolls back).
 async fn record_all(tx: &mut Tx<'_>, store: &Store, changes: &[Change]) -> Result<()> {
     for change in changes {
         record(tx, store, change).await?;
     }
-    Ok(())
+    match &store.audit {
+        Some(entry) => audit::append_for(tx, entry, changes).await,
+        // Fail closed: a write path that forgot its audit record is a bug, and its write must
+        // not commit unaudited.
+        None if !changes.is_empty() => Err(StoreError::Unavailable(
+            "a write without an audit record: make it through Store::audited".into(),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Inserts a key and its targets. Every target of a data key must name a registered deployment
@@ -1201,6 +1218,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("k.db").display());
         let store = Store::open(&url, 1).await.unwrap();
+        let store = store.audited(crate::audit::Record::local("test", String::new()));
         store.init_organization("owner", None).await.unwrap();
         store.create_project("acme").await.unwrap();
         // Bypass the existence check, as a concurrent writer would.
@@ -1213,6 +1231,27 @@ mod tests {
         .unwrap_err()
         .into();
         assert!(matches!(raced, StoreError::Conflict(_)), "{raced:?}");
+    }
+
+    #[tokio::test]
+    async fn a_write_without_an_audit_record_fails_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("k.db").display());
+        let store = Store::open(&url, 1).await.unwrap();
+        let refused = store.init_organization("owner", None).await.unwrap_err();
+        assert!(refused.to_string().contains("audit"), "{refused}");
+        assert_eq!(store.owner().await.unwrap(), None, "rolled back");
+        let audited = store.audited(crate::audit::Record::local("init", "seed".into()));
+        audited.init_organization("owner", None).await.unwrap();
+        assert!(store.create_project("acme").await.is_err());
+        assert!(!store.project_exists("acme").await.unwrap());
+        let records = store
+            .list_audit(&crate::audit::Filter::default(), 10)
+            .await
+            .unwrap();
+        let actions: Vec<&str> = records.iter().map(|e| e.record.action.as_str()).collect();
+        assert_eq!(actions, ["init"]);
+        assert_eq!(records[0].record.target, "principal:1");
     }
 
     #[test]

@@ -716,6 +716,7 @@ async fn keys_are_listed_in_pages() {
         project: String::new(),
         page_size,
         page_token,
+        ..Default::default()
     };
     let all: Vec<String> = owner
         .client

@@ -667,6 +667,7 @@ async fn migrates_without_loss(url: &str, backend: &str) {
     assert!(chat.public_endpoint && chat.description.is_empty());
     assert_eq!(state.projects.len(), 2);
     store
+        .audited(keyward::audit::Record::local("test", String::new()))
         .update_state(|_| {
             Ok::<_, keyward::store::StoreError>(vec![keyward::state::Op::AddWorkload(
                 keyward::state::WorkloadRef {

@@ -63,7 +63,9 @@ pub fn config(db: &Path) -> Config {
 /// `demo/chat`; returns the services and the owner's principal id.
 pub async fn open_seeded(config: &Config) -> anyhow::Result<(Services, i64)> {
     let services = keyward::server::open(config).await?;
-    let store = &services.store;
+    let store = &services
+        .store
+        .audited(keyward::audit::Record::local("bench seed", String::new()));
     let owner = store.init_organization("owner@example.com", None).await?;
     store.create_project("demo").await?;
     store

@@ -2,6 +2,7 @@
 //! Values from the API are checked exactly like those of an `apply` file: the same
 //! constructors and validators ([`Rule::new`], [`RuleScope::choose`], [`crate::condition`]).
 
+use crate::audit;
 use crate::condition::{ConditionArgs, parse_source_ip};
 use crate::errors::BadInput;
 use crate::iam::{
@@ -9,7 +10,7 @@ use crate::iam::{
     ScopeChoiceError, UserAgentMatch,
 };
 use crate::model::{
-    ApiKey, Deployment, DeploymentName, KeyDetails, Plane, Principal, PrincipalKind,
+    ApiKey, Deployment, DeploymentName, KeyDetails, KeyFilter, Plane, Principal, PrincipalKind,
 };
 use crate::pb::{self, expiry};
 use crate::routes::{self, RouteKey, RouteSpec, RouteTarget};
@@ -322,4 +323,155 @@ pub fn route_pb(key: &RouteKey, spec: &RouteSpec) -> pb::Route {
         control_project,
         plane: pb::Plane::from(spec.plane()).into(),
     }
+}
+
+/// Seconds from the API as a duration keyward can add to a timestamp.
+fn seconds(field: &str, value: u64) -> Result<i64> {
+    i64::try_from(value)
+        .ok()
+        .filter(|s| *s <= 100 * 365 * 86_400)
+        .ok_or_else(|| bad(format!("{field} must be at most 100 years")))
+}
+
+/// The `keys list` filters of a request.
+pub fn key_filter(r: &pb::ListKeysRequest) -> Result<KeyFilter> {
+    let deployment = match r.deployment.trim() {
+        "" => None,
+        name => Some(name.parse::<DeploymentName>().map_err(|e| {
+            bad(format!(
+                "deployment must be PROJECT/SLUG (keys attached to PROJECT/* are included): {e}"
+            ))
+        })?),
+    };
+    Ok(KeyFilter {
+        deployment,
+        expiring_within: r
+            .expiring_within_seconds
+            .map(|s| seconds("expiring_within_seconds", s))
+            .transpose()?,
+        unused_for: r
+            .unused_for_seconds
+            .map(|s| seconds("unused_for_seconds", s))
+            .transpose()?,
+    })
+}
+
+/// The `audit list` filters of a request.
+pub fn audit_filter(r: &pb::ListAuditRequest) -> Result<audit::Filter> {
+    let after_id = match r.page_token.as_str() {
+        "" => None,
+        token => Some(
+            token
+                .parse::<i64>()
+                .ok()
+                .filter(|id| *id >= 0)
+                .ok_or_else(|| bad("invalid page_token"))?,
+        ),
+    };
+    let text = |field: &str, value: &str| -> Result<String> {
+        match value.len() > 512 || value.chars().any(char::is_control) {
+            true => Err(bad(format!(
+                "{field} must be at most 512 characters, without control characters"
+            ))),
+            false => Ok(value.trim().to_owned()),
+        }
+    };
+    Ok(audit::Filter {
+        since: r.since,
+        principal: text("principal", &r.principal)?,
+        target: text("target", &r.target)?,
+        action: text("action", &r.action)?,
+        after_id,
+    })
+}
+
+pub fn audit_record(e: &audit::Entry) -> pb::AuditRecord {
+    let r = &e.record;
+    pb::AuditRecord {
+        id: e.id,
+        at: r.at,
+        principal: r.principal.clone(),
+        key_id: r.key_id.clone(),
+        peer: r.peer.clone(),
+        action: r.action.clone(),
+        target: r.target.clone(),
+        summary: r.summary.clone(),
+        outcome: r.outcome.as_str().to_owned(),
+    }
+}
+
+/// What an admin request is about, as a denied call's audit record names it (`kind:subject`,
+/// like the targets of the writes: `key:ID`, `deployment:acme/bot`); empty for calls about
+/// nothing in particular.
+pub trait AuditTarget {
+    fn audit_target(&self) -> String {
+        String::new()
+    }
+}
+
+macro_rules! audit_targets {
+    ($($request:ident $(=> |$r:ident| $target:expr)?;)*) => {
+        $(
+            impl AuditTarget for pb::$request {
+                $(fn audit_target(&self) -> String {
+                    let $r = self;
+                    $target
+                })?
+            }
+        )*
+    };
+}
+
+fn named(kind: &str, subject: &str) -> String {
+    match subject.is_empty() {
+        true => String::new(),
+        false => format!("{kind}:{subject}"),
+    }
+}
+
+audit_targets! {
+    WhoAmIRequest;
+    CreateProjectRequest => |r| named("project", &r.slug);
+    ListProjectsRequest;
+    CreateDeploymentRequest => |r| named("deployment", &format!("{}/{}", r.project, r.slug));
+    ListDeploymentsRequest => |r| named("project", &r.project);
+    SetDeploymentAuthRequest => |r| named("deployment", &format!("{}/{}", r.project, r.slug));
+    CreateKeyRequest => |r| named("scope", &r.scope.join(","));
+    ListKeysRequest => |r| match r.deployment.is_empty() {
+        true => named("project", &r.project),
+        false => named("deployment", &r.deployment),
+    };
+    GetKeyRequest => |r| named("key", &r.id);
+    UpdateKeyRequest => |r| named("key", &r.id);
+    RevokeKeyRequest => |r| named("key", &r.id);
+    RotateKeyRequest => |r| named("key", &r.id);
+    DeleteKeyRequest => |r| named("key", &r.id);
+    AddMemberRequest => |r| named("user", &r.email);
+    CreateApplicationRequest => |r| named("app", &r.name);
+    ListPrincipalsRequest;
+    RemovePrincipalRequest => |r| r.principal.clone();
+    PermissionSet => |r| named("permission_set", &r.name);
+    ListPermissionSetsRequest;
+    DeletePermissionSetRequest => |r| named("permission_set", &r.name);
+    Policy => |r| named("policy", &r.name);
+    ListPoliciesRequest;
+    DeletePolicyRequest => |r| named("policy", &r.name);
+    Workload => |r| named("workload", &r.id);
+    ListWorkloadsRequest => |r| named("project", &r.project);
+    DeleteWorkloadRequest => |r| named("workload", &r.id);
+    PutRouteRequest => |r| r
+        .route
+        .as_ref()
+        .map(|route| named("route", &format!("{}{}", route.host, route.path_prefix)))
+        .unwrap_or_default();
+    ListRoutesRequest;
+    DeleteRouteRequest => |r| named("route", &format!("{}{}", r.host, r.path_prefix));
+    ApplyRequest;
+    ExportRequest;
+    ListAuditRequest;
+    UpdateDeploymentRequest => |r| named("deployment", &format!("{}/{}", r.project, r.slug));
+    SetPublicEndpointRequest => |r| named("deployment", &format!("{}/{}", r.project, r.slug));
+    DeleteDeploymentRequest => |r| named("deployment", &format!("{}/{}", r.project, r.slug));
+    UpdateProjectRequest => |r| named("project", &r.slug);
+    DeleteProjectRequest => |r| named("project", &r.slug);
 }

@@ -117,6 +117,11 @@ impl Bearer<'_> {
         }
     }
 
+    /// Reading the audit log: an organization key and `audit.read` (or IAM management).
+    pub fn may_read_audit(&self) -> Result<(), AccessDenied> {
+        self.may(Action::AuditRead, Place::Organization)
+    }
+
     fn is_owner(&self) -> bool {
         self.key.principal.kind == PrincipalKind::Owner
     }
@@ -429,6 +434,15 @@ mod tests {
             ("local manager", RoutesManage, org, "conditions"),
             ("reader", RoutesManage, org, "missing"),
             ("writer@acme", RoutesManage, org, "org key"),
+            // The audit log names every principal and target of the organization: an
+            // organization key and audit.read (AllProductsFullAccess on the organization, or an
+            // IAM manager).
+            ("owner", AuditRead, org, "ok"),
+            ("manager", AuditRead, org, "ok"),
+            ("manager@acme", AuditRead, org, "org key"),
+            ("local manager", AuditRead, org, "conditions"),
+            ("reader", AuditRead, org, "missing"),
+            ("writer@acme", AuditRead, org, "org key"),
         ];
         let callers = callers();
         for &(name, action, place, expected) in table {

@@ -133,7 +133,22 @@ impl Store {
         for op in ops {
             apply_op(tx, org, now, op, &mut changes).await?;
         }
-        record_all(tx, self, &changes).await?;
+        // An IAM write's audit summary is what it planned: known only here, inside its
+        // transaction.
+        let summarized = match self.audit_record() {
+            Some(record) if record.summary.is_empty() => {
+                let described: Vec<String> = ops.iter().map(Op::describe).collect();
+                Some(self.audited(crate::audit::Record {
+                    summary: match described.is_empty() {
+                        true => "no changes".to_owned(),
+                        false => described.join("; "),
+                    },
+                    ..record.clone()
+                }))
+            }
+            _ => None,
+        };
+        record_all(tx, summarized.as_ref().unwrap_or(self), &changes).await?;
         Ok(changes)
     }
 }
