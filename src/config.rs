@@ -19,6 +19,29 @@ pub struct Config {
     pub propagation: Propagation,
     pub usage: Usage,
     pub tls: Tls,
+    pub module: Module,
+}
+
+/// keyward's Envoy module (`module/`): what Check's allows tell it. Off by default: the answer
+/// then carries nothing for it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Module {
+    /// Add to each data-plane allow what the module needs to answer the next request with the
+    /// same key on the same route itself (`module_*` dynamic metadata).
+    pub enabled: bool,
+    /// Longest the module may reuse an allow; the key's expiry and time conditions bound it
+    /// lower. The module's change feed ends it at once on any change.
+    pub max_ttl_ms: u64,
+}
+
+impl Default for Module {
+    fn default() -> Self {
+        Module {
+            enabled: false,
+            max_ttl_ms: 60_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -394,6 +417,8 @@ impl Config {
         overlay!("KEYWARD_PROPAGATION_MAX_BACKOFF_MS" => self.propagation.max_backoff_ms);
         overlay!("KEYWARD_PROPAGATION_HEARTBEAT_MS" => self.propagation.heartbeat_ms);
         overlay!("KEYWARD_USAGE_FLUSH_INTERVAL_SECS" => self.usage.flush_interval_secs);
+        overlay!("KEYWARD_MODULE_ENABLED" => self.module.enabled);
+        overlay!("KEYWARD_MODULE_MAX_TTL_MS" => self.module.max_ttl_ms);
         overlay!("KEYWARD_TLS_RELOAD_INTERVAL_SECS" => self.tls.reload_interval_secs);
         macro_rules! overlay_path {
             ($var:literal => $field:expr) => {
