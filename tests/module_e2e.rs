@@ -186,6 +186,7 @@ async fn a_revocation_on_another_replica_ends_hits() {
     let mut b = w.b.admin().await;
     let revoked = Instant::now();
     b.revoke(&id).await;
+    let answered = revoked.elapsed();
     let took = eventually("the first denial", Duration::from_secs(5), || async {
         let (status, _) = call(&url, &[("authorization", &auth)]).await;
         match status {
@@ -195,7 +196,10 @@ async fn a_revocation_on_another_replica_ends_hits() {
         }
     })
     .await;
-    eprintln!("revoke on replica b -> first denial through the module's Envoy: {took:?}");
+    eprintln!(
+        "revoke on replica b (answered after {answered:?}) -> first denial through the \
+         module's Envoy: {took:?}"
+    );
     for _ in 0..10 {
         let (status, body) = call(&url, &[("authorization", &auth)]).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");

@@ -213,3 +213,27 @@ impl Api {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host lacking one callback (another ABI) is refused, naming it; a host with all of them
+    /// is not.
+    #[test]
+    fn a_host_missing_a_callback_is_refused_by_name() {
+        static SOMETHING: u8 = 0;
+        let present = |_: &CStr| &SOMETHING as *const u8 as *mut c_void;
+        assert!(Api::resolve_with(present).is_ok());
+        let without_callout = |name: &CStr| match name.to_bytes() {
+            b"envoy_dynamic_module_callback_http_filter_config_http_callout" => {
+                std::ptr::null_mut()
+            }
+            _ => &SOMETHING as *const u8 as *mut c_void,
+        };
+        assert_eq!(
+            Api::resolve_with(without_callout).err(),
+            Some("envoy_dynamic_module_callback_http_filter_config_http_callout")
+        );
+    }
+}
