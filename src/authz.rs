@@ -305,6 +305,8 @@ pub struct CheckService {
     metrics: CheckMetrics,
     /// Set when keyward's Envoy module is on (`module.enabled`).
     module: Option<crate::config::Module>,
+    /// Whether allows carry dynamic metadata (`answer.metadata`, or the module needs it).
+    allow_metadata: bool,
 }
 
 /// Shed requests are counted and reported at most once a second: a flood of bad tokens must
@@ -373,13 +375,22 @@ impl CheckService {
             misrouted: Arc::default(),
             metrics: CheckMetrics::new(),
             module: None,
+            allow_metadata: true,
         }
+    }
+
+    /// What allows carry besides the identity headers and credential removal, which they
+    /// always do ([`crate::config::Answer`]).
+    pub fn with_answer(mut self, answer: &crate::config::Answer) -> Self {
+        self.allow_metadata = answer.metadata || self.module.is_some();
+        self
     }
 
     /// With `module.enabled`, data-plane allows carry what keyward's Envoy module needs to
     /// reuse them ([`crate::module`]).
     pub fn with_module(mut self, module: crate::config::Module) -> Self {
         self.module = module.enabled.then_some(module);
+        self.allow_metadata |= self.module.is_some();
         self
     }
 
@@ -447,7 +458,7 @@ impl CheckService {
         };
         if !policy::auth_required(route, deployment.as_deref()) {
             return Ok((
-                allowed(route, Grant::Anonymous, &self.sources),
+                allowed(route, Grant::Anonymous, &self.sources, self.allow_metadata),
                 Outcome::Allow,
             ));
         }
@@ -474,7 +485,7 @@ impl CheckService {
         let decision = policy::decide(route, deployment.as_deref(), authentication, &grants, now);
         Ok(match decision {
             Decision::Allow(grant) => {
-                let mut response = allowed(route, grant, &self.sources);
+                let mut response = allowed(route, grant, &self.sources, self.allow_metadata);
                 if let Grant::Key(key) = grant {
                     self.last_used.touch(&key.id, now);
                     if let Some(module) = &self.module {
@@ -594,16 +605,23 @@ fn header(key: &str, value: &str, action: HeaderAppendAction) -> HeaderValueOpti
 }
 
 /// Identity headers overwrite whatever the client sent, so no one smuggles their own copy
-/// upstream; credential headers are removed so the backend never sees a secret.
-fn allowed(route: &Route<'_>, grant: Grant<'_>, sources: &[String]) -> CheckResponse {
+/// upstream; credential headers are removed so the backend never sees a secret. Both always;
+/// the dynamic metadata (for Envoy's access log and rate limit filters) only with `metadata`.
+fn allowed(
+    route: &Route<'_>,
+    grant: Grant<'_>,
+    sources: &[String],
+    metadata: bool,
+) -> CheckResponse {
     let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd;
     let (key_id, principal) = match grant {
         Grant::Key(key) => (Some(key.id.as_str()), key.principal.name.as_str()),
         Grant::Anonymous => (None, "anonymous"),
     };
+    let with_metadata = metadata;
     let mut headers = Vec::with_capacity(4);
     let mut headers_to_remove: Vec<String> = sources.to_vec();
-    let mut metadata = HashMap::with_capacity(5);
+    let mut metadata = HashMap::with_capacity(if with_metadata { 5 } else { 0 });
     match key_id {
         Some(id) => {
             headers.push(header(HEADER_KEY_ID, id, overwrite));
@@ -636,7 +654,7 @@ fn allowed(route: &Route<'_>, grant: Grant<'_>, sources: &[String]) -> CheckResp
             headers_to_remove,
             ..Default::default()
         })),
-        dynamic_metadata: Some(Struct { fields: metadata }),
+        dynamic_metadata: Some(Struct { fields: metadata }).filter(|_| with_metadata),
     }
 }
 

@@ -20,6 +20,24 @@ pub struct Config {
     pub usage: Usage,
     pub tls: Tls,
     pub module: Module,
+    pub answer: Answer,
+}
+
+/// What Check's allows carry besides what they always do (overwrite the identity headers,
+/// remove the credential headers).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Answer {
+    /// The allow's dynamic metadata (key id, principal, project, plane, deployment) for Envoy's
+    /// access log and rate limit filters. Off saves Envoy the metadata work on every allowed
+    /// request (`bench/answer.sh`); denials always carry theirs, and `module.enabled` needs it.
+    pub metadata: bool,
+}
+
+impl Default for Answer {
+    fn default() -> Self {
+        Answer { metadata: true }
+    }
 }
 
 /// keyward's Envoy module (`module/`): what Check's allows tell it. Off by default: the answer
@@ -419,6 +437,7 @@ impl Config {
         overlay!("KEYWARD_USAGE_FLUSH_INTERVAL_SECS" => self.usage.flush_interval_secs);
         overlay!("KEYWARD_MODULE_ENABLED" => self.module.enabled);
         overlay!("KEYWARD_MODULE_MAX_TTL_MS" => self.module.max_ttl_ms);
+        overlay!("KEYWARD_ANSWER_METADATA" => self.answer.metadata);
         overlay!("KEYWARD_TLS_RELOAD_INTERVAL_SECS" => self.tls.reload_interval_secs);
         macro_rules! overlay_path {
             ($var:literal => $field:expr) => {

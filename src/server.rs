@@ -122,7 +122,8 @@ pub async fn serve(
     crate::metrics::install();
     let check_service = AuthorizationServer::new(
         CheckService::new(&services, config.credentials.sources.clone())
-            .with_module(config.module.clone()),
+            .with_module(config.module.clone())
+            .with_answer(&config.answer),
     );
     // grpc.health.v1 beside Check, for gRPC health probes of each replica (Kubernetes, Envoy
     // active health checks). It follows readiness (`/readyz`): SERVING through a database outage
