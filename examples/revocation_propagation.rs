@@ -90,7 +90,9 @@ fn args() -> anyhow::Result<Args> {
                     "after-outage" => Mode::AfterOutage,
                     "module" => Mode::Module,
                     other => {
-                        bail!("--mode: expected listen, stalled, after-outage or module, got {other:?}")
+                        bail!(
+                            "--mode: expected listen, stalled, after-outage or module, got {other:?}"
+                        )
                     }
                 }
             }
@@ -279,7 +281,13 @@ impl ModuleEnvoy {
             .arg(&config)
             .arg("--admin-address-path")
             .arg(&admin_path)
-            .args(["--use-dynamic-base-id", "--concurrency", "2", "-l", "warning"])
+            .args([
+                "--use-dynamic-base-id",
+                "--concurrency",
+                "2",
+                "-l",
+                "warning",
+            ])
             .stderr(std::fs::File::create(dir.path().join("envoy.log"))?)
             .kill_on_drop(true)
             .spawn()
@@ -343,7 +351,10 @@ impl ModuleEnvoy {
     async fn checks(&self) -> anyhow::Result<u64> {
         let text = self
             .http
-            .get(format!("http://{}/stats?filter=^http.bench.ext_authz.ok$", self.admin))
+            .get(format!(
+                "http://{}/stats?filter=^http.bench.ext_authz.ok$",
+                self.admin
+            ))
             .send()
             .await?
             .text()

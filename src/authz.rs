@@ -489,7 +489,15 @@ impl CheckService {
                 if let Grant::Key(key) = grant {
                     self.last_used.touch(&key.id, now);
                     if let Some(module) = &self.module {
-                        self.add_module_fields(&mut response, route, key, &grants, now, epoch, module);
+                        self.add_module_fields(
+                            &mut response,
+                            route,
+                            key,
+                            &grants,
+                            now,
+                            epoch,
+                            module,
+                        );
                     }
                 }
                 (response, Outcome::Allow)

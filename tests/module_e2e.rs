@@ -96,15 +96,21 @@ impl World {
 }
 
 fn assert_identity(body: &Value, key_id: &str, deployment: &str) {
-    assert_eq!(body["keyward_headers"]["x-keyward-key-id"], key_id, "{body}");
+    assert_eq!(
+        body["keyward_headers"]["x-keyward-key-id"], key_id,
+        "{body}"
+    );
     assert_eq!(body["keyward_headers"]["x-keyward-principal"], "owner");
     assert_eq!(body["keyward_headers"]["x-keyward-project"], "demo");
     assert_eq!(
-        body["keyward_headers"]["x-keyward-deployment"],
-        deployment,
+        body["keyward_headers"]["x-keyward-deployment"], deployment,
         "{body}"
     );
-    assert_eq!(body["credential_headers_seen"], serde_json::json!([]), "{body}");
+    assert_eq!(
+        body["credential_headers_seen"],
+        serde_json::json!([]),
+        "{body}"
+    );
 }
 
 async fn hits_on_every_worker(concurrency: u32) {
@@ -158,7 +164,9 @@ async fn hits_on_every_worker(concurrency: u32) {
     let (status, _) = call(&url, &[]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(
-        w.envoy.log().contains("Dynamic module ABI version v0.2.0 matched"),
+        w.envoy
+            .log()
+            .contains("Dynamic module ABI version v0.2.0 matched"),
         "{}",
         w.envoy.log()
     );
@@ -353,7 +361,11 @@ async fn condition_bound_entries_serve_only_the_same_facts() {
     assert_eq!(body["error"]["code"], "conditions_not_met");
     let (status, _) = call(&url, &[("authorization", &auth), ("user-agent", "sdk/2.0")]).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(w.checks().await, checks + 1, "sdk/2.0 was a Check of its own");
+    assert_eq!(
+        w.checks().await,
+        checks + 1,
+        "sdk/2.0 was a Check of its own"
+    );
     w.a.stop().await;
 }
 
@@ -380,13 +392,19 @@ fn the_module_is_rendered_only_when_asked_for() {
     assert!(on.contains("DynamicModuleFilter") && on.contains("filter_enabled_metadata"));
     for bad in [
         vec![("KEYWARD_MODULE", "yes")],
-        vec![("KEYWARD_MODULE", "on"), ("KEYWARD_MODULE_PATH", "relative.so")],
+        vec![
+            ("KEYWARD_MODULE", "on"),
+            ("KEYWARD_MODULE_PATH", "relative.so"),
+        ],
         vec![
             ("KEYWARD_MODULE", "on"),
             ("KEYWARD_MODULE_FEED_WAIT_MS", "900"),
             ("KEYWARD_MODULE_FEED_STALE_MS", "800"),
         ],
-        vec![("KEYWARD_MODULE", "on"), ("KEYWARD_MODULE_FEED_WAIT_MS", "1s")],
+        vec![
+            ("KEYWARD_MODULE", "on"),
+            ("KEYWARD_MODULE_FEED_WAIT_MS", "1s"),
+        ],
     ] {
         let (ok, _, stderr) = render(&bad);
         assert!(!ok, "{bad:?} rendered");

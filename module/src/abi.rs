@@ -126,14 +126,8 @@ pub struct Api {
         *mut usize,
     ) -> bool,
     pub set_header: unsafe extern "C" fn(FilterPtr, u32, ModuleBuffer, ModuleBuffer) -> bool,
-    pub send_response: unsafe extern "C" fn(
-        FilterPtr,
-        u32,
-        *mut ModuleHeader,
-        usize,
-        ModuleBuffer,
-        ModuleBuffer,
-    ),
+    pub send_response:
+        unsafe extern "C" fn(FilterPtr, u32, *mut ModuleHeader, usize, ModuleBuffer, ModuleBuffer),
     pub set_metadata_string:
         unsafe extern "C" fn(FilterPtr, ModuleBuffer, ModuleBuffer, ModuleBuffer),
     pub set_metadata_bool: unsafe extern "C" fn(FilterPtr, ModuleBuffer, ModuleBuffer, bool),
@@ -192,7 +186,9 @@ impl Api {
             set_metadata_string: find!(
                 c"envoy_dynamic_module_callback_http_set_dynamic_metadata_string"
             ),
-            set_metadata_bool: find!(c"envoy_dynamic_module_callback_http_set_dynamic_metadata_bool"),
+            set_metadata_bool: find!(
+                c"envoy_dynamic_module_callback_http_set_dynamic_metadata_bool"
+            ),
             get_metadata_string: find!(c"envoy_dynamic_module_callback_http_get_metadata_string"),
             get_metadata_number: find!(c"envoy_dynamic_module_callback_http_get_metadata_number"),
             get_attribute_string: find!(

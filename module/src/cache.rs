@@ -52,10 +52,9 @@ impl Entry {
             return true;
         }
         let facts = facts();
-        self
-                .source_ip
-                .as_deref()
-                .is_none_or(|ip| facts.source_ip == Some(ip))
+        self.source_ip
+            .as_deref()
+            .is_none_or(|ip| facts.source_ip == Some(ip))
             && self
                 .user_agent
                 .as_deref()
@@ -121,8 +120,14 @@ impl DecisionCache {
             &entry.identity.deployment,
         ];
         let too_long = fields.iter().any(|f| f.len() > MAX_FIELD)
-            || entry.source_ip.as_ref().is_some_and(|v| v.len() > MAX_FIELD)
-            || entry.user_agent.as_ref().is_some_and(|v| v.len() > MAX_FIELD);
+            || entry
+                .source_ip
+                .as_ref()
+                .is_some_and(|v| v.len() > MAX_FIELD)
+            || entry
+                .user_agent
+                .as_ref()
+                .is_some_and(|v| v.len() > MAX_FIELD);
         if too_long {
             return;
         }
@@ -186,8 +191,14 @@ mod tests {
         let none = Facts::default;
         assert!(cache.lookup(&key, 3, 999, none).is_some());
         assert!(cache.lookup(&other_route, 3, 10, none).is_none());
-        assert!(cache.lookup(&key, 4, 10, none).is_none(), "a later generation");
-        assert!(cache.lookup(&key, 3, 1_000, none).is_none(), "past its deadline");
+        assert!(
+            cache.lookup(&key, 4, 10, none).is_none(),
+            "a later generation"
+        );
+        assert!(
+            cache.lookup(&key, 3, 1_000, none).is_none(),
+            "past its deadline"
+        );
 
         let ip_bound = Entry {
             source_ip: Some("10.0.0.1".into()),

@@ -202,7 +202,11 @@ mod tests {
         assert!(!feed.heard(at(5), 1_200, 500), "the same state");
         assert_eq!(feed.generation(), generation);
         assert_eq!(feed.learnable(&at(5)), Some(generation));
-        assert_eq!(feed.learnable(&at(4)), None, "decided before a change heard of");
+        assert_eq!(
+            feed.learnable(&at(4)),
+            None,
+            "decided before a change heard of"
+        );
         let other = State {
             instance: "b".into(),
             epoch: 9,

@@ -116,9 +116,7 @@ pub fn ip_of(address: &str) -> Option<&str> {
     let ip = match address.strip_prefix('[') {
         Some(rest) => rest.split_once(']')?.0,
         None => match address.rsplit_once(':') {
-            Some((ip, port)) if !ip.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-                ip
-            }
+            Some((ip, port)) if !ip.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => ip,
             _ => address,
         },
     };
@@ -143,7 +141,8 @@ fn credential<'a>(envoy: FilterPtr, settings: &Settings) -> Option<&'a str> {
 
 impl Filter {
     fn on_request_headers(&mut self, envoy: FilterPtr) -> u32 {
-        let Some(context) = metadata_string(envoy, abi::METADATA_ROUTE, ROUTE_NAMESPACE, ROUTE_CONTEXT)
+        let Some(context) =
+            metadata_string(envoy, abi::METADATA_ROUTE, ROUTE_NAMESPACE, ROUTE_CONTEXT)
         else {
             return abi::HEADERS_CONTINUE;
         };

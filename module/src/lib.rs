@@ -52,7 +52,10 @@ pub(crate) fn guarded<T>(what: &str, fallback: T, hook: impl FnOnce() -> T) -> T
     match catch_unwind(AssertUnwindSafe(hook)) {
         Ok(value) => value,
         Err(_) => {
-            log(abi::LOG_ERROR, &format!("keyward module: panic caught in {what}"));
+            log(
+                abi::LOG_ERROR,
+                &format!("keyward module: panic caught in {what}"),
+            );
             fallback
         }
     }

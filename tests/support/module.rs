@@ -27,7 +27,9 @@ pub fn module_lib() -> PathBuf {
             if profile_dir.file_name().is_some_and(|p| p == "release") {
                 build.arg("--release");
             }
-            let built = build.output().expect("run cargo build -p keyward-envoy-module");
+            let built = build
+                .output()
+                .expect("run cargo build -p keyward-envoy-module");
             assert!(
                 built.status.success(),
                 "building the module failed: {}",
