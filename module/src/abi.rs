@@ -165,6 +165,9 @@ impl Api {
     }
 
     /// [`Api::resolve`] with another symbol lookup.
+    // Each field's type is the ABI's signature for the name beside it: the transmute's target
+    // is the field's type, spelled once, in the struct.
+    #[allow(clippy::missing_transmute_annotations)]
     pub fn resolve_with(lookup: impl Fn(&CStr) -> *mut c_void) -> Result<Api, &'static str> {
         macro_rules! find {
             ($name:literal) => {{

@@ -107,7 +107,7 @@ pub struct Config {
 pub const EVENT_POLL: u64 = 1;
 
 impl Config {
-    pub fn new(envoy: ConfigEnvoyPtr, settings: Settings) -> Box<Config> {
+    pub(crate) fn new(envoy: ConfigEnvoyPtr, settings: Settings) -> Box<Config> {
         let api = crate::api().expect("resolved at load");
         let shared = Arc::new(Shared {
             cache: DecisionCache::new(settings.max_entries),
@@ -143,7 +143,7 @@ impl Config {
     }
 
     /// Main thread: a poll is due.
-    pub fn on_scheduled(&mut self, envoy: ConfigEnvoyPtr) {
+    pub(crate) fn on_scheduled(&mut self, envoy: ConfigEnvoyPtr) {
         if self.polling {
             return;
         }
@@ -178,7 +178,7 @@ impl Config {
     }
 
     /// Main thread: a poll answered (or failed).
-    pub fn on_answer(&mut self, result: u32, headers: &[EnvoyHeader], body: &[EnvoyBuffer]) {
+    pub(crate) fn on_answer(&mut self, result: u32, headers: &[EnvoyHeader], body: &[EnvoyBuffer]) {
         self.polling = false;
         let state = (result == abi::CALLOUT_SUCCESS)
             .then(|| answered(headers, body))

@@ -8,6 +8,10 @@
 //! untouched to ext_authz, and keyward's answer (its dynamic metadata) is learnt when the
 //! response starts.
 
+// The hooks below are Envoy's entry points: their pointer arguments are Envoy's or ours, as the
+// ABI defines them, never a caller's choice; they cannot be `unsafe fn` (Envoy calls them).
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
 use std::ffi::c_void;
 use std::sync::Arc;
 
