@@ -1,4 +1,4 @@
-//! Compiles the admin API's protobuf definitions. `protoc` comes from the vendored
+//! Compiles the admin API's and the module feed's protobuf definitions. `protoc` comes from the vendored
 //! `protoc-bin-vendored` crate, so a fresh machine needs nothing installed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -7,7 +7,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_protos(&["proto/keyward/admin/v1/admin.proto"], &["proto"])?;
+        .compile_protos(
+            &[
+                "proto/keyward/admin/v1/admin.proto",
+                "proto/keyward/module/v1/feed.proto",
+            ],
+            &["proto"],
+        )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

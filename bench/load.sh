@@ -68,11 +68,14 @@ port_check=$((PORT_BASE + 10)) port_admin=$((PORT_BASE + 11)) port_health=$((POR
 port_noop=$((PORT_BASE + 13)) port_noop_identity=$((PORT_BASE + 14))
 port_noauth_upstream=$((PORT_BASE + 15)) port_apikey_upstream=$((PORT_BASE + 16))
 port_tcp_upstream=$((PORT_BASE + 17)) port_backend=$((PORT_BASE + 18))
+port_module=$((PORT_BASE + 9)) port_module_miss=$((PORT_BASE + 19)) port_check_module=$((PORT_BASE + 20))
 
 echo "== building (release)"
 cargo build --release --quiet --bin keyward --bin keyward-standin-backend --example bench_seed --example noop_ext_authz \
 	--example check_load --example memory_100k
+cargo build --release --quiet -p keyward-envoy-module
 bin=${CARGO_TARGET_DIR:-target}/release
+module_lib=$(cd "$bin" && pwd)/libkeyward_envoy_module.so
 
 source bench/lib.sh # work, pids (stopped on exit), wait_for
 
@@ -101,12 +104,22 @@ sed -e "s|{{ADMIN_PORT}}|$port_envoy_admin|; s|{{PORT_NOAUTH}}|$port_noauth|; s|
 	-e "s|{{PORT_NOOP_IDENTITY}}|$port_envoy_noop_identity|; s|{{NOOP_IDENTITY_PORT}}|$port_noop_identity|" \
 	-e "s|{{PORT_NOAUTH_UPSTREAM}}|$port_noauth_upstream|; s|{{PORT_APIKEY_UPSTREAM}}|$port_apikey_upstream|" \
 	-e "s|{{PORT_TCP_UPSTREAM}}|$port_tcp_upstream|; s|{{BACKEND_PORT}}|$port_backend|" \
+	-e "s|{{PORT_MODULE}}|$port_module|; s|{{PORT_MODULE_MISS}}|$port_module_miss|" \
+	-e "s|{{KEYWARD_MODULE_PORT}}|$port_check_module|; s|{{MODULE_PATH}}|$module_lib|g" \
 	-e "s|{{API_KEYS}}|$api_keys|g" bench/envoy/bench.yaml.tmpl >"$work/envoy.yaml"
 ! grep -n '{{' "$work/envoy.yaml" || { echo "unrendered placeholder" >&2; exit 1; }
 "$ENVOY_BIN" -c "$work/envoy.yaml" --concurrency 2 --disable-hot-restart --log-level warn \
 	>"$work/envoy.log" 2>&1 &
 pids+=($!)
+# The module listeners' keyward: the same database, module.enabled (its allows carry what the
+# module learns), so the other listeners measure keyward's answer without those fields.
+KEYWARD_DATABASE_URL="sqlite://$work/kw.db" KEYWARD_CHECK_ADDR="127.0.0.1:$port_check_module" \
+	KEYWARD_ADMIN_ADDR="127.0.0.1:0" KEYWARD_HEALTH_ADDR="127.0.0.1:0" KEYWARD_MODULE_ENABLED=true \
+	KEYWARD_LOG=${KEYWARD_LOG:-info} "$bin/keyward" serve 2>"$work/keyward_module.log" &
+pids+=($!)
 keyward_pid=${pids[0]} noop_pid=${pids[1]} noop_identity_pid=${pids[2]} backend_pid=${pids[3]} envoy_pid=${pids[4]}
+keyward_module_pid=${pids[5]}
+wait_for "keyward (module)" grep -q "keyward serving" "$work/keyward_module.log"
 wait_for "keyward" curl -sf "http://127.0.0.1:$port_health/readyz"
 wait_for "the no-op server" grep -q listening "$work/noop.log"
 wait_for "the no-op server (identity answer)" grep -q listening "$work/noop_identity.log"
@@ -195,11 +208,16 @@ curl -sf -o /dev/null -w "envoy->keyward tcp: %{http_code}\n" -H "x-api-key: $to
 curl -sf -o /dev/null -w "envoy->keyward tcp, raw headers: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_tcp_raw/"
 curl -sf -o /dev/null -w "envoy->keyward uds: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_uds/"
 curl -sf -o /dev/null -w "envoy api_key_auth: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_apikey/"
+curl -sf -o /dev/null -w "envoy+module->keyward tcp: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_module/"
+curl -sf -o /dev/null -w "envoy+module (miss)->keyward tcp: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_module_miss/"
+code=$(curl -s -o /dev/null -w "%{http_code}" -H "x-api-key: nope" "http://127.0.0.1:$port_module/")
+[ "$code" = 401 ] || { echo "the module's path let a bad key through ($code)" >&2; exit 1; }
 curl -sf -o /dev/null -w "envoy->keyward tcp->backend: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_tcp_upstream/v1/chat/completions"
 curl -sf -o /dev/null -w "envoy api_key_auth->backend: %{http_code}\n" -H "x-api-key: $token" "http://127.0.0.1:$port_apikey_upstream/v1/chat/completions"
 code=$(curl -s -o /dev/null -w "%{http_code}" -H "x-api-key: nope" "http://127.0.0.1:$port_tcp/")
 [ "$code" = 401 ] || { echo "keyward let a bad key through ($code)" >&2; exit 1; }
 for port in $port_noauth $port_apikey $port_tcp $port_uds $port_tcp_all $port_envoy_noop $port_tcp_raw $port_envoy_noop_identity \
+	$port_module $port_module_miss \
 	$port_noauth_upstream $port_apikey_upstream $port_tcp_upstream; do
 	wrk -t1 -c"$CONNECTIONS" -d1s -H "x-api-key: $token" "http://127.0.0.1:$port/" >/dev/null
 done
@@ -220,6 +238,8 @@ for round in $(seq "$ROUNDS"); do
 		http http_keyward_tcp_raw_headers "$port_tcp_raw" "$keyward_pid"
 		http http_noop_ext_authz "$port_envoy_noop" "$noop_pid"
 		http http_noop_identity_ext_authz "$port_envoy_noop_identity" "$noop_identity_pid"
+		http http_keyward_module "$port_module" "$keyward_module_pid"
+		http http_keyward_module_miss "$port_module_miss" "$keyward_module_pid"
 		# The same three with one upstream exchange each, as every proxied inference request has.
 		http http_noauth_upstream "$port_noauth_upstream"
 		http http_api_key_auth_upstream "$port_apikey_upstream"
@@ -267,7 +287,7 @@ echo "envoy: $("$ENVOY_BIN" --version 2>/dev/null | grep -o 'version: [^ ]*' | h
 printf '\n%-34s %10s %10s %10s  %s\n' scenario "req/s" "p50 µs" "p99 µs" notes
 for label in grpc_noop grpc_noop_identity grpc_keyward http_noauth http_api_key_auth http_keyward_tcp \
 	http_keyward_uds http_keyward_tcp_all_headers http_keyward_tcp_raw_headers http_noop_ext_authz http_noop_identity_ext_authz \
-	http_noauth_upstream http_api_key_auth_upstream http_keyward_tcp_upstream flood_off flood_on \
+	http_keyward_module http_keyward_module_miss http_noauth_upstream http_api_key_auth_upstream http_keyward_tcp_upstream flood_off flood_on \
 	flood_apart flood_floor_off flood_floor_apart; do
 	notes=""
 	case $label in
@@ -285,8 +305,8 @@ echo
 echo "CPU per request (µs, medians; the profile behind the HTTP ratios):"
 printf '%-34s %12s %12s %12s %12s\n' scenario envoy keyward no-op backend
 for label in http_noauth http_api_key_auth http_keyward_tcp http_keyward_uds http_keyward_tcp_raw_headers \
-	http_noop_ext_authz http_noop_identity_ext_authz http_noauth_upstream http_api_key_auth_upstream \
-	http_keyward_tcp_upstream; do
+	http_noop_ext_authz http_noop_identity_ext_authz http_keyward_module http_keyward_module_miss \
+	http_noauth_upstream http_api_key_auth_upstream http_keyward_tcp_upstream; do
 	printf '%-34s %12s %12s %12s %12s\n' "$label" "$(field "$label" envoy_cpu_us)" \
 		"$(field "$label" keyward_cpu_us)" "$(field "$label" noop_cpu_us)" "$(field "$label" backend_cpu_us)"
 done
@@ -324,6 +344,11 @@ echo "  Envoy CPU per request: the ext_authz hop (no-op) / one upstream exchange
 echo "  HTTP keyward UDS / TCP                     $(ratio "$(field http_keyward_uds rps)" "$(field http_keyward_tcp rps)")"
 echo "  HTTP keyward trimmed / all headers         $(ratio "$(field http_keyward_tcp rps)" "$(field http_keyward_tcp_all_headers rps)")"
 echo "  HTTP keyward raw headers / map, paired     $(paired http_keyward_tcp_raw_headers http_keyward_tcp rps)"
+echo "  HTTP Envoy+keyward module (hits) / Envoy+api_key_auth $(ratio "$(field http_keyward_module rps)" "$(field http_api_key_auth rps)")  [>= 0.80]"
+echo "  HTTP Envoy+keyward module (hits) / Envoy+api_key_auth, paired $(paired http_keyward_module http_api_key_auth rps)"
+echo "  HTTP Envoy+module, every request a miss / Envoy+keyward TCP $(ratio "$(field http_keyward_module_miss rps)" "$(field http_keyward_tcp rps)")  [>= 0.95]"
+echo "  HTTP Envoy+module, every request a miss / Envoy+keyward TCP, paired $(paired http_keyward_module_miss http_keyward_tcp rps)"
+echo "  Envoy CPU per request: module hit / api_key_auth  $(field http_keyward_module envoy_cpu_us) / $(field http_api_key_auth envoy_cpu_us) µs"
 echo "  HTTP api_key_auth / no auth                $(ratio "$(field http_api_key_auth rps)" "$(field http_noauth rps)")"
 echo "  flood p99 with / without, flood apart      $(ratio "$(field flood_apart p99_us)" "$(field flood_off p99_us)")  [<= 2.00]"
 echo "  flood p99 with / without, flood apart, paired  $(paired flood_apart flood_off p99_us)"

@@ -5,6 +5,8 @@
 #   CERT_DIR=/certs RATE_LIMIT_PER_CLIENT_RPS=50 envoy/render.sh > envoy.yaml   # + rate limit
 #   CERT_DIR=/certs ENCODE_RAW_HEADERS=true envoy/render.sh > envoy.yaml         # header_map
 #   CERT_DIR=/certs KEYWARD_TLS=mtls envoy/render.sh > envoy.yaml               # mTLS to keyward
+#   CERT_DIR=/certs KEYWARD_MODULE=on KEYWARD_MODULE_PATH=/lib/libkeyward_envoy_module.so \
+#     envoy/render.sh > envoy.yaml                                              # + the module
 #
 # Every {{NAME}} placeholder in the template is replaced by the environment variable NAME
 # (defaults below; CERT_DIR has none). The template is envoy.yaml.tmpl next to this script,
@@ -112,6 +114,33 @@ case $KEYWARD_TLS_SNI in
 '' | *[!A-Za-z0-9.-]*) fail "KEYWARD_TLS_SNI must be a DNS name, got '$KEYWARD_TLS_SNI'" ;;
 esac
 
+# keyward's dynamic-module filter before ext_authz: off (the default) or on. With on,
+# KEYWARD_MODULE_PATH is the built module (cargo build --release -p keyward-envoy-module:
+# target/release/libkeyward_envoy_module.so), and the feed timings may be tuned (milliseconds:
+# how long keyward holds a poll, how long after the last answer hits are still served).
+: "${KEYWARD_MODULE:=off}"
+: "${KEYWARD_MODULE_PATH:=/usr/local/lib/libkeyward_envoy_module.so}"
+: "${KEYWARD_MODULE_FEED_WAIT_MS:=1000}"
+: "${KEYWARD_MODULE_FEED_STALE_MS:=1500}"
+: "${KEYWARD_MODULE_MAX_TTL_MS:=60000}"
+case $KEYWARD_MODULE in
+off) module_block='/# BEGIN KEYWARD_MODULE/,/# END KEYWARD_MODULE/d' ;;
+on) module_block='/# BEGIN KEYWARD_MODULE/d;/# END KEYWARD_MODULE/d' ;;
+*) fail "KEYWARD_MODULE must be off or on, got '$KEYWARD_MODULE'" ;;
+esac
+for name in KEYWARD_MODULE_FEED_WAIT_MS KEYWARD_MODULE_FEED_STALE_MS KEYWARD_MODULE_MAX_TTL_MS; do
+	eval "value=\$$name"
+	case $value in
+	'' | *[!0-9]*) fail "$name must be a whole number of milliseconds, got '$value'" ;;
+	esac
+done
+[ "$KEYWARD_MODULE_FEED_STALE_MS" -gt "$KEYWARD_MODULE_FEED_WAIT_MS" ] ||
+	fail "KEYWARD_MODULE_FEED_STALE_MS must be above KEYWARD_MODULE_FEED_WAIT_MS"
+case $KEYWARD_MODULE_PATH in
+/*) ;;
+*) fail "KEYWARD_MODULE_PATH must be an absolute path, got '$KEYWARD_MODULE_PATH'" ;;
+esac
+
 # Escape a value for the replacement side of a sed s||| command.
 escape() {
 	printf '%s' "$1" | sed 's/[\\|&]/\\&/g'
@@ -121,7 +150,9 @@ script=
 for name in LISTEN_HOST ADMIN_HOST PUBLIC_PORT PRIVATE_PORT ADMIN_PORT \
 	KEYWARD_ENDPOINTS BACKEND_HOST BACKEND_PORT CERT_DIR \
 	RATE_LIMIT_PER_CLIENT_RPS RATE_LIMIT_PER_CLIENT_BURST ENCODE_RAW_HEADERS \
-	KEYWARD_TLS_SNI KEYWARD_TLS_CA KEYWARD_TLS_CLIENT_CERT KEYWARD_TLS_CLIENT_KEY; do
+	KEYWARD_TLS_SNI KEYWARD_TLS_CA KEYWARD_TLS_CLIENT_CERT KEYWARD_TLS_CLIENT_KEY \
+	KEYWARD_MODULE_PATH KEYWARD_MODULE_FEED_WAIT_MS KEYWARD_MODULE_FEED_STALE_MS \
+	KEYWARD_MODULE_MAX_TTL_MS; do
 	eval "value=\$$name"
 	case $value in
 	*"$newline"*) fail "$name must not contain a newline" ;;
@@ -129,7 +160,7 @@ for name in LISTEN_HOST ADMIN_HOST PUBLIC_PORT PRIVATE_PORT ADMIN_PORT \
 	script="${script}s|{{$name}}|$(escape "$value")|g$newline"
 done
 
-rendered=$(sed -e "$rate_limit_block" -e "$tls_block" -e "$script" "$template") || fail "sed failed on $template"
+rendered=$(sed -e "$rate_limit_block" -e "$tls_block" -e "$module_block" -e "$script" "$template") || fail "sed failed on $template"
 
 left=$(printf '%s\n' "$rendered" | sed -n 's/.*\({{[^}]*}}\).*/\1/p')
 if [ -n "$left" ]; then

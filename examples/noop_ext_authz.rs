@@ -10,7 +10,7 @@
 //! what keyward's own decision costs.
 //!
 //!   cargo run --release --example noop_ext_authz -- --listen 127.0.0.1:19291 \
-//!       [--identity-answer] [h2 options]
+//!       [--identity-answer | --answer PART,...] [h2 options]
 
 use std::time::Duration;
 
@@ -49,6 +49,13 @@ fn bare_answer() -> CheckResponse {
 
 /// keyward's answer to an allowed data-plane request, with values of the usual sizes.
 fn identity_answer() -> CheckResponse {
+    answer_of(&["headers", "remove", "metadata"])
+}
+
+/// Parts of keyward's answer: `headers` (the four identity headers, overwritten), `remove` (the
+/// three credential headers removed), `metadata` (the dynamic metadata), to measure what each
+/// costs Envoy (bench/answer.sh).
+fn answer_of(parts: &[&str]) -> CheckResponse {
     let identity = [
         ("x-keyward-key-id", "key_id", "r00000000000"),
         ("x-keyward-principal", "principal", "owner"),
@@ -77,15 +84,20 @@ fn identity_answer() -> CheckResponse {
         .map(|(_, field, value)| (field.to_string(), string(value)))
         .collect();
     fields.insert("plane".into(), string("data"));
+    let has = |part: &str| parts.contains(&part);
     CheckResponse {
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-            headers,
-            headers_to_remove: ["authorization", "x-api-key", "x-auth-token"]
-                .map(String::from)
-                .to_vec(),
+            headers: if has("headers") { headers } else { Vec::new() },
+            headers_to_remove: if has("remove") {
+                ["authorization", "x-api-key", "x-auth-token"]
+                    .map(String::from)
+                    .to_vec()
+            } else {
+                Vec::new()
+            },
             ..Default::default()
         })),
-        dynamic_metadata: Some(Struct { fields }),
+        dynamic_metadata: has("metadata").then_some(Struct { fields }),
         ..bare_answer()
     }
 }
@@ -111,6 +123,18 @@ async fn main() -> anyhow::Result<()> {
                 answer = identity_answer();
                 builder
             }
+            "--answer" => {
+                let parts = value()?;
+                let parts: Vec<&str> = parts.split(',').filter(|p| !p.is_empty()).collect();
+                if let Some(bad) = parts
+                    .iter()
+                    .find(|p| !["headers", "remove", "metadata"].contains(p))
+                {
+                    anyhow::bail!("--answer: unknown part {bad:?} (headers, remove, metadata)");
+                }
+                answer = answer_of(&parts);
+                builder
+            }
             "--adaptive-window" => builder.http2_adaptive_window(Some(true)),
             "--stream-window" => builder.initial_stream_window_size(Some(value()?.parse()?)),
             "--connection-window" => {
@@ -121,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
             "--no-keepalive" => builder.http2_keepalive_interval(None),
             other => anyhow::bail!(
                 "unknown argument {other:?}; usage: noop_ext_authz --listen HOST:PORT \
-                 [--identity-answer] [--adaptive-window] [--stream-window BYTES] [--connection-window BYTES] \
+                 [--identity-answer] [--answer headers,remove,metadata] [--adaptive-window] [--stream-window BYTES] [--connection-window BYTES] \
                  [--max-concurrent-streams N] [--max-frame-size BYTES] [--no-keepalive]"
             ),
         };

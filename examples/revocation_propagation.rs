@@ -7,7 +7,7 @@
 //! first denial. Run by `bench/revocation.sh`.
 //!
 //!   cargo run --release --example revocation_propagation -- [--database URL] [--revocations N]
-//!       [--mode listen|stalled|after-outage]
+//!       [--mode listen|stalled|after-outage|module]
 //!
 //! Modes (PostgreSQL; B reaches the database through a fault-injecting TCP proxy for the last
 //! two):
@@ -17,6 +17,12 @@
 //! - `after-outage`: before every 20 revocations B's database connections are cut for 1 s and
 //!   restored; the revocations are measured in the seconds right after the outage ends, while
 //!   B is still re-establishing `LISTEN`.
+//!
+//! - `module`: B has `module.enabled` and a real Envoy (`$ENVOY_BIN`, else `.tools`) with
+//!   keyward's module (`target/release/libkeyward_envoy_module.so`, or `$KEYWARD_MODULE_PATH`)
+//!   sends B its Checks; each key is first answered by the module itself (a hit: Envoy's
+//!   ext_authz counter does not move), then revoked through A, and Envoy is polled over HTTP
+//!   until it denies: revoke → the module's first denial.
 //!
 //! Without `--database`, a fresh database is created on the PostgreSQL server at
 //! `$KEYWARD_TEST_POSTGRES` (default postgres://postgres@127.0.0.1:5432/test).
@@ -44,6 +50,7 @@ enum Mode {
     Listen,
     Stalled,
     AfterOutage,
+    Module,
 }
 
 struct Args {
@@ -75,14 +82,17 @@ fn args() -> anyhow::Result<Args> {
             "--mode" => {
                 args.mode = match it
                     .next()
-                    .context("--mode needs listen, stalled or after-outage")?
+                    .context("--mode needs listen, stalled, after-outage or module")?
                     .as_str()
                 {
                     "listen" => Mode::Listen,
                     "stalled" => Mode::Stalled,
                     "after-outage" => Mode::AfterOutage,
+                    "module" => Mode::Module,
                     other => {
-                        bail!("--mode: expected listen, stalled or after-outage, got {other:?}")
+                        bail!(
+                            "--mode: expected listen, stalled, after-outage or module, got {other:?}"
+                        )
                     }
                 }
             }
@@ -115,6 +125,7 @@ async fn fresh_postgres_database() -> anyhow::Result<String> {
 /// Starts one replica on ephemeral ports; returns (check address, admin address).
 async fn replica(
     database: &str,
+    module: bool,
 ) -> anyhow::Result<(
     std::net::SocketAddr,
     std::net::SocketAddr,
@@ -125,6 +136,7 @@ async fn replica(
     config.listen.check = "127.0.0.1:0".parse()?;
     config.listen.admin = "127.0.0.1:0".parse()?;
     config.listen.health = "127.0.0.1:0".parse()?;
+    config.module.enabled = module;
     let listeners = Listeners::bind(&config).await?;
     let (check, admin, _) = listeners.local_addrs()?;
     let services = server::open(&config).await?;
@@ -169,6 +181,210 @@ async fn allowed(client: &mut AuthorizationClient<Channel>, token: &str) -> anyh
     ))
 }
 
+/// Envoy 1.40 with keyward's module in front of ext_authz → replica B (`--mode module`).
+struct ModuleEnvoy {
+    port: u16,
+    admin: std::net::SocketAddr,
+    http: reqwest::Client,
+    _child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+const MODULE_ENVOY: &str = r#"
+admin: { address: { socket_address: { address: 127.0.0.1, port_value: 0 } } }
+static_resources:
+  listeners:
+    - name: bench
+      address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: bench
+                http_filters:
+                  - name: keyward.module
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+                      dynamic_module_config: { module: { local: { filename: "MODULE_PATH" } }, do_not_close: true }
+                      filter_name: keyward
+                      filter_config:
+                        "@type": type.googleapis.com/google.protobuf.StringValue
+                        value: '{"cluster":"keyward"}'
+                  - name: envoy.filters.http.ext_authz
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+                      grpc_service: { envoy_grpc: { cluster_name: keyward }, timeout: 0.5s }
+                      transport_api_version: V3
+                      failure_mode_allow: false
+                      filter_enabled_metadata:
+                        filter: keyward.module
+                        path: [{ key: hit }]
+                        value: { bool_match: true }
+                        invert: true
+                  - name: envoy.filters.http.router
+                    typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+                route_config:
+                  virtual_hosts:
+                    - name: all
+                      domains: ["*"]
+                      routes:
+                        - match: { prefix: / }
+                          direct_response: { status: 200, body: { inline_string: "ok" } }
+                          metadata: { filter_metadata: { keyward: { context: "data|public|bench/chat" } } }
+                          typed_per_filter_config:
+                            envoy.filters.http.ext_authz:
+                              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                              check_settings:
+                                context_extensions: { plane: data, endpoint: public, deployment: bench/chat }
+  clusters:
+    - name: keyward
+      type: STATIC
+      connect_timeout: 1s
+      typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config: { http2_protocol_options: {} }
+      load_assignment:
+        cluster_name: keyward
+        endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: KEYWARD_PORT } } } }] }]
+"#;
+
+impl ModuleEnvoy {
+    async fn start(keyward: std::net::SocketAddr) -> anyhow::Result<ModuleEnvoy> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let module = std::env::var("KEYWARD_MODULE_PATH").map_or_else(
+            |_| root.join("target/release/libkeyward_envoy_module.so"),
+            std::path::PathBuf::from,
+        );
+        if !module.exists() {
+            bail!(
+                "{} not found: cargo build --release -p keyward-envoy-module",
+                module.display()
+            );
+        }
+        let envoy = std::env::var("ENVOY_BIN").map_or_else(
+            |_| root.join(".tools/venv/bin/envoy"),
+            std::path::PathBuf::from,
+        );
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("envoy.yaml");
+        std::fs::write(
+            &config,
+            MODULE_ENVOY
+                .replace("MODULE_PATH", &module.display().to_string())
+                .replace("KEYWARD_PORT", &keyward.port().to_string()),
+        )?;
+        let admin_path = dir.path().join("admin");
+        let child = tokio::process::Command::new(&envoy)
+            .arg("-c")
+            .arg(&config)
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .args([
+                "--use-dynamic-base-id",
+                "--concurrency",
+                "2",
+                "-l",
+                "warning",
+            ])
+            .stderr(std::fs::File::create(dir.path().join("envoy.log"))?)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start {}", envoy.display()))?;
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let admin: std::net::SocketAddr = loop {
+            if let Some(addr) = std::fs::read_to_string(&admin_path)
+                .ok()
+                .and_then(|a| a.trim().parse().ok())
+            {
+                break addr;
+            }
+            if Instant::now() > deadline {
+                bail!("Envoy did not start");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let port = loop {
+            let listeners: Option<serde_json::Value> = async {
+                http.get(format!("http://{admin}/listeners?format=json"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()
+            }
+            .await;
+            let port = listeners.as_ref().and_then(|l| {
+                l["listener_statuses"][0]["local_address"]["socket_address"]["port_value"].as_u64()
+            });
+            if let Some(port) = port.filter(|p| *p > 0) {
+                break port as u16;
+            }
+            if Instant::now() > deadline {
+                bail!("Envoy's listener did not come up");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Ok(ModuleEnvoy {
+            port,
+            admin,
+            http,
+            _child: child,
+            _dir: dir,
+        })
+    }
+
+    async fn status(&self, token: &str) -> anyhow::Result<u16> {
+        Ok(self
+            .http
+            .get(format!("http://127.0.0.1:{}/", self.port))
+            .bearer_auth(token)
+            .send()
+            .await?
+            .status()
+            .as_u16())
+    }
+
+    async fn checks(&self) -> anyhow::Result<u64> {
+        let text = self
+            .http
+            .get(format!(
+                "http://{}/stats?filter=^http.bench.ext_authz.ok$",
+                self.admin
+            ))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .split(':')
+            .nth(1)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Requests until one is answered by the module (no Check), so the revocation that
+    /// follows is measured against a hit.
+    async fn until_hit(&self, token: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let before = self.checks().await?;
+            if self.status(token).await? != 200 {
+                bail!("a fresh key was refused through Envoy");
+            }
+            if self.checks().await? == before {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the module never answered a fresh key itself");
+            }
+        }
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
@@ -181,7 +397,7 @@ async fn main() -> anyhow::Result<()> {
         Some(url) => url,
         None => fresh_postgres_database().await?,
     };
-    if args.mode != Mode::Listen && !database.starts_with("postgres") {
+    if !matches!(args.mode, Mode::Listen | Mode::Module) && !database.starts_with("postgres") {
         bail!("--mode {:?} needs PostgreSQL", args.mode);
     }
     // B reaches the database through the proxy (a no-op until a fault is injected).
@@ -191,13 +407,17 @@ async fn main() -> anyhow::Result<()> {
         .next()
         .context("the database URL names no address")?;
     let proxy = pg_proxy::PgProxy::start(upstream).await;
-    let database_b = if args.mode == Mode::Listen {
+    let database_b = if matches!(args.mode, Mode::Listen | Mode::Module) {
         database.clone()
     } else {
         proxy.url_for(&database, upstream)
     };
-    let (check_a, admin_a, services) = replica(&database).await?;
-    let (check_b, _, services_b) = replica(&database_b).await?;
+    let (check_a, admin_a, services) = replica(&database, false).await?;
+    let (check_b, _, services_b) = replica(&database_b, args.mode == Mode::Module).await?;
+    let envoy = match args.mode {
+        Mode::Module => Some(ModuleEnvoy::start(check_b).await?),
+        _ => None,
+    };
     let owner = keyward::admin::bootstrap(
         &services.store,
         &keyward::config::Config::default().argon2,
@@ -273,11 +493,21 @@ async fn main() -> anyhow::Result<()> {
         if services_b.directory.caches().key(&id).await.is_none() {
             bail!("replica B does not have the key cached");
         }
+        if let Some(envoy) = &envoy {
+            envoy.until_hit(&created.token).await?;
+        }
         let called = Instant::now();
         admin.revoke_key(pb::RevokeKeyRequest { id }).await?;
         let acked = Instant::now();
         let deadline = acked + Duration::from_secs(30);
-        while allowed(&mut b, &created.token).await.unwrap_or(true) {
+        loop {
+            let still = match &envoy {
+                Some(envoy) => envoy.status(&created.token).await? == 200,
+                None => allowed(&mut b, &created.token).await.unwrap_or(true),
+            };
+            if !still {
+                break;
+            }
             polls += 1;
             if Instant::now() > deadline {
                 bail!("replica B still allowed a revoked key after 30 s");
@@ -298,6 +528,9 @@ async fn main() -> anyhow::Result<()> {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
         })
         .unwrap_or_default();
+    if envoy.is_some() {
+        println!("(mode Module: B's decisions as answered by keyward's module inside Envoy)");
+    }
     println!(
         "revocation propagation, replica A -> replica B ({backend}, mode {:?}), {} revocations",
         args.mode, args.revocations

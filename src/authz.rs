@@ -303,6 +303,10 @@ pub struct CheckService {
     shed: Arc<ShedLog>,
     misrouted: Arc<LogThrottle>,
     metrics: CheckMetrics,
+    /// Set when keyward's Envoy module is on (`module.enabled`).
+    module: Option<crate::config::Module>,
+    /// Whether allows carry dynamic metadata (`answer.metadata`, or the module needs it).
+    allow_metadata: bool,
 }
 
 /// Shed requests are counted and reported at most once a second: a flood of bad tokens must
@@ -370,7 +374,24 @@ impl CheckService {
             }),
             misrouted: Arc::default(),
             metrics: CheckMetrics::new(),
+            module: None,
+            allow_metadata: true,
         }
+    }
+
+    /// What allows carry besides the identity headers and credential removal, which they
+    /// always do ([`crate::config::Answer`]).
+    pub fn with_answer(mut self, answer: &crate::config::Answer) -> Self {
+        self.allow_metadata = answer.metadata || self.module.is_some();
+        self
+    }
+
+    /// With `module.enabled`, data-plane allows carry what keyward's Envoy module needs to
+    /// reuse them ([`crate::module`]).
+    pub fn with_module(mut self, module: crate::config::Module) -> Self {
+        self.module = module.enabled.then_some(module);
+        self.allow_metadata |= self.module.is_some();
+        self
     }
 
     /// Decides one request: the whole Check path, without the gRPC transport.
@@ -395,6 +416,8 @@ impl CheckService {
         request: &CheckRequest,
         plane: &mut Option<Plane>,
     ) -> Result<(CheckResponse, Outcome), Undecidable> {
+        // Read before anything the decision reads: an allow is only as fresh as this epoch.
+        let epoch = self.directory.caches().epoch();
         let table = if needs_route_table(request) {
             Some(self.directory.route_table().await?)
         } else {
@@ -425,7 +448,7 @@ impl CheckService {
         }
         if !policy::auth_required(route, deployment.as_deref()) {
             return Ok((
-                allowed(route, Grant::Anonymous, &self.sources),
+                allowed(route, Grant::Anonymous, &self.sources, self.allow_metadata),
                 Outcome::Allow,
             ));
         }
@@ -472,10 +495,22 @@ impl CheckService {
         let decision = policy::decide(route, deployment.as_deref(), authentication, &grants, now);
         Ok(match decision {
             Decision::Allow(grant) => {
+                let mut response = allowed(route, grant, &self.sources, self.allow_metadata);
                 if let Grant::Key(key) = grant {
                     self.last_used.touch(&key.id, now);
+                    if let Some(module) = &self.module {
+                        self.add_module_fields(
+                            &mut response,
+                            route,
+                            key,
+                            &grants,
+                            now,
+                            epoch,
+                            module,
+                        );
+                    }
                 }
-                (allowed(route, grant, &self.sources), Outcome::Allow)
+                (response, Outcome::Allow)
             }
             Decision::Deny(denial) => {
                 let key_id = token.and_then(Result::ok).map(|t| t.key_id);
@@ -489,6 +524,52 @@ impl CheckService {
                 (denied(&denial, key_id), Outcome::Deny(status_of(&denial).2))
             }
         })
+    }
+}
+
+impl CheckService {
+    /// The `module_*` fields of an allow on a data route, when the module may reuse it
+    /// ([`crate::module::hints`]); nothing for control routes, whose decisions depend on the
+    /// method and path.
+    #[allow(clippy::too_many_arguments)]
+    fn add_module_fields(
+        &self,
+        response: &mut CheckResponse,
+        route: &Route<'_>,
+        key: &crate::model::ApiKey,
+        grants: &crate::iam::Grants,
+        now: i64,
+        epoch: u64,
+        module: &crate::config::Module,
+    ) {
+        let Target::Deployment { name, .. } = route.target else {
+            return;
+        };
+        if route.plane != Plane::Data {
+            return;
+        }
+        let Some(hints) = crate::module::hints(key, grants, now, module.max_ttl_ms) else {
+            return;
+        };
+        let Some(metadata) = response.dynamic_metadata.as_mut() else {
+            return;
+        };
+        let fields = &mut metadata.fields;
+        let caches = self.directory.caches();
+        fields.insert("module_instance".into(), string_value(caches.instance()));
+        fields.insert("module_epoch".into(), number_value(epoch as f64));
+        fields.insert("module_ttl_ms".into(), number_value(hints.ttl_ms as f64));
+        fields.insert("module_vary".into(), string_value(hints.vary()));
+        fields.insert(
+            "module_context".into(),
+            string_value(&crate::module::data_context(route.endpoint, name)),
+        );
+    }
+}
+
+fn number_value(n: f64) -> Value {
+    Value {
+        kind: Some(Kind::NumberValue(n)),
     }
 }
 
@@ -542,16 +623,23 @@ fn header(key: &str, value: &str, action: HeaderAppendAction) -> HeaderValueOpti
 }
 
 /// Identity headers overwrite whatever the client sent, so no one smuggles their own copy
-/// upstream; credential headers are removed so the backend never sees a secret.
-fn allowed(route: &Route<'_>, grant: Grant<'_>, sources: &[String]) -> CheckResponse {
+/// upstream; credential headers are removed so the backend never sees a secret. Both always;
+/// the dynamic metadata (for Envoy's access log and rate limit filters) only with `metadata`.
+fn allowed(
+    route: &Route<'_>,
+    grant: Grant<'_>,
+    sources: &[String],
+    metadata: bool,
+) -> CheckResponse {
     let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd;
     let (key_id, principal) = match grant {
         Grant::Key(key) => (Some(key.id.as_str()), key.principal.name.as_str()),
         Grant::Anonymous => (None, "anonymous"),
     };
+    let with_metadata = metadata;
     let mut headers = Vec::with_capacity(4);
     let mut headers_to_remove: Vec<String> = sources.to_vec();
-    let mut metadata = HashMap::with_capacity(5);
+    let mut metadata = HashMap::with_capacity(if with_metadata { 5 } else { 0 });
     match key_id {
         Some(id) => {
             headers.push(header(HEADER_KEY_ID, id, overwrite));
@@ -584,7 +672,7 @@ fn allowed(route: &Route<'_>, grant: Grant<'_>, sources: &[String]) -> CheckResp
             headers_to_remove,
             ..Default::default()
         })),
-        dynamic_metadata: Some(Struct { fields: metadata }),
+        dynamic_metadata: Some(Struct { fields: metadata }).filter(|_| with_metadata),
     }
 }
 

@@ -233,6 +233,11 @@ pub struct Caches {
     epoch: Arc<AtomicU64>,
     applied: Arc<AtomicU64>,
     feed: Arc<FeedConfirmation>,
+    /// Woken on every epoch bump: the Envoy modules' feed ([`crate::module`]) waits on it.
+    changed: Arc<tokio::sync::Notify>,
+    /// This process's name for its epochs: an epoch means nothing to another replica or to
+    /// this one after a restart.
+    instance: Arc<str>,
 }
 
 /// Until when the change feed has been confirmed complete: every change committed before that
@@ -314,6 +319,11 @@ impl Caches {
             epoch: Arc::new(AtomicU64::new(0)),
             applied: Arc::new(AtomicU64::new(0)),
             feed: Arc::default(),
+            changed: Arc::default(),
+            instance: {
+                let id: u64 = rand::random();
+                format!("{id:016x}").into()
+            },
         }
     }
 
@@ -408,6 +418,16 @@ impl Caches {
         self.epoch.load(Ordering::Acquire)
     }
 
+    /// See the `instance` field.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Notified after each epoch bump (a change applied, a flush).
+    pub fn changed(&self) -> &tokio::sync::Notify {
+        &self.changed
+    }
+
     /// Caches `entry` for key `id`; stale at once when a change was applied since `loaded_at`.
     pub async fn insert_key(&self, id: &str, entry: Arc<KeyEntry>, loaded_at: u64) {
         let Some(id) = CachedId::of(id) else { return };
@@ -437,6 +457,7 @@ impl Caches {
     /// Drops what `change` affects.
     pub async fn apply(&self, change: &Change) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_waiters();
         self.applied.fetch_add(1, Ordering::AcqRel);
         match change {
             Change::Key(id) => {
@@ -469,6 +490,7 @@ impl Caches {
     /// hash still counts, so no argon2 stampede follows a reconnect.
     pub fn flush(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_waiters();
         self.key_generation.fetch_add(1, Ordering::AcqRel);
         self.deployments.invalidate_all();
         self.grants.invalidate_all();

@@ -27,6 +27,48 @@ pub struct Config {
     pub usage: Usage,
     pub tls: Tls,
     pub audit: Audit,
+    pub module: Module,
+    pub answer: Answer,
+}
+
+/// What Check's allows carry besides what they always do (overwrite the identity headers,
+/// remove the credential headers).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Answer {
+    /// The allow's dynamic metadata (key id, principal, project, plane, deployment) for Envoy's
+    /// access log and rate limit filters. Off saves Envoy the metadata work on every allowed
+    /// request (`bench/answer.sh`); denials always carry theirs, and `module.enabled` needs it.
+    pub metadata: bool,
+}
+
+impl Default for Answer {
+    fn default() -> Self {
+        Answer { metadata: true }
+    }
+}
+
+/// keyward's Envoy module (`module/`): what Check's allows tell it. Off by default: the answer
+/// then carries nothing for it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Module {
+    /// Add to each data-plane allow what the module needs to answer the next request with the
+    /// same key on the same route itself (`module_*` dynamic metadata).
+    pub enabled: bool,
+    /// Longest the module may reuse an allow; the key's expiry and time conditions bound it
+    /// lower. The module's change feed ends it at once on any change.
+    #[serde(deserialize_with = "duration::millis")]
+    pub max_ttl_ms: u64,
+}
+
+impl Default for Module {
+    fn default() -> Self {
+        Module {
+            enabled: false,
+            max_ttl_ms: 60_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -502,6 +544,7 @@ impl Config {
             0,
             interval,
         );
+        within("module.max_ttl_ms", c.module.max_ttl_ms, 1, interval);
         within(
             "audit.retention_days",
             c.audit.retention_days,

@@ -3,6 +3,8 @@
 //! another place, such as a cookie or a client certificate) starts here: [`credential`] is
 //! what the Check path asks, and [`Presented`] what it gets.
 
+mod sources;
+
 use std::collections::HashMap;
 
 use envoy_types::pb::envoy::config::core::v3::HeaderValue;
@@ -58,29 +60,19 @@ pub enum Presented<'a> {
     Unreadable,
 }
 
-/// The first credential found in the configured sources. `authorization` must use the Bearer
-/// scheme; other headers carry the bare token. Empty values count as absent.
+/// The first credential found in the configured sources ([`sources::token_in`]).
 pub fn credential<'a>(headers: RequestHeaders<'a>, sources: &[String]) -> Option<Presented<'a>> {
     sources.iter().find_map(|source| {
         let value = match headers.get(source) {
             HeaderRead::Absent => return None,
             HeaderRead::Unusable => return Some(Presented::Unreadable),
-            HeaderRead::Value(value) => value.trim(),
+            HeaderRead::Value(value) => value,
         };
-        let token = if source == "authorization" {
-            bearer(value)?
-        } else {
-            value
-        };
-        (!token.is_empty()).then_some(Presented::Token(token))
+        sources::token_in(source, value).map(Presented::Token)
     })
 }
 
-/// The token of an `authorization: Bearer <token>` value (scheme case-insensitive).
-pub fn bearer(value: &str) -> Option<&str> {
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
+pub use sources::bearer;
 
 #[cfg(test)]
 mod tests {

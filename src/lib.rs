@@ -29,6 +29,8 @@
 //! Edges (protobuf, TOML, flags, HTTP stop here):
 //! - [`credential`]: where a request carries its key (headers, either Envoy encoding).
 //! - [`authz`]: the Envoy edge: `CheckRequest` → decision → `CheckResponse`.
+//! - [`module`]: what keyward's Envoy module (`module/`) gets: reuse hints in allows, and the
+//!   change feed it follows (`keyward.module.v1.Feed`).
 //! - [`admin`]: the admin gRPC API used by the CLI; `admin/convert.rs` holds every protobuf ↔
 //!   domain conversion.
 //! - [`errors`]: the one map from failures to gRPC statuses.
@@ -77,6 +79,7 @@ pub mod hashing;
 pub mod iam;
 pub mod metrics;
 pub mod model;
+pub mod module;
 pub mod policy;
 pub mod propagation;
 pub mod routes;

@@ -138,10 +138,11 @@ pub async fn serve(
     };
 
     crate::metrics::install();
-    let check_service = AuthorizationServer::new(CheckService::new(
-        &services,
-        config.credentials.sources.clone(),
-    ));
+    let check_service = AuthorizationServer::new(
+        CheckService::new(&services, config.credentials.sources.clone())
+            .with_module(config.module.clone())
+            .with_answer(&config.answer),
+    );
     // grpc.health.v1 beside Check, for gRPC health probes of each replica (Kubernetes, Envoy
     // active health checks). It follows readiness (`/readyz`): SERVING through a database outage
     // while keys are cached, NOT_SERVING when this replica can decide nothing, and from the
@@ -156,10 +157,15 @@ pub async fn serve(
     if tls_admin.is_none() && !admin_addr.ip().is_loopback() {
         warn!(admin = %admin_addr, "the admin API is plaintext on a non-loopback address: control tokens cross the network in clear (set tls.admin.cert and tls.admin.key)");
     }
+    // The change feed keyward's Envoy modules follow, beside Check (the ext_authz cluster).
+    let feed = crate::module::pb::feed_server::FeedServer::new(crate::module::FeedService::new(
+        services.directory.caches().clone(),
+    ));
     let check_router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .tcp_nodelay(true)
         .add_service(check_service.clone())
+        .add_service(feed.clone())
         .add_service(grpc_health.clone());
     // `tcp_nodelay` above applies only to listeners tonic binds itself; ours is bound earlier,
     // so it is set on each accepted connection. Without it Nagle's algorithm and Envoy's
@@ -180,6 +186,7 @@ pub async fn serve(
                 tonic::transport::Server::builder()
                     .http2_keepalive_interval(Some(Duration::from_secs(30)))
                     .add_service(check_service)
+                    .add_service(feed)
                     .add_service(grpc_health)
                     .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped()),
             ),

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod module;
 pub mod pg_proxy;
 
 use std::collections::HashMap;

@@ -1,0 +1,87 @@
+//! keyward's Envoy dynamic-module filter (Envoy 1.40, ABI v0.2.0). Placed before ext_authz, it
+//! answers requests whose credential keyward already allowed on this route, inside Envoy, and
+//! lets every other request go to ext_authz as before:
+//!
+//! - [`abi`]: our declarations of the callbacks we call, resolved at load (refusing to load
+//!   when the host lacks one);
+//! - [`cache`]: the allows, keyed by a digest of route context and token;
+//! - [`feed`]: keyward's change feed, which ends every entry on any change and stops all hits
+//!   when it is not known good;
+//! - [`filter`]: the per-request hooks; [`config`]: the filter configuration and its poll loop.
+//!
+//! Every hook catches panics: none crosses into Envoy. A panic on a request answers 503.
+
+pub mod abi;
+pub mod cache;
+pub mod config;
+pub mod feed;
+pub mod filter;
+
+#[path = "../../src/credential/sources.rs"]
+pub mod sources;
+
+use std::ffi::c_char;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use abi::Api;
+
+static API: OnceLock<Api> = OnceLock::new();
+static START: OnceLock<Instant> = OnceLock::new();
+
+/// The callbacks, resolved at load.
+pub(crate) fn api() -> Option<&'static Api> {
+    API.get()
+}
+
+/// Milliseconds on the module's monotonic clock.
+pub(crate) fn now_ms() -> u64 {
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Logs through Envoy (its `dynamic_modules` logger).
+pub(crate) fn log(level: u32, message: &str) {
+    if let Some(api) = api() {
+        unsafe { (api.log)(level, abi::ModuleBuffer::of(message.as_bytes())) }
+    }
+}
+
+/// Runs a hook, turning a panic into `fallback`.
+pub(crate) fn guarded<T>(what: &str, fallback: T, hook: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(hook)) {
+        Ok(value) => value,
+        Err(_) => {
+            log(
+                abi::LOG_ERROR,
+                &format!("keyward module: panic caught in {what}"),
+            );
+            fallback
+        }
+    }
+}
+
+/// Called once when Envoy loads the module: resolves the callbacks, or refuses to load.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
+    let loaded = catch_unwind(|| match Api::resolve() {
+        Ok(api) => {
+            let _ = API.set(api);
+            START.get_or_init(Instant::now);
+            true
+        }
+        Err(missing) => {
+            eprintln!(
+                "keyward module: refusing to load: this Envoy does not export `{missing}`; the \
+                 module was built for Envoy 1.40 (dynamic modules ABI {}). Build the module \
+                 for this Envoy's version, or run the Envoy it was built for.",
+                abi::ABI_VERSION.to_str().unwrap_or("?")
+            );
+            false
+        }
+    });
+    match loaded {
+        Ok(true) => abi::ABI_VERSION.as_ptr(),
+        _ => std::ptr::null(),
+    }
+}

@@ -1,0 +1,413 @@
+//! keyward's Envoy module end to end: a real Envoy 1.40 loading the built module
+//! (`module/`, `KEYWARD_MODULE=on`) in front of keyward on PostgreSQL with a second replica,
+//! and the stand-in backend. Whether a request was a hit is read from Envoy's own ext_authz
+//! counter: a hit never reaches ext_authz.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use keyward::pb::{self, Plane};
+use reqwest::StatusCode;
+use serde_json::Value;
+use support::{Admin, Backend, Envoy, Keyward, PgDatabase, eventually, init, test_config};
+
+const CHAT: &str = "/demo/chat/v1/chat/completions";
+const EMBED: &str = "/demo/embed/v1/embeddings";
+
+struct World {
+    a: Keyward,
+    b: Keyward,
+    admin: Admin,
+    envoy: Envoy,
+    _backend: Backend,
+    _database: PgDatabase,
+}
+
+/// Replica `a` (module answers on) behind Envoy with `concurrency` workers, replica `b` on the
+/// same PostgreSQL database for changes made elsewhere; project demo, deployments demo/chat
+/// and demo/embed.
+async fn world(concurrency: u32) -> World {
+    let database = PgDatabase::create().await;
+    let owner = init(&database.url).await;
+    let mut config = test_config(&database.url);
+    config.module.enabled = true;
+    let a = Keyward::on(config, owner.clone()).await;
+    let b = Keyward::on(test_config(&database.url), owner).await;
+    let backend = Backend::start().await;
+    let envoy = Envoy::start_module(&[a.check], backend.addr, &[], concurrency).await;
+    let mut admin = a.admin().await;
+    admin.project("demo").await;
+    admin.deployment("demo/chat").await;
+    admin.deployment("demo/embed").await;
+    World {
+        a,
+        b,
+        admin,
+        envoy,
+        _backend: backend,
+        _database: database,
+    }
+}
+
+/// One request on a new connection (so Envoy spreads them over its workers).
+async fn call(url: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut request = client.post(url).json(&serde_json::json!({
+        "model": "standin-model", "input": "hi",
+        "messages": [{"role": "user", "content": "hi"}]
+    }));
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+impl World {
+    /// Checks Envoy sent keyward for the public listener (allowed ones).
+    async fn checks(&self) -> u64 {
+        self.envoy.counter("http.public.ext_authz.ok").await
+    }
+
+    /// Sends the request until one is answered without a Check (a hit): the first allow
+    /// teaches the module, which answers once its feed is known good.
+    async fn until_hit(&self, url: &str, headers: &[(&str, &str)]) -> Value {
+        eventually("a hit", Duration::from_secs(20), || async {
+            let before = self.checks().await;
+            let (status, body) = call(url, headers).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            (self.checks().await == before).then_some(body)
+        })
+        .await
+    }
+}
+
+fn assert_identity(body: &Value, key_id: &str, deployment: &str) {
+    assert_eq!(
+        body["keyward_headers"]["x-keyward-key-id"], key_id,
+        "{body}"
+    );
+    assert_eq!(body["keyward_headers"]["x-keyward-principal"], "owner");
+    assert_eq!(body["keyward_headers"]["x-keyward-project"], "demo");
+    assert_eq!(
+        body["keyward_headers"]["x-keyward-deployment"], deployment,
+        "{body}"
+    );
+    assert_eq!(
+        body["credential_headers_seen"],
+        serde_json::json!([]),
+        "{body}"
+    );
+}
+
+async fn hits_on_every_worker(concurrency: u32) {
+    let mut w = world(concurrency).await;
+    let (id, token) = w.admin.key(Plane::Data, &["demo/chat"]).await;
+    let url = w.envoy.public_url(CHAT);
+    let auth = bearer(&token);
+
+    // Miss: keyward decides, and the module learns.
+    let before = w.checks().await;
+    let (status, body) = call(&url, &[("authorization", &auth)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_identity(&body, &id, "demo/chat");
+    assert_eq!(w.checks().await, before + 1, "the first request is a Check");
+
+    let body = w.until_hit(&url, &[("authorization", &auth)]).await;
+    assert_identity(&body, &id, "demo/chat");
+
+    // Hits on new connections, so on every worker; a client's own identity header and a
+    // second credential header are overwritten and removed as keyward does.
+    let checks = w.checks().await;
+    for _ in 0..(8 * concurrency) {
+        let (status, body) = call(
+            &url,
+            &[
+                ("authorization", &auth),
+                ("x-keyward-principal", "spoofed"),
+                ("x-auth-token", "another"),
+            ],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_identity(&body, &id, "demo/chat");
+    }
+    // Each worker learns from its own first miss at most: the cache is shared.
+    assert!(
+        w.checks().await <= checks + 1,
+        "hits reached ext_authz: {} -> {}",
+        checks,
+        w.checks().await
+    );
+
+    // The same token in x-api-key reads as the same credential.
+    let (status, body) = call(&url, &[("x-api-key", &token)]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_identity(&body, &id, "demo/chat");
+
+    // A wrong token is never a hit (keyward answers 401), nor no token at all.
+    let (status, _) = call(&url, &[("authorization", &bearer(&format!("{token}x")))]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call(&url, &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        w.envoy
+            .log()
+            .contains("Dynamic module ABI version v0.2.0 matched"),
+        "{}",
+        w.envoy.log()
+    );
+    w.a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hit_miss_then_hit_on_two_workers() {
+    hits_on_every_worker(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hit_miss_then_hit_on_four_workers() {
+    hits_on_every_worker(4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_another_replica_ends_hits() {
+    let mut w = world(2).await;
+    let (id, token) = w.admin.key(Plane::Data, &["demo/chat"]).await;
+    let url = w.envoy.public_url(CHAT);
+    let auth = bearer(&token);
+    w.until_hit(&url, &[("authorization", &auth)]).await;
+
+    let mut b = w.b.admin().await;
+    let revoked = Instant::now();
+    b.revoke(&id).await;
+    let answered = revoked.elapsed();
+    let took = eventually("the first denial", Duration::from_secs(5), || async {
+        let (status, _) = call(&url, &[("authorization", &auth)]).await;
+        match status {
+            StatusCode::OK => None,
+            StatusCode::UNAUTHORIZED => Some(revoked.elapsed()),
+            other => panic!("unexpected {other}"),
+        }
+    })
+    .await;
+    eprintln!(
+        "revoke on replica b (answered after {answered:?}) -> first denial through the \
+         module's Envoy: {took:?}"
+    );
+    for _ in 0..10 {
+        let (status, body) = call(&url, &[("authorization", &auth)]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+
+    // Expiry and detach (scope) changes made elsewhere end hits as well.
+    let (id2, token2) = w.admin.key(Plane::Data, &["demo/chat", "demo/embed"]).await;
+    let auth2 = bearer(&token2);
+    w.until_hit(&url, &[("authorization", &auth2)]).await;
+    b.update(pb::UpdateKeyRequest {
+        id: id2.clone(),
+        detach: vec!["demo/chat".into()],
+        ..Default::default()
+    })
+    .await;
+    eventually("detached", Duration::from_secs(5), || async {
+        let (status, _) = call(&url, &[("authorization", &auth2)]).await;
+        (status == StatusCode::FORBIDDEN).then_some(())
+    })
+    .await;
+    // A toggle: auth off for demo/chat's public endpoint, then back on.
+    let (_, token3) = w.admin.key(Plane::Data, &["demo/chat"]).await;
+    let auth3 = bearer(&token3);
+    w.until_hit(&url, &[("authorization", &auth3)]).await;
+    b.set_auth("demo/chat", Some(false), None).await;
+    eventually("anonymous", Duration::from_secs(5), || async {
+        let (status, body) = call(&url, &[("authorization", &auth3)]).await;
+        (status == StatusCode::OK && body["keyward_headers"]["x-keyward-principal"] == "anonymous")
+            .then_some(())
+    })
+    .await;
+    w.a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyward_down_stops_hits_and_misses_get_503() {
+    let mut w = world(2).await;
+    let (_, token) = w.admin.key(Plane::Data, &["demo/chat"]).await;
+    let (_, fresh) = w.admin.key(Plane::Data, &["demo/chat"]).await;
+    let url = w.envoy.public_url(CHAT);
+    let auth = bearer(&token);
+    w.until_hit(&url, &[("authorization", &auth)]).await;
+
+    w.a.stop().await;
+    // The feed is lost: hits stop (within feed_stale_ms at most), never an allow after that.
+    eventually("hits stop", Duration::from_secs(5), || async {
+        let (status, _) = call(&url, &[("authorization", &auth)]).await;
+        (status == StatusCode::SERVICE_UNAVAILABLE).then_some(())
+    })
+    .await;
+    for token in [&token, &fresh] {
+        for _ in 0..5 {
+            let (status, body) = call(&url, &[("authorization", &bearer(token))]).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_serve_only_the_route_context_they_were_decided_for() {
+    let mut w = world(2).await;
+    let (id, token) = w.admin.key(Plane::Data, &["demo/chat"]).await;
+    let auth = bearer(&token);
+    w.until_hit(&w.envoy.public_url(CHAT), &[("authorization", &auth)])
+        .await;
+
+    // Another deployment: keyward decides (out of scope), not the chat entry.
+    let (status, body) = call(&w.envoy.public_url(EMBED), &[("authorization", &auth)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "key_not_in_scope");
+    // A control route: wrong plane, from keyward.
+    let (status, body) = call(
+        &w.envoy.public_url("/api/projects/demo/workloads"),
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "wrong_plane");
+    // The private endpoint is another context: its first request is a Check of its own.
+    let private_checks = w.envoy.counter("http.private.ext_authz.ok").await;
+    let response = w
+        .envoy
+        .client()
+        .post(w.envoy.private_url(CHAT))
+        .header("authorization", &auth)
+        .json(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_identity(&body, &id, "demo/chat");
+    assert_eq!(
+        w.envoy.counter("http.private.ext_authz.ok").await,
+        private_checks + 1
+    );
+    w.a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn condition_bound_entries_serve_only_the_same_facts() {
+    let mut w = world(2).await;
+    w.admin
+        .client
+        .create_application(pb::CreateApplicationRequest { name: "ci".into() })
+        .await
+        .unwrap();
+    w.admin
+        .client
+        .put_policy(pb::Policy {
+            name: "ci-sdk".into(),
+            description: String::new(),
+            principal: "app:ci".into(),
+            rules: vec![pb::Rule {
+                projects: vec!["demo".into()],
+                permission_sets: vec!["InferenceReadOnly".into()],
+                user_agents: vec![pb::UserAgent {
+                    r#match: "prefix".into(),
+                    pattern: "sdk/".into(),
+                }],
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap();
+    let token = w
+        .admin
+        .client
+        .create_key(pb::CreateKeyRequest {
+            plane: Plane::Data as i32,
+            scope: vec!["demo/chat".into()],
+            name: "ci".into(),
+            description: String::new(),
+            expiry: None,
+            bearer: "app:ci".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let url = w.envoy.public_url(CHAT);
+    let auth = bearer(&token);
+    let body = w
+        .until_hit(&url, &[("authorization", &auth), ("user-agent", "sdk/1.0")])
+        .await;
+    assert_eq!(body["keyward_headers"]["x-keyward-principal"], "ci");
+    // The entry was made for user agent sdk/1.0: another one is decided by keyward.
+    let checks = w.checks().await;
+    let (status, body) = call(&url, &[("authorization", &auth), ("user-agent", "curl/8")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "conditions_not_met");
+    let (status, _) = call(&url, &[("authorization", &auth), ("user-agent", "sdk/2.0")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        w.checks().await,
+        checks + 1,
+        "sdk/2.0 was a Check of its own"
+    );
+    w.a.stop().await;
+}
+
+#[test]
+fn the_module_is_rendered_only_when_asked_for() {
+    let render = |extra: &[(&str, &str)]| {
+        let out = std::process::Command::new("sh")
+            .arg(support::repo().join("envoy/render.sh"))
+            .env("CERT_DIR", "/certs")
+            .envs(extra.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, off, _) = render(&[]);
+    assert!(ok);
+    assert!(!off.contains("DynamicModuleFilter") && !off.contains("filter_enabled_metadata"));
+    let (ok, on, _) = render(&[("KEYWARD_MODULE", "on")]);
+    assert!(ok);
+    assert!(on.contains("DynamicModuleFilter") && on.contains("filter_enabled_metadata"));
+    for bad in [
+        vec![("KEYWARD_MODULE", "yes")],
+        vec![
+            ("KEYWARD_MODULE", "on"),
+            ("KEYWARD_MODULE_PATH", "relative.so"),
+        ],
+        vec![
+            ("KEYWARD_MODULE", "on"),
+            ("KEYWARD_MODULE_FEED_WAIT_MS", "900"),
+            ("KEYWARD_MODULE_FEED_STALE_MS", "800"),
+        ],
+        vec![
+            ("KEYWARD_MODULE", "on"),
+            ("KEYWARD_MODULE_FEED_WAIT_MS", "1s"),
+        ],
+    ] {
+        let (ok, _, stderr) = render(&bad);
+        assert!(!ok, "{bad:?} rendered");
+        assert!(stderr.contains("KEYWARD_MODULE"), "{stderr}");
+    }
+}
