@@ -9,7 +9,7 @@
 //!   for deployments and workload ids, `projects.write` for projects, `routes.manage` for the
 //!   route table, and `iam.manage` (an organization-scope rule) for principals, permission
 //!   sets, policies, `apply`, `export` and other principals' keys; `deployments.auth` to turn a
-//!   deployment's authentication off. The owner may do everything, and only the owner mints,
+//!   deployment's authentication off; `iam.read` to `explain` a decision. The owner may do everything, and only the owner mints,
 //!   changes or deletes owner-borne keys. Policy conditions (source IP: the gRPC peer address;
 //!   user agent; time window) apply here too.
 //!
