@@ -62,8 +62,7 @@ fn bench(c: &mut Criterion) {
                 conditions: Conditions {
                     source_ips: vec!["203.0.113.0/24".parse().expect("valid net")],
                     user_agents: vec![UserAgentMatch::Prefix("openai-python/".into())],
-                    not_before: None,
-                    not_after: None,
+                    ..Conditions::default()
                 },
             },
         ],

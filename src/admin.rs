@@ -11,7 +11,8 @@
 //!   `routes.manage` for the route table, and `iam.manage` (an organization-scope rule) for
 //!   principals, permission sets, policies, `apply`, `export` and other principals' keys;
 //!   `deployments.auth` to turn a deployment's authentication off (or to restore a public
-//!   endpoint whose authentication is off). The owner may do everything, and only the owner mints,
+//!   endpoint whose authentication is off); `iam.read` to `explain` a decision. The owner may
+//!   do everything, and only the owner mints,
 //!   changes or deletes owner-borne keys. Policy conditions (source IP: the gRPC peer address;
 //!   user agent; time window) apply here too.
 //!
@@ -44,12 +45,13 @@ use crate::directory::Directory;
 use crate::errors::{
     bad_input, conflict, not_found, permission_denied, precondition, take_denial, unauthenticated,
 };
+use crate::explain::Recorder;
 use crate::iam::{self, Action, Facts, Grants, PermissionSet, Place, Policy, PrincipalRef};
 use crate::model::{ApiKey, DataTarget, DeploymentName, KeyScope, Plane};
 use crate::model::{validate_description, validate_name, validate_slug};
 use crate::pb;
 use crate::pb::admin_server::Admin;
-use crate::policy::{self, Bearer};
+use crate::policy::{self, Authentication, Bearer, Decision, Grant, Route, Target};
 use crate::services::Services;
 use crate::state::{self, Op, State, WorkloadRef};
 use crate::store::{self, Change, KeyCursor, KeyUpdate, NewKey, Store};
@@ -404,6 +406,7 @@ admin_calls! {
     delete_project(DeleteProjectRequest) -> DeleteProjectResponse;
     // ---- audit ----
     list_audit(ListAuditRequest) -> ListAuditResponse;
+    explain(ExplainRequest) -> ExplainResponse;
 }
 
 /// What an admin call answers (the gRPC layer wraps it in a `Response`).
@@ -1469,5 +1472,204 @@ fn principal_ref(p: &crate::model::Principal) -> PrincipalRef {
         crate::model::PrincipalKind::Owner => PrincipalRef::Owner,
         crate::model::PrincipalKind::Member => PrincipalRef::User(p.name.clone()),
         crate::model::PrincipalKind::Application => PrincipalRef::App(p.name.clone()),
+    }
+}
+
+/// `keyward explain`: the decision Check would take for a request, with its reasons.
+impl AdminService {
+    /// Resolves the request exactly as Check does (the workload's project, the deployment,
+    /// the bearer's grants, all through the same caches) and runs the one decision function with
+    /// a [`Recorder`] as its trace. Reading every policy's effect, it needs iam.read.
+    async fn explain(&self, caller: &Caller, r: pb::ExplainRequest) -> Reply<pb::ExplainResponse> {
+        caller.may(Action::IamRead, Place::Organization)?;
+        let input = convert::ExplainInput::try_from(&r)?;
+        let target = match &input.target {
+            convert::ExplainTarget::Deployment(name) => Target::Deployment {
+                name: &input.deployment_name,
+                project: &name.project,
+                slug: &name.slug,
+            },
+            convert::ExplainTarget::Project(project) => Target::Project(project),
+            convert::ExplainTarget::Path(path) => crate::authz::control_target(path)
+                .map_err(|e| bad_input(format!("path {path:?}: {e}")))?,
+        };
+        // Workload ids are unique per project: which project `/api/workloads/:id` means
+        // depends on the key, resolved below as Check resolves it.
+        let holders: Arc<[Arc<str>]> = match target {
+            Target::Workload { id, .. } => self.directory.workload_projects(id).await?,
+            _ => Arc::from([]),
+        };
+        let target = match target {
+            Target::Workload { id, .. } => Target::Workload {
+                id,
+                project: match &*holders {
+                    [only] => Some(&**only),
+                    _ => None,
+                },
+            },
+            other => other,
+        };
+        let route = Route {
+            plane: input.plane,
+            endpoint: input.endpoint,
+            target,
+            method: &input.method,
+            source_ip: input.source_ip,
+            user_agent: input.user_agent.as_deref(),
+        };
+        let deployment = match route.target {
+            Target::Deployment {
+                name,
+                project,
+                slug,
+            } => self.directory.deployment(name, project, slug).await?,
+            Target::Project(_) | Target::Workload { .. } => None,
+        };
+        let at = input.at.unwrap_or(caller.now);
+        let key = self.explained_key(&input, &route).await?;
+        let route = match route.target {
+            Target::Workload { id, .. } => Route {
+                target: Target::Workload {
+                    id,
+                    project: match key.key().plane() {
+                        Plane::Control => policy::workload_project(key.key(), &holders),
+                        Plane::Data => None,
+                    },
+                },
+                ..route
+            },
+            _ => route,
+        };
+        let mut recorder = Recorder::new(Facts {
+            source_ip: route.source_ip,
+            user_agent: route.user_agent,
+            now: at,
+        });
+        recorder.note(format!(
+            "request: {} {} on the {} endpoint ({} plane) at {}, from {}, user agent {}",
+            route.method,
+            policy::target_name(&route.target),
+            endpoint_name(route.endpoint),
+            route.plane.as_str(),
+            iam::format_time(at),
+            route
+                .source_ip
+                .map_or("an unknown address".to_owned(), |ip| ip.to_string()),
+            route
+                .user_agent
+                .map_or("none".to_owned(), |ua| format!("{ua:?}")),
+        ));
+        recorder.note(match &key {
+            ExplainedKey::Stored(k) => format!(
+                "key {} ({} plane, scope {}) borne by {}; its secret is taken as presented",
+                k.id,
+                k.plane().as_str(),
+                k.scope.to_strings().join(","),
+                k.principal.name
+            ),
+            ExplainedKey::Principal(k) => format!(
+                "principal {} ({}) with a {} key scoped to exactly the target",
+                k.principal.name,
+                k.principal.kind.as_str(),
+                k.plane().as_str()
+            ),
+        });
+        let key = key.key();
+        let decision = if policy::auth_required(&route, deployment.as_deref()) {
+            let grants = self.directory.grants(key).await?;
+            policy::decide_traced(
+                &route,
+                deployment.as_deref(),
+                Authentication::Verified(key),
+                &grants,
+                at,
+                &mut recorder,
+            )
+        } else {
+            recorder.note(format!(
+                "ok   authentication is off for the {} endpoint of {}: allowed as anonymous, no key asked",
+                endpoint_name(route.endpoint),
+                policy::target_name(&route.target)
+            ));
+            Decision::Allow(Grant::Anonymous)
+        };
+        let (allowed, http_status, code, message) = match &decision {
+            Decision::Allow(_) => (true, 200, "", String::new()),
+            Decision::Deny(denial) => {
+                let (status, _, code) = crate::authz::status_of(denial);
+                (false, status, code, denial.to_string())
+            }
+        };
+        recorder.note(match &decision {
+            Decision::Allow(_) => "=> allow (200)".to_owned(),
+            Decision::Deny(_) => format!("=> deny ({http_status} {code}): {message}"),
+        });
+        Ok(pb::ExplainResponse {
+            allowed,
+            http_status: http_status.into(),
+            code: code.to_owned(),
+            message,
+            reasons: recorder.lines,
+            at,
+        })
+    }
+
+    /// The key an Explain is about: the stored one, or for a principal a key of the route's
+    /// plane scoped to exactly the target (so only the principal's policies decide).
+    async fn explained_key(
+        &self,
+        input: &convert::ExplainInput,
+        route: &Route<'_>,
+    ) -> Result<ExplainedKey, Status> {
+        match &input.whose {
+            convert::Whose::Key(id) => {
+                let key = self
+                    .store
+                    .get_key(id)
+                    .await?
+                    .ok_or_else(|| not_found(format_args!("key {id}")))?;
+                Ok(ExplainedKey::Stored(key))
+            }
+            convert::Whose::Principal(r) => {
+                let p = self
+                    .store
+                    .principal_by_ref(r)
+                    .await?
+                    .ok_or_else(|| not_found(format_args!("principal {r}")))?;
+                let scope = match (&input.target, route.target.project()) {
+                    (convert::ExplainTarget::Deployment(name), _) => {
+                        KeyScope::Data([DataTarget::Deployment(name.clone())].into())
+                    }
+                    (_, Some(project)) => KeyScope::ControlProject(project.to_owned()),
+                    (_, None) => KeyScope::ControlOrganization,
+                };
+                Ok(ExplainedKey::Principal(ApiKey::new(
+                    "(principal)",
+                    (p.id, p.kind, &p.name),
+                    scope,
+                    "",
+                )))
+            }
+        }
+    }
+}
+
+enum ExplainedKey {
+    Stored(ApiKey),
+    Principal(ApiKey),
+}
+
+impl ExplainedKey {
+    fn key(&self) -> &ApiKey {
+        match self {
+            ExplainedKey::Stored(k) | ExplainedKey::Principal(k) => k,
+        }
+    }
+}
+
+fn endpoint_name(endpoint: crate::model::Endpoint) -> &'static str {
+    match endpoint {
+        crate::model::Endpoint::Public => "public",
+        crate::model::Endpoint::Private => "private",
     }
 }

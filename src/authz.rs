@@ -683,7 +683,7 @@ fn string_value(s: &str) -> Value {
 }
 
 /// HTTP status, OpenAI error `type` and `code` for each denial.
-fn status_of(denial: &Denial) -> (u16, &'static str, &'static str) {
+pub(crate) fn status_of(denial: &Denial) -> (u16, &'static str, &'static str) {
     match denial {
         Denial::NoEndpoint => (404, "invalid_request_error", NOT_FOUND_CODE),
         Denial::MissingCredential => (401, "invalid_request_error", "missing_api_key"),

@@ -227,6 +227,60 @@ Check the configuration first: keyward config check FILE")]
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// How Check decides a request, and why: the key's validity and scope, each policy and
+    /// rule considered, which one granted the action or which condition failed. Runs the very
+    /// decision Check runs, on the server's current state. Needs iam.read on the organization.
+    #[command(after_help = "Examples:
+  keyward explain --key KEYID --deployment acme/chat --source-ip 10.1.2.3 --user-agent curl/8.5.0
+  keyward explain --principal app:ci --path /api/projects/acme/workloads --method POST \\
+      --at 2030-03-30T10:00:00Z
+  keyward explain --key KEYID --deployment acme/chat --endpoint private --output json")]
+    Explain {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        request: ExplainArgs,
+    },
+}
+
+/// The request `keyward explain` asks about.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Whose request: this key (its secret taken as presented).
+    #[arg(
+        long = "key",
+        required_unless_present = "principal",
+        conflicts_with = "principal"
+    )]
+    key_id: Option<String>,
+    /// Whose request: this principal (owner, user:EMAIL, app:NAME), with a key scoped to
+    /// exactly the target, so only its policies decide.
+    #[arg(long)]
+    principal: Option<String>,
+    /// The endpoint the request arrives on.
+    #[arg(long, value_parser = ["public", "private"], default_value = "public")]
+    endpoint: String,
+    /// A data route (inference) to this deployment, PROJECT/SLUG.
+    #[arg(long, required_unless_present_any = ["path", "project"], conflicts_with_all = ["path", "project"])]
+    deployment: Option<String>,
+    /// A control route: its path, e.g. /api/projects/acme/workloads or /api/workloads/ID.
+    #[arg(long, conflicts_with = "project")]
+    path: Option<String>,
+    /// A control route pinned to this project (Envoy's `project` context extension).
+    #[arg(long)]
+    project: Option<String>,
+    /// The HTTP method (default: POST on data routes, GET on control routes).
+    #[arg(long)]
+    method: Option<String>,
+    /// The peer address Envoy would report.
+    #[arg(long)]
+    source_ip: Option<String>,
+    /// The User-Agent header.
+    #[arg(long)]
+    user_agent: Option<String>,
+    /// The instant to decide at, RFC 3339 (default: now).
+    #[arg(long)]
+    at: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -857,6 +911,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", exported.document);
             Ok(())
         }
+        Command::Explain { remote, request } => explain(remote, request).await,
         Command::Config {
             command: ConfigCommand::Check { file, output },
         } => config_check(file.as_deref(), output),
@@ -941,6 +996,62 @@ fn config_check(file: Option<&Path>, output: Output) -> anyhow::Result<()> {
         1 => Err(Failure::new(Kind::Config, report.problems[0].clone()).into()),
         n => Err(Failure::new(Kind::Config, format!("{n} problems in the configuration")).into()),
     }
+}
+
+async fn explain(remote: Remote, a: ExplainArgs) -> anyhow::Result<()> {
+    let at =
+        a.at.as_deref()
+            .map(|t| crate::condition::parse_time(t).map_err(|e| anyhow!("--at: {e}")))
+            .transpose()?;
+    let mut admin = client(&remote).await?;
+    let answer = admin
+        .explain(pb::ExplainRequest {
+            key_id: a.key_id.unwrap_or_default(),
+            principal: a.principal.unwrap_or_default(),
+            endpoint: a.endpoint,
+            deployment: a.deployment.unwrap_or_default(),
+            path: a.path.unwrap_or_default(),
+            project: a.project.unwrap_or_default(),
+            method: a.method.unwrap_or_default(),
+            source_ip: a.source_ip.unwrap_or_default(),
+            user_agent: a.user_agent.unwrap_or_default(),
+            at,
+        })
+        .answer()
+        .await?;
+    match remote.output {
+        Output::Json => println!(
+            "{}",
+            json!({
+                "decision": if answer.allowed { "allow" } else { "deny" },
+                "http_status": answer.http_status,
+                "code": answer.code,
+                "message": answer.message,
+                "at": time_str(Some(answer.at)),
+                "reasons": answer.reasons,
+            })
+        ),
+        Output::Table => {
+            for line in &answer.reasons {
+                println!("{}", table_line(line));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A line of server text as a terminal shows it: control characters escaped.
+fn table_line(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// `owner`: a new organization's owner; `None`: recover the existing owner's access.

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::condition::parse_source_ip;
+use crate::condition::{Window, parse_source_ip};
 use crate::iam::{
     self, Action, Conditions, PermissionSet, Policy, PrincipalRef, Rule, RuleScope,
     ScopeChoiceError, UserAgentMatch,
@@ -154,6 +154,8 @@ struct RuleDoc {
     user_agents: Vec<Spanned<UserAgentMatch>>,
     not_before: Option<Spanned<String>>,
     not_after: Option<Spanned<String>>,
+    #[serde(default)]
+    schedule: Vec<Spanned<String>>,
 }
 
 /// A parsed file: the state it describes and the line of each item, for error messages.
@@ -410,6 +412,11 @@ fn rule_of(lines: &Lines<'_>, spanned: &Spanned<RuleDoc>) -> Result<Rule, FileEr
         user_agents: r.user_agents.iter().map(|u| u.get_ref().clone()).collect(),
         not_before: time(&r.not_before)?,
         not_after: time(&r.not_after)?,
+        schedule: r
+            .schedule
+            .iter()
+            .map(|w| Window::parse(w.get_ref()).or_else(|e| lines.err(at(w), e)))
+            .collect::<Result<_, _>>()?,
     };
     for u in &r.user_agents {
         u.get_ref()
@@ -564,6 +571,10 @@ pub fn render(state: &State) -> String {
             if let Some(t) = c.not_after {
                 let _ = writeln!(out, "  not_after = {}", q(&iam::format_time(t)));
             }
+            if !c.schedule.is_empty() {
+                let windows: Vec<String> = c.schedule.iter().map(ToString::to_string).collect();
+                let _ = writeln!(out, "  schedule = {}", list(&windows));
+            }
         }
     }
     for (key, spec) in &state.routes {
@@ -625,6 +636,7 @@ principal = "app:ci"
   user_agents = [{ prefix = "terraform/" }, { glob = "curl/*" }]
   not_before = "2025-01-01T00:00:00Z"
   not_after = "2030-01-01T00:00:00Z"
+  schedule = ["Mon-Fri 08:00-18:00 Europe/Paris", "Sat 22:00-02:00 America/New_York"]
 
   [[policies.rules]]
   organization = true
@@ -795,6 +807,13 @@ project = "beta"
                 "project beta does not exist",
             ),
             ("control = true\n", "", "a route needs a deployment"),
+            (
+                "Europe/Paris",
+                "Europe/Pariss",
+                "unknown time zone \"Europe/Pariss\"",
+            ),
+            ("Mon-Fri 08:00", "Mon-Fry 08:00", "unknown day \"Fry\""),
+            ("08:00-18:00", "08:00-25:00", "invalid hour \"25:00\""),
             (
                 "control_project = \"acme\"",
                 "control_project = \"acme\"\ndeployment = \"acme/chat\"",

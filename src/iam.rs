@@ -11,8 +11,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::explain::{NoTrace, RuleVerdict, Trace};
+
 pub use crate::condition::{
-    Conditions, Facts, MAX_USER_AGENT_PATTERN, UserAgentMatch, format_time, parse_time,
+    Conditions, Facts, MAX_USER_AGENT_PATTERN, UserAgentMatch, Window, format_time, parse_time,
 };
 
 /// An IAM action. Resource actions are granted per project; organization features only by
@@ -46,10 +48,15 @@ pub enum Action {
     /// grants it (AllProductsFullAccess and IAM managers hold it).
     #[serde(rename = "audit.read")]
     AuditRead,
+    /// Organization feature: reading how the organization's policies decide, with
+    /// `keyward explain` (any key's or principal's request, each rule considered). IAM managers
+    /// hold it.
+    #[serde(rename = "iam.read")]
+    IamRead,
 }
 
 impl Action {
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 9] = [
         Action::InferenceCall,
         Action::DeploymentsRead,
         Action::DeploymentsWrite,
@@ -58,6 +65,7 @@ impl Action {
         Action::ProjectsWrite,
         Action::RoutesManage,
         Action::AuditRead,
+        Action::IamRead,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +78,7 @@ impl Action {
             Action::ProjectsWrite => "projects.write",
             Action::RoutesManage => "routes.manage",
             Action::AuditRead => "audit.read",
+            Action::IamRead => "iam.read",
         }
     }
 
@@ -77,7 +86,11 @@ impl Action {
     pub fn is_organization_feature(self) -> bool {
         matches!(
             self,
-            Action::IamManage | Action::ProjectsWrite | Action::RoutesManage | Action::AuditRead
+            Action::IamManage
+                | Action::ProjectsWrite
+                | Action::RoutesManage
+                | Action::AuditRead
+                | Action::IamRead
         )
     }
 }
@@ -403,6 +416,17 @@ impl Grants {
     }
 
     pub fn evaluate(&self, action: Action, place: Place<'_>, facts: &Facts<'_>) -> Evaluation {
+        self.evaluate_traced(action, place, facts, &mut NoTrace)
+    }
+
+    /// [`Grants::evaluate`], reporting each rule considered to `trace`.
+    pub fn evaluate_traced<T: Trace>(
+        &self,
+        action: Action,
+        place: Place<'_>,
+        facts: &Facts<'_>,
+        trace: &mut T,
+    ) -> Evaluation {
         let mut failed = Vec::new();
         for rule in &self.rules {
             let in_scope = match (&rule.scope, place) {
@@ -413,15 +437,22 @@ impl Grants {
                 (RuleScope::AllProjects, Place::Project(_)) => !action.is_organization_feature(),
                 _ => false,
             };
-            if !in_scope || !rule.actions.contains(&action) {
+            if !in_scope {
+                trace.rule(rule, RuleVerdict::OutOfScope);
+                continue;
+            }
+            if !rule.actions.contains(&action) {
+                trace.rule(rule, RuleVerdict::ActionNotHeld);
                 continue;
             }
             let failures = rule.conditions.failures(facts);
             if failures.is_empty() {
+                trace.rule(rule, RuleVerdict::Granted);
                 return Evaluation::Granted {
                     policy: rule.policy.clone(),
                 };
             }
+            trace.rule(rule, RuleVerdict::ConditionsFailed(&failures));
             failed.push(format!("{}: {}", rule.policy, failures.join("+")));
         }
         if failed.is_empty() {
@@ -429,6 +460,22 @@ impl Grants {
         } else {
             Evaluation::ConditionsFailed(failed)
         }
+    }
+}
+
+impl GrantRule {
+    /// `projects acme inference.call,deployments.read ip 10.0.0.0/8`, as `keyward explain`
+    /// shows a rule: its scope, the actions its sets resolve to, its conditions.
+    pub fn describe(&self) -> String {
+        let scope = match &self.scope {
+            RuleScope::Organization => "organization".to_owned(),
+            RuleScope::AllProjects => "all projects".to_owned(),
+            RuleScope::Projects(p) => format!("projects {}", p.join(",")),
+        };
+        let actions: Vec<&str> = self.actions.iter().map(|a| a.as_str()).collect();
+        let mut parts = vec![scope, actions.join(",")];
+        parts.extend(self.conditions.describe());
+        parts.join(" ")
     }
 }
 

@@ -5,8 +5,11 @@
 //! - [`token`]: the `ik_live_` / `ik_sdk_` token format: generate, parse, checksum.
 //! - [`model`]: domain types (planes, deployments, scopes, principals, keys).
 //! - [`iam`]: actions, permission sets, policies, rules and resolved grants.
-//! - [`condition`]: rule conditions (source IP, user agent, time window), one section a kind.
+//! - [`condition`]: rule conditions (source IP, user agent, time window, recurring schedule in
+//!   a time zone), one section a kind.
 //! - [`policy`]: the decisions: [`policy::decide`] for Check, `policy::access` for the admin API.
+//! - [`explain`]: the trace a decision reports its steps to (a no-op for Check) and the
+//!   recorder `keyward explain` reads them with.
 //! - [`state`]: the declarative state (everything `apply` manages), its validation and diff.
 //! - [`routes`]: the route table (host + path prefix → target) for Envoys sending no context
 //!   extensions.
@@ -75,6 +78,7 @@ pub mod credential;
 pub mod declare;
 mod directory;
 mod errors;
+pub mod explain;
 pub mod hashing;
 pub mod iam;
 pub mod metrics;

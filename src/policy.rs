@@ -9,6 +9,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use crate::explain::{NoTrace, Step, Trace};
 pub use crate::iam::Action;
 use crate::iam::{Evaluation, Facts, Grants, Place};
 use crate::model::{ApiKey, Deployment, Endpoint, KeyScope, Plane, PrincipalKind};
@@ -292,7 +293,21 @@ pub fn decide<'k>(
     grants: &Grants,
     now: i64,
 ) -> Decision<'k> {
+    decide_traced(route, deployment, auth, grants, now, &mut NoTrace)
+}
+
+/// [`decide`], reporting each step and each rule considered to `trace`: the one decision
+/// function, for Check (with [`NoTrace`]) and `keyward explain` alike.
+pub fn decide_traced<'k, T: Trace>(
+    route: &Route<'_>,
+    deployment: Option<&Deployment>,
+    auth: Authentication<'k>,
+    grants: &Grants,
+    now: i64,
+    trace: &mut T,
+) -> Decision<'k> {
     if endpoint_removed(route, deployment) {
+        trace.step(Step::PublicEndpointRemoved);
         return Decision::Deny(Denial::NoEndpoint);
     }
     let key = match auth {
@@ -303,36 +318,57 @@ pub fn decide<'k>(
     if let Err(reason) = validity(key.revoked_at, key.expires_at, now) {
         return Decision::Deny(invalid(route, reason));
     }
+    trace.step(Step::KeyValid);
+    trace.step(Step::Plane {
+        key: key.plane(),
+        route: route.plane,
+    });
     if key.plane() != route.plane {
         return Decision::Deny(Denial::WrongPlane {
             key_plane: key.plane(),
         });
     }
     let Some(project) = route.target.project() else {
+        trace.step(Step::Scope {
+            scope: &key.scope,
+            target: route.target,
+            covers: false,
+        });
         // An unregistered workload reads exactly like another project's: no oracle.
         return Decision::Deny(Denial::OutOfScope {
             target: target_name(&route.target),
         });
     };
-    if !scope_covers(&key.scope, &route.target) {
+    let covers = scope_covers(&key.scope, &route.target);
+    trace.step(Step::Scope {
+        scope: &key.scope,
+        target: route.target,
+        covers,
+    });
+    if !covers {
         return Decision::Deny(Denial::OutOfScope {
             target: target_name(&route.target),
         });
     }
-    if let Target::Deployment { name, .. } = route.target
-        && deployment.is_none()
-    {
-        return Decision::Deny(Denial::UnknownDeployment {
-            deployment: name.to_owned(),
+    if let Target::Deployment { name, .. } = route.target {
+        trace.step(Step::DeploymentKnown {
+            name,
+            known: deployment.is_some(),
         });
+        if deployment.is_none() {
+            return Decision::Deny(Denial::UnknownDeployment {
+                deployment: name.to_owned(),
+            });
+        }
     }
     let action = action_of(route);
+    trace.step(Step::Action { action, project });
     let facts = Facts {
         source_ip: route.source_ip,
         user_agent: route.user_agent,
         now,
     };
-    match permits(key, grants, action, Place::Project(project), &facts) {
+    match permits_traced(key, grants, action, Place::Project(project), &facts, trace) {
         Evaluation::Granted { .. } => Decision::Allow(Grant::Key(key)),
         Evaluation::NotGranted => Decision::Deny(Denial::MissingPermission {
             action,
@@ -355,12 +391,24 @@ pub fn permits(
     place: Place<'_>,
     facts: &Facts<'_>,
 ) -> Evaluation {
+    permits_traced(key, grants, action, place, facts, &mut NoTrace)
+}
+
+fn permits_traced<T: Trace>(
+    key: &ApiKey,
+    grants: &Grants,
+    action: Action,
+    place: Place<'_>,
+    facts: &Facts<'_>,
+    trace: &mut T,
+) -> Evaluation {
     if key.principal.kind == PrincipalKind::Owner {
+        trace.step(Step::Owner);
         return Evaluation::Granted {
             policy: "owner".into(),
         };
     }
-    grants.evaluate(action, place, facts)
+    grants.evaluate_traced(action, place, facts, trace)
 }
 
 fn invalid(route: &Route<'_>, reason: InvalidReason) -> Denial {
@@ -372,7 +420,7 @@ fn invalid(route: &Route<'_>, reason: InvalidReason) -> Denial {
 
 /// Workload routes are named by the workload, never by the project it resolved to, so a
 /// denial does not tell a caller which tenant owns someone else's workload.
-fn target_name(target: &Target<'_>) -> String {
+pub(crate) fn target_name(target: &Target<'_>) -> String {
     match *target {
         Target::Deployment { name, .. } => format!("deployment {name}"),
         Target::Project(project) => format!("project {project}"),
@@ -1137,6 +1185,73 @@ mod iam_table {
             .to_string(),
             "request did not satisfy the policy conditions",
             "the body never names the policy or the condition"
+        );
+    }
+
+    #[test]
+    fn schedules_in_the_decision_follow_local_time_across_dst() {
+        let office = Conditions {
+            schedule: vec![iam::Window::parse("Mon-Fri 08:00-18:00 Europe/Paris").unwrap()],
+            ..Conditions::default()
+        };
+        let g = grants(vec![rule(
+            projects(&["acme"]),
+            &["InferenceReadOnly"],
+            office,
+        )]);
+        let m = PrincipalKind::Member;
+        let at = |s: &str| Req {
+            now: iam::parse_time(s).unwrap(),
+            ..req(Action::InferenceCall, "acme")
+        };
+        let not_met = |r: Result<(), Denial>| match r {
+            Err(Denial::ConditionsNotMet { failed, .. }) => failed == ["p1: schedule"],
+            _ => false,
+        };
+        // 08:00 in Paris is 07:00 UTC before the spring change (Sunday 2030-03-31) and 06:00
+        // UTC after it.
+        assert!(
+            not_met(run(m, &g, &at("2030-03-29T06:59:59Z"))),
+            "Fri 07:59 CET"
+        );
+        assert_eq!(
+            run(m, &g, &at("2030-03-29T07:00:00Z")),
+            Ok(()),
+            "Fri 08:00 CET"
+        );
+        assert!(
+            not_met(run(m, &g, &at("2030-04-01T05:59:59Z"))),
+            "Mon 07:59 CEST"
+        );
+        assert_eq!(
+            run(m, &g, &at("2030-04-01T06:00:00Z")),
+            Ok(()),
+            "Mon 08:00 CEST"
+        );
+        assert!(
+            not_met(run(m, &g, &at("2030-04-01T16:00:00Z"))),
+            "Mon 18:00 CEST"
+        );
+        // And back after the autumn change (Sunday 2030-10-27).
+        assert_eq!(
+            run(m, &g, &at("2030-10-25T06:00:00Z")),
+            Ok(()),
+            "Fri 08:00 CEST"
+        );
+        assert!(
+            not_met(run(m, &g, &at("2030-10-28T06:00:00Z"))),
+            "Mon 07:00 CET"
+        );
+        assert_eq!(
+            run(m, &g, &at("2030-10-28T07:00:00Z")),
+            Ok(()),
+            "Mon 08:00 CET"
+        );
+        assert!(not_met(run(m, &g, &at("2030-10-27T10:00:00Z"))), "Sunday");
+        // The owner is bound by no condition.
+        assert_eq!(
+            run(PrincipalKind::Owner, &g, &at("2030-10-27T10:00:00Z")),
+            Ok(())
         );
     }
 

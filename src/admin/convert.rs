@@ -3,14 +3,15 @@
 //! constructors and validators ([`Rule::new`], [`RuleScope::choose`], [`crate::condition`]).
 
 use crate::audit;
-use crate::condition::{ConditionArgs, parse_source_ip};
+use crate::condition::{ConditionArgs, Window, parse_source_ip};
 use crate::errors::BadInput;
 use crate::iam::{
     self, Action, Conditions, PermissionSet, Policy, PrincipalRef, Rule, RuleScope,
     ScopeChoiceError, UserAgentMatch,
 };
 use crate::model::{
-    ApiKey, Deployment, DeploymentName, KeyDetails, KeyFilter, Plane, Principal, PrincipalKind,
+    ApiKey, Deployment, DeploymentName, Endpoint, KeyDetails, KeyFilter, Plane, Principal,
+    PrincipalKind,
 };
 use crate::pb::{self, expiry};
 use crate::routes::{self, RouteKey, RouteSpec, RouteTarget};
@@ -210,6 +211,12 @@ fn conditions(r: &pb::Rule) -> Result<Conditions> {
             .map_err(bad)?,
         not_before: time(&r.not_before).map_err(bad)?,
         not_after: time(&r.not_after).map_err(bad)?,
+        schedule: r
+            .schedule
+            .iter()
+            .map(|w| Window::parse(w))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(bad)?,
     })
 }
 
@@ -219,6 +226,7 @@ fn set_conditions(rule: &mut pb::Rule, c: &Conditions) {
     rule.user_agents = c.user_agents.iter().map(user_agent).collect();
     rule.not_before = time(c.not_before);
     rule.not_after = time(c.not_after);
+    rule.schedule = c.schedule.iter().map(ToString::to_string).collect();
 }
 
 fn user_agent(u: &UserAgentMatch) -> pb::UserAgent {
@@ -248,6 +256,7 @@ pub fn set_condition_args(rule: &mut pb::Rule, c: ConditionArgs) -> Result<()> {
     rule.source_ips = c.source_ips;
     rule.not_before = c.not_before.unwrap_or_default();
     rule.not_after = c.not_after.unwrap_or_default();
+    rule.schedule = c.schedule;
     Ok(())
 }
 
@@ -474,4 +483,115 @@ audit_targets! {
     DeleteDeploymentRequest => |r| named("deployment", &format!("{}/{}", r.project, r.slug));
     UpdateProjectRequest => |r| named("project", &r.slug);
     DeleteProjectRequest => |r| named("project", &r.slug);
+    ExplainRequest => |r| match (r.key_id.is_empty(), r.deployment.is_empty()) {
+        (false, _) => named("key", &r.key_id),
+        (true, false) => named("deployment", &r.deployment),
+        (true, true) => r.principal.clone(),
+    };
+}
+/// Whose request an Explain is about.
+pub enum Whose {
+    Key(String),
+    Principal(PrincipalRef),
+}
+
+/// What an Explain names as its target, before it is resolved like Check resolves it.
+pub enum ExplainTarget {
+    Deployment(DeploymentName),
+    Project(String),
+    /// A control path; its project (or workload) is read from it as Check reads it.
+    Path(String),
+}
+
+/// An Explain request, checked: exactly one of key and principal, exactly one of deployment,
+/// project and path, and well-formed facts.
+pub struct ExplainInput {
+    pub whose: Whose,
+    pub endpoint: Endpoint,
+    pub plane: Plane,
+    pub target: ExplainTarget,
+    /// `PROJECT/SLUG` of a deployment target (empty otherwise), borrowed by the route.
+    pub deployment_name: String,
+    pub method: String,
+    pub source_ip: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
+    pub at: Option<i64>,
+}
+
+impl TryFrom<&pb::ExplainRequest> for ExplainInput {
+    type Error = BadInput;
+
+    fn try_from(r: &pb::ExplainRequest) -> Result<Self> {
+        let whose = match (r.key_id.as_str(), r.principal.as_str()) {
+            (id, "") if !id.is_empty() => Whose::Key(id.to_owned()),
+            ("", principal) if !principal.is_empty() => {
+                Whose::Principal(principal.parse().map_err(bad)?)
+            }
+            _ => return Err(bad("give exactly one of key_id and principal")),
+        };
+        let endpoint = match r.endpoint.as_str() {
+            "" => Endpoint::Public,
+            e => e.parse().map_err(bad)?,
+        };
+        let (plane, target) = match (r.deployment.as_str(), r.project.as_str(), r.path.as_str()) {
+            (d, "", "") if !d.is_empty() => (
+                Plane::Data,
+                ExplainTarget::Deployment(
+                    d.parse()
+                        .map_err(|e| bad(format!("deployment {d:?}: {e}")))?,
+                ),
+            ),
+            ("", p, "") if !p.is_empty() => {
+                crate::model::validate_slug("project", p).map_err(bad)?;
+                (Plane::Control, ExplainTarget::Project(p.to_owned()))
+            }
+            ("", "", path) if !path.is_empty() => {
+                if !crate::authz::is_normalized(path) {
+                    return Err(bad(format!(
+                        "path {path:?} is not normalized: Check denies it as route_not_configured"
+                    )));
+                }
+                (Plane::Control, ExplainTarget::Path(path.to_owned()))
+            }
+            _ => {
+                return Err(bad(
+                    "give exactly one of deployment (a data route), project or path (a control route)",
+                ));
+            }
+        };
+        let deployment_name = match &target {
+            ExplainTarget::Deployment(name) => name.to_string(),
+            _ => String::new(),
+        };
+        let method = match r.method.trim() {
+            "" => "GET".to_owned(),
+            m if m.len() <= 32 && m.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                m.to_ascii_uppercase()
+            }
+            m => return Err(bad(format!("invalid method {m:?}"))),
+        };
+        let method = match plane {
+            Plane::Data if r.method.trim().is_empty() => "POST".to_owned(),
+            _ => method,
+        };
+        let source_ip = match r.source_ip.as_str() {
+            "" => None,
+            ip => Some(
+                ip.parse()
+                    .map_err(|_| bad(format!("invalid source IP {ip:?}")))?,
+            ),
+        };
+        let user_agent = (!r.user_agent.is_empty()).then(|| r.user_agent.clone());
+        Ok(ExplainInput {
+            whose,
+            endpoint,
+            plane,
+            target,
+            deployment_name,
+            method,
+            source_ip,
+            user_agent,
+            at: r.at,
+        })
+    }
 }

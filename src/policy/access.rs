@@ -443,6 +443,14 @@ mod tests {
             ("local manager", AuditRead, org, "conditions"),
             ("reader", AuditRead, org, "missing"),
             ("writer@acme", AuditRead, org, "org key"),
+            // Explaining decisions reads every policy: iam.read on the organization (IAM
+            // managers hold it), with an organization key.
+            ("owner", IamRead, org, "ok"),
+            ("manager", IamRead, org, "ok"),
+            ("manager@acme", IamRead, org, "org key"),
+            ("local manager", IamRead, org, "conditions"),
+            ("reader", IamRead, org, "missing"),
+            ("reader@acme", IamRead, org, "org key"),
         ];
         let callers = callers();
         for &(name, action, place, expected) in table {
