@@ -388,7 +388,7 @@ mod tests {
     use crate::clock::now_unix;
     use crate::config::Config;
     use crate::model::{KeyScope, Plane};
-    use crate::store::NewKey;
+    use crate::store::{NewKey, Store};
     use crate::token;
 
     /// A job in `lane` that blocks the worker taking it until released: the spawned job, a
@@ -462,6 +462,24 @@ mod tests {
         config
     }
 
+    /// A data key borne by `owner`, stored through `store`: its id and token.
+    async fn owner_key(authn: &Authenticator, store: &Store, owner: i64) -> (String, String) {
+        let id = token::generate_key_id();
+        let minted = token::generate(Plane::Data, &id);
+        let secret_hash = authn.hash_secret(&minted.secret, "owner").await.unwrap();
+        let new = NewKey {
+            id: id.clone(),
+            principal_id: owner,
+            scope: KeyScope::Data(Arc::from(Vec::new())),
+            name: "k".into(),
+            description: String::new(),
+            secret_hash,
+            expires_at: None,
+        };
+        store.create_key(new).await.unwrap();
+        (id, minted.token)
+    }
+
     /// Fault matrix row 5 in miniature: a replica resumed from SIGSTOP runs a Check before its
     /// feed task applied what other replicas wrote meanwhile. The cache is served only while
     /// the feed confirmed it recently; past the bound the key is reloaded (its proof kept, so
@@ -476,24 +494,12 @@ mod tests {
             .store
             .audited(crate::audit::Record::local("test", String::new()));
         let owner = store.init_organization("owner", None).await.unwrap();
-        let id = token::generate_key_id();
-        let minted = token::generate(Plane::Data, &id);
-        let secret_hash = authn.hash_secret(&minted.secret, "owner").await.unwrap();
-        let new = NewKey {
-            id: id.clone(),
-            principal_id: owner.id,
-            scope: KeyScope::Data(Arc::from(Vec::new())),
-            name: "k".into(),
-            description: String::new(),
-            secret_hash,
-            expires_at: None,
-        };
-        store.create_key(new).await.unwrap();
+        let (id, token) = owner_key(&authn, &store, owner.id).await;
         let revoked = |outcome: &Result<Authenticated, Undecidable>| match outcome {
             Ok(Authenticated::Key(entry)) => entry.key.revoked_at.is_some(),
             other => panic!("not a key: {other:?}"),
         };
-        assert!(!revoked(&check(&authn, minted.token.clone()).await));
+        assert!(!revoked(&check(&authn, token.clone()).await));
 
         // Revoked through "another replica": the change is in the store, not applied here.
         let (_, unapplied) = store.revoke_key(&id).await.unwrap();
@@ -502,13 +508,13 @@ mod tests {
         feed.confirm(crate::clock::monotonic_ms().saturating_sub(5_000));
         feed.bound(60_000);
         assert!(
-            !revoked(&check(&authn, minted.token.clone()).await),
+            !revoked(&check(&authn, token.clone()).await),
             "confirmed 5 s ago, within a 60 s bound: the cache answers"
         );
         feed.bound(1_000);
         let verifications = authn.verifications_run();
         assert!(
-            revoked(&check(&authn, minted.token.clone()).await),
+            revoked(&check(&authn, token.clone()).await),
             "confirmed 5 s ago, past a 1 s bound: reloaded"
         );
         assert_eq!(
@@ -532,20 +538,7 @@ mod tests {
         let owner = store.init_organization("owner", None).await.unwrap();
         let mut keys = Vec::new();
         for _ in 0..5 {
-            let id = token::generate_key_id();
-            let minted = token::generate(Plane::Data, &id);
-            let secret_hash = authn.hash_secret(&minted.secret, "owner").await.unwrap();
-            let new = NewKey {
-                id: id.clone(),
-                principal_id: owner.id,
-                scope: KeyScope::Data(Arc::from(Vec::new())),
-                name: "k".into(),
-                description: String::new(),
-                secret_hash,
-                expires_at: None,
-            };
-            store.create_key(new).await.unwrap();
-            keys.push((id, minted.token));
+            keys.push(owner_key(&authn, &store, owner.id).await);
         }
         // Key 2 was just sent a wrong secret and key 3's real token is proven: any other token
         // for either is suspect.
