@@ -141,6 +141,13 @@ case $KEYWARD_MODULE_PATH in
 *) fail "KEYWARD_MODULE_PATH must be an absolute path, got '$KEYWARD_MODULE_PATH'" ;;
 esac
 
+# How long Envoy waits for keyward's decision before failing closed (503). Keep it short in
+# production (a cached key is decided in microseconds; a new key's first argon2 check in ~10 ms
+# on an idle core): it bounds what a stalled keyward costs each request.
+: "${EXT_AUTHZ_TIMEOUT:=0.5s}"
+timeout_ok=$(printf '%s' "$EXT_AUTHZ_TIMEOUT" | sed -n -e '/^[0-9][0-9]*\(\.[0-9][0-9]*\)\{0,1\}s$/p' -e '/^[0-9][0-9]*\(\.[0-9][0-9]*\)\{0,1\}ms$/p')
+[ -n "$timeout_ok" ] || fail "EXT_AUTHZ_TIMEOUT must be a duration such as 0.5s or 250ms, got '$EXT_AUTHZ_TIMEOUT'"
+
 # Escape a value for the replacement side of a sed s||| command.
 escape() {
 	printf '%s' "$1" | sed 's/[\\|&]/\\&/g'
@@ -152,7 +159,7 @@ for name in LISTEN_HOST ADMIN_HOST PUBLIC_PORT PRIVATE_PORT ADMIN_PORT \
 	RATE_LIMIT_PER_CLIENT_RPS RATE_LIMIT_PER_CLIENT_BURST ENCODE_RAW_HEADERS \
 	KEYWARD_TLS_SNI KEYWARD_TLS_CA KEYWARD_TLS_CLIENT_CERT KEYWARD_TLS_CLIENT_KEY \
 	KEYWARD_MODULE_PATH KEYWARD_MODULE_FEED_WAIT_MS KEYWARD_MODULE_FEED_STALE_MS \
-	KEYWARD_MODULE_MAX_TTL_MS; do
+	KEYWARD_MODULE_MAX_TTL_MS EXT_AUTHZ_TIMEOUT; do
 	eval "value=\$$name"
 	case $value in
 	*"$newline"*) fail "$name must not contain a newline" ;;

@@ -422,6 +422,21 @@ fn raw_header_encoding_is_rendered_only_as_true_or_false() {
     assert!(stderr.contains("ENCODE_RAW_HEADERS"), "{stderr}");
 }
 
+#[test]
+fn the_ext_authz_timeout_defaults_to_half_a_second_and_takes_only_durations() {
+    let (ok, yaml, stderr) = render(&[]);
+    assert!(ok, "{stderr}");
+    assert!(yaml.contains("timeout: 0.5s"), "{yaml}");
+    let (ok, yaml, stderr) = render(&[("EXT_AUTHZ_TIMEOUT", "250ms")]);
+    assert!(ok, "{stderr}");
+    assert!(yaml.contains("timeout: 250ms"));
+    for bad in ["5", "1.2.3s", "5mss", "-1s", "1s; rm"] {
+        let (ok, _, stderr) = render(&[("EXT_AUTHZ_TIMEOUT", bad)]);
+        assert!(!ok, "{bad} was accepted");
+        assert!(stderr.contains("EXT_AUTHZ_TIMEOUT"), "{stderr}");
+    }
+}
+
 /// With `encode_raw_headers: true` Envoy sends the headers as raw bytes in `header_map` and
 /// leaves the `headers` map empty: keyward decides from them just the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -323,7 +323,13 @@ async fn row(fault: Fault) -> Counts {
     let a = Replica::spawn(&url).await;
     let mut b = Replica::spawn(&proxy.url_for(&url, upstream)).await;
     let backend = Backend::start().await;
-    let envoy = Envoy::start_many(&[a.check, b.check], backend.addr).await;
+    // The production timeout: a paused replica's share of checks times out (503) as it would.
+    let envoy = Envoy::start_with(
+        &[a.check, b.check],
+        backend.addr,
+        &[("EXT_AUTHZ_TIMEOUT", "0.5s")],
+    )
+    .await;
     let http = envoy.client();
     let chat = envoy.public_url(CHAT);
     let mut admin = Admin::connect(a.admin, &owner).await;

@@ -571,6 +571,12 @@ pub fn envoy_bin() -> PathBuf {
     installed
 }
 
+/// The ext_authz timeout of test Envoys (render.sh's default is 0.5 s). The suite runs ~260
+/// tests on 2 cores at once; there a new key's first argon2 check (at nice 10, behind every
+/// compiler and test process) can outlast 0.5 s, and a test about decisions would see Envoy's
+/// fail-closed 503 instead. Tests about timeouts pass their own `EXT_AUTHZ_TIMEOUT`.
+pub const TEST_EXT_AUTHZ_TIMEOUT: (&str, &str) = ("EXT_AUTHZ_TIMEOUT", "5s");
+
 /// A real Envoy rendered from `envoy/envoy.yaml.tmpl`, with every port ephemeral.
 pub struct Envoy {
     pub public: u16,
@@ -624,6 +630,7 @@ impl Envoy {
             )
             .env("BACKEND_HOST", backend.ip().to_string())
             .env("BACKEND_PORT", backend.port().to_string())
+            .env(TEST_EXT_AUTHZ_TIMEOUT.0, TEST_EXT_AUTHZ_TIMEOUT.1)
             .envs(render_env.iter().copied())
             .output()
             .unwrap();

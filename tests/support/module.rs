@@ -78,6 +78,10 @@ impl Envoy {
                     .join(","),
             )
             .env("BACKEND_HOST", backend.ip().to_string())
+            .env(
+                super::TEST_EXT_AUTHZ_TIMEOUT.0,
+                super::TEST_EXT_AUTHZ_TIMEOUT.1,
+            )
             .env("BACKEND_PORT", backend.port().to_string())
             .env("KEYWARD_MODULE", "on")
             .env("KEYWARD_MODULE_PATH", &lib)
