@@ -602,6 +602,17 @@ impl Envoy {
         backend: SocketAddr,
         render_env: &[(&str, &str)],
     ) -> Envoy {
+        Envoy::start_configured(keyward_checks, backend, render_env, 1, "warning").await
+    }
+
+    /// As `start_with`, with `concurrency` worker threads and Envoy's log at `log_level`.
+    pub async fn start_configured(
+        keyward_checks: &[SocketAddr],
+        backend: SocketAddr,
+        render_env: &[(&str, &str)],
+        concurrency: u32,
+        log_level: &str,
+    ) -> Envoy {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         let gen_certs = std::process::Command::new("bash")
@@ -648,16 +659,11 @@ impl Envoy {
             .arg(&config)
             .arg("--admin-address-path")
             .arg(&admin_path)
-            .args([
-                "--use-dynamic-base-id",
-                "--concurrency",
-                "1",
-                "-l",
-                "warning",
-                // Access log lines reach envoy.log within 0.1 s (the default is 10 s).
-                "--file-flush-interval-msec",
-                "100",
-            ])
+            .args(["--use-dynamic-base-id", "--concurrency"])
+            .arg(concurrency.to_string())
+            .args(["-l", log_level])
+            // Access log lines reach envoy.log within 0.1 s (the default is 10 s).
+            .args(["--file-flush-interval-msec", "100"])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .kill_on_drop(true)
