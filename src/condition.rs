@@ -441,6 +441,17 @@ impl Window {
         self.contains(day, minute)
     }
 
+    /// The first instant after `now` at which the window's local clock starts a new minute:
+    /// windows hold to the minute, so whether this one holds cannot change before then (a
+    /// daylight-saving jump also falls on a local minute). `now` itself when `now` is out of
+    /// range, so a caller bounding a reuse by it reuses nothing.
+    pub fn next_change_after(&self, now: i64) -> i64 {
+        let Ok(at) = jiff::Timestamp::from_second(now) else {
+            return now;
+        };
+        now + 60 - i64::from(self.tz.to_datetime(at).second())
+    }
+
     /// Whether local `minute` of `day` (0 = Monday) is in the window.
     fn contains(&self, day: u8, minute: u16) -> bool {
         let on = |d: u8| self.days & (1 << d) != 0;

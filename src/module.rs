@@ -1,6 +1,6 @@
 //! What keyward gives its Envoy module (`module/`): with `module.enabled`, each data-plane allow
 //! says how long and under which request facts the module may answer the same key on the same
-//! route itself ([`hints`], sent as `module_*` dynamic metadata), and `keyward.module.v1.Feed`
+//! route itself ([`hints`], sent as one `module` dynamic metadata field, [`learnable`]), and `keyward.module.v1.Feed`
 //! tells each module when anything changed, so that nothing it learnt outlives a change.
 //!
 //! The feed is per replica: an answer names the replica's instance and its epoch (how many
@@ -77,6 +77,10 @@ pub fn hints(key: &ApiKey, grants: &Grants, now: i64, max_ttl_ms: u64) -> Option
                 bound(at);
             }
         }
+        // A schedule's answer can change at the next local minute: no reuse past it.
+        for window in &conditions.schedule {
+            bound(window.next_change_after(now));
+        }
         hints.vary_ip |= !conditions.source_ips.is_empty();
         hints.vary_ua |= !conditions.user_agents.is_empty();
     }
@@ -91,6 +95,52 @@ pub fn data_context(endpoint: crate::model::Endpoint, deployment: &str) -> Strin
         crate::model::Endpoint::Private => "private",
     };
     format!("data|{endpoint}|{deployment}")
+}
+
+/// The ext_authz dynamic metadata field an allow the module may reuse carries.
+pub const METADATA_FIELD: &str = "module";
+
+/// Everything the module needs to reuse one allow ([`learnable`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Learnable<'a> {
+    /// The replica's instance and epoch the allow was decided at.
+    pub instance: &'a str,
+    pub epoch: u64,
+    pub hints: Hints,
+    /// [`data_context`] of the route decided for.
+    pub context: &'a str,
+    /// The identity headers a reuse sets.
+    pub key_id: &'a str,
+    pub principal: &'a str,
+    pub project: &'a str,
+    pub deployment: &'a str,
+}
+
+/// One allow as the module reads it: `v1` and nine fields, one per line (instance, epoch,
+/// ttl_ms, vary, context, key id, principal, project, deployment). One string value, because
+/// every metadata field costs Envoy work on each allow it receives and the module one lookup:
+/// ten separate fields cost Envoy more than the module saves (`bench/load.sh`'s miss path).
+/// `None` when a field holds a line break (no name keyward accepts does); the module, which
+/// accepts exactly ten lines, would refuse it anyway.
+pub fn learnable(allow: &Learnable<'_>) -> Option<String> {
+    let epoch = allow.epoch.to_string();
+    let ttl_ms = allow.hints.ttl_ms.to_string();
+    let fields = [
+        "v1",
+        allow.instance,
+        &epoch,
+        &ttl_ms,
+        allow.hints.vary(),
+        allow.context,
+        allow.key_id,
+        allow.principal,
+        allow.project,
+        allow.deployment,
+    ];
+    if fields.iter().any(|f| f.contains('\n')) {
+        return None;
+    }
+    Some(fields.join("\n"))
 }
 
 /// The longest a poll is held.
@@ -169,6 +219,34 @@ mod tests {
         }
     }
 
+    /// The module parses exactly this (`module/src/filter.rs`, `learnt`): keep them in step.
+    #[test]
+    fn an_allow_is_one_line_per_field() {
+        let allow = Learnable {
+            instance: "i-1",
+            epoch: 42,
+            hints: Hints {
+                ttl_ms: 9_000,
+                vary_ip: true,
+                vary_ua: false,
+            },
+            context: "data|public|acme/chat",
+            key_id: "AAAAAAAAAAAA",
+            principal: "app",
+            project: "acme",
+            deployment: "acme/chat",
+        };
+        assert_eq!(
+            learnable(&allow).unwrap(),
+            "v1\ni-1\n42\n9000\nip\ndata|public|acme/chat\nAAAAAAAAAAAA\napp\nacme\nacme/chat"
+        );
+        let broken = Learnable {
+            principal: "a\nb",
+            ..allow
+        };
+        assert_eq!(learnable(&broken), None);
+    }
+
     #[test]
     fn reuse_is_bounded_by_expiry_windows_and_bound_to_conditions_read() {
         let now = 1_000;
@@ -231,5 +309,31 @@ mod tests {
         let h = hints(&key(), &conditioned, now, 60_000).unwrap();
         assert!(h.vary_ip && h.vary_ua);
         assert_eq!(h.vary(), "ip,ua");
+    }
+
+    /// A schedule can turn an allow into a denial at any local minute: the module may reuse
+    /// the allow only up to the next one (less the second `now` may already be into).
+    #[test]
+    fn reuse_under_a_schedule_ends_before_the_next_local_minute() {
+        let scheduled = |window: &str| Grants {
+            rules: vec![rule(Conditions {
+                schedule: vec![window.parse().unwrap()],
+                ..Default::default()
+            })],
+        };
+        // 2030-01-07 09:59:15 UTC, a Monday.
+        let now = 1_894_010_355;
+        let utc = scheduled("Mon-Fri 08:00-10:00 UTC");
+        assert_eq!(hints(&key(), &utc, now, 60_000).unwrap().ttl_ms, 44_000);
+        // Kathmandu is UTC+05:45: its minutes start on UTC minutes too.
+        let kathmandu = scheduled("* 00:00-24:00 Asia/Kathmandu");
+        assert_eq!(
+            hints(&key(), &kathmandu, now, 60_000).unwrap().ttl_ms,
+            44_000
+        );
+        // One second before the minute turns: nothing to reuse.
+        assert_eq!(hints(&key(), &utc, now + 44, 60_000), None);
+        // Shorter than the module's own bound: that bound wins.
+        assert_eq!(hints(&key(), &utc, now, 10_000).unwrap().ttl_ms, 10_000);
     }
 }
