@@ -305,7 +305,7 @@ pub struct CheckService {
     metrics: CheckMetrics,
     /// Set when keyward's Envoy module is on (`module.enabled`).
     module: Option<crate::config::Module>,
-    /// Whether allows carry dynamic metadata (`answer.metadata`, or the module needs it).
+    /// Whether allows carry the identity as dynamic metadata (`answer.metadata`).
     allow_metadata: bool,
 }
 
@@ -375,14 +375,14 @@ impl CheckService {
             misrouted: Arc::default(),
             metrics: CheckMetrics::new(),
             module: None,
-            allow_metadata: true,
+            allow_metadata: false,
         }
     }
 
     /// What allows carry besides the identity headers and credential removal, which they
     /// always do ([`crate::config::Answer`]).
     pub fn with_answer(mut self, answer: &crate::config::Answer) -> Self {
-        self.allow_metadata = answer.metadata || self.module.is_some();
+        self.allow_metadata = answer.metadata;
         self
     }
 
@@ -390,7 +390,6 @@ impl CheckService {
     /// reuse them ([`crate::module`]).
     pub fn with_module(mut self, module: crate::config::Module) -> Self {
         self.module = module.enabled.then_some(module);
-        self.allow_metadata |= self.module.is_some();
         self
     }
 
@@ -499,7 +498,7 @@ impl CheckService {
                 if let Grant::Key(key) = grant {
                     self.last_used.touch(&key.id, now);
                     if let Some(module) = &self.module {
-                        self.add_module_fields(
+                        self.add_module_field(
                             &mut response,
                             route,
                             key,
@@ -528,11 +527,11 @@ impl CheckService {
 }
 
 impl CheckService {
-    /// The `module_*` fields of an allow on a data route, when the module may reuse it
+    /// The `module` metadata field of an allow on a data route, when the module may reuse it
     /// ([`crate::module::hints`]); nothing for control routes, whose decisions depend on the
     /// method and path.
     #[allow(clippy::too_many_arguments)]
-    fn add_module_fields(
+    fn add_module_field(
         &self,
         response: &mut CheckResponse,
         route: &Route<'_>,
@@ -551,25 +550,27 @@ impl CheckService {
         let Some(hints) = crate::module::hints(key, grants, now, module.max_ttl_ms) else {
             return;
         };
-        let Some(metadata) = response.dynamic_metadata.as_mut() else {
+        let caches = self.directory.caches();
+        let Some(learnable) = crate::module::learnable(&crate::module::Learnable {
+            instance: caches.instance(),
+            epoch,
+            hints,
+            context: &crate::module::data_context(route.endpoint, name),
+            key_id: &key.id,
+            principal: &key.principal.name,
+            project: route.target.project().unwrap_or_default(),
+            deployment: name,
+        }) else {
             return;
         };
-        let fields = &mut metadata.fields;
-        let caches = self.directory.caches();
-        fields.insert("module_instance".into(), string_value(caches.instance()));
-        fields.insert("module_epoch".into(), number_value(epoch as f64));
-        fields.insert("module_ttl_ms".into(), number_value(hints.ttl_ms as f64));
-        fields.insert("module_vary".into(), string_value(hints.vary()));
-        fields.insert(
-            "module_context".into(),
-            string_value(&crate::module::data_context(route.endpoint, name)),
-        );
-    }
-}
-
-fn number_value(n: f64) -> Value {
-    Value {
-        kind: Some(Kind::NumberValue(n)),
+        response
+            .dynamic_metadata
+            .get_or_insert_with(Struct::default)
+            .fields
+            .insert(
+                crate::module::METADATA_FIELD.into(),
+                string_value(&learnable),
+            );
     }
 }
 

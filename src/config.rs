@@ -33,19 +33,15 @@ pub struct Config {
 
 /// What Check's allows carry besides what they always do (overwrite the identity headers,
 /// remove the credential headers).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Answer {
-    /// The allow's dynamic metadata (key id, principal, project, plane, deployment) for Envoy's
-    /// access log and rate limit filters. Off saves Envoy the metadata work on every allowed
-    /// request (`bench/answer.sh`); denials always carry theirs, and `module.enabled` needs it.
+    /// The allow's identity as dynamic metadata too (key id, principal, project, plane,
+    /// deployment), for Envoy filters that read metadata rather than headers. Off by default:
+    /// it costs Envoy more than the rest of the answer (`bench/answer.sh`), and the identity
+    /// headers carry the same for access logs (`%REQ(X-KEYWARD-KEY-ID)%`) and rate limits.
+    /// Denials always carry theirs; the module's field does not depend on it.
     pub metadata: bool,
-}
-
-impl Default for Answer {
-    fn default() -> Self {
-        Answer { metadata: true }
-    }
 }
 
 /// keyward's Envoy module (`module/`): what Check's allows tell it. Off by default: the answer
@@ -54,7 +50,7 @@ impl Default for Answer {
 #[serde(deny_unknown_fields, default)]
 pub struct Module {
     /// Add to each data-plane allow what the module needs to answer the next request with the
-    /// same key on the same route itself (`module_*` dynamic metadata).
+    /// same key on the same route itself (the `module` dynamic metadata field).
     pub enabled: bool,
     /// Longest the module may reuse an allow; the key's expiry and time conditions bound it
     /// lower. The module's change feed ends it at once on any change.

@@ -484,7 +484,8 @@ async fn raw_encoded_headers_decide_as_the_map_does() {
 
 /// A refused request's access log line says why (`ext_authz.denial_code`) and for which key id
 /// (when a token was presented), next to the request id the client got back in `x-request-id`;
-/// an allowed one carries its key id. No token ever reaches the log.
+/// an allowed one carries its key id from the identity headers. No token ever reaches the log,
+/// and no identity header a client sends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denials_reach_the_access_log_with_code_key_id_and_request_id() {
     let mut w = world().await;
@@ -510,7 +511,17 @@ async fn denials_reach_the_access_log_with_code_key_id_and_request_id() {
         (Some(token.as_str()), 200, None, Some(&id)),
     ];
     for (presented, status, denial_code, key_id) in cases {
-        let (got, headers, body) = w.chat(w.envoy.public_url(CHAT), presented).await;
+        let mut request = w
+            .http
+            .post(w.envoy.public_url(CHAT))
+            .json(&chat_body())
+            .header("x-keyward-key-id", "spoofed");
+        if let Some(token) = presented {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let (got, headers) = (response.status(), response.headers().clone());
+        let body = response.text().await.unwrap();
         assert_eq!(got.as_u16(), status, "{body}");
         let request_id = headers["x-request-id"].to_str().unwrap().to_owned();
         let line: Value = support::eventually(
@@ -530,10 +541,17 @@ async fn denials_reach_the_access_log_with_code_key_id_and_request_id() {
             Some(code) => assert_eq!(decided["denial_code"], code, "{line}"),
             None => assert!(decided.get("denial_code").is_none(), "{line}"),
         }
-        match key_id {
-            Some(key_id) => assert_eq!(decided["key_id"], key_id.as_str(), "{line}"),
-            None => assert!(decided.get("key_id").is_none(), "{line}"),
+        // A refusal names the key in keyward's metadata; an allow in the identity headers
+        // keyward set (and only keyward: the template drops any a client sends).
+        match (key_id, status) {
+            (Some(key_id), 200) => {
+                assert_eq!(line["key_id"], key_id.as_str(), "{line}");
+                assert_eq!(line["deployment"], "demo/chat", "{line}");
+            }
+            (Some(key_id), _) => assert_eq!(decided["key_id"], key_id.as_str(), "{line}"),
+            (None, _) => assert!(decided.get("key_id").is_none(), "{line}"),
         }
+        assert!(!line.to_string().contains("spoofed"), "{line}");
     }
     let log = w.envoy.log();
     for secret in [&token, &embed_token, &wrong_secret] {

@@ -128,13 +128,9 @@ pub struct Api {
     pub set_header: unsafe extern "C" fn(FilterPtr, u32, ModuleBuffer, ModuleBuffer) -> bool,
     pub send_response:
         unsafe extern "C" fn(FilterPtr, u32, *mut ModuleHeader, usize, ModuleBuffer, ModuleBuffer),
-    pub set_metadata_string:
-        unsafe extern "C" fn(FilterPtr, ModuleBuffer, ModuleBuffer, ModuleBuffer),
     pub set_metadata_bool: unsafe extern "C" fn(FilterPtr, ModuleBuffer, ModuleBuffer, bool),
     pub get_metadata_string:
         unsafe extern "C" fn(FilterPtr, u32, ModuleBuffer, ModuleBuffer, *mut EnvoyBuffer) -> bool,
-    pub get_metadata_number:
-        unsafe extern "C" fn(FilterPtr, u32, ModuleBuffer, ModuleBuffer, *mut f64) -> bool,
     pub get_attribute_string: unsafe extern "C" fn(FilterPtr, u32, *mut EnvoyBuffer) -> bool,
     pub config_http_callout: unsafe extern "C" fn(
         ConfigEnvoyPtr,
@@ -186,14 +182,10 @@ impl Api {
             get_header: find!(c"envoy_dynamic_module_callback_http_get_header"),
             set_header: find!(c"envoy_dynamic_module_callback_http_set_header"),
             send_response: find!(c"envoy_dynamic_module_callback_http_send_response"),
-            set_metadata_string: find!(
-                c"envoy_dynamic_module_callback_http_set_dynamic_metadata_string"
-            ),
             set_metadata_bool: find!(
                 c"envoy_dynamic_module_callback_http_set_dynamic_metadata_bool"
             ),
             get_metadata_string: find!(c"envoy_dynamic_module_callback_http_get_metadata_string"),
-            get_metadata_number: find!(c"envoy_dynamic_module_callback_http_get_metadata_number"),
             get_attribute_string: find!(
                 c"envoy_dynamic_module_callback_http_filter_get_attribute_string"
             ),

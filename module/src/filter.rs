@@ -21,13 +21,14 @@ use crate::config::{Config, Settings, Shared};
 use crate::feed::State;
 use crate::{api, guarded, log, now_ms};
 
-/// The dynamic metadata namespace the module writes (`hit`, `key_id`).
+/// The dynamic metadata namespace the module writes (`hit`).
 pub const NAMESPACE: &str = "keyward.module";
 /// The route metadata namespace and key holding the route's keyward context.
 pub const ROUTE_NAMESPACE: &str = "keyward";
 pub const ROUTE_CONTEXT: &str = "context";
-/// Where ext_authz puts keyward's answer.
+/// Where ext_authz puts keyward's answer, and the field of it the module learns from.
 const EXT_AUTHZ: &str = "envoy.filters.http.ext_authz";
+const LEARN_FIELD: &str = "module";
 
 pub const HEADER_KEY_ID: &str = "x-keyward-key-id";
 pub const HEADER_PRINCIPAL: &str = "x-keyward-principal";
@@ -85,21 +86,6 @@ fn metadata_string<'a>(envoy: FilterPtr, source: u32, ns: &str, key: &str) -> Op
     found
         .then(|| std::str::from_utf8(unsafe { value.bytes() }).ok())
         .flatten()
-}
-
-fn metadata_number(envoy: FilterPtr, ns: &str, key: &str) -> Option<f64> {
-    let api = api()?;
-    let mut value = 0f64;
-    let found = unsafe {
-        (api.get_metadata_number)(
-            envoy,
-            abi::METADATA_DYNAMIC,
-            buffer(ns.as_bytes()),
-            buffer(key.as_bytes()),
-            &mut value,
-        )
-    };
-    found.then_some(value)
 }
 
 /// The downstream peer's IP (Envoy's `source.address` without the port).
@@ -199,13 +185,8 @@ impl Filter {
                 );
             }
         }
+        // Only the marker: the access log reads who from the identity headers just set.
         unsafe {
-            (api.set_metadata_string)(
-                envoy,
-                buffer(NAMESPACE.as_bytes()),
-                buffer(b"key_id"),
-                buffer(identity.key_id.as_bytes()),
-            );
             (api.set_metadata_bool)(envoy, buffer(NAMESPACE.as_bytes()), buffer(b"hit"), true);
         }
     }
@@ -255,32 +236,38 @@ impl Filter {
 type Learnt = (State, u64, bool, bool, Identity);
 
 /// keyward's allow from ext_authz's dynamic metadata, when it is for this route's context and
-/// carries what the module needs (keyward's `module` answer fields).
+/// carries what the module needs: keyward's `module` field, `v1` and nine fields, one per line
+/// (keyward's `src/module.rs`, `learnable`). Anything else is not learnt.
 fn learnt(envoy: FilterPtr, context: &str, _settings: &Settings) -> Option<Learnt> {
-    let get = |key: &str| metadata_string(envoy, abi::METADATA_DYNAMIC, EXT_AUTHZ, key);
-    let instance = get("module_instance")?;
-    let epoch = metadata_number(envoy, EXT_AUTHZ, "module_epoch")?;
-    let ttl_ms = metadata_number(envoy, EXT_AUTHZ, "module_ttl_ms")?;
-    if !(epoch >= 0.0 && ttl_ms >= 1.0) {
-        return None;
-    }
-    let decided_context = get("module_context")?;
-    if decided_context != context {
-        return None;
-    }
-    let vary = get("module_vary").unwrap_or_default();
+    parse_learnable(
+        metadata_string(envoy, abi::METADATA_DYNAMIC, EXT_AUTHZ, LEARN_FIELD)?,
+        context,
+    )
+}
+
+/// The `module` field's text, when it is well formed and for `context`.
+pub fn parse_learnable(text: &str, context: &str) -> Option<Learnt> {
+    let mut lines = text.split('\n');
+    let mut next = || lines.next();
+    let (version, instance, epoch, ttl_ms, vary, decided_context) =
+        (next()?, next()?, next()?, next()?, next()?, next()?);
     let identity = Identity {
-        key_id: get("key_id")?.into(),
-        principal: get("principal")?.into(),
-        project: get("project")?.into(),
-        deployment: get("deployment")?.into(),
+        key_id: next()?.into(),
+        principal: next()?.into(),
+        project: next()?.into(),
+        deployment: next()?.into(),
     };
+    if version != "v1" || next().is_some() || decided_context != context {
+        return None;
+    }
+    let epoch: u64 = epoch.parse().ok()?;
+    let ttl_ms: u64 = ttl_ms.parse().ok().filter(|&ttl| ttl >= 1)?;
     Some((
         State {
             instance: instance.to_owned(),
-            epoch: epoch as u64,
+            epoch,
         },
-        ttl_ms as u64,
+        ttl_ms,
         vary.split(',').any(|v| v == "ip"),
         vary.split(',').any(|v| v == "ua"),
         identity,
@@ -582,6 +569,36 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(_
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// keyward writes exactly this (`src/module.rs`, `learnable`): keep them in step.
+    #[test]
+    fn an_allow_is_learnt_from_its_ten_lines_for_its_own_context_only() {
+        let text =
+            "v1\ni-1\n42\n9000\nip\ndata|public|acme/chat\nAAAAAAAAAAAA\napp\nacme\nacme/chat";
+        let (state, ttl_ms, vary_ip, vary_ua, identity) =
+            parse_learnable(text, "data|public|acme/chat").unwrap();
+        assert_eq!((state.instance.as_str(), state.epoch), ("i-1", 42));
+        assert_eq!((ttl_ms, vary_ip, vary_ua), (9_000, true, false));
+        assert_eq!(
+            identity,
+            Identity {
+                key_id: "AAAAAAAAAAAA".into(),
+                principal: "app".into(),
+                project: "acme".into(),
+                deployment: "acme/chat".into(),
+            }
+        );
+        assert!(parse_learnable(text, "data|private|acme/chat").is_none());
+        assert!(parse_learnable(&format!("{text}\nextra"), "data|public|acme/chat").is_none());
+        assert!(parse_learnable(&text.replace("v1", "v2"), "data|public|acme/chat").is_none());
+        assert!(
+            parse_learnable(&text.replace("\n9000\n", "\n0\n"), "data|public|acme/chat").is_none()
+        );
+        assert!(
+            parse_learnable(&text.replace("\n42\n", "\n-1\n"), "data|public|acme/chat").is_none()
+        );
+        assert!(parse_learnable("v1\ni-1", "data|public|acme/chat").is_none());
+    }
 
     #[test]
     fn source_addresses_give_their_ip() {
