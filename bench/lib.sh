@@ -1,7 +1,8 @@
 # Sourced by the bench/*.sh scripts (from the repository root): a scratch directory, the
 # processes to stop when the script exits, and a readiness poll.
 #
-#   work     a fresh temporary directory, removed on exit
+#   work     a fresh temporary directory, removed on exit (kept, and named, with KEEP_WORK=1:
+#            logs, results and PROFILE's perf.data files to dig into)
 #   pids     background processes started with `cmd & pids+=($!)`, killed and reaped on exit
 #   wait_for WHAT COMMAND...   polls COMMAND every 0.1 s for up to 30 s, or exits naming WHAT
 #   flood_generator URL LABEL [OPTIONS...]   starts examples/check_load flooding URL with FLOOD
@@ -13,7 +14,7 @@ pids=()
 cleanup() {
 	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-	rm -rf "$work"
+	if [ -n "${KEEP_WORK:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 

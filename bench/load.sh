@@ -14,7 +14,9 @@
 #   FLOOD [256]    flood tasks sending wrong secrets with real key ids, at full speed
 #   KEYWARD_VERIFY_WORKERS / KEYWARD_VERIFY_QUEUE  passed to keyward when set
 #   PORT_BASE [28080]  fixed loopback ports PORT_BASE..PORT_BASE+20 must be free
-#   SCENARIOS ["grpc http flood memory"]  which groups to run, e.g. SCENARIOS=flood ROUNDS=7
+#   SCENARIOS ["grpc http flood memory"]  which groups to run, e.g. SCENARIOS=flood ROUNDS=7;
+#                  "module" runs only the module's HTTP scenarios and what they are compared to
+#                  (no auth, api_key_auth, ext_authz -> keyward and -> the no-op server)
 #   PROFILE        set (PROFILE=1): each HTTP run is also recorded by `perf record -a` (cpu-clock,
 #                  one sample per 100 µs of CPU) and `perf stat` (syscalls, context switches), and a
 #                  PROFILE line per run says where the two cores went per request: Envoy's user and
@@ -50,7 +52,7 @@ PORT_BASE=${PORT_BASE:-28080}
 ENVOY_BIN=${ENVOY_BIN:-.tools/venv/bin/envoy}
 SCENARIOS=${SCENARIOS:-grpc http flood memory}
 for group in $SCENARIOS; do
-	case $group in grpc | http | flood | memory) ;; *) echo "SCENARIOS: unknown group '$group' (grpc http flood memory)" >&2; exit 1 ;; esac
+	case $group in grpc | http | module | flood | memory) ;; *) echo "SCENARIOS: unknown group '$group' (grpc http module flood memory)" >&2; exit 1 ;; esac
 done
 runs() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 [ -x "$ENVOY_BIN" ] || { echo "Envoy not found at $ENVOY_BIN: set ENVOY_BIN" >&2; exit 1; }
@@ -228,6 +230,14 @@ for round in $(seq "$ROUNDS"); do
 		load grpc_keyward "$port_check"
 		load grpc_noop "$port_noop"
 		load grpc_noop_identity "$port_noop_identity"
+	fi
+	if runs module && ! runs http; then
+		http http_noauth "$port_noauth"
+		http http_api_key_auth "$port_apikey"
+		http http_keyward_tcp "$port_tcp" "$keyward_pid"
+		http http_noop_ext_authz "$port_envoy_noop" "$noop_pid"
+		http http_keyward_module "$port_module" "$keyward_module_pid"
+		http http_keyward_module_miss "$port_module_miss" "$keyward_module_pid"
 	fi
 	if runs http; then
 		http http_noauth "$port_noauth"
