@@ -12,7 +12,9 @@
 #   noop_remove        + only the three credential headers removed
 #   noop_metadata      + only the dynamic metadata (5 fields)
 #   noop_lean          identity headers + credential removal: keyward's answer without metadata
-#   noop_full          all three: keyward's default answer
+#   noop_full          all three: keyward's answer with answer.metadata = true
+#   noop_lean_learn_md     noop_lean + what the module learns from, as one dynamic metadata field
+#   noop_lean_learn_hdr    noop_lean + the same string as a response header (the module removes it)
 #   keyward_full       keyward, answer.metadata = true (the default)
 #   keyward_lean       keyward, answer.metadata = false
 #
@@ -38,9 +40,11 @@ source bench/lib.sh # work, pids, wait_for
 token=$(head -n1 "$work/tokens.txt")
 
 # name  check-server-port  envoy-listener-port
-servers=(noop_bare noop_headers noop_remove noop_metadata noop_lean noop_full keyward_full keyward_lean)
+servers=(noop_bare noop_headers noop_remove noop_metadata noop_lean noop_full noop_lean_learn_md noop_lean_learn_hdr
+	keyward_full keyward_lean)
 declare -A answer=([noop_bare]="" [noop_headers]=headers [noop_remove]=remove [noop_metadata]=metadata
-	[noop_lean]=headers,remove [noop_full]=headers,remove,metadata)
+	[noop_lean]=headers,remove [noop_full]=headers,remove,metadata
+	[noop_lean_learn_md]=headers,remove,module_metadata [noop_lean_learn_hdr]=headers,remove,module_header)
 declare -A server_pid
 i=0
 for name in "${servers[@]}"; do
@@ -168,14 +172,17 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "nan" && b + 0 > 0) printf "
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); shared: read ratios, not absolutes"
 echo "rounds: $ROUNDS x ${DURATION}s (medians)"
-printf '%-16s %9s %8s %13s %14s %8s\n' server "req/s" "/ bare" "envoy µs/req" "+µs vs bare" "non-2xx"
+printf '%-20s %9s %8s %13s %14s %8s\n' server "req/s" "/ bare" "envoy µs/req" "+µs vs bare" "non-2xx"
 base_rps=$(field noop_bare rps) base_cpu=$(field noop_bare envoy_cpu_us)
 for name in "${servers[@]}"; do
 	cpu=$(field "$name" envoy_cpu_us)
-	printf '%-16s %9s %8s %13s %14s %8s\n' "$name" "$(field "$name" rps)" "$(ratio "$(field "$name" rps)" "$base_rps")" \
+	printf '%-20s %9s %8s %13s %14s %8s\n' "$name" "$(field "$name" rps)" "$(ratio "$(field "$name" rps)" "$base_rps")" \
 		"$cpu" "$(awk -v a="$cpu" -v b="$base_cpu" 'BEGIN { printf "%+.1f", a - b }')" "$(field "$name" non2xx)"
 done
 echo
-echo "  keyward (default answer) / no-op floor     $(ratio "$(field keyward_full rps)" "$base_rps")  [>= 0.90]"
-echo "  keyward (answer.metadata=false) / no-op floor $(ratio "$(field keyward_lean rps)" "$base_rps")  [>= 0.90]"
+echo "  keyward (default answer, answer.metadata=false) / no-op floor $(ratio "$(field keyward_lean rps)" "$base_rps")  [>= 0.90]"
+echo "  keyward (answer.metadata=true) / no-op floor $(ratio "$(field keyward_full rps)" "$base_rps")"
+echo "  what the module learns from, as metadata / as a response header $(ratio "$(field noop_lean_learn_md rps)" "$(field noop_lean_learn_hdr rps)")"
+echo "  lean + the module's metadata field / lean  $(ratio "$(field noop_lean_learn_md rps)" "$(field noop_lean rps)")"
+echo "  lean + the module's response header / lean $(ratio "$(field noop_lean_learn_hdr rps)" "$(field noop_lean rps)")"
 echo "  keyward lean / keyward default             $(ratio "$(field keyward_lean rps)" "$(field keyward_full rps)")"

@@ -54,7 +54,9 @@ fn identity_answer() -> CheckResponse {
 
 /// Parts of keyward's answer: `headers` (the four identity headers, overwritten), `remove` (the
 /// three credential headers removed), `metadata` (the dynamic metadata), to measure what each
-/// costs Envoy (bench/answer.sh).
+/// costs Envoy (bench/answer.sh); and two ways to carry what keyward's Envoy module learns
+/// from (one string of the usual size): `module_metadata` (a dynamic metadata field) and
+/// `module_header` (a response header, which the module removes).
 fn answer_of(parts: &[&str]) -> CheckResponse {
     let identity = [
         ("x-keyward-key-id", "key_id", "r00000000000"),
@@ -85,6 +87,28 @@ fn answer_of(parts: &[&str]) -> CheckResponse {
         .collect();
     fields.insert("plane".into(), string("data"));
     let has = |part: &str| parts.contains(&part);
+    let learnable = "v1 0123456789abcdef 42 60000 - data|public|demo/chat r00000000000 owner demo demo/chat";
+    let mut fields = match has("metadata") {
+        true => fields,
+        false => Default::default(),
+    };
+    if has("module_metadata") {
+        fields.insert("module".into(), string(learnable));
+    }
+    #[allow(deprecated)]
+    let response_headers_to_add = match has("module_header") {
+        true => vec![HeaderValueOption {
+            header: Some(HeaderValue {
+                key: "x-keyward-module".into(),
+                value: learnable.into(),
+                raw_value: Vec::new(),
+            }),
+            append: None,
+            append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
+            keep_empty_value: false,
+        }],
+        false => Vec::new(),
+    };
     CheckResponse {
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
             headers: if has("headers") { headers } else { Vec::new() },
@@ -95,9 +119,10 @@ fn answer_of(parts: &[&str]) -> CheckResponse {
             } else {
                 Vec::new()
             },
+            response_headers_to_add,
             ..Default::default()
         })),
-        dynamic_metadata: has("metadata").then_some(Struct { fields }),
+        dynamic_metadata: (!fields.is_empty()).then_some(Struct { fields }),
         ..bare_answer()
     }
 }
@@ -128,9 +153,12 @@ async fn main() -> anyhow::Result<()> {
                 let parts: Vec<&str> = parts.split(',').filter(|p| !p.is_empty()).collect();
                 if let Some(bad) = parts
                     .iter()
-                    .find(|p| !["headers", "remove", "metadata"].contains(p))
+                    .find(|p| {
+                        !["headers", "remove", "metadata", "module_metadata", "module_header"]
+                            .contains(p)
+                    })
                 {
-                    anyhow::bail!("--answer: unknown part {bad:?} (headers, remove, metadata)");
+                    anyhow::bail!("--answer: unknown part {bad:?} (headers, remove, metadata, module_metadata, module_header)");
                 }
                 answer = answer_of(&parts);
                 builder
