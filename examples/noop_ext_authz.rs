@@ -87,7 +87,8 @@ fn answer_of(parts: &[&str]) -> CheckResponse {
         .collect();
     fields.insert("plane".into(), string("data"));
     let has = |part: &str| parts.contains(&part);
-    let learnable = "v1 0123456789abcdef 42 60000 - data|public|demo/chat r00000000000 owner demo demo/chat";
+    let learnable =
+        "v1 0123456789abcdef 42 60000 - data|public|demo/chat r00000000000 owner demo demo/chat";
     let mut fields = match has("metadata") {
         true => fields,
         false => Default::default(),
@@ -151,14 +152,19 @@ async fn main() -> anyhow::Result<()> {
             "--answer" => {
                 let parts = value()?;
                 let parts: Vec<&str> = parts.split(',').filter(|p| !p.is_empty()).collect();
-                if let Some(bad) = parts
-                    .iter()
-                    .find(|p| {
-                        !["headers", "remove", "metadata", "module_metadata", "module_header"]
-                            .contains(p)
-                    })
-                {
-                    anyhow::bail!("--answer: unknown part {bad:?} (headers, remove, metadata, module_metadata, module_header)");
+                if let Some(bad) = parts.iter().find(|p| {
+                    ![
+                        "headers",
+                        "remove",
+                        "metadata",
+                        "module_metadata",
+                        "module_header",
+                    ]
+                    .contains(p)
+                }) {
+                    anyhow::bail!(
+                        "--answer: unknown part {bad:?} (headers, remove, metadata, module_metadata, module_header)"
+                    );
                 }
                 answer = answer_of(&parts);
                 builder

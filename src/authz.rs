@@ -446,10 +446,11 @@ impl CheckService {
             return Ok((no_endpoint(), Outcome::Deny(NOT_FOUND_CODE)));
         }
         if !policy::auth_required(route, deployment.as_deref()) {
-            return Ok((
-                allowed(route, Grant::Anonymous, &self.sources, self.allow_metadata),
-                Outcome::Allow,
-            ));
+            let mut response = allowed(route, Grant::Anonymous, &self.sources, self.allow_metadata);
+            if self.module.is_some() {
+                set_module_answer(&mut response, None);
+            }
+            return Ok((response, Outcome::Allow));
         }
         let now = now_unix();
         let token = credential(input.headers, &self.sources).map(|presented| match presented {
@@ -497,17 +498,13 @@ impl CheckService {
                 let mut response = allowed(route, grant, &self.sources, self.allow_metadata);
                 if let Grant::Key(key) = grant {
                     self.last_used.touch(&key.id, now);
-                    if let Some(module) = &self.module {
-                        self.add_module_field(
-                            &mut response,
-                            route,
-                            key,
-                            &grants,
-                            now,
-                            epoch,
-                            module,
-                        );
-                    }
+                }
+                if let Some(module) = &self.module {
+                    let learnable = match grant {
+                        Grant::Key(key) => self.learnable(route, key, &grants, now, epoch, module),
+                        Grant::Anonymous => None,
+                    };
+                    set_module_answer(&mut response, learnable);
                 }
                 (response, Outcome::Allow)
             }
@@ -527,32 +524,27 @@ impl CheckService {
 }
 
 impl CheckService {
-    /// The `module` metadata field of an allow on a data route, when the module may reuse it
-    /// ([`crate::module::hints`]); nothing for control routes, whose decisions depend on the
+    /// What keyward's Envoy module may reuse of an allow on a data route
+    /// ([`crate::module::learnable`]); nothing for control routes, whose decisions depend on the
     /// method and path.
-    #[allow(clippy::too_many_arguments)]
-    fn add_module_field(
+    fn learnable(
         &self,
-        response: &mut CheckResponse,
         route: &Route<'_>,
         key: &crate::model::ApiKey,
         grants: &crate::iam::Grants,
         now: i64,
         epoch: u64,
         module: &crate::config::Module,
-    ) {
+    ) -> Option<String> {
         let Target::Deployment { name, .. } = route.target else {
-            return;
+            return None;
         };
         if route.plane != Plane::Data {
-            return;
+            return None;
         }
-        let Some(hints) = crate::module::hints(key, grants, now, module.max_ttl_ms) else {
-            return;
-        };
-        let caches = self.directory.caches();
-        let Some(learnable) = crate::module::learnable(&crate::module::Learnable {
-            instance: caches.instance(),
+        let hints = crate::module::hints(key, grants, now, module.max_ttl_ms)?;
+        crate::module::learnable(&crate::module::Learnable {
+            instance: self.directory.caches().instance(),
             epoch,
             hints,
             context: &crate::module::data_context(route.endpoint, name),
@@ -560,17 +552,21 @@ impl CheckService {
             principal: &key.principal.name,
             project: route.target.project().unwrap_or_default(),
             deployment: name,
-        }) else {
-            return;
-        };
-        response
-            .dynamic_metadata
-            .get_or_insert_with(Struct::default)
-            .fields
-            .insert(
-                crate::module::METADATA_FIELD.into(),
-                string_value(&learnable),
-            );
+        })
+    }
+}
+
+/// With `module.enabled`, every allow tells the module what it may reuse, `-` for nothing, in
+/// the response header [`crate::module::RESPONSE_HEADER`] (ext_authz adds it to the response,
+/// where the module reads and removes it). Always set, and set over whatever the upstream
+/// answered, so the value the module reads on an allow is keyward's.
+fn set_module_answer(response: &mut CheckResponse, learnable: Option<String>) {
+    if let Some(HttpResponse::OkResponse(ok)) = response.http_response.as_mut() {
+        ok.response_headers_to_add.push(header(
+            crate::module::RESPONSE_HEADER,
+            learnable.as_deref().unwrap_or("-"),
+            HeaderAppendAction::OverwriteIfExistsOrAdd,
+        ));
     }
 }
 

@@ -1,6 +1,6 @@
 //! What keyward gives its Envoy module (`module/`): with `module.enabled`, each data-plane allow
 //! says how long and under which request facts the module may answer the same key on the same
-//! route itself ([`hints`], sent as one `module` dynamic metadata field, [`learnable`]), and `keyward.module.v1.Feed`
+//! route itself ([`hints`], sent as the `x-keyward-module` response header, [`learnable`]), and `keyward.module.v1.Feed`
 //! tells each module when anything changed, so that nothing it learnt outlives a change.
 //!
 //! The feed is per replica: an answer names the replica's instance and its epoch (how many
@@ -97,8 +97,8 @@ pub fn data_context(endpoint: crate::model::Endpoint, deployment: &str) -> Strin
     format!("data|{endpoint}|{deployment}")
 }
 
-/// The ext_authz dynamic metadata field an allow the module may reuse carries.
-pub const METADATA_FIELD: &str = "module";
+/// The response header an allow tells the module what it may reuse in ([`learnable`]).
+pub const RESPONSE_HEADER: &str = "x-keyward-module";
 
 /// Everything the module needs to reuse one allow ([`learnable`]).
 #[derive(Debug, Clone, Copy)]
@@ -116,31 +116,36 @@ pub struct Learnable<'a> {
     pub deployment: &'a str,
 }
 
-/// One allow as the module reads it: `v1` and nine fields, one per line (instance, epoch,
-/// ttl_ms, vary, context, key id, principal, project, deployment). One string value, because
-/// every metadata field costs Envoy work on each allow it receives and the module one lookup:
-/// ten separate fields cost Envoy more than the module saves (`bench/load.sh`'s miss path).
-/// `None` when a field holds a line break (no name keyward accepts does); the module, which
-/// accepts exactly ten lines, would refuse it anyway.
+/// One allow as the module reads it: `v1` and nine fields separated by single spaces (instance,
+/// epoch, ttl_ms, vary (`ip`, `ua`, `ip,ua` or `-`), context, key id, principal, project,
+/// deployment), sent as a response header ([`RESPONSE_HEADER`]): Envoy handles a header for
+/// less than a dynamic metadata field, on every allow (`bench/answer.sh`). `None` when a
+/// field is empty or holds whitespace or a control character (no name keyward accepts does);
+/// the module, which accepts exactly ten fields, would refuse it anyway.
 pub fn learnable(allow: &Learnable<'_>) -> Option<String> {
     let epoch = allow.epoch.to_string();
     let ttl_ms = allow.hints.ttl_ms.to_string();
+    let vary = match allow.hints.vary() {
+        "" => "-",
+        vary => vary,
+    };
     let fields = [
         "v1",
         allow.instance,
         &epoch,
         &ttl_ms,
-        allow.hints.vary(),
+        vary,
         allow.context,
         allow.key_id,
         allow.principal,
         allow.project,
         allow.deployment,
     ];
-    if fields.iter().any(|f| f.contains('\n')) {
+    let unfit = |f: &str| f.is_empty() || f.chars().any(|c| c.is_whitespace() || c.is_control());
+    if fields.iter().any(|f| unfit(f)) {
         return None;
     }
-    Some(fields.join("\n"))
+    Some(fields.join(" "))
 }
 
 /// The longest a poll is held.
@@ -219,9 +224,10 @@ mod tests {
         }
     }
 
-    /// The module parses exactly this (`module/src/filter.rs`, `learnt`): keep them in step.
+    /// The module parses exactly this (`module/src/filter.rs`, `parse_learnable`): keep them
+    /// in step.
     #[test]
-    fn an_allow_is_one_line_per_field() {
+    fn an_allow_is_ten_fields_separated_by_spaces() {
         let allow = Learnable {
             instance: "i-1",
             epoch: 42,
@@ -238,13 +244,24 @@ mod tests {
         };
         assert_eq!(
             learnable(&allow).unwrap(),
-            "v1\ni-1\n42\n9000\nip\ndata|public|acme/chat\nAAAAAAAAAAAA\napp\nacme\nacme/chat"
+            "v1 i-1 42 9000 ip data|public|acme/chat AAAAAAAAAAAA app acme acme/chat"
         );
-        let broken = Learnable {
-            principal: "a\nb",
+        let unconditioned = Learnable {
+            hints: Hints {
+                vary_ip: false,
+                ..allow.hints
+            },
             ..allow
         };
-        assert_eq!(learnable(&broken), None);
+        assert!(
+            learnable(&unconditioned)
+                .unwrap()
+                .starts_with("v1 i-1 42 9000 - data|")
+        );
+        for principal in ["a b", "a\nb", "a\tb", ""] {
+            let unfit = Learnable { principal, ..allow };
+            assert_eq!(learnable(&unfit), None, "{principal:?}");
+        }
     }
 
     #[test]

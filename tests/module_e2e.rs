@@ -65,6 +65,10 @@ async fn call(url: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
     }
     let response = request.send().await.unwrap();
     let status = response.status();
+    assert!(
+        response.headers().get("x-keyward-module").is_none(),
+        "what keyward tells the module reached the client"
+    );
     let text = response.text().await.unwrap();
     (
         status,

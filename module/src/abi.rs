@@ -83,6 +83,7 @@ impl ModuleHeader {
 
 /// A header owned by Envoy (`envoy_dynamic_module_type_envoy_http_header`).
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct EnvoyHeader {
     pub key_ptr: *const u8,
     pub key_len: usize,
@@ -90,8 +91,41 @@ pub struct EnvoyHeader {
     pub value_len: usize,
 }
 
+impl EnvoyHeader {
+    pub const EMPTY: EnvoyHeader = EnvoyHeader {
+        key_ptr: std::ptr::null(),
+        key_len: 0,
+        value_ptr: std::ptr::null(),
+        value_len: 0,
+    };
+
+    /// Name and value.
+    ///
+    /// # Safety
+    /// Envoy filled it in this event hook, and the module has not changed that header map
+    /// since: the pointers are into it.
+    pub unsafe fn parts<'a>(&self) -> (&'a [u8], &'a [u8]) {
+        unsafe {
+            (
+                EnvoyBuffer {
+                    ptr: self.key_ptr,
+                    len: self.key_len,
+                }
+                .bytes(),
+                EnvoyBuffer {
+                    ptr: self.value_ptr,
+                    len: self.value_len,
+                }
+                .bytes(),
+            )
+        }
+    }
+}
+
 /// `envoy_dynamic_module_type_http_header_type_RequestHeader`.
 pub const REQUEST_HEADERS: u32 = 0;
+/// `envoy_dynamic_module_type_http_header_type_ResponseHeader`.
+pub const RESPONSE_HEADERS: u32 = 2;
 /// `envoy_dynamic_module_type_metadata_source_Dynamic` / `_Route`.
 pub const METADATA_DYNAMIC: u32 = 0;
 pub const METADATA_ROUTE: u32 = 1;
@@ -125,6 +159,8 @@ pub struct Api {
         usize,
         *mut usize,
     ) -> bool,
+    pub get_headers_size: unsafe extern "C" fn(FilterPtr, u32) -> usize,
+    pub get_headers: unsafe extern "C" fn(FilterPtr, u32, *mut EnvoyHeader) -> bool,
     pub set_header: unsafe extern "C" fn(FilterPtr, u32, ModuleBuffer, ModuleBuffer) -> bool,
     pub send_response:
         unsafe extern "C" fn(FilterPtr, u32, *mut ModuleHeader, usize, ModuleBuffer, ModuleBuffer),
@@ -180,6 +216,8 @@ impl Api {
         Ok(Api {
             log: find!(c"envoy_dynamic_module_callback_log"),
             get_header: find!(c"envoy_dynamic_module_callback_http_get_header"),
+            get_headers_size: find!(c"envoy_dynamic_module_callback_http_get_headers_size"),
+            get_headers: find!(c"envoy_dynamic_module_callback_http_get_headers"),
             set_header: find!(c"envoy_dynamic_module_callback_http_set_header"),
             send_response: find!(c"envoy_dynamic_module_callback_http_send_response"),
             set_metadata_bool: find!(

@@ -96,19 +96,40 @@ impl DecisionCache {
         &self.shards[key[0] as usize % SHARDS]
     }
 
-    /// The identity to answer with, when an entry serves this request.
-    pub fn lookup<'f>(
+    /// Whether an entry serves this request; when one does, `answer` runs with its identity
+    /// (under the shard's read lock: nothing is copied on the hit path).
+    pub fn serve<'f>(
+        &self,
+        key: &[u8; 32],
+        generation: u64,
+        now_ms: u64,
+        facts: impl FnOnce() -> Facts<'f>,
+        answer: impl FnOnce(&Identity),
+    ) -> bool {
+        let shard = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
+        match shard.get(key) {
+            Some(entry) if entry.serves(generation, now_ms, facts) => {
+                answer(&entry.identity);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The identity [`Self::serve`] would answer with.
+    #[cfg(test)]
+    fn lookup<'f>(
         &self,
         key: &[u8; 32],
         generation: u64,
         now_ms: u64,
         facts: impl FnOnce() -> Facts<'f>,
     ) -> Option<Identity> {
-        let shard = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
-        let entry = shard.get(key)?;
-        entry
-            .serves(generation, now_ms, facts)
-            .then(|| entry.identity.clone())
+        let mut found = None;
+        self.serve(key, generation, now_ms, facts, |identity| {
+            found = Some(identity.clone())
+        });
+        found
     }
 
     /// Keeps `entry`; a full shard first drops what can no longer serve, then any one entry.

@@ -26,9 +26,8 @@ pub const NAMESPACE: &str = "keyward.module";
 /// The route metadata namespace and key holding the route's keyward context.
 pub const ROUTE_NAMESPACE: &str = "keyward";
 pub const ROUTE_CONTEXT: &str = "context";
-/// Where ext_authz puts keyward's answer, and the field of it the module learns from.
-const EXT_AUTHZ: &str = "envoy.filters.http.ext_authz";
-const LEARN_FIELD: &str = "module";
+/// The response header keyward's allow tells the module what it may reuse in.
+pub const LEARN_HEADER: &str = "x-keyward-module";
 
 pub const HEADER_KEY_ID: &str = "x-keyward-key-id";
 pub const HEADER_PRINCIPAL: &str = "x-keyward-principal";
@@ -46,16 +45,16 @@ fn buffer(bytes: &[u8]) -> ModuleBuffer {
     ModuleBuffer::of(bytes)
 }
 
-/// Request header `name`: `Ok(None)` absent, `Err(())` sent more than once or not UTF-8 (a
-/// malformed credential for keyward: never a hit).
-fn request_header<'a>(envoy: FilterPtr, name: &str) -> Result<Option<&'a str>, ()> {
+/// Header `name` of the request or response (`kind`): `Ok(None)` absent, `Err(())` sent more
+/// than once or not UTF-8.
+fn header<'a>(envoy: FilterPtr, kind: u32, name: &str) -> Result<Option<&'a str>, ()> {
     let api = api().ok_or(())?;
     let mut value = EnvoyBuffer::NULL;
     let mut count = 0usize;
     let found = unsafe {
         (api.get_header)(
             envoy,
-            abi::REQUEST_HEADERS,
+            kind,
             buffer(name.as_bytes()),
             &mut value,
             0,
@@ -113,20 +112,72 @@ pub fn ip_of(address: &str) -> Option<&str> {
     ip.parse::<std::net::IpAddr>().is_ok().then_some(ip)
 }
 
-/// The credential as keyward reads it ([`crate::sources`]): `None` when there is none or it
-/// cannot be read (both left to keyward).
-fn credential<'a>(envoy: FilterPtr, settings: &Settings) -> Option<&'a str> {
-    for source in &settings.sources {
-        match request_header(envoy, source) {
-            Err(()) => return None,
-            Ok(None) => continue,
-            Ok(Some(value)) => match crate::sources::token_in(source, value) {
-                Some(token) => return Some(token),
-                None => continue,
-            },
+/// More headers than this are read into the heap instead of the stack.
+const INLINE_HEADERS: usize = 64;
+
+/// Runs `read` over the request's headers, fetched from Envoy in one call: a lookup by name
+/// would copy and lower-case the name inside Envoy once per header asked for. The slices `read`
+/// sees point into Envoy's header map: valid until the module changes a request header.
+fn with_request_headers<T>(envoy: FilterPtr, read: impl FnOnce(&[EnvoyHeader]) -> T) -> Option<T> {
+    let api = api()?;
+    let count = unsafe { (api.get_headers_size)(envoy, abi::REQUEST_HEADERS) };
+    let mut inline = [EnvoyHeader::EMPTY; INLINE_HEADERS];
+    let mut spilled = Vec::new();
+    let slots = match count <= INLINE_HEADERS {
+        true => &mut inline[..count],
+        false => {
+            spilled.resize(count, EnvoyHeader::EMPTY);
+            &mut spilled[..]
+        }
+    };
+    if count > 0 && !unsafe { (api.get_headers)(envoy, abi::REQUEST_HEADERS, slots.as_mut_ptr()) } {
+        return None;
+    }
+    Some(read(slots))
+}
+
+/// Header `name` among `headers`: `Ok(None)` absent, `Err(())` sent more than once or not
+/// UTF-8 (a malformed credential for keyward: never a hit).
+fn header_in<'a>(headers: &[EnvoyHeader], name: &str) -> Result<Option<&'a str>, ()> {
+    let mut found = None;
+    for entry in headers {
+        let (key, value) = unsafe { entry.parts() };
+        if key.eq_ignore_ascii_case(name.as_bytes()) {
+            if found.is_some() {
+                return Err(());
+            }
+            found = Some(value);
         }
     }
-    None
+    found
+        .map(|value| std::str::from_utf8(value).map_err(|_| ()))
+        .transpose()
+}
+
+/// The credential as keyward reads it ([`crate::sources`]), and which credential headers the
+/// request carries (bit `i` for `sources[i]`; every source past the 64th counts as present),
+/// which a hit removes. `None` when there is no credential or one cannot be read (both left
+/// to keyward).
+fn credential<'a>(headers: &[EnvoyHeader], settings: &Settings) -> Option<(&'a str, u64)> {
+    let mut token = None;
+    let mut present = 0u64;
+    for (i, source) in settings.sources.iter().enumerate() {
+        match header_in(headers, source) {
+            Err(()) => return None,
+            Ok(None) => continue,
+            Ok(Some(value)) => {
+                present |= source_bit(i);
+                if token.is_none() {
+                    token = crate::sources::token_in(source, value);
+                }
+            }
+        }
+    }
+    token.map(|token| (token, present))
+}
+
+fn source_bit(i: usize) -> u64 {
+    if i < 64 { 1 << i } else { u64::MAX }
 }
 
 impl Filter {
@@ -139,56 +190,33 @@ impl Filter {
         if !context.starts_with("data|") {
             return abi::HEADERS_CONTINUE;
         }
-        let Some(token) = credential(envoy, &self.shared.settings) else {
-            return abi::HEADERS_CONTINUE;
-        };
-        let key = digest(context, token.as_bytes());
+        let shared = &*self.shared;
         let now = now_ms();
-        let feed = &self.shared.feed;
-        if feed.serving(now) {
-            let generation = feed.generation();
-            let facts = || Facts {
-                source_ip: source_ip(envoy),
-                user_agent: request_header(envoy, "user-agent").ok().flatten(),
-            };
-            if let Some(identity) = self.shared.cache.lookup(&key, generation, now, facts) {
-                self.answer(envoy, &identity);
-                return abi::HEADERS_CONTINUE;
+        let missed = with_request_headers(envoy, |headers| {
+            let (token, present) = credential(headers, &shared.settings)?;
+            let key = digest(context, token.as_bytes());
+            if shared.feed.serving(now) {
+                let facts = || Facts {
+                    source_ip: source_ip(envoy),
+                    user_agent: header_in(headers, "user-agent").ok().flatten(),
+                };
+                // `headers` is not read again once the answer has changed the request.
+                let generation = shared.feed.generation();
+                let answered = shared
+                    .cache
+                    .serve(&key, generation, now, facts, |identity| {
+                        answer(envoy, identity, &shared.settings, present)
+                    });
+                if answered {
+                    return None;
+                }
             }
+            Some(key)
+        });
+        if let Some(Some(key)) = missed {
+            self.learn = Some((key, context.into()));
         }
-        self.learn = Some((key, context.into()));
         abi::HEADERS_CONTINUE
-    }
-
-    /// A hit: what keyward's allow does to the request, and the marker that skips ext_authz.
-    fn answer(&self, envoy: FilterPtr, identity: &Identity) {
-        let Some(api) = api() else { return };
-        let set = |name: &str, value: &str| unsafe {
-            (api.set_header)(
-                envoy,
-                abi::REQUEST_HEADERS,
-                buffer(name.as_bytes()),
-                buffer(value.as_bytes()),
-            );
-        };
-        set(HEADER_KEY_ID, &identity.key_id);
-        set(HEADER_PRINCIPAL, &identity.principal);
-        set(HEADER_PROJECT, &identity.project);
-        set(HEADER_DEPLOYMENT, &identity.deployment);
-        for source in &self.shared.settings.sources {
-            unsafe {
-                (api.set_header)(
-                    envoy,
-                    abi::REQUEST_HEADERS,
-                    buffer(source.as_bytes()),
-                    ModuleBuffer::NULL,
-                );
-            }
-        }
-        // Only the marker: the access log reads who from the identity headers just set.
-        unsafe {
-            (api.set_metadata_bool)(envoy, buffer(NAMESPACE.as_bytes()), buffer(b"hit"), true);
-        }
     }
 
     /// After ext_authz: learn keyward's allow, when it says the module may keep it.
@@ -196,7 +224,7 @@ impl Filter {
         let Some((key, context)) = self.learn.take() else {
             return;
         };
-        let Some(learnt) = learnt(envoy, &context, &self.shared.settings) else {
+        let Some(learnt) = learnt(envoy, &context) else {
             return;
         };
         let (decided, ttl_ms, vary_ip, vary_ua, identity) = learnt;
@@ -214,7 +242,7 @@ impl Filter {
             false => None,
             // A request without a user agent is decided as such: keep that (empty) fact.
             true => Some(
-                request_header(envoy, "user-agent")
+                header(envoy, abi::REQUEST_HEADERS, "user-agent")
                     .ok()
                     .flatten()
                     .unwrap_or_default()
@@ -233,21 +261,57 @@ impl Filter {
     }
 }
 
-type Learnt = (State, u64, bool, bool, Identity);
-
-/// keyward's allow from ext_authz's dynamic metadata, when it is for this route's context and
-/// carries what the module needs: keyward's `module` field, `v1` and nine fields, one per line
-/// (keyward's `src/module.rs`, `learnable`). Anything else is not learnt.
-fn learnt(envoy: FilterPtr, context: &str, _settings: &Settings) -> Option<Learnt> {
-    parse_learnable(
-        metadata_string(envoy, abi::METADATA_DYNAMIC, EXT_AUTHZ, LEARN_FIELD)?,
-        context,
-    )
+/// A hit: what keyward's allow does to the request (identity headers overwritten, the
+/// credential headers it carries removed: `present` as [`credential`] gives it), and the marker
+/// that skips ext_authz.
+fn answer(envoy: FilterPtr, identity: &Identity, settings: &Settings, present: u64) {
+    let Some(api) = api() else { return };
+    let set = |name: &str, value: ModuleBuffer| unsafe {
+        (api.set_header)(envoy, abi::REQUEST_HEADERS, buffer(name.as_bytes()), value);
+    };
+    set(HEADER_KEY_ID, buffer(identity.key_id.as_bytes()));
+    set(HEADER_PRINCIPAL, buffer(identity.principal.as_bytes()));
+    set(HEADER_PROJECT, buffer(identity.project.as_bytes()));
+    set(HEADER_DEPLOYMENT, buffer(identity.deployment.as_bytes()));
+    for (i, source) in settings.sources.iter().enumerate() {
+        if present & source_bit(i) != 0 {
+            set(source, ModuleBuffer::NULL);
+        }
+    }
+    // Only the marker: the access log reads who from the identity headers just set.
+    unsafe {
+        (api.set_metadata_bool)(envoy, buffer(NAMESPACE.as_bytes()), buffer(b"hit"), true);
+    }
 }
 
-/// The `module` field's text, when it is well formed and for `context`.
+type Learnt = (State, u64, bool, bool, Identity);
+
+/// keyward's allow, when it is for this route's context and keyward says the module may
+/// reuse it: the `x-keyward-module` response header ext_authz added from keyward's answer, `v1`
+/// and nine fields separated by spaces (keyward's `src/module.rs`, `learnable`), or `-`.
+/// keyward sets it on every allow, over anything the upstream answered, so the value read here
+/// is keyward's; and it is removed here, so the client never sees it. Anything else is not
+/// learnt.
+fn learnt(envoy: FilterPtr, context: &str) -> Option<Learnt> {
+    let text = header(envoy, abi::RESPONSE_HEADERS, LEARN_HEADER).ok()??;
+    // Parsed into owned values before the removal frees the header's bytes.
+    let learnt = parse_learnable(text, context);
+    if let Some(api) = api() {
+        unsafe {
+            (api.set_header)(
+                envoy,
+                abi::RESPONSE_HEADERS,
+                buffer(LEARN_HEADER.as_bytes()),
+                ModuleBuffer::NULL,
+            );
+        }
+    }
+    learnt
+}
+
+/// The header's text, when it is well formed and for `context`.
 pub fn parse_learnable(text: &str, context: &str) -> Option<Learnt> {
-    let mut lines = text.split('\n');
+    let mut lines = text.split(' ');
     let mut next = || lines.next();
     let (version, instance, epoch, ttl_ms, vary, decided_context) =
         (next()?, next()?, next()?, next()?, next()?, next()?);
@@ -572,9 +636,8 @@ mod tests {
 
     /// keyward writes exactly this (`src/module.rs`, `learnable`): keep them in step.
     #[test]
-    fn an_allow_is_learnt_from_its_ten_lines_for_its_own_context_only() {
-        let text =
-            "v1\ni-1\n42\n9000\nip\ndata|public|acme/chat\nAAAAAAAAAAAA\napp\nacme\nacme/chat";
+    fn an_allow_is_learnt_from_its_ten_fields_for_its_own_context_only() {
+        let text = "v1 i-1 42 9000 ip data|public|acme/chat AAAAAAAAAAAA app acme acme/chat";
         let (state, ttl_ms, vary_ip, vary_ua, identity) =
             parse_learnable(text, "data|public|acme/chat").unwrap();
         assert_eq!((state.instance.as_str(), state.epoch), ("i-1", 42));
@@ -589,15 +652,15 @@ mod tests {
             }
         );
         assert!(parse_learnable(text, "data|private|acme/chat").is_none());
-        assert!(parse_learnable(&format!("{text}\nextra"), "data|public|acme/chat").is_none());
+        assert!(parse_learnable(&format!("{text} extra"), "data|public|acme/chat").is_none());
         assert!(parse_learnable(&text.replace("v1", "v2"), "data|public|acme/chat").is_none());
-        assert!(
-            parse_learnable(&text.replace("\n9000\n", "\n0\n"), "data|public|acme/chat").is_none()
-        );
-        assert!(
-            parse_learnable(&text.replace("\n42\n", "\n-1\n"), "data|public|acme/chat").is_none()
-        );
-        assert!(parse_learnable("v1\ni-1", "data|public|acme/chat").is_none());
+        assert!(parse_learnable(&text.replace(" 9000 ", " 0 "), "data|public|acme/chat").is_none());
+        assert!(parse_learnable(&text.replace(" 42 ", " -1 "), "data|public|acme/chat").is_none());
+        assert!(parse_learnable("v1 i-1", "data|public|acme/chat").is_none());
+        assert!(parse_learnable("-", "data|public|acme/chat").is_none());
+        let (_, _, vary_ip, vary_ua, _) =
+            parse_learnable(&text.replace(" ip ", " - "), "data|public|acme/chat").unwrap();
+        assert!(!vary_ip && !vary_ua);
     }
 
     #[test]
