@@ -7,59 +7,20 @@
 
 mod support;
 
-use std::process::Output;
 use std::time::Duration;
 
 use keyward::config::Config;
 use serde_json::Value;
 use sqlx::{AnyPool, Row};
+use support::cli::Cli;
 use support::{KEYWARD_BIN, Keyward, PgDatabase, data_status, eventually, init, test_config};
 
-/// The CLI as a user runs it, with one control token.
-struct Cli<'a> {
-    keyward: &'a Keyward,
-    token: String,
+/// `audit list --output json`, one JSON object a line, as a user reads the audit.
+trait AuditLog {
+    fn audit(&self, filters: &[&str]) -> Vec<Value>;
 }
 
-impl Cli<'_> {
-    fn run(&self, args: &[&str]) -> Output {
-        std::process::Command::new(KEYWARD_BIN)
-            .args(args)
-            .env("KEYWARD_SERVER", format!("http://{}", self.keyward.admin))
-            .env("KEYWARD_TOKEN", &self.token)
-            .env_remove("KEYWARD_CONFIG")
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut args = args.to_vec();
-        args.extend(["--output", "json"]);
-        serde_json::from_str(&self.ok(&args)).unwrap()
-    }
-
-    /// Fails, saying `needle` on stderr.
-    fn fails(&self, args: &[&str], needle: &str) {
-        let out = self.run(args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(
-            stderr.contains(needle),
-            "{args:?}: {stderr:?} lacks {needle:?}"
-        );
-    }
-
-    /// `audit list --output json`: one JSON object a line.
+impl AuditLog for Cli<'_> {
     fn audit(&self, filters: &[&str]) -> Vec<Value> {
         let mut args = vec!["audit", "list", "--output", "json"];
         args.extend(filters);
@@ -132,10 +93,7 @@ fn key_id_of(token: &str) -> String {
 }
 
 async fn scripted_session_leaves_the_expected_trail(keyward: &Keyward) {
-    let owner = Cli {
-        keyward,
-        token: keyward.owner_token.clone(),
-    };
+    let owner = Cli::owner(keyward);
     let owner_key = key_id_of(&keyward.owner_token);
 
     owner.ok(&["projects", "create", "acme"]);
@@ -205,10 +163,7 @@ async fn scripted_session_leaves_the_expected_trail(keyward: &Keyward) {
     let recovered: Value = serde_json::from_slice(&recovered.stdout).unwrap();
     let recovered_token = recovered["token"].as_str().unwrap().to_owned();
     let recovered_id = key_id_of(&recovered_token);
-    let ci = Cli {
-        keyward,
-        token: ci_token.clone(),
-    };
+    let ci = Cli::with_token(keyward, &ci_token);
     // Denied: a project key creating a project; a key it may not see (reads as absent, and
     // the audit mark never reaches the caller); reading the audit without audit.read.
     ci.fails(&["projects", "create", "beta"], "organization");
@@ -481,10 +436,7 @@ async fn retention_is_enforced_by_the_server(database_url: &str, owner_token: St
     // A server keeping 30 days prunes the older one on its own, and keeps the rest.
     config.audit.retention_days = 30;
     let keyward = Keyward::on(config, owner_token).await;
-    let owner = Cli {
-        keyward: &keyward,
-        token: keyward.owner_token.clone(),
-    };
+    let owner = Cli::owner(&keyward);
     eventually(
         "the upkeep task prunes the audit log",
         Duration::from_secs(20),
@@ -545,14 +497,8 @@ fn sorted(ids: &[&String]) -> Vec<String> {
 
 async fn keys_as_a_user_looks_for_them(database_url: &str, owner_token: &str) {
     let (a, b) = replicas(database_url, owner_token).await;
-    let on_a = Cli {
-        keyward: &a,
-        token: owner_token.to_owned(),
-    };
-    let on_b = Cli {
-        keyward: &b,
-        token: owner_token.to_owned(),
-    };
+    let on_a = Cli::with_token(&a, owner_token);
+    let on_b = Cli::with_token(&b, owner_token);
     on_a.ok(&["projects", "create", "acme"]);
     for d in ["acme/bot", "acme/chat"] {
         on_a.ok(&["deployments", "create", d, "--model", "m"]);

@@ -3,68 +3,11 @@
 
 mod support;
 
-use std::process::Output;
-
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use serde_json::Value;
+use support::cli::Cli;
 use support::{KEYWARD_BIN, Keyward, check_request, http_status};
-
-struct Cli<'a> {
-    keyward: &'a Keyward,
-    token: &'a str,
-}
-
-impl<'a> Cli<'a> {
-    fn owner(keyward: &'a Keyward) -> Cli<'a> {
-        Cli {
-            keyward,
-            token: &keyward.owner_token,
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        std::process::Command::new(KEYWARD_BIN)
-            .args(args)
-            .env("KEYWARD_SERVER", format!("http://{}", self.keyward.admin))
-            .env("KEYWARD_TOKEN", self.token)
-            .env_remove("KEYWARD_CONFIG")
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut args = args.to_vec();
-        args.extend(["--output", "json"]);
-        serde_json::from_str(&self.ok(&args)).unwrap()
-    }
-
-    /// Fails with a one-line error that mentions `needle`.
-    fn fails(&self, args: &[&str], needle: &str) {
-        let out = self.run(args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(
-            stderr.contains(needle),
-            "{args:?}: {stderr:?} lacks {needle:?}"
-        );
-        assert!(!stderr.contains("panicked"), "{stderr}");
-        assert!(
-            !stderr.contains(&self.keyward.owner_token) && !stderr.contains(self.token),
-            "the token leaked: {stderr}"
-        );
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_key_lifecycle_through_the_cli() {
@@ -582,10 +525,7 @@ principal = "app:router"
     };
     let deployer_token = control_key("app:deployer");
     let router_token = control_key("app:router");
-    let deployer = Cli {
-        keyward: &keyward,
-        token: &deployer_token,
-    };
+    let deployer = Cli::with_token(&keyward, &deployer_token);
     let missing = "missing permission routes.manage on the organization";
     deployer.fails(&add(API_HOST, "/v1/chat", chat), missing);
     deployer.fails(&["routes", "list"], missing);
@@ -604,10 +544,7 @@ principal = "app:router"
     assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
     assert_eq!(decide(API_HOST, CHAT_PATH, token).await, unrouted);
 
-    let router = Cli {
-        keyward: &keyward,
-        token: &router_token,
-    };
+    let router = Cli::with_token(&keyward, &router_token);
     router.ok(&add(API_HOST, "/v1/chat", chat));
     assert_eq!(decide(API_HOST, CHAT_PATH, token).await, allowed);
     router.fails(&["apps", "create", "intruder"], "iam.manage");

@@ -5,8 +5,8 @@
 //! allow cached for both while the feed is good → the request goes on with keyward's identity
 //! headers, without its credential headers, and with `keyward.module.hit` set, which the
 //! ext_authz filter's `filter_enabled_metadata` reads to skip the Check. Anything else goes on
-//! untouched to ext_authz, and keyward's answer (its dynamic metadata) is learnt when the
-//! response starts.
+//! untouched to ext_authz, and keyward's answer (the `x-keyward-module` response header,
+//! removed here) is learnt when the response starts.
 
 // The hooks below are Envoy's entry points: their pointer arguments are Envoy's or ours, as the
 // ABI defines them, never a caller's choice; they cannot be `unsafe fn` (Envoy calls them).

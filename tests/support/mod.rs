@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod module;
 pub mod pg_proxy;
 
