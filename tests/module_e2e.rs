@@ -52,8 +52,19 @@ async fn world(concurrency: u32) -> World {
 
 /// One request on a new connection (so Envoy spreads them over its workers).
 async fn call(url: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+    call_from(None, url, headers).await
+}
+
+/// [`call`] from the local address `from` (any 127.0.0.0/8 address reaches Envoy's loopback
+/// listener on Linux).
+async fn call_from(
+    from: Option<std::net::IpAddr>,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Value) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
+        .local_address(from)
         .build()
         .unwrap();
     let mut request = client.post(url).json(&serde_json::json!({
@@ -89,9 +100,18 @@ impl World {
     /// Sends the request until one is answered without a Check (a hit): the first allow
     /// teaches the module, which answers once its feed is known good.
     async fn until_hit(&self, url: &str, headers: &[(&str, &str)]) -> Value {
+        self.until_hit_from(None, url, headers).await
+    }
+
+    async fn until_hit_from(
+        &self,
+        from: Option<std::net::IpAddr>,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Value {
         eventually("a hit", Duration::from_secs(20), || async {
             let before = self.checks().await;
-            let (status, body) = call(url, headers).await;
+            let (status, body) = call_from(from, url, headers).await;
             assert_eq!(status, StatusCode::OK, "{body}");
             (self.checks().await == before).then_some(body)
         })
@@ -370,6 +390,72 @@ async fn condition_bound_entries_serve_only_the_same_facts() {
         checks + 1,
         "sdk/2.0 was a Check of its own"
     );
+    w.a.stop().await;
+}
+
+/// An allow whose policy reads the source IP is reused only for the address it was decided
+/// for: the module reads Envoy's `source.address` (an attribute id of Envoy 1.40's ABI; a wrong
+/// one would make such allows never hit, or hit for every address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_bound_entries_serve_only_the_same_address() {
+    let mut w = world(2).await;
+    w.admin
+        .client
+        .create_application(pb::CreateApplicationRequest { name: "net".into() })
+        .await
+        .unwrap();
+    w.admin
+        .client
+        .put_policy(pb::Policy {
+            name: "net-loopback".into(),
+            description: String::new(),
+            principal: "app:net".into(),
+            rules: vec![pb::Rule {
+                projects: vec!["demo".into()],
+                permission_sets: vec!["InferenceReadOnly".into()],
+                source_ips: vec!["127.0.0.0/8".into()],
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap();
+    let token = w
+        .admin
+        .client
+        .create_key(pb::CreateKeyRequest {
+            plane: Plane::Data as i32,
+            scope: vec!["demo/chat".into()],
+            name: "net".into(),
+            description: String::new(),
+            expiry: None,
+            bearer: "app:net".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let url = w.envoy.public_url(CHAT);
+    let auth = bearer(&token);
+    let (first, second) = ("127.0.0.1".parse().ok(), "127.0.0.2".parse().ok());
+    let body = w
+        .until_hit_from(first, &url, &[("authorization", &auth)])
+        .await;
+    assert_eq!(body["keyward_headers"]["x-keyward-principal"], "net");
+    let checks = w.checks().await;
+    let (status, body) = call_from(second, &url, &[("authorization", &auth)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        w.checks().await,
+        checks + 1,
+        "127.0.0.2 was a Check of its own"
+    );
+    // One entry per token and route: it now holds the allow made for 127.0.0.2.
+    let (status, _) = call_from(second, &url, &[("authorization", &auth)]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(w.checks().await, checks + 1, "127.0.0.2 is now a hit");
+    let (status, _) = call_from(first, &url, &[("authorization", &auth)]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(w.checks().await, checks + 2, "127.0.0.1 is a Check again");
     w.a.stop().await;
 }
 
