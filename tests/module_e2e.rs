@@ -99,6 +99,44 @@ impl World {
 
     /// Sends the request until one is answered without a Check (a hit): the first allow
     /// teaches the module, which answers once its feed is known good.
+    /// A data key for demo/chat borne by a new application `name`, whose one policy grants
+    /// InferenceReadOnly on project demo under `conditions` (a rule without its projects and
+    /// permission sets).
+    async fn conditioned_key(&mut self, name: &str, conditions: pb::Rule) -> String {
+        let client = &mut self.admin.client;
+        client
+            .create_application(pb::CreateApplicationRequest { name: name.into() })
+            .await
+            .unwrap();
+        let principal = format!("app:{name}");
+        client
+            .put_policy(pb::Policy {
+                name: format!("{name}-conditioned"),
+                description: String::new(),
+                principal: principal.clone(),
+                rules: vec![pb::Rule {
+                    projects: vec!["demo".into()],
+                    permission_sets: vec!["InferenceReadOnly".into()],
+                    ..conditions
+                }],
+            })
+            .await
+            .unwrap();
+        client
+            .create_key(pb::CreateKeyRequest {
+                plane: Plane::Data as i32,
+                scope: vec!["demo/chat".into()],
+                name: name.into(),
+                description: String::new(),
+                expiry: None,
+                bearer: principal,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .token
+    }
+
     async fn until_hit(&self, url: &str, headers: &[(&str, &str)]) -> Value {
         self.until_hit_from(None, url, headers).await
     }
@@ -334,44 +372,18 @@ async fn entries_serve_only_the_route_context_they_were_decided_for() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn condition_bound_entries_serve_only_the_same_facts() {
     let mut w = world(2).await;
-    w.admin
-        .client
-        .create_application(pb::CreateApplicationRequest { name: "ci".into() })
-        .await
-        .unwrap();
-    w.admin
-        .client
-        .put_policy(pb::Policy {
-            name: "ci-sdk".into(),
-            description: String::new(),
-            principal: "app:ci".into(),
-            rules: vec![pb::Rule {
-                projects: vec!["demo".into()],
-                permission_sets: vec!["InferenceReadOnly".into()],
+    let token = w
+        .conditioned_key(
+            "ci",
+            pb::Rule {
                 user_agents: vec![pb::UserAgent {
                     r#match: "prefix".into(),
                     pattern: "sdk/".into(),
                 }],
                 ..Default::default()
-            }],
-        })
-        .await
-        .unwrap();
-    let token = w
-        .admin
-        .client
-        .create_key(pb::CreateKeyRequest {
-            plane: Plane::Data as i32,
-            scope: vec!["demo/chat".into()],
-            name: "ci".into(),
-            description: String::new(),
-            expiry: None,
-            bearer: "app:ci".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+            },
+        )
+        .await;
     let url = w.envoy.public_url(CHAT);
     let auth = bearer(&token);
     let body = w
@@ -399,41 +411,15 @@ async fn condition_bound_entries_serve_only_the_same_facts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ip_bound_entries_serve_only_the_same_address() {
     let mut w = world(2).await;
-    w.admin
-        .client
-        .create_application(pb::CreateApplicationRequest { name: "net".into() })
-        .await
-        .unwrap();
-    w.admin
-        .client
-        .put_policy(pb::Policy {
-            name: "net-loopback".into(),
-            description: String::new(),
-            principal: "app:net".into(),
-            rules: vec![pb::Rule {
-                projects: vec!["demo".into()],
-                permission_sets: vec!["InferenceReadOnly".into()],
+    let token = w
+        .conditioned_key(
+            "net",
+            pb::Rule {
                 source_ips: vec!["127.0.0.0/8".into()],
                 ..Default::default()
-            }],
-        })
-        .await
-        .unwrap();
-    let token = w
-        .admin
-        .client
-        .create_key(pb::CreateKeyRequest {
-            plane: Plane::Data as i32,
-            scope: vec!["demo/chat".into()],
-            name: "net".into(),
-            description: String::new(),
-            expiry: None,
-            bearer: "app:net".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+            },
+        )
+        .await;
     let url = w.envoy.public_url(CHAT);
     let auth = bearer(&token);
     let (first, second) = ("127.0.0.1".parse().ok(), "127.0.0.2".parse().ok());
