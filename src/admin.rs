@@ -134,9 +134,20 @@ pub async fn recover_owner(store: &Store, argon: &config::Argon2) -> anyhow::Res
     })
 }
 
-/// `keys list` pages: the default and the largest page size.
+/// List pages (`keys list`, `audit list`): the default and the largest page size.
 const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_SIZE: u32 = 1000;
+
+/// A list request's `page_size`: 0 asks for the default.
+fn page_size(requested: u32) -> Result<u32, Status> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if n > MAX_PAGE_SIZE => Err(bad_input(format!(
+            "page_size must be at most {MAX_PAGE_SIZE}"
+        ))),
+        n => Ok(n),
+    }
+}
 
 /// Rotation grace periods are capped: an old secret should not linger for months.
 const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
@@ -610,15 +621,7 @@ impl AdminService {
         if !project.is_empty() {
             validate_slug("project", project).map_err(bad_input)?;
         }
-        let page_size = match r.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n > MAX_PAGE_SIZE => {
-                return Err(bad_input(format!(
-                    "page_size must be at most {MAX_PAGE_SIZE}"
-                )));
-            }
-            n => n,
-        };
+        let page_size = page_size(r.page_size)?;
         let after = match r.page_token.as_str() {
             "" => None,
             token => Some(KeyCursor::parse(token).ok_or_else(|| bad_input("invalid page_token"))?),
@@ -1116,15 +1119,7 @@ impl AdminService {
     ) -> Reply<pb::ListAuditResponse> {
         caller.bearer().may_read_audit()?;
         let filter = convert::audit_filter(&r)?;
-        let page_size = match r.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n > MAX_PAGE_SIZE => {
-                return Err(bad_input(format!(
-                    "page_size must be at most {MAX_PAGE_SIZE}"
-                )));
-            }
-            n => n,
-        };
+        let page_size = page_size(r.page_size)?;
         let entries = self.store.list_audit(&filter, i64::from(page_size)).await?;
         let next_page_token = match entries.last() {
             Some(last) => last.id.to_string(),
@@ -1517,14 +1512,7 @@ impl AdminService {
             source_ip: input.source_ip,
             user_agent: input.user_agent.as_deref(),
         };
-        let deployment = match route.target {
-            Target::Deployment {
-                name,
-                project,
-                slug,
-            } => self.directory.deployment(name, project, slug).await?,
-            Target::Project(_) | Target::Workload { .. } => None,
-        };
+        let deployment = crate::authz::target_deployment(&self.directory, route.target).await?;
         let at = input.at.unwrap_or(caller.now);
         let key = self.explained_key(&input, &route).await?;
         let route = match route.target {

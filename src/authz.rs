@@ -434,14 +434,7 @@ impl CheckService {
         };
         *plane = Some(input.route.plane);
         let route = &input.route;
-        let deployment = match route.target {
-            Target::Deployment {
-                name,
-                project,
-                slug,
-            } => self.directory.deployment(name, project, slug).await?,
-            Target::Project(_) | Target::Workload { .. } => None,
-        };
+        let deployment = target_deployment(&self.directory, route.target).await?;
         if policy::endpoint_removed(route, deployment.as_deref()) {
             return Ok((no_endpoint(), Outcome::Deny(NOT_FOUND_CODE)));
         }
@@ -547,7 +540,7 @@ impl CheckService {
             instance: self.directory.caches().instance(),
             epoch,
             hints,
-            context: &crate::module::data_context(route.endpoint, name),
+            endpoint: route.endpoint,
             key_id: &key.id,
             principal: &key.principal.name,
             project: route.target.project().unwrap_or_default(),
@@ -567,6 +560,22 @@ fn set_module_answer(response: &mut CheckResponse, learnable: Option<String>) {
             learnable.as_deref().unwrap_or("-"),
             HeaderAppendAction::OverwriteIfExistsOrAdd,
         ));
+    }
+}
+
+/// The deployment `target` names, as registered (`None` for a project or workload target, or
+/// a deployment keyward does not know): what Check and Explain both decide with.
+pub(crate) async fn target_deployment(
+    directory: &Directory,
+    target: Target<'_>,
+) -> Result<Option<Arc<crate::model::Deployment>>, crate::store::StoreError> {
+    match target {
+        Target::Deployment {
+            name,
+            project,
+            slug,
+        } => directory.deployment(name, project, slug).await,
+        Target::Project(_) | Target::Workload { .. } => Ok(None),
     }
 }
 
@@ -633,32 +642,30 @@ fn allowed(
         Grant::Key(key) => (Some(key.id.as_str()), key.principal.name.as_str()),
         Grant::Anonymous => (None, "anonymous"),
     };
-    let with_metadata = metadata;
+    let project = route.target.project().unwrap_or_default();
+    let deployment = match route.target {
+        Target::Deployment { name, .. } => Some(name),
+        Target::Project(_) | Target::Workload { .. } => None,
+    };
     let mut headers = Vec::with_capacity(4);
     let mut headers_to_remove: Vec<String> = sources.to_vec();
-    let mut metadata = HashMap::with_capacity(if with_metadata { 5 } else { 0 });
     match key_id {
-        Some(id) => {
-            headers.push(header(HEADER_KEY_ID, id, overwrite));
-            metadata.insert("key_id".to_owned(), string_value(id));
-        }
+        Some(id) => headers.push(header(HEADER_KEY_ID, id, overwrite)),
         None => headers_to_remove.push(HEADER_KEY_ID.to_owned()),
     }
     headers.push(header(HEADER_PRINCIPAL, principal, overwrite));
-    let project = route.target.project().unwrap_or_default();
     headers.push(header(HEADER_PROJECT, project, overwrite));
-    metadata.insert("principal".to_owned(), string_value(principal));
-    metadata.insert("project".to_owned(), string_value(project));
-    metadata.insert("plane".to_owned(), string_value(route.plane.as_str()));
-    match route.target {
-        Target::Deployment { name, .. } => {
-            headers.push(header(HEADER_DEPLOYMENT, name, overwrite));
-            metadata.insert("deployment".to_owned(), string_value(name));
-        }
-        Target::Project(_) | Target::Workload { .. } => {
-            headers_to_remove.push(HEADER_DEPLOYMENT.to_owned())
-        }
+    match deployment {
+        Some(name) => headers.push(header(HEADER_DEPLOYMENT, name, overwrite)),
+        None => headers_to_remove.push(HEADER_DEPLOYMENT.to_owned()),
     }
+    let identity = [
+        ("key_id", key_id),
+        ("principal", Some(principal)),
+        ("project", Some(project)),
+        ("plane", Some(route.plane.as_str())),
+        ("deployment", deployment),
+    ];
     CheckResponse {
         status: Some(rpc::Status {
             code: crate::errors::check_code(true, false),
@@ -669,7 +676,13 @@ fn allowed(
             headers_to_remove,
             ..Default::default()
         })),
-        dynamic_metadata: Some(Struct { fields: metadata }).filter(|_| with_metadata),
+        // Built only when asked for: off by default, and each field is two allocations.
+        dynamic_metadata: metadata.then(|| Struct {
+            fields: identity
+                .into_iter()
+                .filter_map(|(name, value)| Some((name.to_owned(), string_value(value?))))
+                .collect(),
+        }),
     }
 }
 

@@ -87,16 +87,6 @@ pub fn hints(key: &ApiKey, grants: &Grants, now: i64, max_ttl_ms: u64) -> Option
     (hints.ttl_ms > 0).then_some(hints)
 }
 
-/// The route context the module keys a data route's allows by:
-/// `data|<endpoint>|<project>/<deployment>`, as Envoy's route metadata `keyward.context` names it.
-pub fn data_context(endpoint: crate::model::Endpoint, deployment: &str) -> String {
-    let endpoint = match endpoint {
-        crate::model::Endpoint::Public => "public",
-        crate::model::Endpoint::Private => "private",
-    };
-    format!("data|{endpoint}|{deployment}")
-}
-
 /// The response header an allow tells the module what it may reuse in ([`learnable`]).
 pub const RESPONSE_HEADER: &str = "x-keyward-module";
 
@@ -107,8 +97,10 @@ pub struct Learnable<'a> {
     pub instance: &'a str,
     pub epoch: u64,
     pub hints: Hints,
-    /// [`data_context`] of the route decided for.
-    pub context: &'a str,
+    /// The endpoint of the data route decided for; with `deployment`, the route context the
+    /// module keys allows by: `data|<endpoint>|<project>/<deployment>`, as Envoy's route
+    /// metadata `keyward.context` names it.
+    pub endpoint: crate::model::Endpoint,
     /// The identity headers a reuse sets.
     pub key_id: &'a str,
     pub principal: &'a str,
@@ -123,29 +115,36 @@ pub struct Learnable<'a> {
 /// field is empty or holds whitespace or a control character (no name keyward accepts does);
 /// the module, which accepts exactly ten fields, would refuse it anyway.
 pub fn learnable(allow: &Learnable<'_>) -> Option<String> {
-    let epoch = allow.epoch.to_string();
-    let ttl_ms = allow.hints.ttl_ms.to_string();
     let vary = match allow.hints.vary() {
         "" => "-",
         vary => vary,
     };
-    let fields = [
-        "v1",
+    let endpoint = match allow.endpoint {
+        crate::model::Endpoint::Public => "public",
+        crate::model::Endpoint::Private => "private",
+    };
+    let names = [
         allow.instance,
-        &epoch,
-        &ttl_ms,
-        vary,
-        allow.context,
         allow.key_id,
         allow.principal,
         allow.project,
         allow.deployment,
     ];
     let unfit = |f: &str| f.is_empty() || f.chars().any(|c| c.is_whitespace() || c.is_control());
-    if fields.iter().any(|f| unfit(f)) {
+    if names.iter().any(|f| unfit(f)) {
         return None;
     }
-    Some(fields.join(" "))
+    Some(format!(
+        "v1 {} {} {} {vary} data|{endpoint}|{} {} {} {} {}",
+        allow.instance,
+        allow.epoch,
+        allow.hints.ttl_ms,
+        allow.deployment,
+        allow.key_id,
+        allow.principal,
+        allow.project,
+        allow.deployment,
+    ))
 }
 
 /// The longest a poll is held.
@@ -236,7 +235,7 @@ mod tests {
                 vary_ip: true,
                 vary_ua: false,
             },
-            context: "data|public|acme/chat",
+            endpoint: crate::model::Endpoint::Public,
             key_id: "AAAAAAAAAAAA",
             principal: "app",
             project: "acme",
