@@ -72,6 +72,17 @@ pub async fn follow(
     }
 }
 
+/// The follower starts from the newest change id, read at `started`: it never applies a change
+/// at or below it. Check serves while the follower starts, so an entry loaded before that read
+/// may predate a change the follower will skip; every cached entry is dropped here, and what
+/// is loaded from now on sees every change committed before `started`, so the feed is
+/// confirmed as of then (without this, the first confirmation waits a whole poll interval and
+/// every Check until then reloads from the store).
+fn start_after(caches: &Caches, started: u64) {
+    caches.flush();
+    caches.feed().confirm(started);
+}
+
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
@@ -165,8 +176,12 @@ async fn listen(
     let heartbeat = Duration::from_millis(config.heartbeat_ms);
     let max_backoff = Duration::from_millis(config.max_backoff_ms);
     let mut applied = loop {
+        let started = crate::clock::monotonic_ms();
         match store.latest_change().await {
-            Ok(id) => break Applied::from(id, PropagationMetrics::default()),
+            Ok(id) => {
+                start_after(&caches, started);
+                break Applied::from(id, PropagationMetrics::default());
+            }
             Err(error) => {
                 warn!(%error, "cannot read the change counter");
                 tokio::select! {
@@ -411,8 +426,12 @@ async fn poll(store: Store, caches: Caches, config: Propagation, mut stop: watch
     let metrics = PropagationMetrics::default();
     let interval = Duration::from_millis(config.poll_interval_ms);
     let mut seen = loop {
+        let started = crate::clock::monotonic_ms();
         match store.latest_change().await {
-            Ok(id) => break id,
+            Ok(id) => {
+                start_after(&caches, started);
+                break id;
+            }
             Err(error) => {
                 warn!(%error, "cannot read the change counter");
                 tokio::select! {
@@ -508,6 +527,56 @@ mod tests {
             settled + 1,
             "read again within the look-back: skipped"
         );
+    }
+
+    /// A Check can load from the store before the follower has read where the feed starts, and
+    /// a change committed in between is at or below that start, so the follower never applies
+    /// it: what was cached before the start must not be trusted after it.
+    #[tokio::test]
+    async fn what_was_cached_before_the_follower_started_is_not_trusted_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, reader) = two_replicas(dir.path()).await;
+        writer.init_organization("owner", None).await.unwrap();
+        let caches = Caches::new(100, Duration::from_secs(60), Duration::from_secs(5));
+        // A Check for acme/chat before it exists: its absence is cached.
+        caches
+            .insert_deployment("acme/chat", None, caches.epoch())
+            .await;
+        writer.create_project("acme").await.unwrap();
+        let name: crate::model::DeploymentName = "acme/chat".parse().unwrap();
+        writer
+            .create_deployment(&name, "m", true, false)
+            .await
+            .unwrap();
+
+        let started = caches.changed().notified();
+        tokio::pin!(started);
+        started.as_mut().enable();
+        let (stop_tx, stop) = watch::channel(false);
+        let follower = tokio::spawn(follow(
+            reader,
+            caches.clone(),
+            // No poll within the test: only the start can have confirmed the feed.
+            Propagation {
+                poll_interval_ms: 60_000,
+                max_unconfirmed_ms: 120_000,
+                ..Propagation::default()
+            },
+            stop,
+        ));
+        tokio::time::timeout(Duration::from_secs(10), started)
+            .await
+            .expect("the follower starts by dropping what was cached");
+        assert!(
+            caches.deployment("acme/chat").await.is_none(),
+            "the cached absence is gone"
+        );
+        assert!(
+            caches.feed().current(crate::clock::monotonic_ms),
+            "confirmed from the start, not one poll later"
+        );
+        stop_tx.send(true).unwrap();
+        follower.await.unwrap();
     }
 
     #[test]
