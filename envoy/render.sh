@@ -147,6 +147,8 @@ esac
 : "${EXT_AUTHZ_TIMEOUT:=0.5s}"
 timeout_ok=$(printf '%s' "$EXT_AUTHZ_TIMEOUT" | sed -n -e '/^[0-9][0-9]*\(\.[0-9][0-9]*\)\{0,1\}s$/p' -e '/^[0-9][0-9]*\(\.[0-9][0-9]*\)\{0,1\}ms$/p')
 [ -n "$timeout_ok" ] || fail "EXT_AUTHZ_TIMEOUT must be a duration such as 0.5s or 250ms, got '$EXT_AUTHZ_TIMEOUT'"
+# The module's own Check (on the routes it serves) waits as long, in whole milliseconds (at least 1).
+KEYWARD_MODULE_CHECK_TIMEOUT_MS=$(printf '%s' "$EXT_AUTHZ_TIMEOUT" | awk '{ if (sub(/ms$/, "")) ms = $0 + 0; else { sub(/s$/, ""); ms = $0 * 1000 } ms = int(ms); if (ms < 1) ms = 1; print ms }')
 
 # Escape a value for the replacement side of a sed s||| command.
 escape() {
@@ -159,7 +161,7 @@ for name in LISTEN_HOST ADMIN_HOST PUBLIC_PORT PRIVATE_PORT ADMIN_PORT \
 	RATE_LIMIT_PER_CLIENT_RPS RATE_LIMIT_PER_CLIENT_BURST ENCODE_RAW_HEADERS \
 	KEYWARD_TLS_SNI KEYWARD_TLS_CA KEYWARD_TLS_CLIENT_CERT KEYWARD_TLS_CLIENT_KEY \
 	KEYWARD_MODULE_PATH KEYWARD_MODULE_FEED_WAIT_MS KEYWARD_MODULE_FEED_STALE_MS \
-	KEYWARD_MODULE_MAX_TTL_MS EXT_AUTHZ_TIMEOUT; do
+	KEYWARD_MODULE_MAX_TTL_MS KEYWARD_MODULE_CHECK_TIMEOUT_MS EXT_AUTHZ_TIMEOUT; do
 	eval "value=\$$name"
 	case $value in
 	*"$newline"*) fail "$name must not contain a newline" ;;

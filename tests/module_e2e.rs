@@ -1,7 +1,8 @@
 //! keyward's Envoy module end to end: a real Envoy 1.40 loading the built module
 //! (`module/`, `KEYWARD_MODULE=on`) in front of keyward on PostgreSQL with a second replica,
-//! and the stand-in backend. Whether a request was a hit is read from Envoy's own ext_authz
-//! counter: a hit never reaches ext_authz.
+//! and the stand-in backend. On the data routes the module is the authorizer: a hit is answered
+//! in Envoy, a miss is a Check the module sends keyward itself. Whether a request was a hit is
+//! read from keyward's own count of the Checks it answered: a hit never reaches keyward.
 
 mod support;
 
@@ -92,9 +93,15 @@ fn bearer(token: &str) -> String {
 }
 
 impl World {
-    /// Checks Envoy sent keyward for the public listener (allowed ones).
+    /// Checks replica `a` (the one Envoy asks) has answered.
     async fn checks(&self) -> u64 {
-        self.envoy.counter("http.public.ext_authz.ok").await
+        let text = reqwest::get(format!("http://{}/metrics", self.a.health))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        support::metric_value(&text, "keyward_check_duration_seconds_count") as u64
     }
 
     /// Sends the request until one is answered without a Check (a hit): the first allow
@@ -181,11 +188,12 @@ async fn hits_on_every_worker(concurrency: u32) {
     let url = w.envoy.public_url(CHAT);
     let auth = bearer(&token);
 
-    // Miss: keyward decides, and the module learns.
+    // Miss: the module asks keyward, holds the request and its body meanwhile, and learns.
     let before = w.checks().await;
     let (status, body) = call(&url, &[("authorization", &auth)]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_identity(&body, &id, "demo/chat");
+    assert_eq!(body["choices"][0]["message"]["content"], "hi", "{body}");
     assert_eq!(w.checks().await, before + 1, "the first request is a Check");
 
     let body = w.until_hit(&url, &[("authorization", &auth)]).await;
@@ -210,7 +218,7 @@ async fn hits_on_every_worker(concurrency: u32) {
     // Each worker learns from its own first miss at most: the cache is shared.
     assert!(
         w.checks().await <= checks + 1,
-        "hits reached ext_authz: {} -> {}",
+        "hits reached keyward: {} -> {}",
         checks,
         w.checks().await
     );
@@ -220,11 +228,18 @@ async fn hits_on_every_worker(concurrency: u32) {
     assert_eq!(status, StatusCode::OK);
     assert_identity(&body, &id, "demo/chat");
 
-    // A wrong token is never a hit (keyward answers 401), nor no token at all.
-    let (status, _) = call(&url, &[("authorization", &bearer(&format!("{token}x")))]).await;
+    // A wrong token is never a hit, nor no token at all: keyward's denial, as keyward wrote it.
+    let (status, body) = call(&url, &[("authorization", &bearer(&format!("{token}x")))]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = call(&url, &[]).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
+    let response = reqwest::Client::new().post(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        r#"Bearer realm="keyward""#
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "missing_api_key", "{body}");
     assert!(
         w.envoy
             .log()
@@ -304,6 +319,47 @@ async fn a_revocation_on_another_replica_ends_hits() {
     w.a.stop().await;
 }
 
+/// A miss holds the request while keyward decides: a body larger than Envoy reads at once
+/// reaches the backend whole after an allow, and never after a denial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_holds_a_large_body_until_keyward_answers() {
+    let mut w = world(2).await;
+    let (_, token) = w.admin.key(Plane::Data, &["demo/chat"]).await;
+    let url = w.envoy.public_url(CHAT);
+    let prompt = "word ".repeat(100_000);
+    let send = |authorization: String| {
+        let body = serde_json::json!({
+            "model": "m", "messages": [{"role": "user", "content": prompt}]
+        });
+        let url = url.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .header("authorization", authorization)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let before = w.checks().await;
+    let (status, body) = send(bearer(&token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["choices"][0]["message"]["content"]
+            .as_str()
+            .map(str::len),
+        Some(prompt.len())
+    );
+    assert_eq!(w.checks().await, before + 1);
+    let (status, body) = send(bearer(&format!("{token}x"))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+    w.a.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyward_down_stops_hits_and_misses_get_503() {
     let mut w = world(2).await;
@@ -349,7 +405,7 @@ async fn entries_serve_only_the_route_context_they_were_decided_for() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"]["code"], "wrong_plane");
     // The private endpoint is another context: its first request is a Check of its own.
-    let private_checks = w.envoy.counter("http.private.ext_authz.ok").await;
+    let private_checks = w.checks().await;
     let response = w
         .envoy
         .client()
@@ -362,10 +418,7 @@ async fn entries_serve_only_the_route_context_they_were_decided_for() {
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     assert_identity(&body, &id, "demo/chat");
-    assert_eq!(
-        w.envoy.counter("http.private.ext_authz.ok").await,
-        private_checks + 1
-    );
+    assert_eq!(w.checks().await, private_checks + 1);
     w.a.stop().await;
 }
 
@@ -391,10 +444,10 @@ async fn condition_bound_entries_serve_only_the_same_facts() {
         .await;
     assert_eq!(body["keyward_headers"]["x-keyward-principal"], "ci");
     // The entry was made for user agent sdk/1.0: another one is decided by keyward.
-    let checks = w.checks().await;
     let (status, body) = call(&url, &[("authorization", &auth), ("user-agent", "curl/8")]).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"]["code"], "conditions_not_met");
+    let checks = w.checks().await;
     let (status, _) = call(&url, &[("authorization", &auth), ("user-agent", "sdk/2.0")]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -463,9 +516,14 @@ fn the_module_is_rendered_only_when_asked_for() {
     let (ok, off, _) = render(&[]);
     assert!(ok);
     assert!(!off.contains("DynamicModuleFilter") && !off.contains("filter_enabled_metadata"));
-    let (ok, on, _) = render(&[("KEYWARD_MODULE", "on")]);
+    let (ok, on, _) = render(&[("KEYWARD_MODULE", "on"), ("EXT_AUTHZ_TIMEOUT", "1.5s")]);
     assert!(ok);
     assert!(on.contains("DynamicModuleFilter") && on.contains("filter_enabled_metadata"));
+    // The four data routes (chat and embed, public and private) leave ext_authz out: the module
+    // Checks them itself, with ext_authz's timeout.
+    let disabled = |yaml: &str| yaml.matches("disabled: true").count();
+    assert_eq!(disabled(&on), disabled(&off) + 4);
+    assert!(on.contains(r#""check_timeout_ms":1500"#), "{on}");
     for bad in [
         vec![("KEYWARD_MODULE", "yes")],
         vec![

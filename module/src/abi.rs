@@ -139,6 +139,9 @@ pub const CALLOUT_SUCCESS: u32 = 0;
 /// `_StopIteration`.
 pub const HEADERS_CONTINUE: u32 = 0;
 pub const HEADERS_STOP: u32 = 1;
+/// `..._request_headers_status_StopAllIterationAndWatermark`: nothing of the request goes on
+/// (body included, buffered up to the stream's limit) until `continue_decoding`.
+pub const HEADERS_STOP_ALL_WATERMARK: u32 = 4;
 /// `envoy_dynamic_module_type_log_level_Info` / `_Warn` / `_Error`.
 pub const LOG_INFO: u32 = 2;
 pub const LOG_WARN: u32 = 3;
@@ -164,7 +167,21 @@ pub struct Api {
     pub set_header: unsafe extern "C" fn(FilterPtr, u32, ModuleBuffer, ModuleBuffer) -> bool,
     pub send_response:
         unsafe extern "C" fn(FilterPtr, u32, *mut ModuleHeader, usize, ModuleBuffer, ModuleBuffer),
+    pub add_header: unsafe extern "C" fn(FilterPtr, u32, ModuleBuffer, ModuleBuffer) -> bool,
     pub set_metadata_bool: unsafe extern "C" fn(FilterPtr, ModuleBuffer, ModuleBuffer, bool),
+    pub set_metadata_string:
+        unsafe extern "C" fn(FilterPtr, ModuleBuffer, ModuleBuffer, ModuleBuffer),
+    pub set_metadata_number: unsafe extern "C" fn(FilterPtr, ModuleBuffer, ModuleBuffer, f64),
+    pub http_callout: unsafe extern "C" fn(
+        FilterPtr,
+        *mut u64,
+        ModuleBuffer,
+        *mut ModuleHeader,
+        usize,
+        ModuleBuffer,
+        u64,
+    ) -> u32,
+    pub continue_decoding: unsafe extern "C" fn(FilterPtr),
     pub get_metadata_string:
         unsafe extern "C" fn(FilterPtr, u32, ModuleBuffer, ModuleBuffer, *mut EnvoyBuffer) -> bool,
     pub get_attribute_string: unsafe extern "C" fn(FilterPtr, u32, *mut EnvoyBuffer) -> bool,
@@ -220,8 +237,19 @@ impl Api {
             get_headers: find!(c"envoy_dynamic_module_callback_http_get_headers"),
             set_header: find!(c"envoy_dynamic_module_callback_http_set_header"),
             send_response: find!(c"envoy_dynamic_module_callback_http_send_response"),
+            add_header: find!(c"envoy_dynamic_module_callback_http_add_header"),
             set_metadata_bool: find!(
                 c"envoy_dynamic_module_callback_http_set_dynamic_metadata_bool"
+            ),
+            set_metadata_string: find!(
+                c"envoy_dynamic_module_callback_http_set_dynamic_metadata_string"
+            ),
+            set_metadata_number: find!(
+                c"envoy_dynamic_module_callback_http_set_dynamic_metadata_number"
+            ),
+            http_callout: find!(c"envoy_dynamic_module_callback_http_filter_http_callout"),
+            continue_decoding: find!(
+                c"envoy_dynamic_module_callback_http_filter_continue_decoding"
             ),
             get_metadata_string: find!(c"envoy_dynamic_module_callback_http_get_metadata_string"),
             get_attribute_string: find!(

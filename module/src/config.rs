@@ -36,6 +36,13 @@ pub struct Settings {
     pub feed_stale_ms: u64,
     /// Wait before polling again after a failed poll.
     pub feed_retry_ms: u64,
+    /// How long a miss waits for keyward's Check, retries included, before failing closed
+    /// with a 503 (ext_authz's `timeout` in the template).
+    pub check_timeout_ms: u64,
+    /// How many times a miss's Check is sent again when it did not reach a keyward that
+    /// answered, or keyward answered that it is unavailable (the cluster's load balancer
+    /// picks the replica; ext_authz's `retry_policy` in the template).
+    pub check_retries: u32,
 }
 
 impl Default for Settings {
@@ -53,6 +60,8 @@ impl Default for Settings {
             feed_wait_ms: 1_000,
             feed_stale_ms: 1_500,
             feed_retry_ms: 100,
+            check_timeout_ms: 500,
+            check_retries: 2,
         }
     }
 }
@@ -67,6 +76,9 @@ impl Settings {
         };
         if settings.feed_stale_ms <= settings.feed_wait_ms {
             return Err("filter_config: feed_stale_ms must be above feed_wait_ms".into());
+        }
+        if settings.check_timeout_ms == 0 {
+            return Err("filter_config: check_timeout_ms must be above 0".into());
         }
         if settings.sources.is_empty() || settings.cluster.is_empty() {
             return Err("filter_config: sources and cluster must not be empty".into());
@@ -282,5 +294,7 @@ mod tests {
         assert!(Settings::parse(br#"{"feed_wait_ms":500,"feed_stale_ms":400}"#).is_err());
         assert!(Settings::parse(br#"{"clustr":"x"}"#).is_err());
         assert!(Settings::parse(b"\xff").is_err());
+        assert_eq!(s.check_timeout_ms, 500);
+        assert!(Settings::parse(br#"{"check_timeout_ms":0}"#).is_err());
     }
 }

@@ -1,12 +1,18 @@
 //! The per-request filter and every hook Envoy calls.
 //!
-//! On request headers: a route whose metadata names a keyward context (`keyward.context`,
-//! `data|<endpoint>|<project>/<deployment>`), a credential read as keyward reads it, and an
-//! allow cached for both while the feed is good → the request goes on with keyward's identity
-//! headers, without its credential headers, and with `keyward.module.hit` set, which the
-//! ext_authz filter's `filter_enabled_metadata` reads to skip the Check. Anything else goes on
-//! untouched to ext_authz, and keyward's answer (the `x-keyward-module` response header,
-//! removed here) is learnt when the response starts.
+//! On request headers, on a route whose metadata names a keyward context (`keyward.context`,
+//! `data|<endpoint>|<project>/<deployment>`):
+//! - a credential read as keyward reads it, with an allow cached for both while the feed is good
+//!   → a hit: the request goes on with keyward's identity headers, without its credential
+//!   headers, and with `keyward.module.hit` set;
+//! - anything else → a miss: the module asks keyward's Check itself ([`crate::check`]), over
+//!   the ext_authz cluster, holding the request (body included) until keyward answers, and does
+//!   what the answer says as ext_authz would: an allow changes the request's headers (and is
+//!   learnt when keyward says it may be reused), a denial is sent as keyward wrote it, and no
+//!   usable answer is a 503 (fail closed). The template does not even create ext_authz on
+//!   these routes: a filter skipped by metadata still costs its creation on every request.
+//!
+//! Other routes are left to ext_authz, untouched.
 
 // The hooks below are Envoy's entry points: their pointer arguments are Envoy's or ours, as the
 // ABI defines them, never a caller's choice; they cannot be `unsafe fn` (Envoy calls them).
@@ -17,16 +23,21 @@ use std::sync::Arc;
 
 use crate::abi::{self, EnvoyBuffer, EnvoyHeader, FilterPtr, ModuleBuffer, ModuleHeader};
 use crate::cache::{Entry, Facts, Identity, digest};
+use crate::check::{self, Answer, Asked, Decided, Failure, MetadataValue};
 use crate::config::{Config, Settings, Shared};
 use crate::feed::State;
 use crate::{api, guarded, log, now_ms};
 
 /// The dynamic metadata namespace the module writes (`hit`).
 pub const NAMESPACE: &str = "keyward.module";
+/// Where keyward's answer's dynamic metadata goes: ext_authz's namespace, so access logs read
+/// the same whichever of the two asked keyward.
+pub const CHECK_NAMESPACE: &str = "envoy.filters.http.ext_authz";
 /// The route metadata namespace and key holding the route's keyward context.
 pub const ROUTE_NAMESPACE: &str = "keyward";
 pub const ROUTE_CONTEXT: &str = "context";
-/// The response header keyward's allow tells the module what it may reuse in.
+/// The response header of keyward's allow that tells the module what it may reuse. The module
+/// takes it out of keyward's answer: it never reaches the request or the response.
 pub const LEARN_HEADER: &str = "x-keyward-module";
 
 pub const HEADER_KEY_ID: &str = "x-keyward-key-id";
@@ -37,37 +48,32 @@ pub const HEADER_DEPLOYMENT: &str = "x-keyward-deployment";
 /// One request.
 pub struct Filter {
     shared: Arc<Shared>,
-    /// On a miss: the entry's key and the route context, to learn keyward's answer.
-    learn: Option<([u8; 32], Box<str>)>,
+    /// A miss's Check, from its start until keyward's answer is applied.
+    check: Option<Box<Check>>,
+    /// Response headers keyward's allow asked for, added when the response starts.
+    response_headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A miss's Check in flight.
+struct Check {
+    /// The gRPC-framed `CheckRequest`, kept to send again to another replica.
+    body: Vec<u8>,
+    /// The route's keyward context.
+    context: Box<str>,
+    /// The cache key the allow is learnt under (`None`: no credential the module could read).
+    learn: Option<[u8; 32]>,
+    /// The facts the request was decided on, for an allow that depends on them.
+    source_ip: Option<Box<str>>,
+    user_agent: Box<str>,
+    retries_left: u32,
+    deadline_ms: u64,
+    /// `http_callout` is running: an answer now is Envoy completing the call inline, and is
+    /// left to the caller (it also gets a failed start).
+    starting: bool,
 }
 
 fn buffer(bytes: &[u8]) -> ModuleBuffer {
     ModuleBuffer::of(bytes)
-}
-
-/// Header `name` of the request or response (`kind`): `Ok(None)` absent, `Err(())` sent more
-/// than once or not UTF-8.
-fn header<'a>(envoy: FilterPtr, kind: u32, name: &str) -> Result<Option<&'a str>, ()> {
-    let api = api().ok_or(())?;
-    let mut value = EnvoyBuffer::NULL;
-    let mut count = 0usize;
-    let found = unsafe {
-        (api.get_header)(
-            envoy,
-            kind,
-            buffer(name.as_bytes()),
-            &mut value,
-            0,
-            &mut count,
-        )
-    };
-    match (found && !value.ptr.is_null(), count) {
-        (_, 0) => Ok(None),
-        (true, 1) => std::str::from_utf8(unsafe { value.bytes() })
-            .map(Some)
-            .map_err(|_| ()),
-        _ => Err(()),
-    }
 }
 
 fn metadata_string<'a>(envoy: FilterPtr, source: u32, ns: &str, key: &str) -> Option<&'a str> {
@@ -87,17 +93,15 @@ fn metadata_string<'a>(envoy: FilterPtr, source: u32, ns: &str, key: &str) -> Op
         .flatten()
 }
 
-/// The downstream peer's IP (Envoy's `source.address` without the port).
-fn source_ip<'a>(envoy: FilterPtr) -> Option<&'a str> {
+/// The downstream peer's address, `ip:port` (Envoy's `source.address`).
+fn source_address<'a>(envoy: FilterPtr) -> Option<&'a str> {
     let api = api()?;
     let mut value = EnvoyBuffer::NULL;
     let found =
         unsafe { (api.get_attribute_string)(envoy, abi::ATTRIBUTE_SOURCE_ADDRESS, &mut value) };
-    if !found {
-        return None;
-    }
-    let address = std::str::from_utf8(unsafe { value.bytes() }).ok()?;
-    ip_of(address)
+    found
+        .then(|| std::str::from_utf8(unsafe { value.bytes() }).ok())
+        .flatten()
 }
 
 /// `1.2.3.4:5` → `1.2.3.4`, `[::1]:5` → `::1`; an address that is no IP gives `None`.
@@ -180,75 +184,159 @@ fn source_bit(i: usize) -> u64 {
     if i < 64 { 1 << i } else { u64::MAX }
 }
 
+/// What the request headers hook decided.
+enum Outcome {
+    /// Not a route of the module's, or answered from the cache: the request goes on.
+    Continue,
+    /// Ask keyward.
+    Check(Box<Check>),
+}
+
 impl Filter {
-    fn on_request_headers(&mut self, envoy: FilterPtr) -> u32 {
+    fn on_request_headers(&mut self, envoy: FilterPtr) -> Outcome {
         let Some(context) =
             metadata_string(envoy, abi::METADATA_ROUTE, ROUTE_NAMESPACE, ROUTE_CONTEXT)
         else {
-            return abi::HEADERS_CONTINUE;
+            return Outcome::Continue;
         };
         if !context.starts_with("data|") {
-            return abi::HEADERS_CONTINUE;
+            return Outcome::Continue;
         }
         let shared = &*self.shared;
         let now = now_ms();
-        let missed = with_request_headers(envoy, |headers| {
-            let (token, present) = credential(headers, &shared.settings)?;
-            let key = digest(context, token.as_bytes());
-            if shared.feed.serving(now) {
+        let source = source_address(envoy);
+        let source_ip = source.and_then(ip_of);
+        let outcome = with_request_headers(envoy, |headers| {
+            let user_agent = header_in(headers, "user-agent").ok().flatten();
+            let presented = credential(headers, &shared.settings);
+            let key = presented.map(|(token, _)| digest(context, token.as_bytes()));
+            if let (Some(key), Some((_, present))) = (&key, presented)
+                && shared.feed.serving(now)
+            {
                 let facts = || Facts {
-                    source_ip: source_ip(envoy),
-                    user_agent: header_in(headers, "user-agent").ok().flatten(),
+                    source_ip,
+                    user_agent,
                 };
                 // `headers` is not read again once the answer has changed the request.
                 let generation = shared.feed.generation();
-                let answered = shared
-                    .cache
-                    .serve(&key, generation, now, facts, |identity| {
-                        answer(envoy, identity, &shared.settings, present)
-                    });
+                let answered = shared.cache.serve(key, generation, now, facts, |identity| {
+                    answer(envoy, identity, &shared.settings, present)
+                });
                 if answered {
-                    return None;
+                    return Outcome::Continue;
                 }
             }
-            Some(key)
+            let pseudo = |name: &str| {
+                headers.iter().find_map(|h| {
+                    let (k, v) = unsafe { h.parts() };
+                    (k == name.as_bytes()).then_some(v)
+                })
+            };
+            let asked = Asked {
+                context,
+                method: pseudo(":method").unwrap_or_default(),
+                path: pseudo(":path").unwrap_or_default(),
+                host: pseudo(":authority").unwrap_or_default(),
+                source,
+                headers: headers
+                    .iter()
+                    .map(|h| unsafe { h.parts() })
+                    .filter(|(name, _)| {
+                        name.eq_ignore_ascii_case(b"user-agent")
+                            || shared
+                                .settings
+                                .sources
+                                .iter()
+                                .any(|s| name.eq_ignore_ascii_case(s.as_bytes()))
+                    })
+                    .collect(),
+            };
+            match check::request_body(&asked) {
+                Some(body) => Outcome::Check(Box::new(Check {
+                    body,
+                    context: context.into(),
+                    learn: key,
+                    source_ip: source_ip.map(Into::into),
+                    user_agent: user_agent.unwrap_or_default().into(),
+                    retries_left: shared.settings.check_retries,
+                    deadline_ms: now + shared.settings.check_timeout_ms,
+                    starting: false,
+                })),
+                // A context the module cannot state to keyward: left to ext_authz.
+                None => Outcome::Continue,
+            }
         });
-        if let Some(Some(key)) = missed {
-            self.learn = Some((key, context.into()));
-        }
-        abi::HEADERS_CONTINUE
+        outcome.unwrap_or(Outcome::Continue)
     }
 
-    /// After ext_authz: learn keyward's allow, when it says the module may keep it.
-    fn on_response_headers(&mut self, envoy: FilterPtr) {
-        let Some((key, context)) = self.learn.take() else {
+    /// After keyward answered a miss's Check: what the answer asks. Returns what to do last,
+    /// once nothing of the filter is touched any more (both may end the stream, and with it
+    /// the filter).
+    fn on_check_answer(&mut self, check: Check, decided: Decided, envoy: FilterPtr) -> Last {
+        for (name, value) in &decided.metadata {
+            set_metadata(envoy, CHECK_NAMESPACE, name, value);
+        }
+        match decided.answer {
+            Answer::Deny {
+                status,
+                headers,
+                body,
+            } => Last::Respond {
+                status,
+                headers,
+                body,
+                details: "keyward_denied",
+            },
+            Answer::Allow(allow) => {
+                let Some(api) = api() else {
+                    return Last::fail_closed();
+                };
+                for (name, value, overwrite) in &allow.set {
+                    let (name, value) = (buffer(name.as_bytes()), buffer(value));
+                    unsafe {
+                        match overwrite {
+                            true => (api.set_header)(envoy, abi::REQUEST_HEADERS, name, value),
+                            false => (api.add_header)(envoy, abi::REQUEST_HEADERS, name, value),
+                        };
+                    }
+                }
+                for name in &allow.remove {
+                    unsafe {
+                        (api.set_header)(
+                            envoy,
+                            abi::REQUEST_HEADERS,
+                            buffer(name.as_bytes()),
+                            ModuleBuffer::NULL,
+                        );
+                    }
+                }
+                self.response_headers = allow.response_headers;
+                if let (Some(key), Some(text)) = (check.learn, allow.learnable) {
+                    self.learn(key, &check, &text);
+                }
+                Last::Continue
+            }
+        }
+    }
+
+    /// Keeps keyward's allow, when it is for this request's route context and keyward says the
+    /// module may reuse it, for the facts it was decided on.
+    fn learn(&self, key: [u8; 32], check: &Check, text: &str) {
+        let Some((decided, ttl_ms, vary_ip, vary_ua, identity)) =
+            parse_learnable(text, &check.context)
+        else {
             return;
         };
-        let Some(learnt) = learnt(envoy, &context) else {
-            return;
-        };
-        let (decided, ttl_ms, vary_ip, vary_ua, identity) = learnt;
         let Some(generation) = self.shared.feed.learnable(&decided) else {
             return;
         };
-        let source_ip = match vary_ip {
-            false => None,
-            true => match source_ip(envoy) {
-                Some(ip) => Some(ip.into()),
-                None => return,
-            },
+        let source_ip = match (vary_ip, &check.source_ip) {
+            (false, _) => None,
+            (true, Some(ip)) => Some(ip.clone()),
+            (true, None) => return,
         };
-        let user_agent = match vary_ua {
-            false => None,
-            // A request without a user agent is decided as such: keep that (empty) fact.
-            true => Some(
-                header(envoy, abi::REQUEST_HEADERS, "user-agent")
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default()
-                    .into(),
-            ),
-        };
+        // A request without a user agent is decided as such: keep that (empty) fact.
+        let user_agent = vary_ua.then(|| check.user_agent.clone());
         let now = now_ms();
         let entry = Entry {
             identity,
@@ -259,11 +347,210 @@ impl Filter {
         };
         self.shared.cache.insert(key, entry, generation, now);
     }
+
+    fn on_response_headers(&mut self, envoy: FilterPtr) {
+        if self.response_headers.is_empty() {
+            return;
+        }
+        let Some(api) = api() else { return };
+        for (name, value) in std::mem::take(&mut self.response_headers) {
+            unsafe {
+                (api.add_header)(
+                    envoy,
+                    abi::RESPONSE_HEADERS,
+                    buffer(name.as_bytes()),
+                    buffer(&value),
+                );
+            }
+        }
+    }
+}
+
+/// What a hook does last, after it is done with the filter.
+enum Last {
+    Continue,
+    Respond {
+        status: u32,
+        headers: Vec<(String, Vec<u8>)>,
+        body: Vec<u8>,
+        details: &'static str,
+    },
+}
+
+impl Last {
+    /// keyward could not be asked, or its answer could not be used: fail closed.
+    fn fail_closed() -> Last {
+        Last::Respond {
+            status: 503,
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            body: UNAVAILABLE_BODY.to_vec(),
+            details: "keyward_module_check_failed",
+        }
+    }
+
+    fn run(self, envoy: FilterPtr) {
+        let Some(api) = api() else { return };
+        match self {
+            Last::Continue => unsafe { (api.continue_decoding)(envoy) },
+            Last::Respond {
+                status,
+                headers,
+                body,
+                details,
+            } => {
+                let mut headers: Vec<ModuleHeader> = headers
+                    .iter()
+                    .map(|(name, value)| ModuleHeader::of(name, value))
+                    .collect();
+                unsafe {
+                    (api.send_response)(
+                        envoy,
+                        status,
+                        headers.as_mut_ptr(),
+                        headers.len(),
+                        buffer(&body),
+                        buffer(details.as_bytes()),
+                    )
+                }
+            }
+        }
+    }
+}
+
+fn set_metadata(envoy: FilterPtr, ns: &str, key: &str, value: &MetadataValue) {
+    let Some(api) = api() else { return };
+    let (ns, key) = (buffer(ns.as_bytes()), buffer(key.as_bytes()));
+    unsafe {
+        match value {
+            MetadataValue::Text(text) => {
+                (api.set_metadata_string)(envoy, ns, key, buffer(text.as_bytes()))
+            }
+            MetadataValue::Number(number) => (api.set_metadata_number)(envoy, ns, key, *number),
+            MetadataValue::Flag(flag) => (api.set_metadata_bool)(envoy, ns, key, *flag),
+        }
+    }
+}
+
+/// Sends the Check of the filter at `filter` to keyward. No reference into the filter is held
+/// while Envoy runs the call: Envoy may complete it inline, calling the callout hook, which
+/// reads the filter itself. `false`: it could not be sent.
+fn send_check(envoy: FilterPtr, filter: *mut Filter) -> bool {
+    let Some(api) = api() else { return false };
+    let (body, cluster, authority, timeout_ms) = {
+        let this = unsafe { &mut *filter };
+        let Some(check) = this.check.as_mut() else {
+            return false;
+        };
+        let remaining = check.deadline_ms.saturating_sub(now_ms());
+        if remaining == 0 {
+            return false;
+        }
+        check.starting = true;
+        let settings = &this.shared.settings;
+        (
+            std::mem::take(&mut check.body),
+            settings.cluster.clone(),
+            settings.authority.clone(),
+            remaining,
+        )
+    };
+    let grpc_timeout = format!("{timeout_ms}m");
+    let mut headers = [
+        ModuleHeader::of(":method", b"POST"),
+        ModuleHeader::of(":path", check::CHECK_PATH.as_bytes()),
+        ModuleHeader::of("host", authority.as_bytes()),
+        ModuleHeader::of("content-type", b"application/grpc"),
+        ModuleHeader::of("te", b"trailers"),
+        ModuleHeader::of("grpc-timeout", grpc_timeout.as_bytes()),
+    ];
+    let mut id = 0u64;
+    let started = unsafe {
+        (api.http_callout)(
+            envoy,
+            &mut id,
+            buffer(cluster.as_bytes()),
+            headers.as_mut_ptr(),
+            headers.len(),
+            buffer(&body),
+            timeout_ms,
+        )
+    };
+    let this = unsafe { &mut *filter };
+    if let Some(check) = this.check.as_mut() {
+        check.starting = false;
+        check.body = body;
+    }
+    started == abi::CALLOUT_INIT_SUCCESS
+}
+
+/// Sends the Check again while retries and time are left; otherwise fails closed.
+fn retry_or_fail(envoy: FilterPtr, filter: *mut Filter) {
+    let again = {
+        let this = unsafe { &mut *filter };
+        match this.check.as_mut() {
+            Some(check) if check.retries_left > 0 && now_ms() < check.deadline_ms => {
+                check.retries_left -= 1;
+                true
+            }
+            _ => false,
+        }
+    };
+    if again && send_check(envoy, filter) {
+        return;
+    }
+    unsafe { (*filter).check = None };
+    Last::fail_closed().run(envoy);
+}
+
+/// The answer to the Check of the filter at `filter` arrived (or the call failed).
+fn check_answered(
+    envoy: FilterPtr,
+    filter: *mut Filter,
+    result: u32,
+    headers: &[EnvoyHeader],
+    body: &[EnvoyBuffer],
+) {
+    let read = {
+        let this = unsafe { &mut *filter };
+        match this.check.as_deref() {
+            // Completed inline, inside `send_check`: it sees the failed start.
+            None | Some(Check { starting: true, .. }) => return,
+            Some(_) => {}
+        }
+        match result == abi::CALLOUT_SUCCESS {
+            false => Err(Failure::Retryable("no answer")),
+            true => {
+                let headers: Vec<(&[u8], &[u8])> =
+                    headers.iter().map(|h| unsafe { h.parts() }).collect();
+                let mut bytes = Vec::new();
+                for chunk in body {
+                    bytes.extend_from_slice(unsafe { chunk.bytes() });
+                }
+                check::read_answer(&headers, &bytes, LEARN_HEADER)
+            }
+        }
+    };
+    match read {
+        Err(Failure::Retryable(_)) => retry_or_fail(envoy, filter),
+        Err(Failure::Final(why)) => {
+            log(abi::LOG_WARN, &format!("keyward module: {why}; 503"));
+            unsafe { (*filter).check = None };
+            Last::fail_closed().run(envoy);
+        }
+        Ok(decided) => {
+            let last = {
+                let this = unsafe { &mut *filter };
+                let check = this.check.take().expect("checked above");
+                this.on_check_answer(*check, decided, envoy)
+            };
+            last.run(envoy);
+        }
+    }
 }
 
 /// A hit: what keyward's allow does to the request (identity headers overwritten, the
 /// credential headers it carries removed: `present` as [`credential`] gives it), and the marker
-/// that skips ext_authz.
+/// for the access log (and for an ext_authz after the module, which it tells to skip).
 fn answer(envoy: FilterPtr, identity: &Identity, settings: &Settings, present: u64) {
     let Some(api) = api() else { return };
     let set = |name: &str, value: ModuleBuffer| unsafe {
@@ -286,30 +573,9 @@ fn answer(envoy: FilterPtr, identity: &Identity, settings: &Settings, present: u
 
 type Learnt = (State, u64, bool, bool, Identity);
 
-/// keyward's allow, when it is for this route's context and keyward says the module may
-/// reuse it: the `x-keyward-module` response header ext_authz added from keyward's answer, `v1`
-/// and nine fields separated by spaces (keyward's `src/module.rs`, `learnable`), or `-`.
-/// keyward sets it on every allow, over anything the upstream answered, so the value read here
-/// is keyward's; and it is removed here, so the client never sees it. Anything else is not
-/// learnt.
-fn learnt(envoy: FilterPtr, context: &str) -> Option<Learnt> {
-    let text = header(envoy, abi::RESPONSE_HEADERS, LEARN_HEADER).ok()??;
-    // Parsed into owned values before the removal frees the header's bytes.
-    let learnt = parse_learnable(text, context);
-    if let Some(api) = api() {
-        unsafe {
-            (api.set_header)(
-                envoy,
-                abi::RESPONSE_HEADERS,
-                buffer(LEARN_HEADER.as_bytes()),
-                ModuleBuffer::NULL,
-            );
-        }
-    }
-    learnt
-}
-
-/// The header's text, when it is well formed and for `context`.
+/// keyward's allow, when it is for this route's context and keyward says the module may reuse
+/// it: `v1` and nine fields separated by spaces (keyward's `src/module.rs`, `learnable`), or
+/// `-`. Anything else is not learnt.
 pub fn parse_learnable(text: &str, context: &str) -> Option<Learnt> {
     let mut lines = text.split(' ');
     let mut next = || lines.next();
@@ -338,21 +604,11 @@ pub fn parse_learnable(text: &str, context: &str) -> Option<Learnt> {
     ))
 }
 
+const UNAVAILABLE_BODY: &[u8] = br#"{"error":{"message":"The service is temporarily unable to handle this request; retry shortly.","type":"server_error","param":null,"code":"service_unavailable"}}"#;
+
 /// A 503 for a request the module failed on (a caught panic): fail closed.
 fn fail_closed(envoy: FilterPtr) {
-    let Some(api) = api() else { return };
-    let body = br#"{"error":{"message":"The service is temporarily unable to handle this request; retry shortly.","type":"server_error","param":null,"code":"service_unavailable"}}"#;
-    let mut headers = [ModuleHeader::of("content-type", b"application/json")];
-    unsafe {
-        (api.send_response)(
-            envoy,
-            503,
-            headers.as_mut_ptr(),
-            headers.len(),
-            buffer(body),
-            buffer(b"keyward_module_error"),
-        )
-    }
+    Last::fail_closed().run(envoy);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -445,7 +701,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
         };
         Box::into_raw(Box::new(Filter {
             shared: config.shared.clone(),
-            learn: None,
+            check: None,
+            response_headers: Vec::new(),
         })) as *const c_void
     })
 }
@@ -456,10 +713,26 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter: *const c_void,
     _end_of_stream: bool,
 ) -> u32 {
-    let answered = guarded("request_headers", None, || {
-        unsafe { filter_of(filter) }.map(|f| f.on_request_headers(envoy))
+    let filter = filter as *mut Filter;
+    let status = guarded("request_headers", None, || {
+        if filter.is_null() {
+            return None;
+        }
+        let outcome = unsafe { &mut *filter }.on_request_headers(envoy);
+        Some(match outcome {
+            Outcome::Continue => abi::HEADERS_CONTINUE,
+            Outcome::Check(check) => {
+                unsafe { (*filter).check = Some(check) };
+                if !send_check(envoy, filter) {
+                    retry_or_fail(envoy, filter);
+                }
+                // Whatever happened, the request waits: for keyward's answer, or a local
+                // reply already sent.
+                abi::HEADERS_STOP_ALL_WATERMARK
+            }
+        })
     });
-    match answered {
+    match status {
         Some(status) => status,
         None => {
             guarded("fail_closed", (), || fail_closed(envoy));
@@ -536,15 +809,34 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
 
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
-    _: FilterPtr,
-    _: *const c_void,
-    _: u64,
-    _: u32,
-    _: *const EnvoyHeader,
-    _: usize,
-    _: *const EnvoyBuffer,
-    _: usize,
+    envoy: FilterPtr,
+    filter: *const c_void,
+    _callout: u64,
+    result: u32,
+    headers: *const EnvoyHeader,
+    headers_size: usize,
+    body: *const EnvoyBuffer,
+    body_size: usize,
 ) {
+    let filter = filter as *mut Filter;
+    let done = guarded("http_callout_done", false, || {
+        if filter.is_null() {
+            return true;
+        }
+        let headers = match headers.is_null() {
+            true => &[][..],
+            false => unsafe { std::slice::from_raw_parts(headers, headers_size) },
+        };
+        let body = match body.is_null() {
+            true => &[][..],
+            false => unsafe { std::slice::from_raw_parts(body, body_size) },
+        };
+        check_answered(envoy, filter, result, headers, body);
+        true
+    });
+    if !done {
+        guarded("fail_closed", (), || fail_closed(envoy));
+    }
 }
 
 #[unsafe(no_mangle)]

@@ -1,10 +1,12 @@
-//! keyward's Envoy dynamic-module filter (Envoy 1.40, ABI v0.2.0). Placed before ext_authz, it
-//! answers requests whose credential keyward already allowed on this route, inside Envoy, and
-//! lets every other request go to ext_authz as before:
+//! keyward's Envoy dynamic-module filter (Envoy 1.40, ABI v0.2.0). On the routes that name a
+//! keyward context it is the authorizer: it answers requests whose credential keyward already
+//! allowed on the route, inside Envoy, and asks keyward's Check itself for every other one
+//! (ext_authz is not created on those routes). Other routes are left to ext_authz:
 //!
 //! - [`abi`]: our declarations of the callbacks we call, resolved at load (refusing to load
 //!   when the host lacks one);
 //! - [`cache`]: the allows, keyed by a digest of route context and token;
+//! - [`check`]: keyward's Check as the module sends it and reads the answer;
 //! - [`feed`]: keyward's change feed, which ends every entry on any change and stops all hits
 //!   when it is not known good;
 //! - [`filter`]: the per-request hooks; [`config`]: the filter configuration and its poll loop.
@@ -13,6 +15,7 @@
 
 pub mod abi;
 pub mod cache;
+pub mod check;
 pub mod config;
 pub mod feed;
 pub mod filter;
