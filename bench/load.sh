@@ -141,7 +141,9 @@ tick_us=$((1000000 / $(getconf CLK_TCK)))
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 http() { # http LABEL PORT [CHECK_SERVER_PID]
 	local out e0 k0 n0 b0 e1 k1 n1 b1 run=(wrk)
-	e0=$(cpu_ticks "$envoy_pid") k0=$(cpu_ticks "$keyward_pid") b0=$(cpu_ticks "$backend_pid")
+	# keyward: both processes (the module's listeners ask the one with module.enabled).
+	e0=$(cpu_ticks "$envoy_pid") b0=$(cpu_ticks "$backend_pid")
+	k0=$(($(cpu_ticks "$keyward_pid") + $(cpu_ticks "$keyward_module_pid")))
 	n0=$(($(cpu_ticks "$noop_pid") + $(cpu_ticks "$noop_identity_pid")))
 	if [ -n "${PROFILE:-}" ]; then # perf counts and samples exactly while wrk runs
 		run=(perf stat -x, -o "$work/$1.envoy.stat" -e raw_syscalls:sys_enter,context-switches -p "$envoy_pid" --)
@@ -153,7 +155,8 @@ http() { # http LABEL PORT [CHECK_SERVER_PID]
 		-H "accept: application/json" -H "x-request-id: 0f8fad5b-d9cb-469f-a165-70867728950e" \
 		-H "x-stainless-lang: python" -H "x-stainless-package-version: 1.40.0" \
 		"http://127.0.0.1:$2/v1/chat/completions")
-	e1=$(cpu_ticks "$envoy_pid") k1=$(cpu_ticks "$keyward_pid") b1=$(cpu_ticks "$backend_pid")
+	e1=$(cpu_ticks "$envoy_pid") b1=$(cpu_ticks "$backend_pid")
+	k1=$(($(cpu_ticks "$keyward_pid") + $(cpu_ticks "$keyward_module_pid")))
 	n1=$(($(cpu_ticks "$noop_pid") + $(cpu_ticks "$noop_identity_pid")))
 	echo "$out" | awk -v label="$1" -v tick="$tick_us" -v envoy=$((e1 - e0)) \
 		-v keyward=$((k1 - k0)) -v noop=$((n1 - n0)) -v backend=$((b1 - b0)) "$to_us"'

@@ -190,6 +190,8 @@ enum Outcome {
     Continue,
     /// Ask keyward.
     Check(Box<Check>),
+    /// A route of the module's whose request it cannot ask keyward about: 503.
+    FailClosed,
 }
 
 impl Filter {
@@ -252,6 +254,15 @@ impl Filter {
                     .collect(),
             };
             match check::request_body(&asked) {
+                None => {
+                    log(
+                        abi::LOG_ERROR,
+                        &format!(
+                            "keyward module: route context {context:?} is not data|<endpoint>|<project>/<deployment>; 503"
+                        ),
+                    );
+                    Outcome::FailClosed
+                }
                 Some(body) => Outcome::Check(Box::new(Check {
                     body,
                     context: context.into(),
@@ -262,11 +273,11 @@ impl Filter {
                     deadline_ms: now + shared.settings.check_timeout_ms,
                     starting: false,
                 })),
-                // A context the module cannot state to keyward: left to ext_authz.
-                None => Outcome::Continue,
             }
         });
-        outcome.unwrap_or(Outcome::Continue)
+        // On a route of the module's nothing else authorizes the request (ext_authz is not
+        // created there): what the module cannot ask keyward about is refused.
+        outcome.unwrap_or(Outcome::FailClosed)
     }
 
     /// After keyward answered a miss's Check: what the answer asks. Returns what to do last,
@@ -721,6 +732,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
         let outcome = unsafe { &mut *filter }.on_request_headers(envoy);
         Some(match outcome {
             Outcome::Continue => abi::HEADERS_CONTINUE,
+            Outcome::FailClosed => {
+                fail_closed(envoy);
+                abi::HEADERS_STOP
+            }
             Outcome::Check(check) => {
                 unsafe { (*filter).check = Some(check) };
                 if !send_check(envoy, filter) {
