@@ -19,9 +19,9 @@
 //!   B is still re-establishing `LISTEN`.
 //!
 //! - `module`: B has `module.enabled` and a real Envoy (`$ENVOY_BIN`, else `.tools`) with
-//!   keyward's module (`target/release/libkeyward_envoy_module.so`, or `$KEYWARD_MODULE_PATH`)
-//!   sends B its Checks; each key is first answered by the module itself (a hit: Envoy's
-//!   ext_authz counter does not move), then revoked through A, and Envoy is polled over HTTP
+//!   keyward's module (`target/release/libkeyward_envoy_module.so`, or `$KEYWARD_MODULE_PATH`),
+//!   which sends B its Checks; each key is first answered by the module itself (a hit: no call
+//!   to keyward completes meanwhile), then revoked through A, and Envoy is polled over HTTP
 //!   until it denies: revoke → the module's first denial.
 //!
 //! Without `--database`, a fresh database is created on the PostgreSQL server at
@@ -232,11 +232,11 @@ static_resources:
                         - match: { prefix: / }
                           direct_response: { status: 200, body: { inline_string: "ok" } }
                           metadata: { filter_metadata: { keyward: { context: "data|public|bench/chat" } } }
+                          # As envoy/envoy.yaml.tmpl: the module is this route's authorizer.
                           typed_per_filter_config:
                             envoy.filters.http.ext_authz:
-                              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
-                              check_settings:
-                                context_extensions: { plane: data, endpoint: public, deployment: bench/chat }
+                              "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+                              disabled: true
   clusters:
     - name: keyward
       type: STATIC
@@ -348,11 +348,13 @@ impl ModuleEnvoy {
             .as_u16())
     }
 
+    /// Calls Envoy completed to keyward: the module's Checks, and its feed polls (a poll that
+    /// ends during a request makes a hit look like a miss, never the other way round).
     async fn checks(&self) -> anyhow::Result<u64> {
         let text = self
             .http
             .get(format!(
-                "http://{}/stats?filter=^http.bench.ext_authz.ok$",
+                "http://{}/stats?filter=^cluster.keyward.upstream_rq_completed$",
                 self.admin
             ))
             .send()
@@ -372,8 +374,11 @@ impl ModuleEnvoy {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let before = self.checks().await?;
-            if self.status(token).await? != 200 {
-                bail!("a fresh key was refused through Envoy");
+            let status = self.status(token).await?;
+            if status != 200 {
+                let log =
+                    std::fs::read_to_string(self._dir.path().join("envoy.log")).unwrap_or_default();
+                bail!("a fresh key was refused through Envoy ({status}); Envoy's log:\n{log}");
             }
             if self.checks().await? == before {
                 return Ok(());

@@ -28,7 +28,8 @@ use crate::config::{Config, Settings, Shared};
 use crate::feed::State;
 use crate::{api, guarded, log, now_ms};
 
-/// The dynamic metadata namespace the module writes (`hit`).
+/// The dynamic metadata namespace the module writes: `hit` on every request it allowed itself
+/// (which an ext_authz after it skips), and `checked` when it asked keyward for it first.
 pub const NAMESPACE: &str = "keyward.module";
 /// Where keyward's answer's dynamic metadata goes: ext_authz's namespace, so access logs read
 /// the same whichever of the two asked keyward.
@@ -324,6 +325,14 @@ impl Filter {
                 self.response_headers = allow.response_headers;
                 if let (Some(key), Some(text)) = (check.learn, allow.learnable) {
                     self.learn(key, &check, &text);
+                }
+                // Answered by the module, like a hit: an ext_authz still in the chain on this
+                // route (a template other than ours) skips it rather than asking again without
+                // the credential just removed. `checked` tells the log keyward was asked.
+                let (ns, hit) = (buffer(NAMESPACE.as_bytes()), buffer(b"hit"));
+                unsafe {
+                    (api.set_metadata_bool)(envoy, ns, hit, true);
+                    (api.set_metadata_bool)(envoy, ns, buffer(b"checked"), true);
                 }
                 Last::Continue
             }
