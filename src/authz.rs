@@ -439,10 +439,7 @@ impl CheckService {
             return Ok((no_endpoint(), Outcome::Deny(NOT_FOUND_CODE)));
         }
         if !policy::auth_required(route, deployment.as_deref()) {
-            let mut response = allowed(route, Grant::Anonymous, &self.sources, self.allow_metadata);
-            if self.module.is_some() {
-                set_module_answer(&mut response, None);
-            }
+            let response = allowed(route, Grant::Anonymous, &self.sources, self.allow_metadata);
             return Ok((response, Outcome::Allow));
         }
         let now = now_unix();
@@ -492,11 +489,9 @@ impl CheckService {
                 if let Grant::Key(key) = grant {
                     self.last_used.touch(&key.id, now);
                 }
-                if let Some(module) = &self.module {
-                    let learnable = match grant {
-                        Grant::Key(key) => self.learnable(route, key, &grants, now, epoch, module),
-                        Grant::Anonymous => None,
-                    };
+                if let (Some(module), Grant::Key(key)) = (&self.module, grant)
+                    && let Some(learnable) = self.learnable(route, key, &grants, now, epoch, module)
+                {
                     set_module_answer(&mut response, learnable);
                 }
                 (response, Outcome::Allow)
@@ -549,15 +544,16 @@ impl CheckService {
     }
 }
 
-/// With `module.enabled`, every allow tells the module what it may reuse, `-` for nothing, in
-/// the response header [`crate::module::RESPONSE_HEADER`] (ext_authz adds it to the response,
-/// where the module reads and removes it). Always set, and set over whatever the upstream
-/// answered, so the value the module reads on an allow is keyward's.
-fn set_module_answer(response: &mut CheckResponse, learnable: Option<String>) {
+/// With `module.enabled`, an allow the module may reuse says how, in the response header
+/// [`crate::module::RESPONSE_HEADER`] among the answer's response headers to add. The module
+/// takes it out of the answer it asked for, so it reaches neither the request nor the
+/// response; on a route ext_authz decides, Envoy would add it to the response, where the
+/// template's header_mutation removes it (and no module reads it there).
+fn set_module_answer(response: &mut CheckResponse, learnable: String) {
     if let Some(HttpResponse::OkResponse(ok)) = response.http_response.as_mut() {
         ok.response_headers_to_add.push(header(
             crate::module::RESPONSE_HEADER,
-            learnable.as_deref().unwrap_or("-"),
+            &learnable,
             HeaderAppendAction::OverwriteIfExistsOrAdd,
         ));
     }

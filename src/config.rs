@@ -50,7 +50,8 @@ pub struct Answer {
 #[serde(deny_unknown_fields, default)]
 pub struct Module {
     /// Add to each data-plane allow what the module needs to answer the next request with the
-    /// same key on the same route itself (the `x-keyward-module` response header).
+    /// same key on the same route itself (`x-keyward-module` in the answer, which the module
+    /// takes out of it).
     pub enabled: bool,
     /// Longest the module may reuse an allow; the key's expiry and time conditions bound it
     /// lower. The module's change feed ends it at once on any change.

@@ -1,7 +1,9 @@
 //! What keyward gives its Envoy module (`module/`): with `module.enabled`, each data-plane allow
 //! says how long and under which request facts the module may answer the same key on the same
-//! route itself ([`hints`], sent as the `x-keyward-module` response header, [`learnable`]), and `keyward.module.v1.Feed`
-//! tells each module when anything changed, so that nothing it learnt outlives a change.
+//! route itself ([`hints`], [`learnable`]: `x-keyward-module` among the answer's response
+//! headers to add, which the module takes out of the answer to the Check it sent), and
+//! `keyward.module.v1.Feed` tells each module when anything changed, so that nothing it learnt
+//! outlives a change.
 //!
 //! The feed is per replica: an answer names the replica's instance and its epoch (how many
 //! changes it has applied, its own and, through [`crate::propagation`], every other
@@ -110,8 +112,7 @@ pub struct Learnable<'a> {
 
 /// One allow as the module reads it: `v1` and nine fields separated by single spaces (instance,
 /// epoch, ttl_ms, vary (`ip`, `ua`, `ip,ua` or `-`), context, key id, principal, project,
-/// deployment), sent as a response header ([`RESPONSE_HEADER`]): Envoy handles a header for
-/// less than a dynamic metadata field, on every allow (`bench/answer.sh`). `None` when a
+/// deployment), in the answer's response headers to add ([`RESPONSE_HEADER`]). `None` when a
 /// field is empty or holds whitespace or a control character (no name keyward accepts does);
 /// the module, which accepts exactly ten fields, would refuse it anyway.
 pub fn learnable(allow: &Learnable<'_>) -> Option<String> {
