@@ -122,6 +122,18 @@ impl EnvoyHeader {
     }
 }
 
+/// The `len` items at `ptr` (none when `ptr` is null), as Envoy hands arrays to an event hook.
+///
+/// # Safety
+/// A non-null `ptr` points to `len` initialized items, valid for the lifetime chosen (Envoy's:
+/// until the hook returns).
+pub unsafe fn slice_of<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
+    match ptr.is_null() {
+        true => &[],
+        false => unsafe { std::slice::from_raw_parts(ptr, len) },
+    }
+}
+
 /// `envoy_dynamic_module_type_http_header_type_RequestHeader`.
 pub const REQUEST_HEADERS: u32 = 0;
 /// `envoy_dynamic_module_type_http_header_type_ResponseHeader`.

@@ -698,13 +698,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
         let Some(config) = (unsafe { config_of(config) }) else {
             return;
         };
-        let headers = match headers.is_null() {
-            true => &[][..],
-            false => unsafe { std::slice::from_raw_parts(headers, headers_size) },
-        };
-        let body = match body.is_null() {
-            true => &[][..],
-            false => unsafe { std::slice::from_raw_parts(body, body_size) },
+        let (headers, body) = unsafe {
+            (
+                abi::slice_of(headers, headers_size),
+                abi::slice_of(body, body_size),
+            )
         };
         config.on_answer(result, headers, body);
     })
@@ -847,13 +845,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
         if filter.is_null() {
             return true;
         }
-        let headers = match headers.is_null() {
-            true => &[][..],
-            false => unsafe { std::slice::from_raw_parts(headers, headers_size) },
-        };
-        let body = match body.is_null() {
-            true => &[][..],
-            false => unsafe { std::slice::from_raw_parts(body, body_size) },
+        let (headers, body) = unsafe {
+            (
+                abi::slice_of(headers, headers_size),
+                abi::slice_of(body, body_size),
+            )
         };
         check_answered(envoy, filter, result, headers, body);
         true
