@@ -172,10 +172,13 @@ pub async fn serve(
     // so it is set on each accepted connection. Without it Nagle's algorithm and Envoy's
     // delayed ACKs hold small Check answers back for ~40 ms.
     let check: Served = match &tls_check {
-        Some(acceptor) => Box::pin(check_router.serve_with_incoming_shutdown(
-            crate::tls::incoming(listeners.check, acceptor.clone()),
-            stopped(),
-        )),
+        Some(acceptor) => Box::pin(
+            check_router.serve_with_incoming_shutdown(
+                crate::tls::incoming(listeners.check, acceptor.clone())
+                    .map(|accepted| accepted.map(CoalescedWrites)),
+                stopped(),
+            ),
+        ),
         None => Box::pin(
             check_router.serve_with_incoming_shutdown(
                 TcpIncoming::from(listeners.check)
@@ -452,7 +455,8 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// A Check connection whose writes h2 coalesces: it reports no vectored writes.
+/// A Check connection (TCP, TLS or Unix socket) whose writes h2 coalesces: it reports no
+/// vectored writes.
 ///
 /// h2 copies a DATA frame into its write buffer only below a threshold (256 bytes when the
 /// transport writes vectored, 1 KiB otherwise); a larger one is chained and must be flushed
