@@ -360,6 +360,34 @@ async fn a_miss_holds_a_large_body_until_keyward_answers() {
     w.a.stop().await;
 }
 
+/// A miss's Check that cannot reach a replica is sent again, to another one, as ext_authz's
+/// retry policy does: stopping one of two replicas costs no request a 503 while Envoy's health
+/// checks (every 2 s) have not yet taken it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_to_a_stopped_replica_is_retried_on_another() {
+    let database = PgDatabase::create().await;
+    let owner = init(&database.url).await;
+    let mut config = test_config(&database.url);
+    config.module.enabled = true;
+    let a = Keyward::on(config.clone(), owner.clone()).await;
+    let mut b = Keyward::on(config, owner).await;
+    let backend = Backend::start().await;
+    let envoy = Envoy::start_module(&[a.check, b.check], backend.addr, &[], 2).await;
+    let mut admin = a.admin().await;
+    admin.project("demo").await;
+    admin.deployment("demo/chat").await;
+    let url = envoy.public_url(CHAT);
+
+    b.stop().await;
+    // No credential: never a hit, every request is a Check, answered 401 by whichever
+    // replica it reaches.
+    for _ in 0..20 {
+        let (status, body) = call(&url, &[]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(body["error"]["code"], "missing_api_key", "{body}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyward_down_stops_hits_and_misses_get_503() {
     let mut w = world(2).await;
