@@ -388,6 +388,76 @@ async fn a_check_to_a_stopped_replica_is_retried_on_another() {
     }
 }
 
+/// The access log reads the same as with ext_authz: a denial's why and key id (keyward's
+/// metadata, which the module sets under ext_authz's namespace), an allow's key id from the
+/// identity headers; and `module` tells a request the module asked keyward about
+/// (`checked`) from one it answered from its cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_tells_denials_checks_and_hits_apart() {
+    let mut w = world(2).await;
+    let (id, token) = w.admin.key(Plane::Data, &["demo/chat"]).await;
+    let (embed_id, embed_token) = w.admin.key(Plane::Data, &["demo/embed"]).await;
+    let url = w.envoy.public_url(CHAT);
+    let logged = |request_id: String| {
+        let envoy = &w.envoy;
+        async move {
+            eventually("the access log line", Duration::from_secs(10), || async {
+                envoy.log().lines().find_map(|line| {
+                    let entry: Value = serde_json::from_str(line).ok()?;
+                    (entry["request_id"] == request_id.as_str()).then_some(entry)
+                })
+            })
+            .await
+        }
+    };
+    let send = |token: &str| {
+        let request = reqwest::Client::new().post(&url).bearer_auth(token).json(
+            &serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
+        );
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let request_id = response.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (status, request_id)
+        }
+    };
+
+    let (status, request_id) = send(&embed_token).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let line = logged(request_id).await;
+    assert_eq!(
+        line["ext_authz"]["denial_code"], "key_not_in_scope",
+        "{line}"
+    );
+    assert_eq!(line["ext_authz"]["key_id"], embed_id.as_str(), "{line}");
+
+    let (status, request_id) = send(&token).await;
+    assert_eq!(status, StatusCode::OK);
+    let line = logged(request_id).await;
+    assert_eq!(line["key_id"], id.as_str(), "{line}");
+    assert_eq!(
+        line["module"]["checked"], true,
+        "the first request is a Check: {line}"
+    );
+
+    w.until_hit(&url, &[("authorization", &bearer(&token))])
+        .await;
+    let (status, request_id) = send(&token).await;
+    assert_eq!(status, StatusCode::OK);
+    let line = logged(request_id).await;
+    assert_eq!(line["key_id"], id.as_str(), "{line}");
+    assert_eq!(line["module"]["hit"], true, "{line}");
+    assert!(line["module"].get("checked").is_none(), "a hit: {line}");
+    let log = w.envoy.log();
+    for secret in [&token, &embed_token] {
+        assert!(!log.contains(secret.as_str()), "a token in the access log");
+    }
+    w.a.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyward_down_stops_hits_and_misses_get_503() {
     let mut w = world(2).await;
