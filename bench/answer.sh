@@ -27,9 +27,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-32}
 PORT_BASE=${PORT_BASE:-29080}
-ENVOY_BIN=${ENVOY_BIN:-.tools/venv/bin/envoy}
-[ -x "$ENVOY_BIN" ] || { echo "Envoy not found at $ENVOY_BIN: set ENVOY_BIN" >&2; exit 1; }
-command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
+source bench/tools.sh # Envoy and wrk, installed when missing
 
 echo "== building (release)"
 cargo build --release --quiet --bin keyward --example bench_seed --example noop_ext_authz

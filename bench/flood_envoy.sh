@@ -30,9 +30,7 @@ FLOOD=${FLOOD:-128}
 FLOOD_PAUSE_MS=${FLOOD_PAUSE_MS:-10}
 RATE_LIMIT_RPS=${RATE_LIMIT_RPS:-100}
 PORT_BASE=${PORT_BASE:-29180}
-ENVOY_BIN=${ENVOY_BIN:-.tools/venv/bin/envoy}
-[ -x "$ENVOY_BIN" ] || { echo "Envoy not found at $ENVOY_BIN: set ENVOY_BIN" >&2; exit 1; }
-command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
+source bench/tools.sh # Envoy and wrk, installed when missing
 case $RATE_LIMIT_RPS in '' | *[!0-9]* | 0) echo "RATE_LIMIT_RPS must be a number above 0" >&2; exit 1 ;; esac
 
 port_open=$PORT_BASE port_limited=$((PORT_BASE + 1)) port_envoy_admin=$((PORT_BASE + 2))

@@ -37,9 +37,7 @@ DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-32}
 CONCURRENCY=${CONCURRENCY:-32}
 PORT_BASE=${PORT_BASE:-29080}
-ENVOY_BIN=${ENVOY_BIN:-.tools/venv/bin/envoy}
-[ -x "$ENVOY_BIN" ] || { echo "Envoy not found at $ENVOY_BIN: set ENVOY_BIN" >&2; exit 1; }
-command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
+source bench/tools.sh # Envoy and wrk, installed when missing
 
 p() { echo $((PORT_BASE + $1)); }
 port_check=$(p 40) port_admin=$(p 41) port_health=$(p 42) port_noop=$(p 43) port_noop_adapt=$(p 44)

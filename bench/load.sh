@@ -49,14 +49,12 @@ CONNECTIONS=${CONNECTIONS:-32}
 CONCURRENCY=${CONCURRENCY:-32}
 FLOOD=${FLOOD:-256}
 PORT_BASE=${PORT_BASE:-28080}
-ENVOY_BIN=${ENVOY_BIN:-.tools/venv/bin/envoy}
+source bench/tools.sh # Envoy and wrk, installed when missing
 SCENARIOS=${SCENARIOS:-grpc http flood memory}
 for group in $SCENARIOS; do
 	case $group in grpc | http | module | flood | memory) ;; *) echo "SCENARIOS: unknown group '$group' (grpc http module flood memory)" >&2; exit 1 ;; esac
 done
 runs() { [[ " $SCENARIOS " == *" $1 "* ]]; }
-[ -x "$ENVOY_BIN" ] || { echo "Envoy not found at $ENVOY_BIN: set ENVOY_BIN" >&2; exit 1; }
-command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
 if [ -n "${PROFILE:-}" ]; then
 	command -v perf >/dev/null || { echo "PROFILE needs perf: apt-get install -y linux-perf" >&2; exit 1; }
 	perf stat -e raw_syscalls:sys_enter true >/dev/null 2>&1 ||
