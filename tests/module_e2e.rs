@@ -458,6 +458,52 @@ async fn the_access_log_tells_denials_checks_and_hits_apart() {
     w.a.stop().await;
 }
 
+/// On its routes the module is the only authorizer (ext_authz is not created there): a route
+/// whose keyward context it cannot state to keyward is refused, never let through, whatever
+/// the request carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_with_a_malformed_context_fails_closed() {
+    let database = PgDatabase::create().await;
+    let owner = init(&database.url).await;
+    let mut config = test_config(&database.url);
+    config.module.enabled = true;
+    let a = Keyward::on(config, owner).await;
+    let backend = Backend::start().await;
+    let template = std::fs::read_to_string(support::repo().join("envoy/envoy.yaml.tmpl")).unwrap();
+    let good = r#"keyward: { context: "data|public|demo/chat" }"#;
+    assert!(template.contains(good));
+    let broken = template.replace(good, r#"keyward: { context: "data|public" }"#);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("envoy.yaml.tmpl");
+    std::fs::write(&path, broken).unwrap();
+    let envoy = Envoy::start_module(
+        &[a.check],
+        backend.addr,
+        &[("ENVOY_TEMPLATE", path.to_str().unwrap())],
+        2,
+    )
+    .await;
+    let mut admin = a.admin().await;
+    admin.project("demo").await;
+    admin.deployment("demo/chat").await;
+    let (_, token) = admin.key(Plane::Data, &["demo/chat"]).await;
+    for headers in [vec![("authorization", bearer(&token))], vec![]] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, body) = call(&envoy.public_url(CHAT), &headers).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    }
+    // The well-formed route next to it is decided as usual.
+    let (status, _) = call(&envoy.public_url(EMBED), &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        envoy
+            .log()
+            .contains("is not data|<endpoint>|<project>/<deployment>"),
+        "{}",
+        envoy.log()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyward_down_stops_hits_and_misses_get_503() {
     let mut w = world(2).await;
