@@ -207,18 +207,17 @@ impl Filter {
         }
         let shared = &*self.shared;
         let now = now_ms();
-        let source = source_address(envoy);
-        let source_ip = source.and_then(ip_of);
         let outcome = with_request_headers(envoy, |headers| {
-            let user_agent = header_in(headers, "user-agent").ok().flatten();
+            let user_agent = || header_in(headers, "user-agent").ok().flatten();
             let presented = credential(headers, &shared.settings);
             let key = presented.map(|(token, _)| digest(context, token.as_bytes()));
             if let (Some(key), Some((_, present))) = (&key, presented)
                 && shared.feed.serving(now)
             {
+                // The request's facts are read only for an entry that depends on them.
                 let facts = || Facts {
-                    source_ip,
-                    user_agent,
+                    source_ip: source_address(envoy).and_then(ip_of),
+                    user_agent: user_agent(),
                 };
                 // `headers` is not read again once the answer has changed the request.
                 let generation = shared.feed.generation();
@@ -229,6 +228,7 @@ impl Filter {
                     return Outcome::Continue;
                 }
             }
+            let source = source_address(envoy);
             let pseudo = |name: &str| {
                 headers.iter().find_map(|h| {
                     let (k, v) = unsafe { h.parts() };
@@ -268,8 +268,8 @@ impl Filter {
                     body,
                     context: context.into(),
                     learn: key,
-                    source_ip: source_ip.map(Into::into),
-                    user_agent: user_agent.unwrap_or_default().into(),
+                    source_ip: source.and_then(ip_of).map(Into::into),
+                    user_agent: user_agent().unwrap_or_default().into(),
                     retries_left: shared.settings.check_retries,
                     deadline_ms: now + shared.settings.check_timeout_ms,
                     starting: false,
