@@ -25,14 +25,21 @@ struct World {
     _database: PgDatabase,
 }
 
-/// Replica `a` (module answers on) behind Envoy with `concurrency` workers, replica `b` on the
-/// same PostgreSQL database for changes made elsewhere; project demo, deployments demo/chat
-/// and demo/embed.
-async fn world(concurrency: u32) -> World {
+/// A fresh database with an owner (its token), and the configuration of a replica on it whose
+/// allows the module may reuse (`module.enabled`).
+async fn module_database() -> (PgDatabase, String, keyward::config::Config) {
     let database = PgDatabase::create().await;
     let owner = init(&database.url).await;
     let mut config = test_config(&database.url);
     config.module.enabled = true;
+    (database, owner, config)
+}
+
+/// Replica `a` (module answers on) behind Envoy with `concurrency` workers, replica `b` on the
+/// same PostgreSQL database for changes made elsewhere; project demo, deployments demo/chat
+/// and demo/embed.
+async fn world(concurrency: u32) -> World {
+    let (database, owner, config) = module_database().await;
     let a = Keyward::on(config, owner.clone()).await;
     let b = Keyward::on(test_config(&database.url), owner).await;
     let backend = Backend::start().await;
@@ -365,10 +372,7 @@ async fn a_miss_holds_a_large_body_until_keyward_answers() {
 /// checks (every 2 s) have not yet taken it out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_to_a_stopped_replica_is_retried_on_another() {
-    let database = PgDatabase::create().await;
-    let owner = init(&database.url).await;
-    let mut config = test_config(&database.url);
-    config.module.enabled = true;
+    let (_database, owner, config) = module_database().await;
     let a = Keyward::on(config.clone(), owner.clone()).await;
     let mut b = Keyward::on(config, owner).await;
     let backend = Backend::start().await;
@@ -463,10 +467,7 @@ async fn the_access_log_tells_denials_checks_and_hits_apart() {
 /// the request carries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_with_a_malformed_context_fails_closed() {
-    let database = PgDatabase::create().await;
-    let owner = init(&database.url).await;
-    let mut config = test_config(&database.url);
-    config.module.enabled = true;
+    let (_database, owner, config) = module_database().await;
     let a = Keyward::on(config, owner).await;
     let backend = Backend::start().await;
     let template = std::fs::read_to_string(support::repo().join("envoy/envoy.yaml.tmpl")).unwrap();
