@@ -138,8 +138,7 @@ pub unsafe fn slice_of<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
 pub const REQUEST_HEADERS: u32 = 0;
 /// `envoy_dynamic_module_type_http_header_type_ResponseHeader`.
 pub const RESPONSE_HEADERS: u32 = 2;
-/// `envoy_dynamic_module_type_metadata_source_Dynamic` / `_Route`.
-pub const METADATA_DYNAMIC: u32 = 0;
+/// `envoy_dynamic_module_type_metadata_source_Route`.
 pub const METADATA_ROUTE: u32 = 1;
 /// `envoy_dynamic_module_type_attribute_id_SourceAddress` (`source.address`).
 pub const ATTRIBUTE_SOURCE_ADDRESS: u32 = 24;
@@ -154,8 +153,7 @@ pub const HEADERS_STOP: u32 = 1;
 /// `..._request_headers_status_StopAllIterationAndWatermark`: nothing of the request goes on
 /// (body included, buffered up to the stream's limit) until `continue_decoding`.
 pub const HEADERS_STOP_ALL_WATERMARK: u32 = 4;
-/// `envoy_dynamic_module_type_log_level_Info` / `_Warn` / `_Error`.
-pub const LOG_INFO: u32 = 2;
+/// `envoy_dynamic_module_type_log_level_Warn` / `_Error`.
 pub const LOG_WARN: u32 = 3;
 pub const LOG_ERROR: u32 = 4;
 
@@ -166,14 +164,6 @@ pub type SchedulerPtr = *mut c_void;
 /// The callbacks this module calls, resolved from the Envoy process.
 pub struct Api {
     pub log: unsafe extern "C" fn(u32, ModuleBuffer),
-    pub get_header: unsafe extern "C" fn(
-        FilterPtr,
-        u32,
-        ModuleBuffer,
-        *mut EnvoyBuffer,
-        usize,
-        *mut usize,
-    ) -> bool,
     pub get_headers_size: unsafe extern "C" fn(FilterPtr, u32) -> usize,
     pub get_headers: unsafe extern "C" fn(FilterPtr, u32, *mut EnvoyHeader) -> bool,
     pub set_header: unsafe extern "C" fn(FilterPtr, u32, ModuleBuffer, ModuleBuffer) -> bool,
@@ -244,7 +234,6 @@ impl Api {
         }
         Ok(Api {
             log: find!(c"envoy_dynamic_module_callback_log"),
-            get_header: find!(c"envoy_dynamic_module_callback_http_get_header"),
             get_headers_size: find!(c"envoy_dynamic_module_callback_http_get_headers_size"),
             get_headers: find!(c"envoy_dynamic_module_callback_http_get_headers"),
             set_header: find!(c"envoy_dynamic_module_callback_http_set_header"),
