@@ -26,7 +26,7 @@ use crate::cache::{Entry, Facts, Identity, digest};
 use crate::check::{self, Answer, Asked, Decided, Failure, MetadataValue};
 use crate::config::{Config, Settings, Shared};
 use crate::feed::State;
-use crate::{api, guarded, log, now_ms};
+use crate::{api, guarded, log, log_now_and_then, now_ms};
 
 /// The dynamic metadata namespace the module writes: `hit` on every request it allowed itself
 /// (which an ext_authz after it skips), and `checked` when it asked keyward for it first.
@@ -256,12 +256,11 @@ impl Filter {
             };
             match check::request_body(&asked) {
                 None => {
-                    log(
-                        abi::LOG_ERROR,
-                        &format!(
+                    log_now_and_then(abi::LOG_ERROR, || {
+                        format!(
                             "keyward module: route context {context:?} is not data|<endpoint>|<project>/<deployment>; 503"
-                        ),
-                    );
+                        )
+                    });
                     Outcome::FailClosed
                 }
                 Some(body) => Outcome::Check(Box::new(Check {
@@ -456,7 +455,7 @@ fn set_metadata(envoy: FilterPtr, ns: &str, key: &str, value: &MetadataValue) {
 /// reads the filter itself. `false`: it could not be sent.
 fn send_check(envoy: FilterPtr, filter: *mut Filter) -> bool {
     let Some(api) = api() else { return false };
-    let (body, cluster, authority, timeout_ms) = {
+    let (body, shared, timeout_ms) = {
         let this = unsafe { &mut *filter };
         let Some(check) = this.check.as_mut() else {
             return false;
@@ -466,19 +465,18 @@ fn send_check(envoy: FilterPtr, filter: *mut Filter) -> bool {
             return false;
         }
         check.starting = true;
-        let settings = &this.shared.settings;
         (
             std::mem::take(&mut check.body),
-            settings.cluster.clone(),
-            settings.authority.clone(),
+            this.shared.clone(),
             remaining,
         )
     };
+    let settings = &shared.settings;
     let grpc_timeout = format!("{timeout_ms}m");
     let mut headers = [
         ModuleHeader::of(":method", b"POST"),
         ModuleHeader::of(":path", check::CHECK_PATH.as_bytes()),
-        ModuleHeader::of("host", authority.as_bytes()),
+        ModuleHeader::of("host", settings.authority.as_bytes()),
         ModuleHeader::of("content-type", b"application/grpc"),
         ModuleHeader::of("te", b"trailers"),
         ModuleHeader::of("grpc-timeout", grpc_timeout.as_bytes()),
@@ -488,7 +486,7 @@ fn send_check(envoy: FilterPtr, filter: *mut Filter) -> bool {
         (api.http_callout)(
             envoy,
             &mut id,
-            buffer(cluster.as_bytes()),
+            buffer(settings.cluster.as_bytes()),
             headers.as_mut_ptr(),
             headers.len(),
             buffer(&body),
@@ -553,7 +551,7 @@ fn check_answered(
     match read {
         Err(Failure::Retryable(_)) => retry_or_fail(envoy, filter),
         Err(Failure::Final(why)) => {
-            log(abi::LOG_WARN, &format!("keyward module: {why}; 503"));
+            log_now_and_then(abi::LOG_WARN, || format!("keyward module: {why}; 503"));
             unsafe { (*filter).check = None };
             Last::fail_closed().run(envoy);
         }

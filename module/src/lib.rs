@@ -43,6 +43,29 @@ pub(crate) fn now_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
+/// How often a per-request problem is logged at most.
+const PER_REQUEST_LOG_EVERY_MS: u64 = 10_000;
+
+/// Logs a problem that repeats on every request it affects (a misconfigured route, keyward
+/// answering errors) at most once per [`PER_REQUEST_LOG_EVERY_MS`], across workers: the
+/// requests fail closed either way, and a log line per request would add load to an overload.
+/// The message is built only when logged.
+pub(crate) fn log_now_and_then(level: u32, message: impl FnOnce() -> String) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    // Stored one past the clock so that 0 means "never".
+    let now = now_ms() + 1;
+    let last = LAST.load(Ordering::Relaxed);
+    let due = last == 0 || now.saturating_sub(last) >= PER_REQUEST_LOG_EVERY_MS;
+    if due
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        log(level, &message());
+    }
+}
+
 /// Logs through Envoy (its `dynamic_modules` logger).
 pub(crate) fn log(level: u32, message: &str) {
     if let Some(api) = api() {
