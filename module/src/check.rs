@@ -95,25 +95,33 @@ pub fn request_body(asked: &Asked<'_>) -> Option<Vec<u8>> {
             ..Default::default()
         }),
     };
-    let message = request.encode_to_vec();
-    let mut body = Vec::with_capacity(5 + message.len());
+    let len = request.encoded_len();
+    let mut body = Vec::with_capacity(5 + len);
     body.push(0);
-    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    body.extend_from_slice(&message);
+    body.extend_from_slice(&(len as u32).to_be_bytes());
+    request.encode(&mut body).ok()?;
     Some(body)
 }
 
-/// `1.2.3.4:5` → (`1.2.3.4`, 5), `[::1]:5` → (`::1`, 5).
-fn split_address(address: &str) -> Option<(&str, u32)> {
+/// Envoy's `source.address` as IP and port: `1.2.3.4:5` → (`1.2.3.4`, 5), `[::1]:5` →
+/// (`::1`, 5), a bare IP → port 0; an address that is no IP (a Unix socket) gives `None`.
+pub fn split_address(address: &str) -> Option<(&str, u32)> {
     let (ip, port) = match address.strip_prefix('[') {
         Some(rest) => {
             let (ip, port) = rest.split_once(']')?;
-            (ip, port.strip_prefix(':')?)
+            (ip, port.strip_prefix(':').unwrap_or(port))
         }
-        None => address.rsplit_once(':')?,
+        None => match address.rsplit_once(':') {
+            Some((ip, port)) if !ip.contains(':') => (ip, port),
+            _ => (address, ""),
+        },
     };
     ip.parse::<std::net::IpAddr>().ok()?;
-    Some((ip, port.parse().ok()?))
+    let port = match port {
+        "" => 0,
+        port => port.parse().ok()?,
+    };
+    Some((ip, port))
 }
 
 /// A dynamic metadata value of keyward's answer.

@@ -107,14 +107,7 @@ fn source_address<'a>(envoy: FilterPtr) -> Option<&'a str> {
 
 /// `1.2.3.4:5` → `1.2.3.4`, `[::1]:5` → `::1`; an address that is no IP gives `None`.
 pub fn ip_of(address: &str) -> Option<&str> {
-    let ip = match address.strip_prefix('[') {
-        Some(rest) => rest.split_once(']')?.0,
-        None => match address.rsplit_once(':') {
-            Some((ip, port)) if !ip.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => ip,
-            _ => address,
-        },
-    };
-    ip.parse::<std::net::IpAddr>().is_ok().then_some(ip)
+    check::split_address(address).map(|(ip, _)| ip)
 }
 
 /// More headers than this are read into the heap instead of the stack.
